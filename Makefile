@@ -1,0 +1,23 @@
+# The two things people do with the lab. Both prepare the machine first (scripts/setup-host).
+#   make lab    build the images and run every scenario of lab.yaml: verdict table + report.json
+#   make test   the unit tests and the end-to-end tests (what CI runs)
+TOX := .venv/bin/tox
+
+.PHONY: setup lab test unit e2e clean
+setup:
+	@scripts/setup-host
+
+lab: setup
+	$(TOX) run -e lab
+
+test: setup
+	$(TOX) run -e unit,e2e
+
+unit: setup
+	$(TOX) run -e unit
+
+e2e: setup
+	$(TOX) run -e e2e
+
+clean: setup
+	$(TOX) exec -e lab -- lab clean

@@ -1,0 +1,117 @@
+"""pytest fixtures over the lab's library, for the lab's own tests and for anyone writing more.
+
+    lab_config    the parsed lab.yaml (--lab-config)
+    lab_docker    a Docker client; skips (fails under CI=true) when no daemon or /dev/net/tun
+    lab_images    every profile's images, built once per session (reused when current)
+    lab_accel     kvm or tcg, chosen once per session by a bounded probe
+    lab_out       this test's own artefacts folder
+    lab_hosts     a primary + secondary host pair on the lab network, removed after the test
+    run_scenario  run(profile, scenario) -> ScenarioResult, artefacts in lab_out
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import docker
+import pytest
+
+from lab import accel, config, images, resources, scenario
+from lab.accel import AccelChoice
+from lab.config import LabConfig
+from lab.errors import LabError
+from lab.hosts import HostSpec, LabHosts
+from lab.scenario import ScenarioResult
+
+ROOT = Path(__file__).resolve().parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lab")
+    group.addoption("--lab-config", default=str(ROOT / "lab.yaml"), help="lab configuration for e2e tests")
+    group.addoption("--lab-out", default=None, help="artefacts folder (default: lab-results/pytest-<time>)")
+
+
+def need(reason: str) -> None:
+    """A missing capability: a skip with its reason on a user's machine, a failure in CI."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI must have every capability, but: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def lab_config(pytestconfig: pytest.Config) -> LabConfig:
+    return config.load(Path(pytestconfig.getoption("--lab-config")))
+
+
+@pytest.fixture(scope="session")
+def lab_results(pytestconfig: pytest.Config, lab_config: LabConfig) -> Path:
+    given = pytestconfig.getoption("--lab-out")
+    return Path(given) if given else ROOT / lab_config.results_dir / time.strftime("pytest-%Y%m%d-%H%M%S")
+
+
+@pytest.fixture(scope="session")
+def lab_docker() -> docker.DockerClient:
+    if not os.path.exists("/dev/net/tun"):
+        need("/dev/net/tun is missing")
+    try:
+        return resources.connect()
+    except LabError as exc:
+        need(str(exc))
+        raise
+
+
+@pytest.fixture(scope="session")
+def lab_images(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_results: Path) -> dict[str, images.ImageSet]:
+    builder = images.ImageBuilder(lab_docker, lab_config, ROOT / lab_config.results_dir / "build-logs",
+                                  _print_build_progress)
+    return {name: builder.ensure(profile) for name, profile in lab_config.profiles.items()}
+
+
+def _print_build_progress(event: images.BuildEvent) -> None:
+    if event.kind in ("info", "step"):
+        print(f"[{event.image}] {event.line}", flush=True)
+
+
+@pytest.fixture(scope="session")
+def lab_accel(lab_docker: docker.DockerClient, lab_config: LabConfig,
+              lab_images: dict[str, images.ImageSet]) -> AccelChoice:
+    runtime = next(iter(lab_images.values())).runtime
+    return accel.choose(lab_docker, runtime, lab_config.accel, lab_config.name, lab_config.timeouts.kvm_probe_s)
+
+
+@pytest.fixture
+def lab_out(request: pytest.FixtureRequest, lab_results: Path) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_")
+    return lab_results / name
+
+
+@pytest.fixture
+def lab_hosts(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
+              lab_out: Path) -> Iterator[LabHosts]:
+    runtime = next(iter(lab_images.values())).runtime
+    lab_out.mkdir(parents=True, exist_ok=True)
+    with LabHosts(lab_docker, HostSpec(image=runtime, lab=lab_config.name), lab_out,
+                  lab_config.timeouts.host_start_s) as hosts:
+        yield hosts
+
+
+@pytest.fixture
+def run_scenario(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
+                 lab_accel: AccelChoice, lab_out: Path) -> Callable[[str, str], ScenarioResult]:
+    def run(profile: str, scenario_name: str) -> ScenarioResult:
+        return scenario.run(lab_docker, lab_config, lab_config.profiles[profile],
+                            lab_config.scenarios[scenario_name], lab_images[profile].runtime,
+                            lab_accel.accel, lab_out)
+    return run
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    out = config.getoption("--lab-out")
+    folders = sorted((ROOT / "lab-results").glob("pytest-*")) if out is None else [Path(out)]
+    if folders and folders[-1].exists():
+        terminalreporter.write_line(f"lab artefacts: {folders[-1]}")

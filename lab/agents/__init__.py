@@ -1,0 +1,17 @@
+"""In-host helpers: run inside the lab's host containers with Debian's python3, standard library only."""
+
+from __future__ import annotations
+
+import signal
+
+
+class StopFlag:
+    """Set by SIGTERM or SIGINT: the helpers finish their loop and write their records."""
+
+    def __init__(self) -> None:
+        self.set = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, _signo: int, _frame: object) -> None:
+        self.set = True

@@ -1,0 +1,196 @@
+"""`lab`: build the images, run the scenarios, check the machine, clean up.
+
+Exit status: 0 every verdict matched its expectation; 1 some did not; 2 the lab could not run (the
+one line printed says what, where and what to do); 130 interrupted (after cleaning up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Callable
+
+import docker
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from lab import accel as accel_mod
+from lab import config as config_mod
+from lab import doctor, images, resources, scenario
+from lab.config import LabConfig
+from lab.errors import LabError
+from lab.report import Report
+
+EXIT_MISMATCH = 1
+EXIT_LAB_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class BuildDisplay:
+    """Live build progress: a bar per image, driven by Dockerfile steps and ninja's counter.
+
+    On a terminal the bars redraw in place; elsewhere (CI logs) each step is one line and ninja's
+    counter is printed every tenth of the way.
+    """
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live = console.is_terminal
+        self.progress = Progress(TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[what]}"), TimeElapsedColumn(), console=console,
+                                 disable=not self.live)
+        self.tasks: dict[str, TaskID] = {}
+        self.ninja_shown: dict[str, int] = {}
+
+    def __enter__(self) -> "BuildDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: images.BuildEvent) -> None:
+        task = self.tasks.get(event.image)
+        if task is None:
+            task = self.tasks[event.image] = self.progress.add_task(event.image, total=None, what="")
+        if event.kind == "info":
+            self.progress.update(task, what=event.line[:70])
+            self.console.log(f"{event.image}: {event.line}") if not self.live else self.progress.console.print(
+                f"[dim]{event.image}:[/] {event.line}")
+        elif event.kind == "step" and event.count:
+            done, total = event.count
+            self.progress.update(task, completed=done - 1, total=total, what=event.line.split(" : ", 1)[-1][:60])
+            if not self.live:
+                self.console.print(f"{event.image}: {event.line[:120]}")
+        elif event.kind == "ninja" and event.count:
+            done, total = event.count
+            self.progress.update(task, what=f"ninja [{done}/{total}]")
+            tenth = done * 10 // total
+            if not self.live and tenth > self.ninja_shown.get(event.image, -1):
+                self.ninja_shown[event.image] = tenth
+                self.console.print(f"{event.image}: ninja [{done}/{total}]")
+
+
+def _load(args: argparse.Namespace) -> LabConfig:
+    return config_mod.load(Path(args.config))
+
+
+def _builder(cfg: LabConfig, display: BuildDisplay) -> tuple[docker.DockerClient, images.ImageBuilder]:
+    client = resources.connect()
+    log_dir = Path(cfg.results_dir) / "build-logs"
+    return client, images.ImageBuilder(client, cfg, log_dir, display)
+
+
+def cmd_build(args: argparse.Namespace, console: Console) -> int:
+    cfg = _load(args)
+    profiles = cfg.select_profiles(args.profile)
+    with BuildDisplay(console) as display:
+        client, builder = _builder(cfg, display)
+        started = time.monotonic()
+        for profile in profiles:
+            built = builder.ensure(profile, rebuild=args.rebuild)
+            console.print(f"[bold]{profile.name}[/]: {built.runtime}")
+    console.print(f"images ready in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    cfg = _load(args)
+    profiles = cfg.select_profiles(args.profile)
+    scenarios = cfg.select_scenarios(args.scenario)
+    out = Path(args.out) if args.out else Path(cfg.results_dir) / time.strftime("run-%Y%m%d-%H%M%S")
+    with BuildDisplay(console) as display:
+        client, builder = _builder(cfg, display)
+        resources.refuse_leftovers(client, cfg.name)
+        built = {p.name: builder.ensure(p) for p in profiles}
+    first = next(iter(built.values()))
+    choice = accel_mod.choose(client, first.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s)
+    console.print(f"accelerator: [bold]{choice.accel}[/] ({choice.reason})")
+    report = Report(config=str(cfg.path), accel=choice.accel, accel_reason=choice.reason,
+                    images={name: s.runtime for name, s in built.items()})
+    for profile in profiles:
+        for sc in scenarios:
+            console.print(f"running [bold]{profile.name}[/] x [bold]{sc.name}[/] ({sc.filter}) ...")
+            result = scenario.run(client, cfg, profile, sc, built[profile.name].runtime, choice.accel,
+                                  out / f"{profile.name}-{sc.name}")
+            report.results.append(result)
+            a = result.analysis
+            console.print(f"  {result.verdict} (expected {result.expected})"
+                          + (f": sent {a.frames_sent}, captured {a.frames_captured}, delivered "
+                             f"{a.frames_delivered}, during stop {a.frames_during_stop}" if a else f": {result.error}")
+                          + f" [{result.timings.get('total', 0):.1f} s]")
+    path = report.write(out)
+    report.print(console)
+    console.print(f"report: {path}")
+    return 0 if report.all_match else EXIT_MISMATCH
+
+
+def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
+    cfg = _load(args)
+    checks = doctor.run(cfg)
+    for c in checks:
+        mark = "[green]ok[/]" if c.ok else "[red]MISSING[/]"
+        console.print(f"{mark:>20}  {c.name}: {c.detail}")
+    missing = [c for c in checks if not c.ok]
+    if missing:
+        console.print(f"{len(missing)} of {len(checks)} checks failed")
+        return EXIT_LAB_ERROR
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace, console: Console) -> int:
+    client = resources.connect()
+    lab = None if args.all else _load(args).name
+    removed = resources.remove(client, lab, images=args.images)
+    console.print(f"removed {removed.describe()}" if removed else "nothing to remove")
+    if args.images:
+        console.print("removed the lab's images")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="lab", description="The netfilter continuity lab.")
+    sub = ap.add_subparsers(dest="verb", required=True)
+
+    def verb(name: str, fn: Callable[[argparse.Namespace, Console], int], help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.add_argument("--config", default="lab.yaml", help="lab configuration (default: ./lab.yaml)")
+        p.set_defaults(fn=fn)
+        return p
+
+    b = verb("build", cmd_build, "build every image the configuration needs")
+    b.add_argument("--profile", action="append", help="only this build profile (repeatable)")
+    b.add_argument("--rebuild", action="store_true", help="rebuild even when the images are current")
+    r = verb("run", cmd_run, "run every scenario on every build profile and report the verdicts")
+    r.add_argument("--profile", action="append", help="only this build profile (repeatable)")
+    r.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
+    r.add_argument("--out", help="folder for the report and artefacts (default: a new one under results_dir)")
+    verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
+    c = verb("clean", cmd_clean, "remove everything the lab created (containers, networks, volumes)")
+    c.add_argument("--images", action="store_true", help="remove the lab's images as well")
+    c.add_argument("--all", action="store_true", help="every lab on this machine, not only the configured name")
+    return ap
+
+
+def _interrupt(signo: int, _frame: FrameType | None) -> None:
+    # SIGTERM takes the same path as Ctrl-C: the context managers remove what the lab made.
+    raise KeyboardInterrupt(f"signal {signo}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # Logs (CI, pipes) get a width that fits the verdict table rather than rich's default of 80.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return int(args.fn(args, console))
+    except LabError as exc:
+        print(f"lab {args.verb}: error: {exc}", file=sys.stderr)
+        return EXIT_LAB_ERROR
+    except KeyboardInterrupt:
+        print(f"lab {args.verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,287 @@
+"""lab.yaml: what to build, what to run, what to expect.
+
+The file is read once, validated completely, and turned into frozen dataclasses; nothing downstream
+looks at raw YAML. Every error names the key path, what was found and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from lab.errors import ConfigError
+
+FILTERS = ("filter-mirror", "filter-redirector")
+VERDICTS = ("continuous", "gap")
+ACCELS = ("auto", "kvm", "tcg")
+BASE_SOURCES = ("debootstrap", "registry")
+QEMU_SOURCES = ("debian",)
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    base: str = "debootstrap"
+    suite: str = "bookworm"
+    registry_image: str = "debian:bookworm"
+    mirror: str = "auto"
+
+
+@dataclass(frozen=True)
+class QemuSource:
+    source: str = "debian"
+    version: str = "1:10.2.2+ds-1"
+    suite: str = "sid"
+
+    @property
+    def upstream_version(self) -> str:
+        """``1:10.2.2+ds-1`` -> ``10.2.2``."""
+        match = re.match(r"^(?:\d+:)?([0-9.]+)", self.version)
+        return match.group(1) if match else self.version
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    qemu: QemuSource
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    filter: str
+    expect: Mapping[str, str]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Traffic:
+    rate: int = 1000
+    warmup_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class Migration:
+    hold_s: float = 3.0
+    settle_s: float = 0.3
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    kvm_probe_s: float = 10.0
+    host_start_s: float = 30.0
+    boot_s: float = 60.0
+    pre_switchover_s: float = 60.0
+    completion_s: float = 60.0
+    drain_s: float = 10.0
+    image_build_s: float = 2400.0
+
+
+@dataclass(frozen=True)
+class Guest:
+    memory_mb: int = 256
+    mac: str = "52:54:00:12:34:56"
+
+
+@dataclass(frozen=True)
+class LabConfig:
+    path: Path
+    name: str = "nfcl"
+    results_dir: str = "lab-results"
+    accel: str = "auto"
+    images: ImagesConfig = ImagesConfig()
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+    scenarios: Mapping[str, Scenario] = field(default_factory=dict)
+    traffic: Traffic = Traffic()
+    migration: Migration = Migration()
+    timeouts: Timeouts = Timeouts()
+    guest: Guest = Guest()
+
+    def select_profiles(self, names: list[str] | None) -> list[Profile]:
+        return [self.profiles[n] for n in self._select(names, self.profiles, "--profile")]
+
+    def select_scenarios(self, names: list[str] | None) -> list[Scenario]:
+        return [self.scenarios[n] for n in self._select(names, self.scenarios, "--scenario")]
+
+    @staticmethod
+    def _select(names: list[str] | None, known: Mapping[str, object], flag: str) -> list[str]:
+        if not names:
+            return list(known)
+        for name in names:
+            if name not in known:
+                raise ConfigError(flag, f"unknown name {name!r}", f"known: {', '.join(known)}")
+        return list(dict.fromkeys(names))
+
+
+class _Reader:
+    """Walks one mapping of the YAML tree, remembering the key path for error messages."""
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(where or "top level", f"expected a mapping, found {_kind(data)}")
+        self.data: dict[str, Any] = data
+        self.where = where
+        self.seen: set[str] = set()
+
+    def _path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def child(self, key: str, required: bool = False) -> "_Reader":
+        self.seen.add(key)
+        if key not in self.data:
+            if required:
+                raise ConfigError(self._path(key), "missing")
+            return _Reader({}, self._path(key))
+        return _Reader(self.data[key], self._path(key))
+
+    def str(self, key: str, default: str, choices: tuple[str, ...] = (), pattern: re.Pattern[str] | None = None) -> str:
+        value = self._get(key, default, str, "a string")
+        if choices and value not in choices:
+            raise ConfigError(self._path(key), f"{value!r} is not allowed", f"allowed: {', '.join(choices)}")
+        if pattern and not pattern.match(value):
+            raise ConfigError(self._path(key), f"{value!r} is malformed", f"must match {pattern.pattern}")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self._get(key, default, (int, float), "a number")
+        return self._in_range(key, value, low, high)
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self._get(key, default, int, "an integer")
+        return int(self._in_range(key, value, low, high))
+
+    def _in_range(self, key: str, value: float, low: float, high: float) -> float:
+        if not low <= value <= high:
+            raise ConfigError(self._path(key), f"{value} is out of range", f"allowed: {low} to {high}")
+        return value
+
+    def _get(self, key: str, default: Any, types: type | tuple[type, ...], what: str) -> Any:
+        self.seen.add(key)
+        value = self.data.get(key, default)
+        # YAML's booleans are ints to Python; a boolean is never a valid number here.
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ConfigError(self._path(key), f"expected {what}, found {_kind(value)}")
+        return value
+
+    def names(self) -> list[str]:
+        return list(self.data)
+
+    def done(self) -> None:
+        unknown = [k for k in self.data if k not in self.seen]
+        if unknown:
+            allowed = ", ".join(sorted(self.seen)) or "none"
+            raise ConfigError(self._path(str(unknown[0])), "unknown key", f"allowed here: {allowed}")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def load(path: Path) -> LabConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}", "pass --config FILE") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    try:
+        return parse(data, path)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.where}", exc.problem, exc.hint) from None
+
+
+def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
+    top = _Reader(data, "")
+    lab = top.child("lab")
+    name = lab.str("name", "nfcl", pattern=NAME_RE)
+    results_dir = lab.str("results_dir", "lab-results")
+    accel = lab.str("accel", "auto", ACCELS)
+    lab.done()
+
+    img = top.child("images")
+    images = ImagesConfig(
+        base=img.str("base", "debootstrap", BASE_SOURCES),
+        suite=img.str("suite", "bookworm", pattern=NAME_RE),
+        registry_image=img.str("registry_image", "debian:bookworm"),
+        mirror=img.str("mirror", "auto"),
+    )
+    img.done()
+    if images.mirror != "auto" and not re.match(r"^https?://\S+$", images.mirror):
+        raise ConfigError("images.mirror", f"{images.mirror!r} is not a URL", "use auto or http(s)://...")
+
+    profiles = _profiles(top.child("profiles", required=True))
+    scenarios = _scenarios(top.child("scenarios", required=True), profiles)
+
+    tr = top.child("traffic")
+    traffic = Traffic(rate=tr.integer("rate", 1000, 1, 20000), warmup_s=tr.number("warmup_s", 1.0, 0.0, 60.0))
+    tr.done()
+    mg = top.child("migration")
+    migration = Migration(hold_s=mg.number("hold_s", 3.0, 0.1, 120.0), settle_s=mg.number("settle_s", 0.3, 0.0, 10.0))
+    mg.done()
+    to = top.child("timeouts")
+    timeouts = Timeouts(**{k: to.number(k, v, 1.0, 7200.0) for k, v in vars(Timeouts()).items()})
+    to.done()
+    gu = top.child("guest")
+    guest = Guest(memory_mb=gu.integer("memory_mb", 256, 64, 4096), mac=gu.str("mac", "52:54:00:12:34:56", pattern=MAC_RE))
+    gu.done()
+    top.done()
+    return LabConfig(path=path, name=name, results_dir=results_dir, accel=accel, images=images,
+                     profiles=profiles, scenarios=scenarios, traffic=traffic, migration=migration,
+                     timeouts=timeouts, guest=guest)
+
+
+def _names(node: _Reader, kind: str) -> list[str]:
+    names = node.names()
+    if not names:
+        raise ConfigError(node.where, f"no {kind} defined", "define at least one")
+    for name in names:
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise ConfigError(f"{node.where}.{name}", f"malformed {kind} name", f"must match {NAME_RE.pattern}")
+    return names
+
+
+def _profiles(node: _Reader) -> dict[str, Profile]:
+    profiles: dict[str, Profile] = {}
+    for name in _names(node, "profile"):
+        p = node.child(name)
+        q = p.child("qemu")
+        qemu = QemuSource(source=q.str("source", "debian", QEMU_SOURCES),
+                          version=q.str("version", "1:10.2.2+ds-1"), suite=q.str("suite", "sid", pattern=NAME_RE))
+        q.done()
+        profiles[name] = Profile(name=name, description=p.str("description", ""), qemu=qemu)
+        p.done()
+    return profiles
+
+
+def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scenario]:
+    scenarios: dict[str, Scenario] = {}
+    for name in _names(node, "scenario"):
+        where = f"scenarios.{name}"
+        s = node.child(name)
+        filt = s.str("filter", "", FILTERS)
+        ex = s.child("expect", required=True)
+        expect = {}
+        for profile in ex.names():
+            if profile not in profiles:
+                raise ConfigError(f"{where}.expect.{profile}", "unknown profile", f"known: {', '.join(profiles)}")
+            expect[profile] = ex.str(profile, "", VERDICTS)
+        for profile in profiles:
+            if profile not in expect:
+                raise ConfigError(f"{where}.expect", f"no expected verdict for profile {profile!r}",
+                                  f"add {profile}: continuous or gap")
+        scenarios[name] = Scenario(name=name, filter=filt, expect=expect, description=s.str("description", ""))
+        s.done()
+    return scenarios

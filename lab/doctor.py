@@ -1,0 +1,81 @@
+"""`lab doctor`: can this machine run the lab? Each check says exactly what is missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+
+from lab import accel, apt, resources
+from lab.config import LabConfig
+from lab.errors import LabError
+
+MIN_FREE_GB = 10
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def run(cfg: LabConfig) -> list[Check]:
+    checks = []
+    client = None
+    try:
+        client = resources.connect()
+        info = client.info()
+        checks.append(Check("docker", True, f"daemon {info.get('ServerVersion')} ({info.get('Driver')})"))
+    except LabError as exc:
+        checks.append(Check("docker", False, str(exc)))
+    tun = os.path.exists("/dev/net/tun")
+    checks.append(Check("/dev/net/tun", tun, "present" if tun else "missing: load the tun module (modprobe tun)"))
+    checks.append(_disk(client))
+    if cfg.images.base == "debootstrap":
+        found = shutil.which("debootstrap")
+        checks.append(Check("debootstrap", bool(found), found or "missing: apt-get install debootstrap"))
+    try:
+        mirror = cfg.images.mirror if cfg.images.mirror != "auto" else apt.debian_mirror()
+        checks.append(Check("debian mirror", True, mirror))
+    except LabError as exc:
+        checks.append(Check("debian mirror", False, str(exc)))
+    checks.append(_kvm(cfg, client))
+    return checks
+
+
+def _disk(client: docker.DockerClient | None) -> Check:
+    root = "/var/lib/docker"
+    if client is not None:
+        try:
+            root = client.info().get("DockerRootDir", root)
+        except docker.errors.APIError:
+            pass
+    where = root if os.path.exists(root) else "/"
+    free_gb = shutil.disk_usage(where).free / 1e9
+    ok = free_gb >= MIN_FREE_GB
+    return Check("disk", ok, f"{free_gb:.0f} GB free at {where}" + ("" if ok else f"; the images need {MIN_FREE_GB} GB"))
+
+
+def _kvm(cfg: LabConfig, client: docker.DockerClient | None) -> Check:
+    if cfg.accel == "tcg":
+        return Check("accelerator", True, "tcg (lab.accel)")
+    problem = accel.kvm_device_problem()
+    if problem:
+        return Check("accelerator", True, f"tcg: {problem}")
+    runtime = _any_runtime_image(client)
+    if client is None or runtime is None:
+        return Check("accelerator", True, "KVM present but not probed (build the images first: lab build); "
+                                          "runs fall back to tcg if the probe fails")
+    choice = accel.choose(client, runtime, "auto", cfg.name, cfg.timeouts.kvm_probe_s)
+    return Check("accelerator", True, f"{choice.accel}: {choice.reason}")
+
+
+def _any_runtime_image(client: docker.DockerClient | None) -> str | None:
+    if client is None:
+        return None
+    found = client.images.list(filters={"label": [f"{resources.IMAGE}=runtime"]})
+    return found[0].tags[0] if found and found[0].tags else None

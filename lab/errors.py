@@ -1,0 +1,45 @@
+"""Errors the lab reports to its user.
+
+A LabError means the lab itself could not run (bad input, Docker missing, an image that did not
+build): the CLI prints its one line and exits 2. A scenario that ran but misbehaved is not an error
+here; it becomes a verdict.
+"""
+
+from __future__ import annotations
+
+
+class LabError(Exception):
+    """The lab could not do what was asked; ``str()`` is the one line the user sees."""
+
+
+class ConfigError(LabError):
+    """lab.yaml (or a command-line selection) is invalid."""
+
+    def __init__(self, where: str, problem: str, hint: str = "") -> None:
+        self.where = where
+        self.problem = problem
+        self.hint = hint
+        text = f"{where}: {problem}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class DockerUnavailable(LabError):
+    """No Docker daemon answers."""
+
+
+class ImageBuildError(LabError):
+    """An image failed to build; says which image and step and where the log is."""
+
+
+class LeftoverLab(LabError):
+    """Resources of an earlier lab with the same names still exist."""
+
+
+class ScenarioError(Exception):
+    """A scenario could not run to its end; the reason becomes an ``error`` verdict."""
+
+
+class Timeout(ScenarioError):
+    """A bounded wait ran out; the message says what was awaited and the last state seen."""

@@ -1,0 +1,297 @@
+"""The lab's images, built through the Docker SDK with live progress.
+
+    base     Debian, from debootstrap + import (no registry needed) or from a registry
+    qemu     QEMU built from a profile's tree (x86_64-softmmu, what tap/virtio-net/migration need)
+    guest    Debian's cloud kernel + a busybox initramfs that brings eth0 up
+    runtime  a lab host: the built QEMU, the guest, firmware, tcpdump, iproute2, the in-host helpers
+
+Every tag carries a digest of what went into the image (its build context and arguments), so an
+image present under its tag is current and is reused as it is; Docker's layer cache covers the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import docker
+import docker.errors
+
+from lab import apt, resources
+from lab.config import LabConfig, Profile
+from lab.errors import ImageBuildError, LabError
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES_DIR = ROOT / "images"
+AGENTS_DIR = ROOT / "lab" / "agents"
+MESON_VERSION = "1.9.0"
+NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
+STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """One line of progress: the lab's own news (``info``), a Dockerfile ``step``, ninja's
+    counter (``ninja``, with ``count`` = (done, total)), or any other ``output`` of the build."""
+
+    image: str
+    kind: str
+    line: str
+    count: tuple[int, int] | None = None
+
+
+Progress = Callable[[BuildEvent], None]
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    profile: str
+    base: str
+    qemu: str
+    guest: str
+    runtime: str
+
+
+def _digest(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()[:12]
+
+
+class Context:
+    """A build context assembled in memory: an images/ folder plus extra files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.files: dict[str, bytes] = {}
+        self.modes: dict[str, int] = {}
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+            self.add(path.relative_to(folder).as_posix(), path)
+
+    def add(self, name: str, path: Path) -> None:
+        self.files[name] = path.read_bytes()
+        self.modes[name] = path.stat().st_mode & 0o777
+
+    def add_tree(self, prefix: str, folder: Path, pattern: str = "*") -> None:
+        for path in sorted(folder.glob(pattern)):
+            if path.is_file():
+                self.add(f"{prefix}/{path.name}", path)
+
+    def digest(self, *args: str) -> str:
+        return _digest(*args, *(f"{n}:{self.modes[n]}" for n in sorted(self.files)),
+                       *(self.files[n] for n in sorted(self.files)))
+
+    def tar(self) -> io.BytesIO:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name in sorted(self.files):
+                info = tarfile.TarInfo(name)
+                info.size = len(self.files[name])
+                info.mode = self.modes[name]
+                tar.addfile(info, io.BytesIO(self.files[name]))
+        buf.seek(0)
+        return buf
+
+
+class ImageBuilder:
+    def __init__(self, client: docker.DockerClient, cfg: LabConfig, log_dir: Path,
+                 progress: Progress | None = None) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.log_dir = log_dir
+        self.progress = progress or (lambda event: None)
+        self._base: str | None = None
+
+    def ensure(self, profile: Profile, rebuild: bool = False) -> ImageSet:
+        base = self.ensure_base()
+        qemu = self._qemu(base, profile, rebuild)
+        guest = self._guest(base, rebuild)
+        runtime = self._runtime(base, qemu, guest, profile, rebuild)
+        return ImageSet(profile=profile.name, base=base, qemu=qemu, guest=guest, runtime=runtime)
+
+    def exists(self, tag: str) -> bool:
+        try:
+            self.client.images.get(tag)
+            return True
+        except docker.errors.ImageNotFound:
+            return False
+
+    # -- base ---------------------------------------------------------------------------------
+
+    def ensure_base(self) -> str:
+        if self._base is not None:
+            return self._base
+        images = self.cfg.images
+        if images.base == "registry":
+            if not self.exists(images.registry_image):
+                self._event("base", f"pulling {images.registry_image}")
+                try:
+                    self.client.images.pull(images.registry_image)
+                except docker.errors.APIError as exc:
+                    raise ImageBuildError(f"cannot pull {images.registry_image} ({exc.explanation}); "
+                                          "without a registry set images.base: debootstrap") from exc
+            self._base = images.registry_image
+            return self._base
+        mirror = self.mirror()
+        tag = f"{self.cfg.name}/base:{images.suite}-{_digest('debootstrap', images.suite, mirror)}"
+        if not self.exists(tag):
+            self._debootstrap(tag, images.suite, mirror)
+        self._base = tag
+        return tag
+
+    def mirror(self) -> str:
+        return self.cfg.images.mirror if self.cfg.images.mirror != "auto" else apt.debian_mirror()
+
+    def _debootstrap(self, tag: str, suite: str, mirror: str) -> None:
+        if shutil.which("debootstrap") is None:
+            raise ImageBuildError("the base image needs debootstrap, which is not installed "
+                                  "(apt-get install debootstrap, or set images.base: registry)")
+        log = self._log_path(tag)
+        self._event("base", f"debootstrap {suite} from {mirror}")
+        with tempfile.TemporaryDirectory(prefix=f"{self.cfg.name}-rootfs-") as tmp:
+            rootfs, tarball = Path(tmp) / "rootfs", Path(tmp) / "rootfs.tar"
+            with log.open("w") as out:
+                rc = subprocess.run(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror],
+                                    stdout=out, stderr=subprocess.STDOUT, timeout=self.cfg.timeouts.image_build_s).returncode
+            if rc != 0:
+                raise ImageBuildError(f"image {tag}: debootstrap {suite} from {mirror} failed "
+                                      f"(exit {rc}): {_last_line(log)}; log: {log}")
+            subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+            repo, _, version = tag.rpartition(":")
+            self._event("base", f"importing {tag}")
+            self.client.api.import_image_from_file(
+                str(tarball), repository=repo, tag=version,
+                changes=[f"LABEL {k}={v}" for k, v in self._labels("base").items()])
+
+    # -- built images -------------------------------------------------------------------------
+
+    def _qemu(self, base: str, profile: Profile, rebuild: bool) -> str:
+        ctx = Context(IMAGES_DIR / "qemu")
+        with tempfile.TemporaryDirectory() as tmp:
+            for wheel in self._wheels(Path(tmp)):
+                ctx.add(f"wheels/{wheel.name}", wheel)
+            q = profile.qemu
+            # With MIRROR empty the builder takes the mirror from the base image's apt configuration,
+            # which debootstrap wrote from this machine's (or the registry image came with).
+            mirror = "" if self.cfg.images.mirror == "auto" else self.cfg.images.mirror
+            args = {"BASE": base, "QEMU_DEBIAN_VERSION": q.version, "QEMU_DEBIAN_SUITE": q.suite, "MIRROR": mirror}
+            labels = self._labels("qemu", profile=profile.name, **{
+                "qemu.version": q.upstream_version, "qemu.source": f"debian:qemu={q.version} ({q.suite}), orig tarball"})
+            return self._build("qemu", f"{profile.name}-", ctx, args, labels, rebuild)
+
+    def _wheels(self, dest: Path) -> list[Path]:
+        """meson and pycotap, fetched by this machine's pip (its proxies and certificates apply)."""
+        cache = self.log_dir / "wheels"
+        wanted = [f"meson=={MESON_VERSION}", "pycotap"]
+        have = sorted(cache.glob("*.whl"))
+        if not any(w.name.startswith(f"meson-{MESON_VERSION}-") for w in have) or len(have) < 2:
+            cache.mkdir(parents=True, exist_ok=True)
+            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                                   "--only-binary", ":all:", "-d", str(cache), *wanted],
+                                  capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                raise ImageBuildError(f"cannot fetch {', '.join(wanted)} for the QEMU build with pip: "
+                                      f"{_tail(proc.stderr)}")
+            have = sorted(cache.glob("*.whl"))
+        return have
+
+    def _guest(self, base: str, rebuild: bool) -> str:
+        return self._build("guest", "", Context(IMAGES_DIR / "guest"), {"BASE": base},
+                           self._labels("guest"), rebuild)
+
+    def _runtime(self, base: str, qemu: str, guest: str, profile: Profile, rebuild: bool) -> str:
+        ctx = Context(IMAGES_DIR / "runtime")
+        ctx.add_tree("agents", AGENTS_DIR, "*.py")
+        q = self.client.images.get(qemu).labels
+        labels = self._labels("runtime", profile=profile.name, **{
+            "qemu.version": q.get("io.nfcl.qemu.version", ""), "qemu.source": q.get("io.nfcl.qemu.source", "")})
+        return self._build("runtime", f"{profile.name}-", ctx,
+                           {"BASE": base, "QEMU_IMAGE": qemu, "GUEST_IMAGE": guest}, labels, rebuild)
+
+    def _labels(self, image: str, **extra: str) -> dict[str, str]:
+        # Images are shared by every lab name on this machine; only the managed label matters.
+        return {resources.MANAGED: "true", resources.IMAGE: image, **{f"io.nfcl.{k}": v for k, v in extra.items()}}
+
+    def _build(self, image: str, tag_prefix: str, ctx: Context, args: dict[str, str],
+               labels: dict[str, str], rebuild: bool) -> str:
+        # The base is named by its own digest, so it is part of this image's digest through args.
+        digest = ctx.digest(*(f"{k}={v}" for k, v in sorted({**args, **labels}.items())))
+        tag = f"{self.cfg.name}/{image}:{tag_prefix}{digest}"
+        if not rebuild and self.exists(tag):
+            self._event(image, f"{tag} is up to date")
+            return tag
+        log = self._log_path(tag)
+        self._event(image, f"building {tag} (log: {log})")
+        step = ""
+        started = time.monotonic()
+        with log.open("w") as out:
+            try:
+                stream = self.client.api.build(
+                    fileobj=ctx.tar(), custom_context=True, tag=tag, buildargs=args, labels=labels,
+                    rm=True, forcerm=True, decode=True, timeout=int(self.cfg.timeouts.image_build_s))
+                for chunk in stream:
+                    if "error" in chunk:
+                        out.write(chunk["error"] + "\n")
+                        raise ImageBuildError(f"image {image} ({tag}) failed at {step or 'its first step'}: "
+                                              f"{_tail(chunk['error'])}; log: {log}")
+                    for line in chunk.get("stream", "").splitlines():
+                        out.write(line + "\n")
+                        step = self._line(image, line, step)
+                    if time.monotonic() - started > self.cfg.timeouts.image_build_s:
+                        raise ImageBuildError(f"image {image} ({tag}) did not build within "
+                                              f"{self.cfg.timeouts.image_build_s:.0f} s (at {step}); log: {log}")
+            except docker.errors.APIError as exc:
+                raise ImageBuildError(f"image {image} ({tag}) failed: {exc.explanation}; log: {log}") from exc
+        self._event(image, f"built {tag} in {time.monotonic() - started:.0f} s")
+        return tag
+
+    def _line(self, image: str, line: str, step: str) -> str:
+        m = STEP_RE.match(line)
+        if m:
+            self.progress(BuildEvent(image, "step", line, (int(m.group(1)), int(m.group(2)))))
+            return f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
+        n = NINJA_RE.match(line)
+        if n:
+            self.progress(BuildEvent(image, "ninja", line, (int(n.group(1)), int(n.group(2)))))
+        else:
+            self.progress(BuildEvent(image, "output", line))
+        return step
+
+    def _event(self, image: str, line: str) -> None:
+        self.progress(BuildEvent(image, "info", line))
+
+    def _log_path(self, tag: str) -> Path:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return self.log_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", tag) + ".log")
+
+
+def _tail(text: str) -> str:
+    lines = [l for l in text.strip().splitlines() if l.strip()]
+    return lines[-1].strip() if lines else "(no message)"
+
+
+def _last_line(path: Path) -> str:
+    return _tail(path.read_text(errors="replace")) if path.exists() else "(no log)"
+
+
+def lab_images(client: docker.DockerClient) -> Iterable[str]:
+    for img in client.images.list(filters={"label": f"{resources.MANAGED}=true"}):
+        yield from img.tags
+
+
+def require(builder: ImageBuilder, profiles: list[Profile]) -> dict[str, ImageSet]:
+    try:
+        return {p.name: builder.ensure(p) for p in profiles}
+    except docker.errors.DockerException as exc:
+        raise LabError(f"image build failed: {exc}") from exc

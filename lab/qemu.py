@@ -1,0 +1,163 @@
+"""QEMU in a lab host: its command line, its process, its monitor, its guest console.
+
+The command lines are pure functions of a ``MachineSpec`` so that tests can check them without
+starting anything; ``Qemu`` launches one in a host and fails with the command line and QEMU's own
+output when it does not come up.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from lab.errors import ScenarioError, Timeout
+from lab.hosts import RUNDIR, TAP, Host, Process
+from lab.qmp import Monitor
+
+BINARY = "/opt/qemu/bin/qemu-system-x86_64"
+KERNEL = "/opt/guest/vmlinuz"
+INITRD = "/opt/guest/initrd.img"
+# quiet and ipv6.disable: a fast TCG boot, and a guest that sends nothing of its own.
+KERNEL_APPEND = "console=ttyS0 quiet loglevel=1 ipv6.disable=1 panic=-1"
+READY_LINE = "LAB-GUEST-READY"
+FAILED_LINE = "LAB-GUEST-FAILED"
+MIGRATION_PORT = 4444
+NETDEV = "n0"
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A netfilter object on the machine's netdev, with the chardev it talks through."""
+
+    qom_type: str
+    id: str
+    queue: str
+    direction: str  # "outdev" or "indev"
+    socket: str  # the chardev socket's options
+    properties: tuple[tuple[str, str], ...] = ()
+    chardev_id: str = "mirror0"
+
+    def chardev_arg(self) -> str:
+        return f"socket,id={self.chardev_id},{self.socket}"
+
+    def object_arg(self) -> str:
+        props = [f"{self.qom_type},id={self.id},netdev={NETDEV},queue={self.queue}",
+                 f"{self.direction}={self.chardev_id}", "vnet_hdr_support=on"]
+        props += [f"{k}={v}" for k, v in self.properties]
+        return ",".join(props)
+
+
+@dataclass(frozen=True)
+class MachineSpec:
+    name: str
+    accel: str
+    memory_mb: int
+    mac: str
+    filters: tuple[Filter, ...] = ()
+    incoming: bool = False
+
+
+def command_line(spec: MachineSpec) -> list[str]:
+    argv = [
+        BINARY, "-name", spec.name,
+        "-machine", f"pc,accel={spec.accel}", "-m", str(spec.memory_mb),
+        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
+        "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
+        "-kernel", KERNEL, "-initrd", INITRD, "-append", KERNEL_APPEND,
+        "-chardev", f"file,id=serial0,path={RUNDIR}/console.log", "-serial", "chardev:serial0",
+        "-qmp", f"unix:{RUNDIR}/qmp.sock,server=on,wait=off",
+        "-netdev", f"tap,id={NETDEV},ifname={TAP},script=no,downscript=no",
+        # romfile=: no option ROM to load; the guest boots from -kernel.
+        "-device", f"virtio-net-pci,netdev={NETDEV},romfile=,mac={spec.mac}",
+    ]
+    for f in spec.filters:
+        argv += ["-chardev", f.chardev_arg(), "-object", f.object_arg()]
+    if spec.incoming:
+        argv += ["-incoming", f"tcp:0.0.0.0:{MIGRATION_PORT}"]
+    return argv
+
+
+def source_filter(qom_type: str, peer_host: str, port: int, properties: tuple[tuple[str, str], ...] = ()) -> Filter:
+    """The filter under test on the source: frames from the tap (queue=tx) out to the secondary."""
+    return Filter(qom_type=qom_type, id="f0", queue="tx", direction="outdev", properties=properties,
+                  socket=f"host={peer_host},port={port},reconnect-ms=100")
+
+
+def destination_redirector(port: int) -> Filter:
+    """The secondary's side: frames from the stream into its netdev's rx path, out of its tap."""
+    return Filter(qom_type="filter-redirector", id="r0", queue="rx", direction="indev",
+                  socket=f"host=127.0.0.1,port={port},server=on,wait=off")
+
+
+@dataclass
+class Qemu:
+    """One QEMU process in a host, with its monitor; a context that always ends the process."""
+
+    host: Host
+    spec: MachineSpec
+    qmp_timeout: float = 10.0
+    process: Process | None = None
+    monitor: Monitor | None = None
+    argv: list[str] = field(default_factory=list)
+
+    def launch(self, timeout: float) -> "Qemu":
+        self.argv = command_line(self.spec)
+        self.process = self.host.spawn("qemu", self.argv)
+        self.monitor = Monitor(self.host.role, self.host.path("qmp.sock"), self.host.path("qmp.jsonl"),
+                               timeout=self.qmp_timeout)
+        try:
+            self.monitor.connect(timeout, alive=lambda: self.process is not None and self.process.returncode is None)
+        except Timeout as exc:
+            raise self.launch_failure(str(exc)) from exc
+        return self
+
+    def launch_failure(self, why: str) -> ScenarioError:
+        assert self.process is not None
+        rc = self.process.returncode
+        state = f"exited {rc}" if rc is not None else "still running"
+        return ScenarioError(f"{self.host.role}: QEMU did not come up ({why}; {state})\n"
+                             f"  command: {self.process.command_line}\n  output: {self.process.tail(10)}")
+
+    @property
+    def qmp(self) -> Monitor:
+        if self.monitor is None:
+            raise ScenarioError(f"{self.host.role}: QEMU was not launched")
+        return self.monitor
+
+    def console(self) -> str:
+        path = self.host.path("console.log")
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wait_guest_ready(self, timeout: float) -> float:
+        """Waits for the guest's own ready line; returns when it was seen (epoch seconds)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.console()
+            if READY_LINE in text:
+                return time.time()
+            if FAILED_LINE in text:
+                raise ScenarioError(f"{self.host.role}: the guest did not bring eth0 up: "
+                                    f"{text.strip().splitlines()[-1]}")
+            if self.process is not None and self.process.returncode is not None:
+                raise self.launch_failure("QEMU exited while the guest booted")
+            time.sleep(0.1)
+        last = (self.console().strip().splitlines() or ["(nothing)"])[-1]
+        raise Timeout(f"{self.host.role}: no {READY_LINE} on the guest console within {timeout:.0f} s "
+                      f"(last console line: {last})")
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.close()
+        if self.process is not None and self.process.returncode is None:
+            try:
+                self.process.stop(timeout=5.0)
+            except ScenarioError:
+                pass  # the host goes away with its container in any case
+
+    def __enter__(self) -> "Qemu":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

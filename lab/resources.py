@@ -1,0 +1,95 @@
+"""Docker resources the lab owns: how they are labelled, found and removed.
+
+Every container, network, volume and image the lab creates carries ``io.nfcl.managed=true`` and
+``io.nfcl.lab=<lab name>``, so that `lab clean` (and the next run, after a crash) can find them
+without any state file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import docker
+import docker.errors
+
+from lab.errors import DockerUnavailable, LeftoverLab
+
+MANAGED = "io.nfcl.managed"
+LAB = "io.nfcl.lab"
+ROLE = "io.nfcl.role"
+IMAGE = "io.nfcl.image"
+
+
+def labels(lab: str, **extra: str) -> dict[str, str]:
+    return {MANAGED: "true", LAB: lab, **{f"io.nfcl.{k}": v for k, v in extra.items()}}
+
+
+def connect() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise DockerUnavailable(
+            f"no Docker daemon answers ({_first_line(exc)}); start it with `dockerd &` as root "
+            "(or `make setup`), then run `lab doctor`") from exc
+    return client
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+@dataclass
+class Leftovers:
+    containers: list[str] = field(default_factory=list)
+    networks: list[str] = field(default_factory=list)
+    volumes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.containers or self.networks or self.volumes)
+
+    def describe(self) -> str:
+        parts = [f"{kind}: {', '.join(names)}" for kind, names in
+                 (("containers", self.containers), ("networks", self.networks), ("volumes", self.volumes)) if names]
+        return "; ".join(parts)
+
+
+def find(client: docker.DockerClient, lab: str | None = None) -> Leftovers:
+    """Running or stopped resources of one lab (or of every lab when ``lab`` is None)."""
+    flt = {"label": [f"{MANAGED}=true"] + ([f"{LAB}={lab}"] if lab else [])}
+    return Leftovers(
+        containers=[c.name for c in client.containers.list(all=True, filters=flt)],
+        networks=[n.name for n in client.networks.list(filters=flt)],
+        volumes=[v.name for v in client.volumes.list(filters=flt)],
+    )
+
+
+def refuse_leftovers(client: docker.DockerClient, lab: str) -> None:
+    left = find(client, lab)
+    if left:
+        raise LeftoverLab(f"a lab named {lab!r} is still there ({left.describe()}); "
+                          "remove it with `lab clean`")
+
+
+def remove(client: docker.DockerClient, lab: str | None = None, images: bool = False) -> Leftovers:
+    """Removes what ``find`` finds (and the lab's images when asked); returns what was removed."""
+    left = find(client, lab)
+    flt = {"label": [f"{MANAGED}=true"] + ([f"{LAB}={lab}"] if lab else [])}
+    for c in client.containers.list(all=True, filters=flt):
+        _quietly(lambda: c.remove(force=True, v=True))
+    for n in client.networks.list(filters=flt):
+        _quietly(n.remove)
+    for v in client.volumes.list(filters=flt):
+        _quietly(lambda: v.remove(force=True))
+    if images:
+        for img in client.images.list(filters={"label": f"{MANAGED}=true"}):
+            for tag in img.tags or [img.id]:
+                _quietly(lambda: client.images.remove(tag, force=True))
+    return left
+
+
+def _quietly(action: object) -> None:
+    try:
+        action()  # type: ignore[operator]
+    except docker.errors.NotFound:
+        pass  # already gone: removed concurrently, or by the container's removal

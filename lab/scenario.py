@@ -1,0 +1,146 @@
+"""One scenario on one build: boot, migrate with a hold, capture, analyse.
+
+The sequence, every wait bounded by lab.yaml's timeouts:
+
+1. hosts: primary and secondary containers on the lab's internal network, a tap in each;
+2. secondary: QEMU with ``-incoming`` and a filter-redirector that takes frames from its indev,
+   the stream recorder in front of that indev, tcpdump on its tap;
+3. primary: QEMU with the filter under test (queue=tx, outdev to the recorder), guest boots until
+   it prints its ready line;
+4. the generator sends frames into the primary's tap; migration starts; the source reaches
+   pre-switchover (its VM stopped); the hold; the generator stops; migrate-continue; completion;
+5. the destination's tap drains; both captures are analysed over first frame .. migrate-continue.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+
+from lab.analysis import ERROR, Analysis, StopWindow, analyse
+from lab.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
+from lab.config import LabConfig, Profile, Scenario
+from lab.errors import ScenarioError
+from lab.hosts import HostSpec, LabHosts
+from lab.migration import Migration
+from lab.qemu import MIGRATION_PORT, MachineSpec, Qemu, destination_redirector, source_filter
+from lab.traffic import Generator
+
+
+@dataclass
+class ScenarioResult:
+    profile: str
+    scenario: str
+    filter: str
+    expected: str
+    verdict: str
+    accel: str
+    qemu_version: str = ""
+    analysis: Analysis | None = None
+    error: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    artefacts: str = ""
+
+    @property
+    def match(self) -> bool:
+        return self.verdict == self.expected
+
+    def to_json(self) -> dict[str, Any]:
+        a = self.analysis
+        counts = {k: getattr(a, k) if a else None for k in (
+            "frames_sent", "frames_captured", "frames_delivered", "lost", "duplicates", "reordered",
+            "frames_during_stop", "max_gap_ms", "stopped_window_ms")}
+        return {"profile": self.profile, "scenario": self.scenario, "filter": self.filter,
+                "expected": self.expected, "verdict": self.verdict, "match": self.match, **counts,
+                "reasons": (a.reasons if a else [self.error]), "accel": self.accel,
+                "qemu_version": self.qemu_version, "timings": self.timings, "artefacts": self.artefacts}
+
+
+def run(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario: Scenario,
+        image: str, accel: str, out: Path) -> ScenarioResult:
+    """Runs one scenario; a scenario that cannot finish gives verdict ``error`` with its reason.
+
+    Artefacts are written in a short temporary folder (QMP's unix socket path must stay under
+    108 bytes) and moved to ``out`` at the end, whatever happened.
+    """
+    result = ScenarioResult(profile=profile.name, scenario=scenario.name, filter=scenario.filter,
+                            expected=scenario.expect[profile.name], verdict=ERROR, accel=accel)
+    rundir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-"))
+    devices = ("/dev/net/tun", "/dev/kvm") if accel == "kvm" else ("/dev/net/tun",)
+    t0 = time.monotonic()
+    try:
+        with LabHosts(client, HostSpec(image=image, lab=cfg.name, devices=devices), rundir,
+                      cfg.timeouts.host_start_s) as hosts:
+            _drive(cfg, scenario, hosts, accel, result)
+    except ScenarioError as exc:
+        result.error = str(exc)
+    finally:
+        result.timings["total"] = round(time.monotonic() - t0, 2)
+        result.artefacts = str(_keep_artefacts(rundir, out))
+    return result
+
+
+def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, result: ScenarioResult) -> None:
+    t = cfg.timeouts
+    t_start = time.monotonic()
+    capture = SecondaryCapture(hosts.secondary)
+    dest = Qemu(hosts.secondary, MachineSpec(
+        name="secondary", accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
+        filters=(destination_redirector(INDEV_PORT),), incoming=True))
+    src = Qemu(hosts.primary, MachineSpec(
+        name="primary", accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
+        filters=(source_filter(scenario.filter, hosts.secondary.name, RECORDER_PORT),)))
+    with dest, src:
+        dest.launch(t.boot_s)
+        capture.start(t.host_start_s)
+        src.launch(t.boot_s)
+        src.wait_guest_ready(t.boot_s)
+        result.timings["boot"] = round(time.monotonic() - t_start, 2)
+        result.qemu_version = _version(src)
+
+        migration = Migration(src.qmp, dest.qmp, f"tcp:{hosts.secondary.name}:{MIGRATION_PORT}")
+        migration.prepare()
+        generator = Generator(hosts.primary, cfg.guest.mac, cfg.traffic.rate)
+        generator.start(max_seconds=cfg.traffic.warmup_s + t.pre_switchover_s + cfg.migration.hold_s + 30)
+        time.sleep(cfg.traffic.warmup_s)
+
+        migration.start()
+        migration.wait_pre_switchover(t.pre_switchover_s)
+        result.timings["migrate"] = round(migration.times.pre_switchover - migration.times.started, 2)
+        time.sleep(cfg.migration.hold_s)
+        sent = generator.stop()
+        time.sleep(cfg.migration.settle_s)
+        migration.resume()
+        result.timings["hold"] = round(migration.times.continued - migration.times.pre_switchover, 2)
+        migration.wait_completed(t.completion_s)
+
+        stream = capture.stream(generator.run_id)
+        expected = len({f.seq for f in stream if f.time <= migration.times.continued})
+        drained = capture.drain(generator.run_id, expected, t.drain_s)
+        result.timings["drain"] = round(migration.times.completed - migration.times.continued + drained, 2)
+        capture.stop()
+        result.analysis = analyse(sent, capture.stream(generator.run_id), capture.delivered(generator.run_id),
+                                  StopWindow(stop=migration.times.stopped, resume=migration.times.continued))
+        result.verdict = result.analysis.verdict
+
+
+def _version(qemu: Qemu) -> str:
+    v = qemu.qmp.cmd("query-version")
+    q = v.get("qemu", {})
+    return f"{q.get('major')}.{q.get('minor')}.{q.get('micro')}{v.get('package', '')}"
+
+
+def _keep_artefacts(rundir: Path, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for sock in rundir.rglob("*.sock"):
+        sock.unlink(missing_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(str(rundir), str(out))
+    return out

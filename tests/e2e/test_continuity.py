@@ -1,0 +1,38 @@
+"""Every profile x scenario of lab.yaml, for real: QEMU guests in Docker, a migration, captures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from lab import config
+from lab.analysis import ERROR
+from lab.scenario import ScenarioResult
+
+pytestmark = pytest.mark.e2e
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "profile" in metafunc.fixturenames:
+        cfg = config.load(Path(metafunc.config.getoption("--lab-config")))
+        cases = [(p, s) for p in cfg.profiles for s in cfg.scenarios]
+        metafunc.parametrize(("profile", "scenario_name"), cases, ids=[f"{p}-{s}" for p, s in cases])
+
+
+def test_verdict_matches_expectation(profile: str, scenario_name: str,
+                                     run_scenario: Callable[[str, str], ScenarioResult]) -> None:
+    result = run_scenario(profile, scenario_name)
+    where = f"artefacts: {result.artefacts}"
+    assert result.verdict != ERROR, f"the scenario did not run to its end: {result.error}\n{where}"
+    a = result.analysis
+    assert a is not None
+    # Whatever the verdict, the lab must have seen traffic flow before the stop: otherwise a "gap"
+    # would only say that the lab itself was broken.
+    assert a.frames_sent > 0, where
+    assert a.frames_captured > 0, f"no frame reached the secondary at all; {where}"
+    assert a.stopped_window_ms > 0, where
+    assert result.verdict == result.expected, (
+        f"{profile} x {scenario_name}: verdict {result.verdict}, expected {result.expected} "
+        f"({'; '.join(a.reasons) or 'continuous'}); {where}")

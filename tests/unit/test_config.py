@@ -1,0 +1,292 @@
+"""lab.config: parsing and validating lab.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.config import LabConfig, Migration, Timeouts, Traffic, load, parse
+from lab.errors import ConfigError
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "lab.yaml"
+
+
+def minimal() -> dict[str, Any]:
+    return {
+        "profiles": {"baseline": {"qemu": {"version": "1:10.2.2+ds-1"}}},
+        "scenarios": {"mirror": {"filter": "filter-mirror", "expect": {"baseline": "gap"}}},
+    }
+
+
+def config_error(data: object) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse(data)
+    return info.value
+
+
+# --- the repository's lab.yaml ---------------------------------------------------------------
+
+def test_repo_config_loads_its_profiles_and_scenarios() -> None:
+    cfg = load(REPO_CONFIG)
+    assert list(cfg.profiles) == ["baseline"]
+    assert list(cfg.scenarios) == ["mirror", "redirector"]
+    assert cfg.path == REPO_CONFIG
+
+
+def test_repo_config_scenarios() -> None:
+    cfg = load(REPO_CONFIG)
+    assert cfg.scenarios["mirror"].filter == "filter-mirror"
+    assert cfg.scenarios["mirror"].expect == {"baseline": "gap"}
+    assert cfg.scenarios["redirector"].filter == "filter-redirector"
+    assert cfg.scenarios["redirector"].expect == {"baseline": "continuous"}
+
+
+def test_repo_config_baseline_profile() -> None:
+    qemu = load(REPO_CONFIG).profiles["baseline"].qemu
+    assert (qemu.source, qemu.version, qemu.suite) == ("debian", "1:10.2.2+ds-1", "sid")
+    assert qemu.upstream_version == "10.2.2"
+
+
+def test_repo_config_states_the_defaults() -> None:
+    cfg = load(REPO_CONFIG)
+    assert cfg.traffic == Traffic()
+    assert cfg.migration == Migration()
+    assert cfg.timeouts == Timeouts()
+    assert (cfg.name, cfg.accel, cfg.images.mirror) == ("nfcl", "auto", "auto")
+
+
+# --- parse on dicts ---------------------------------------------------------------------------
+
+def test_minimal_config_gets_the_defaults() -> None:
+    cfg = parse(minimal())
+    assert isinstance(cfg, LabConfig)
+    assert cfg.traffic.rate == 1000
+    assert cfg.migration.hold_s == 3.0
+    assert cfg.guest.mac == "52:54:00:12:34:56"
+    assert cfg.images.base == "debootstrap"
+
+
+def test_values_are_read() -> None:
+    data = minimal() | {"traffic": {"rate": 250, "warmup_s": 0}, "migration": {"hold_s": 0.5},
+                        "images": {"mirror": "http://mirror.example/debian"}, "lab": {"accel": "tcg"}}
+    cfg = parse(data)
+    assert (cfg.traffic.rate, cfg.traffic.warmup_s) == (250, 0)
+    assert cfg.migration.hold_s == 0.5
+    assert cfg.images.mirror == "http://mirror.example/debian"
+    assert cfg.accel == "tcg"
+
+
+def test_integers_are_accepted_where_numbers_are_expected() -> None:
+    assert parse(minimal() | {"timeouts": {"boot_s": 90}}).timeouts.boot_s == 90
+
+
+def test_top_level_must_be_a_mapping() -> None:
+    err = config_error(["profiles"])
+    assert str(err) == "top level: expected a mapping, found a list"
+
+
+def test_unknown_top_level_key() -> None:
+    err = config_error(minimal() | {"trafic": {}})
+    assert err.where == "trafic"
+    assert str(err).startswith("trafic: unknown key")
+
+
+def test_unknown_key_inside_traffic() -> None:
+    err = config_error(minimal() | {"traffic": {"rate": 10, "burst": 3}})
+    assert err.where == "traffic.burst"
+    assert "unknown key" in str(err)
+    assert "rate" in err.hint and "warmup_s" in err.hint
+
+
+def test_section_must_be_a_mapping() -> None:
+    err = config_error(minimal() | {"traffic": None})
+    assert str(err) == "traffic: expected a mapping, found nothing"
+
+
+def test_rate_of_the_wrong_type() -> None:
+    err = config_error(minimal() | {"traffic": {"rate": "fast"}})
+    assert str(err) == "traffic.rate: expected an integer, found a string"
+
+
+def test_rate_must_be_an_integer() -> None:
+    err = config_error(minimal() | {"traffic": {"rate": 10.5}})
+    assert str(err) == "traffic.rate: expected an integer, found a number"
+
+
+def test_boolean_is_not_a_number() -> None:
+    err = config_error(minimal() | {"migration": {"hold_s": True}})
+    assert str(err) == "migration.hold_s: expected a number, found a boolean"
+
+
+def test_rate_out_of_range() -> None:
+    err = config_error(minimal() | {"traffic": {"rate": 0}})
+    assert err.where == "traffic.rate"
+    assert "out of range" in str(err)
+
+
+def test_hold_out_of_range() -> None:
+    err = config_error(minimal() | {"migration": {"hold_s": -1}})
+    assert err.where == "migration.hold_s"
+    assert str(err).startswith("migration.hold_s: -1 is out of range")
+
+
+def test_unknown_filter() -> None:
+    data = minimal()
+    data["scenarios"]["mirror"]["filter"] = "filter-rewriter"
+    err = config_error(data)
+    assert err.where == "scenarios.mirror.filter"
+    assert "'filter-rewriter' is not allowed" in str(err)
+    assert "filter-mirror" in err.hint
+
+
+def test_expect_naming_an_unknown_profile() -> None:
+    data = minimal()
+    data["scenarios"]["mirror"]["expect"]["patched"] = "continuous"
+    err = config_error(data)
+    assert err.where == "scenarios.mirror.expect.patched"
+    assert "unknown profile" in str(err)
+
+
+def test_scenario_missing_an_expectation_for_a_profile() -> None:
+    data = minimal()
+    data["profiles"]["patched"] = {}
+    err = config_error(data)
+    assert err.where == "scenarios.mirror.expect"
+    assert "'patched'" in str(err)
+
+
+def test_scenario_without_expect() -> None:
+    data = minimal()
+    del data["scenarios"]["mirror"]["expect"]
+    assert str(config_error(data)) == "scenarios.mirror.expect: missing"
+
+
+@pytest.mark.parametrize("verdict", ["maybe", "error", "Gap"])
+def test_expect_value_must_be_a_verdict(verdict: str) -> None:
+    data = minimal()
+    data["scenarios"]["mirror"]["expect"]["baseline"] = verdict
+    err = config_error(data)
+    assert err.where == "scenarios.mirror.expect.baseline"
+    assert "continuous" in err.hint and "gap" in err.hint
+
+
+def test_missing_profiles() -> None:
+    data = minimal()
+    del data["profiles"]
+    assert str(config_error(data)) == "profiles: missing"
+
+
+def test_empty_profiles() -> None:
+    err = config_error(minimal() | {"profiles": {}})
+    assert err.where == "profiles"
+    assert "no profile defined" in str(err)
+
+
+def test_missing_scenarios() -> None:
+    data = minimal()
+    del data["scenarios"]
+    assert str(config_error(data)) == "scenarios: missing"
+
+
+def test_malformed_profile_name() -> None:
+    err = config_error(minimal() | {"profiles": {"Base_Line": {}}})
+    assert err.where == "profiles.Base_Line"
+
+
+def test_unknown_key_in_a_profile_qemu() -> None:
+    err = config_error(minimal() | {"profiles": {"baseline": {"qemu": {"branch": "master"}}}})
+    assert err.where == "profiles.baseline.qemu.branch"
+
+
+@pytest.mark.parametrize("mirror", ["deb.debian.org/debian", "ftp://deb.debian.org/debian", "http://"])
+def test_bad_mirror_url(mirror: str) -> None:
+    err = config_error(minimal() | {"images": {"mirror": mirror}})
+    assert err.where == "images.mirror"
+    assert "is not a URL" in str(err)
+
+
+@pytest.mark.parametrize("mac", ["52:54:00:12:34", "52-54-00-12-34-56", "52:54:00:12:34:5G"])
+def test_bad_guest_mac(mac: str) -> None:
+    assert config_error(minimal() | {"guest": {"mac": mac}}).where == "guest.mac"
+
+
+# --- load on files ----------------------------------------------------------------------------
+
+def test_load_reads_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("profiles:\n  baseline: {}\nscenarios:\n  mirror:\n"
+                    "    filter: filter-mirror\n    expect: {baseline: continuous}\n")
+    cfg = load(path)
+    assert cfg.path == path
+    assert cfg.scenarios["mirror"].expect == {"baseline": "continuous"}
+
+
+def test_load_reports_the_file_and_line_of_malformed_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("lab:\n  name: nfcl\n  accel: kvm: tcg\n")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.where == f"{path}:3"
+    assert str(info.value).startswith(f"{path}:3: not valid YAML")
+
+
+def test_load_prefixes_validation_errors_with_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(REPO_CONFIG.read_text().replace("rate: 1000", "rate: fast"))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: traffic.rate: expected an integer, found a string"
+
+
+def test_load_of_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert info.value.where == str(path)
+    assert "cannot read" in str(info.value)
+
+
+def test_load_of_an_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value) == f"{path}: top level: expected a mapping, found nothing"
+
+
+# --- selections -------------------------------------------------------------------------------
+
+def two_of_each() -> LabConfig:
+    data = minimal()
+    data["profiles"]["patched"] = {}
+    data["scenarios"]["mirror"]["expect"]["patched"] = "continuous"
+    data["scenarios"]["redirector"] = {"filter": "filter-redirector",
+                                       "expect": {"baseline": "continuous", "patched": "continuous"}}
+    return parse(data)
+
+
+def test_select_nothing_means_all() -> None:
+    cfg = two_of_each()
+    assert [p.name for p in cfg.select_profiles(None)] == ["baseline", "patched"]
+    assert [s.name for s in cfg.select_scenarios([])] == ["mirror", "redirector"]
+
+
+def test_select_keeps_the_given_order_without_repeats() -> None:
+    cfg = two_of_each()
+    assert [p.name for p in cfg.select_profiles(["patched", "baseline", "patched"])] == ["patched", "baseline"]
+
+
+def test_select_unknown_profile_names_the_flag() -> None:
+    with pytest.raises(ConfigError) as info:
+        two_of_each().select_profiles(["baseline", "nope"])
+    assert info.value.where == "--profile"
+    assert "'nope'" in str(info.value)
+    assert "baseline, patched" in info.value.hint
+
+
+def test_select_unknown_scenario_names_the_flag() -> None:
+    with pytest.raises(ConfigError) as info:
+        two_of_each().select_scenarios(["mirorr"])
+    assert str(info.value).startswith("--scenario: unknown name 'mirorr'")

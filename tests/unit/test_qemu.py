@@ -1,0 +1,108 @@
+"""lab.qemu.command_line: the QEMU command lines of the source and the destination."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from lab.qemu import BINARY, MachineSpec, command_line, destination_redirector, source_filter
+
+MAC = "52:54:00:12:34:56"
+
+
+SOURCE = MachineSpec(name="primary", accel="tcg", memory_mb=256, mac=MAC,
+                     filters=(source_filter("filter-mirror", "nfcl-secondary", 9000),))
+
+
+def source(**overrides: str) -> list[str]:
+    return command_line(replace(SOURCE, **overrides))
+
+
+def destination() -> list[str]:
+    return command_line(MachineSpec(name="secondary", accel="kvm", memory_mb=512, mac=MAC,
+                                    filters=(destination_redirector(9001),), incoming=True))
+
+
+def values(argv: list[str], flag: str) -> list[str]:
+    """Every value given to ``flag``, in order."""
+    return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
+
+
+def test_starts_with_the_binary_and_names_the_machine() -> None:
+    argv = source()
+    assert argv[0] == BINARY
+    assert values(argv, "-name") == ["primary"]
+
+
+def test_accel_is_in_machine() -> None:
+    assert values(source(), "-machine") == ["pc,accel=tcg"]
+    assert values(destination(), "-machine") == ["pc,accel=kvm"]
+
+
+def test_memory() -> None:
+    assert values(destination(), "-m") == ["512"]
+
+
+def test_tap_netdev() -> None:
+    assert values(source(), "-netdev") == ["tap,id=n0,ifname=lab-tap0,script=no,downscript=no"]
+
+
+def test_virtio_net_without_rom_and_with_the_mac() -> None:
+    assert values(source(mac="52:54:00:aa:bb:cc"), "-device") == [
+        "virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:aa:bb:cc"]
+
+
+def test_source_chardev_reconnects_to_the_secondary() -> None:
+    assert values(source(), "-chardev")[1:] == ["socket,id=mirror0,host=nfcl-secondary,port=9000,reconnect-ms=100"]
+
+
+def test_source_filter_object_sends_tx_out() -> None:
+    assert values(source(), "-object") == [
+        "filter-mirror,id=f0,netdev=n0,queue=tx,outdev=mirror0,vnet_hdr_support=on"]
+
+
+def test_source_filter_type_is_the_one_under_test() -> None:
+    spec = MachineSpec(name="primary", accel="tcg", memory_mb=256, mac=MAC,
+                       filters=(source_filter("filter-redirector", "peer", 1),))
+    assert values(command_line(spec), "-object")[0].startswith("filter-redirector,id=f0,")
+
+
+def test_source_has_no_incoming() -> None:
+    assert "-incoming" not in source()
+
+
+def test_destination_chardev_is_a_server_that_does_not_wait() -> None:
+    assert values(destination(), "-chardev")[1:] == ["socket,id=mirror0,host=127.0.0.1,port=9001,server=on,wait=off"]
+
+
+def test_destination_redirector_object_injects_into_rx() -> None:
+    assert values(destination(), "-object") == [
+        "filter-redirector,id=r0,netdev=n0,queue=rx,indev=mirror0,vnet_hdr_support=on"]
+
+
+def test_destination_listens_for_the_migration_last() -> None:
+    assert destination()[-2:] == ["-incoming", "tcp:0.0.0.0:4444"]
+    assert values(destination(), "-incoming") == ["tcp:0.0.0.0:4444"]
+
+
+def test_serial_console_and_qmp_stay_first() -> None:
+    argv = source()
+    assert values(argv, "-chardev")[0] == "file,id=serial0,path=/run/lab/console.log"
+    assert values(argv, "-qmp") == ["unix:/run/lab/qmp.sock,server=on,wait=off"]
+
+
+def test_filter_chardev_comes_before_its_object() -> None:
+    argv = source()
+    assert argv.index("-object") == argv.index("socket,id=mirror0,host=nfcl-secondary,port=9000,reconnect-ms=100") + 1
+
+
+def test_extra_properties_are_appended() -> None:
+    f = source_filter("filter-mirror", "peer", 9000, properties=(("position", "head"), ("insert", "before")))
+    spec = MachineSpec(name="primary", accel="tcg", memory_mb=256, mac=MAC, filters=(f,))
+    assert values(command_line(spec), "-object") == [
+        "filter-mirror,id=f0,netdev=n0,queue=tx,outdev=mirror0,vnet_hdr_support=on,position=head,insert=before"]
+
+
+def test_no_filters_means_no_object() -> None:
+    argv = command_line(MachineSpec(name="plain", accel="tcg", memory_mb=256, mac=MAC))
+    assert "-object" not in argv
+    assert len(values(argv, "-chardev")) == 1
