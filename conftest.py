@@ -4,6 +4,7 @@
     lab_docker    a Docker client; skips (fails under CI=true) when no daemon or /dev/net/tun
     lab_images    every profile's images, built once per session (reused when current)
     lab_accel     kvm or tcg, chosen once per session by a bounded probe
+    lab_capabilities  per profile, the properties its netfilters offer (QMP qom-list-properties)
     lab_out       this test's own artefacts folder
     lab_hosts     a primary + secondary host pair on the lab network, removed after the test
     run_scenario  run(profile, scenario) -> ScenarioResult, artefacts in lab_out
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -20,7 +22,7 @@ from typing import Callable, Iterator
 import docker
 import pytest
 
-from lab import accel, config, images, resources, scenario
+from lab import accel, capabilities, config, images, resources, scenario
 from lab.accel import AccelChoice
 from lab.config import LabConfig
 from lab.errors import LabError
@@ -28,6 +30,7 @@ from lab.hosts import HostSpec, LabHosts
 from lab.scenario import ScenarioResult
 
 ROOT = Path(__file__).resolve().parent
+RESULTS_KEY = pytest.StashKey[Path]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,7 +54,9 @@ def lab_config(pytestconfig: pytest.Config) -> LabConfig:
 @pytest.fixture(scope="session")
 def lab_results(pytestconfig: pytest.Config, lab_config: LabConfig) -> Path:
     given = pytestconfig.getoption("--lab-out")
-    return Path(given) if given else ROOT / lab_config.results_dir / time.strftime("pytest-%Y%m%d-%H%M%S")
+    path = Path(given) if given else ROOT / lab_config.results_dir / time.strftime("pytest-%Y%m%d-%H%M%S")
+    pytestconfig.stash[RESULTS_KEY] = path
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -69,12 +74,13 @@ def lab_docker() -> docker.DockerClient:
 def lab_images(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_results: Path) -> dict[str, images.ImageSet]:
     builder = images.ImageBuilder(lab_docker, lab_config, ROOT / lab_config.results_dir / "build-logs",
                                   _print_build_progress)
-    return {name: builder.ensure(profile) for name, profile in lab_config.profiles.items()}
+    return {p.name: builder.ensure(p) for p in lab_config.select_profiles(None)}
 
 
 def _print_build_progress(event: images.BuildEvent) -> None:
-    if event.kind in ("info", "step"):
-        print(f"[{event.image}] {event.line}", flush=True)
+    # Past pytest's capture: a first build takes minutes and should be seen to progress.
+    if event.kind in ("info", "step") or (event.kind == "ninja" and event.count and event.count[0] % 200 == 0):
+        print(f"[{event.image}] {event.line[:150]}", file=sys.__stderr__, flush=True)
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +88,13 @@ def lab_accel(lab_docker: docker.DockerClient, lab_config: LabConfig,
               lab_images: dict[str, images.ImageSet]) -> AccelChoice:
     runtime = next(iter(lab_images.values())).runtime
     return accel.choose(lab_docker, runtime, lab_config.accel, lab_config.name, lab_config.timeouts.kvm_probe_s)
+
+
+@pytest.fixture(scope="session")
+def lab_capabilities(lab_docker: docker.DockerClient, lab_config: LabConfig,
+                     lab_images: dict[str, images.ImageSet]) -> dict[str, dict[str, list[str]]]:
+    """Per profile, the properties its QEMU's netfilters offer (asked over QMP)."""
+    return {name: capabilities.filter_properties(lab_docker, s.runtime, lab_config.name) for name, s in lab_images.items()}
 
 
 @pytest.fixture
@@ -102,16 +115,16 @@ def lab_hosts(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_images
 
 @pytest.fixture
 def run_scenario(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
-                 lab_accel: AccelChoice, lab_out: Path) -> Callable[[str, str], ScenarioResult]:
+                 lab_capabilities: dict[str, dict[str, list[str]]], lab_accel: AccelChoice,
+                 lab_out: Path) -> Callable[[str, str], ScenarioResult]:
     def run(profile: str, scenario_name: str) -> ScenarioResult:
         return scenario.run(lab_docker, lab_config, lab_config.profiles[profile],
                             lab_config.scenarios[scenario_name], lab_images[profile].runtime,
-                            lab_accel.accel, lab_out)
+                            lab_accel.accel, lab_out, lab_capabilities[profile])
     return run
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    out = config.getoption("--lab-out")
-    folders = sorted((ROOT / "lab-results").glob("pytest-*")) if out is None else [Path(out)]
-    if folders and folders[-1].exists():
-        terminalreporter.write_line(f"lab artefacts: {folders[-1]}")
+    path = config.stash.get(RESULTS_KEY, None)
+    if path is not None:
+        terminalreporter.write_line(f"lab artefacts: {path}")

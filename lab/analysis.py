@@ -17,6 +17,7 @@ from lab.agents import frames
 CONTINUOUS = "continuous"
 GAP = "gap"
 ERROR = "error"
+UNSUPPORTED = "unsupported"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from lab import accel as accel_mod
 from lab import config as config_mod
-from lab import doctor, images, resources, scenario
+from lab import capabilities, doctor, images, resources, scenario
+from lab import series as series_mod
 from lab.config import LabConfig
 from lab.errors import LabError
 from lab.report import Report
@@ -103,6 +104,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     profiles = cfg.select_profiles(args.profile)
     scenarios = cfg.select_scenarios(args.scenario)
     out = Path(args.out) if args.out else Path(cfg.results_dir) / time.strftime("run-%Y%m%d-%H%M%S")
+    doctor.require_tun()
     with BuildDisplay(console) as display:
         client, builder = _builder(cfg, display)
         resources.refuse_leftovers(client, cfg.name)
@@ -110,13 +112,17 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     first = next(iter(built.values()))
     choice = accel_mod.choose(client, first.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s)
     console.print(f"accelerator: [bold]{choice.accel}[/] ({choice.reason})")
-    report = Report(config=str(cfg.path), accel=choice.accel, accel_reason=choice.reason,
-                    images={name: s.runtime for name, s in built.items()})
+    report = Report(config=str(cfg.path), accel=choice.accel, accel_reason=choice.reason)
     for profile in profiles:
+        images_ = built[profile.name]
+        offered = capabilities.filter_properties(client, images_.runtime, cfg.name)
+        report.builds[profile.name] = {"runtime_image": images_.runtime, "qemu_image": images_.qemu,
+                                       "qemu_source": images_.qemu_source, "series": images_.series,
+                                       "filter_properties": offered}
         for sc in scenarios:
             console.print(f"running [bold]{profile.name}[/] x [bold]{sc.name}[/] ({sc.filter}) ...")
-            result = scenario.run(client, cfg, profile, sc, built[profile.name].runtime, choice.accel,
-                                  out / f"{profile.name}-{sc.name}")
+            result = scenario.run(client, cfg, profile, sc, images_.runtime, choice.accel,
+                                  out / f"{profile.name}-{sc.name}", offered)
             report.results.append(result)
             a = result.analysis
             console.print(f"  {result.verdict} (expected {result.expected})"
@@ -128,6 +134,22 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     console.print(f"report: {path}")
     return 0 if report.all_match else EXIT_MISMATCH
 
+
+def cmd_series(args: argparse.Namespace, console: Console) -> int:
+    patchwork, info = series_mod.resolve(args.ref, args.patchwork)
+    if args.action == "show":
+        console.print(f"series {info.id}: {info.name}")
+        console.print(f"  version {info.version}, patches {info.total if info.total is not None else '?'}, "
+                      f"received_all {info.received_all if info.received_all is not None else '?'}")
+        console.print(f"  mbox {info.mbox}")
+        return 0
+    fetched = patchwork.fetch(info)
+    out = Path(args.output or f"series-{info.id}.mbox")
+    out.write_bytes(b"".join(p.message if p.message.endswith(b"\n") else p.message + b"\n" for p in fetched.patches))
+    for p in fetched.patches:
+        console.print(f"  {p.index}/{p.total} {p.subject}")
+    console.print(f"series {info.id} ({len(fetched.patches)} patches) written to {out}")
+    return 0
 
 def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
@@ -169,6 +191,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", action="append", help="only this build profile (repeatable)")
     r.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
     r.add_argument("--out", help="folder for the report and artefacts (default: a new one under results_dir)")
+    sr = sub.add_parser("series", help="look up or fetch a patch series on Patchwork",
+                        description="look up or fetch a patch series on Patchwork")
+    sr.add_argument("action", choices=("show", "fetch"))
+    sr.add_argument("ref", help="a Patchwork patch or series URL, or a series ID (with --patchwork)")
+    sr.add_argument("--patchwork", help="the Patchwork server, e.g. https://patchwork.ozlabs.org")
+    sr.add_argument("-o", "--output", help="mbox file to write (fetch; default series-ID.mbox)")
+    sr.set_defaults(fn=cmd_series)
     verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
     c = verb("clean", cmd_clean, "remove everything the lab created (containers, networks, volumes)")
     c.add_argument("--images", action="store_true", help="remove the lab's images as well")

@@ -16,10 +16,11 @@ import yaml
 from lab.errors import ConfigError
 
 FILTERS = ("filter-mirror", "filter-redirector")
-VERDICTS = ("continuous", "gap")
+# "unsupported": the build lacks a property the scenario sets, and the lab is expected to say so.
+VERDICTS = ("continuous", "gap", "unsupported")
 ACCELS = ("auto", "kvm", "tcg")
 BASE_SOURCES = ("debootstrap", "registry")
-QEMU_SOURCES = ("debian",)
+QEMU_SOURCES = ("debian", "git", "local")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 
@@ -34,9 +35,22 @@ class ImagesConfig:
 
 @dataclass(frozen=True)
 class QemuSource:
+    """The tree a profile builds: Debian's source package (version, suite), a git repository (url,
+    ref), or a local checkout (path, used as it is, patched or not)."""
+
     source: str = "debian"
     version: str = "1:10.2.2+ds-1"
     suite: str = "sid"
+    url: str = ""
+    ref: str = ""
+    path: str = ""
+
+    def describe(self) -> str:
+        if self.source == "git":
+            return f"git {self.url} {self.ref}"
+        if self.source == "local":
+            return f"local tree {self.path}"
+        return f"debian qemu={self.version} ({self.suite}), orig tarball"
 
     @property
     def upstream_version(self) -> str:
@@ -46,10 +60,26 @@ class QemuSource:
 
 
 @dataclass(frozen=True)
+class SeriesSource:
+    """A patch series: from Patchwork (``ref``: patch/series URL or series ID), or a local ``mbox``
+    (a file, or a folder of `git format-patch` files, relative to lab.yaml)."""
+
+    ref: str = ""
+    patchwork: str = ""
+    mbox: str = ""
+    note: str = ""
+
+    def describe(self) -> str:
+        return f"patchwork {self.ref}" if self.ref else f"mbox {self.mbox}"
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
     qemu: QemuSource
+    series: SeriesSource | None = None
+    default: bool = True  # run when no --profile is given
 
 
 @dataclass(frozen=True)
@@ -58,6 +88,7 @@ class Scenario:
     filter: str
     expect: Mapping[str, str]
     description: str = ""
+    properties: tuple[tuple[str, str], ...] = ()  # extra properties of the filter under test
 
 
 @dataclass(frozen=True)
@@ -104,6 +135,8 @@ class LabConfig:
     guest: Guest = Guest()
 
     def select_profiles(self, names: list[str] | None) -> list[Profile]:
+        if not names:
+            return [p for p in self.profiles.values() if p.default]
         return [self.profiles[n] for n in self._select(names, self.profiles, "--profile")]
 
     def select_scenarios(self, names: list[str] | None) -> list[Scenario]:
@@ -146,6 +179,13 @@ class _Reader:
             raise ConfigError(self._path(key), f"{value!r} is not allowed", f"allowed: {', '.join(choices)}")
         if pattern and not pattern.match(value):
             raise ConfigError(self._path(key), f"{value!r} is malformed", f"must match {pattern.pattern}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        self.seen.add(key)
+        if not isinstance(value, bool):
+            raise ConfigError(self._path(key), f"expected true or false, found {_kind(value)}")
         return value
 
     def number(self, key: str, default: float, low: float, high: float) -> float:
@@ -243,6 +283,17 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
                      timeouts=timeouts, guest=guest)
 
 
+def _property(node: _Reader, key: str) -> str:
+    """A QOM property value as QEMU's command line spells it (booleans as on/off)."""
+    value = node.data[key]
+    node.seen.add(key)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (int, float, str)) and str(value) and "," not in str(value):
+        return str(value)
+    raise ConfigError(f"{node.where}.{key}", f"{value!r} is not a property value", "a boolean, number or word")
+
+
 def _names(node: _Reader, kind: str) -> list[str]:
     names = node.names()
     if not names:
@@ -259,9 +310,28 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
         p = node.child(name)
         q = p.child("qemu")
         qemu = QemuSource(source=q.str("source", "debian", QEMU_SOURCES),
-                          version=q.str("version", "1:10.2.2+ds-1"), suite=q.str("suite", "sid", pattern=NAME_RE))
+                          version=q.str("version", "1:10.2.2+ds-1"), suite=q.str("suite", "sid", pattern=NAME_RE),
+                          url=q.str("url", ""), ref=q.str("ref", ""), path=q.str("path", ""))
         q.done()
-        profiles[name] = Profile(name=name, description=p.str("description", ""), qemu=qemu)
+        if qemu.source == "git" and not (qemu.url and qemu.ref):
+            raise ConfigError(f"profiles.{name}.qemu", "source git needs url and ref", "e.g. a commit hash")
+        if qemu.source == "local" and not qemu.path:
+            raise ConfigError(f"profiles.{name}.qemu.path", "missing", "source local needs the checkout's path")
+        series = None
+        if "series" in p.data:
+            sr = p.child("series")
+            # A series ID is written as a number; a URL as a string.
+            ref = sr.integer("ref", 0, 1, 10**9) if isinstance(sr.data.get("ref"), int) else sr.str("ref", "")
+            series = SeriesSource(ref=str(ref or ""), patchwork=sr.str("patchwork", ""), mbox=sr.str("mbox", ""),
+                                  note=sr.str("note", ""))
+            sr.done()
+            if bool(series.ref) == bool(series.mbox):
+                raise ConfigError(f"profiles.{name}.series", "give exactly one of ref (Patchwork) and mbox (local)")
+            if series.ref.isdigit() and not series.patchwork:
+                raise ConfigError(f"profiles.{name}.series.patchwork", "missing",
+                                  "a bare series ID needs the Patchwork server URL")
+        profiles[name] = Profile(name=name, description=p.str("description", ""), qemu=qemu, series=series,
+                                 default=p.boolean("default", True))
         p.done()
     return profiles
 
@@ -282,6 +352,10 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
             if profile not in expect:
                 raise ConfigError(f"{where}.expect", f"no expected verdict for profile {profile!r}",
                                   f"add {profile}: continuous or gap")
-        scenarios[name] = Scenario(name=name, filter=filt, expect=expect, description=s.str("description", ""))
+        pr = s.child("properties")
+        props = tuple((k, _property(pr, k)) for k in pr.names())
+        pr.done()
+        scenarios[name] = Scenario(name=name, filter=filt, expect=expect, description=s.str("description", ""),
+                                   properties=props)
         s.done()
     return scenarios

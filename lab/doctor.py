@@ -14,6 +14,7 @@ from lab.config import LabConfig
 from lab.errors import LabError
 
 MIN_FREE_GB = 10
+TUN = "/dev/net/tun"
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,7 @@ def run(cfg: LabConfig) -> list[Check]:
         checks.append(Check("docker", True, f"daemon {info.get('ServerVersion')} ({info.get('Driver')})"))
     except LabError as exc:
         checks.append(Check("docker", False, str(exc)))
-    tun = os.path.exists("/dev/net/tun")
-    checks.append(Check("/dev/net/tun", tun, "present" if tun else "missing: load the tun module (modprobe tun)"))
+    checks.append(_tun())
     checks.append(_disk(client))
     if cfg.images.base == "debootstrap":
         found = shutil.which("debootstrap")
@@ -45,6 +45,17 @@ def run(cfg: LabConfig) -> list[Check]:
         checks.append(Check("debian mirror", False, str(exc)))
     checks.append(_kvm(cfg, client))
     return checks
+
+
+def _tun() -> Check:
+    ok = os.path.exists(TUN)
+    return Check(TUN, ok, "present" if ok else "missing: the hosts' taps need it (modprobe tun, as root)")
+
+
+def require_tun() -> None:
+    check = _tun()
+    if not check.ok:
+        raise LabError(f"{check.name} is {check.detail}")
 
 
 def _disk(client: docker.DockerClient | None) -> Check:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -22,13 +23,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import docker
 import docker.errors
 
-from lab import apt, resources
-from lab.config import LabConfig, Profile
+from lab import apt, resources, series as series_mod
+from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,7 @@ AGENTS_DIR = ROOT / "lab" / "agents"
 MESON_VERSION = "1.9.0"
 NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+APPLY_FAILED = "SERIES-APPLY-FAILED"  # printed by images/series/apply-series
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,11 @@ Progress = Callable[[BuildEvent], None]
 class ImageSet:
     profile: str
     base: str
-    qemu: str
+    qemu: str  # the builder the runtime's QEMU comes from (the series one when there is a series)
     guest: str
     runtime: str
+    qemu_source: str = ""
+    series: dict[str, Any] | None = None
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -114,11 +118,24 @@ class ImageBuilder:
         self._base: str | None = None
 
     def ensure(self, profile: Profile, rebuild: bool = False) -> ImageSet:
+        # The series is fetched and parsed before anything is built: bad input costs no build time.
+        series = self.load_series(profile.series) if profile.series else None
         base = self.ensure_base()
-        qemu = self._qemu(base, profile, rebuild)
+        qemu = self._qemu(base, profile.qemu, rebuild)
+        if series is not None:
+            qemu = self._series(qemu, profile, series, rebuild)
         guest = self._guest(base, rebuild)
         runtime = self._runtime(base, qemu, guest, profile, rebuild)
-        return ImageSet(profile=profile.name, base=base, qemu=qemu, guest=guest, runtime=runtime)
+        return ImageSet(profile=profile.name, base=base, qemu=qemu, guest=guest, runtime=runtime,
+                        qemu_source=profile.qemu.describe(),
+                        series=series.provenance() if series else None)
+
+    def load_series(self, source: SeriesSource) -> series_mod.Series:
+        if source.mbox:
+            path = Path(source.mbox)
+            return series_mod.load_local(path if path.is_absolute() else self.cfg.path.parent / path)
+        patchwork, info = series_mod.resolve(source.ref, source.patchwork or None)
+        return patchwork.fetch(info)
 
     def exists(self, tag: str) -> bool:
         try:
@@ -176,19 +193,50 @@ class ImageBuilder:
 
     # -- built images -------------------------------------------------------------------------
 
-    def _qemu(self, base: str, profile: Profile, rebuild: bool) -> str:
+    def _qemu(self, base: str, q: QemuSource, rebuild: bool) -> str:
         ctx = Context(IMAGES_DIR / "qemu")
-        with tempfile.TemporaryDirectory() as tmp:
-            for wheel in self._wheels(Path(tmp)):
-                ctx.add(f"wheels/{wheel.name}", wheel)
-            q = profile.qemu
+        ctx.files["tree/.placeholder"], ctx.modes["tree/.placeholder"] = b"", 0o644
+        args = {"BASE": base, "QEMU_SOURCE": q.source}
+        if q.source == "debian":
             # With MIRROR empty the builder takes the mirror from the base image's apt configuration,
             # which debootstrap wrote from this machine's (or the registry image came with).
             mirror = "" if self.cfg.images.mirror == "auto" else self.cfg.images.mirror
-            args = {"BASE": base, "QEMU_DEBIAN_VERSION": q.version, "QEMU_DEBIAN_SUITE": q.suite, "MIRROR": mirror}
-            labels = self._labels("qemu", profile=profile.name, **{
-                "qemu.version": q.upstream_version, "qemu.source": f"debian:qemu={q.version} ({q.suite}), orig tarball"})
-            return self._build("qemu", f"{profile.name}-", ctx, args, labels, rebuild)
+            args |= {"QEMU_DEBIAN_VERSION": q.version, "QEMU_DEBIAN_SUITE": q.suite, "MIRROR": mirror}
+        else:
+            args |= {"CONFIGURE_DOWNLOAD": "--enable-download"}
+            if q.source == "git":
+                args |= {"QEMU_GIT_URL": q.url, "QEMU_GIT_REF": q.ref}
+            else:
+                self._add_checkout(ctx, Path(q.path) if Path(q.path).is_absolute() else self.cfg.path.parent / q.path)
+        with tempfile.TemporaryDirectory() as tmp:
+            for wheel in self._wheels(Path(tmp)):
+                ctx.add(f"wheels/{wheel.name}", wheel)
+        version = q.upstream_version if q.source == "debian" else ""
+        labels = self._labels("qemu", **{"qemu.version": version, "qemu.source": q.describe()})
+        return self._build("qemu", "", ctx, args, labels, rebuild)
+
+    @staticmethod
+    def _add_checkout(ctx: Context, tree: Path) -> None:
+        """A developer's checkout as it is: tracked and untracked files, not what git ignores."""
+        proc = subprocess.run(["git", "-C", str(tree), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                              capture_output=True, timeout=120)
+        if proc.returncode != 0:
+            raise ImageBuildError(f"qemu.path {tree}: not a git checkout ({_tail(proc.stderr.decode(errors='replace'))})")
+        for name in filter(None, proc.stdout.decode().split("\0")):
+            path = tree / name
+            if path.is_file() and not path.is_symlink():
+                ctx.add(f"tree/{name}", path)
+
+    def _series(self, qemu: str, profile: Profile, series: series_mod.Series, rebuild: bool) -> str:
+        ctx = Context(IMAGES_DIR / "series")
+        for patch in series.patches:
+            name = f"patches/{patch.index:04d}-of-{patch.total:04d}.patch"  # apply-series reads N/M here
+            ctx.files[name], ctx.modes[name] = patch.message, 0o644
+        q = self.client.images.get(qemu).labels
+        labels = self._labels("qemu", profile=profile.name, **{
+            "qemu.version": q.get("io.nfcl.qemu.version", ""), "qemu.source": q.get("io.nfcl.qemu.source", ""),
+            "series": json.dumps(series.provenance(), separators=(",", ":"))})
+        return self._build("qemu-series", f"{profile.name}-", ctx, {"QEMU_IMAGE": qemu}, labels, rebuild)
 
     def _wheels(self, dest: Path) -> list[Path]:
         """meson and pycotap, fetched by this machine's pip (its proxies and certificates apply)."""
@@ -240,14 +288,20 @@ class ImageBuilder:
                 stream = self.client.api.build(
                     fileobj=ctx.tar(), custom_context=True, tag=tag, buildargs=args, labels=labels,
                     rm=True, forcerm=True, decode=True, timeout=int(self.cfg.timeouts.image_build_s))
+                marker = ""
                 for chunk in stream:
                     if "error" in chunk:
                         out.write(chunk["error"] + "\n")
+                        if marker:
+                            raise series_mod.SeriesError(f"the series does not apply: {marker.split(' ', 1)[1]}; "
+                                                         f"log: {log}")
                         raise ImageBuildError(f"image {image} ({tag}) failed at {step or 'its first step'}: "
                                               f"{_tail(chunk['error'])}; log: {log}")
                     for line in chunk.get("stream", "").splitlines():
                         out.write(line + "\n")
                         step = self._line(image, line, step)
+                        if line.startswith(APPLY_FAILED):
+                            marker = line
                     if time.monotonic() - started > self.cfg.timeouts.image_build_s:
                         raise ImageBuildError(f"image {image} ({tag}) did not build within "
                                               f"{self.cfg.timeouts.image_build_s:.0f} s (at {step}); log: {log}")

@@ -26,7 +26,7 @@ class Report:
     config: str
     accel: str
     accel_reason: str
-    images: dict[str, str] = field(default_factory=dict)
+    builds: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[ScenarioResult] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -37,7 +37,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "lab": {"config": self.config, "accel": self.accel, "accel_reason": self.accel_reason,
-                    "images": self.images, "host": platform.node(),
+                    "builds": self.builds, "host": platform.node(),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
                     "duration_s": round(time.time() - self.started, 1)},
             "results": [r.to_json() for r in self.results],
@@ -72,7 +72,29 @@ class Report:
                 out.append(f"{r.profile} x {r.scenario}: {why}")
         return out
 
+    def ab_table(self) -> Table:
+        """Scenarios as rows, profiles as columns: what a series changes, at a glance."""
+        profiles = list(dict.fromkeys(r.profile for r in self.results))
+        t = Table(title=f"A/B: {' vs '.join(profiles)} ({self.accel})", title_justify="left")
+        t.add_column("scenario")
+        for p in profiles:
+            t.add_column(p)
+        for sc in dict.fromkeys(r.scenario for r in self.results):
+            cells = []
+            for p in profiles:
+                r = next((r for r in self.results if r.profile == p and r.scenario == sc), None)
+                if r is None:
+                    cells.append("-")
+                    continue
+                style, mark = ("green", "ok") if r.match else ("red", f"expected {r.expected}")
+                counts = f" {r.analysis.frames_captured}/{r.analysis.frames_sent}" if r.analysis else ""
+                cells.append(f"[{style}]{r.verdict} ({mark})[/]{counts}")
+            t.add_row(sc, *cells)
+        return t
+
     def print(self, console: Console) -> None:
+        if len({r.profile for r in self.results}) > 1:
+            console.print(self.ab_table())
         console.print(self.table())
         for line in self.reasons():
             console.print(f"  {line}")

@@ -23,7 +23,8 @@ from typing import Any
 
 import docker
 
-from lab.analysis import ERROR, Analysis, StopWindow, analyse
+from lab import capabilities
+from lab.analysis import ERROR, UNSUPPORTED, Analysis, StopWindow, analyse
 from lab.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
 from lab.config import LabConfig, Profile, Scenario
 from lab.errors import ScenarioError
@@ -63,14 +64,23 @@ class ScenarioResult:
 
 
 def run(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario: Scenario,
-        image: str, accel: str, out: Path) -> ScenarioResult:
+        image: str, accel: str, out: Path, properties: dict[str, list[str]] | None = None) -> ScenarioResult:
     """Runs one scenario; a scenario that cannot finish gives verdict ``error`` with its reason.
 
+    ``properties`` (what the build's netfilters offer, see lab.capabilities) is checked first: a
+    scenario setting a property the build lacks is ``unsupported`` and starts nothing.
     Artefacts are written in a short temporary folder (QMP's unix socket path must stay under
     108 bytes) and moved to ``out`` at the end, whatever happened.
     """
     result = ScenarioResult(profile=profile.name, scenario=scenario.name, filter=scenario.filter,
                             expected=scenario.expect[profile.name], verdict=ERROR, accel=accel)
+    if properties is not None:
+        lacking = capabilities.unsupported(properties, scenario.filter, scenario.properties)
+        if lacking:
+            result.verdict = UNSUPPORTED
+            result.error = (f"{scenario.filter} of profile {profile.name} has no property {', '.join(lacking)} "
+                            f"(it has: {', '.join(properties.get(scenario.filter, []))})")
+            return result
     rundir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-"))
     devices = ("/dev/net/tun", "/dev/kvm") if accel == "kvm" else ("/dev/net/tun",)
     t0 = time.monotonic()
@@ -95,7 +105,7 @@ def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, resu
         filters=(destination_redirector(INDEV_PORT),), incoming=True))
     src = Qemu(hosts.primary, MachineSpec(
         name="primary", accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
-        filters=(source_filter(scenario.filter, hosts.secondary.name, RECORDER_PORT),)))
+        filters=(source_filter(scenario.filter, hosts.secondary.name, RECORDER_PORT, scenario.properties),)))
     with dest, src:
         dest.launch(t.boot_s)
         capture.start(t.host_start_s)

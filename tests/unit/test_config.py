@@ -30,17 +30,18 @@ def config_error(data: object) -> ConfigError:
 
 def test_repo_config_loads_its_profiles_and_scenarios() -> None:
     cfg = load(REPO_CONFIG)
-    assert list(cfg.profiles) == ["baseline"]
-    assert list(cfg.scenarios) == ["mirror", "redirector"]
+    assert list(cfg.profiles) == ["baseline", "control", "series-491379"]
+    assert list(cfg.scenarios) == ["mirror", "redirector", "redirector-when-stopped"]
     assert cfg.path == REPO_CONFIG
 
 
 def test_repo_config_scenarios() -> None:
     cfg = load(REPO_CONFIG)
     assert cfg.scenarios["mirror"].filter == "filter-mirror"
-    assert cfg.scenarios["mirror"].expect == {"baseline": "gap"}
+    assert cfg.scenarios["mirror"].expect == {"baseline": "gap", "control": "continuous",
+                                              "series-491379": "continuous"}
     assert cfg.scenarios["redirector"].filter == "filter-redirector"
-    assert cfg.scenarios["redirector"].expect == {"baseline": "continuous"}
+    assert cfg.scenarios["redirector"].expect["baseline"] == "continuous"
 
 
 def test_repo_config_baseline_profile() -> None:
@@ -290,3 +291,55 @@ def test_select_unknown_scenario_names_the_flag() -> None:
     with pytest.raises(ConfigError) as info:
         two_of_each().select_scenarios(["mirorr"])
     assert str(info.value).startswith("--scenario: unknown name 'mirorr'")
+
+
+# --- series, sources and defaults ---------------------------------------------------------------
+
+def test_repo_config_runs_baseline_and_control_by_default_not_the_upstream_series() -> None:
+    cfg = load(REPO_CONFIG)
+    assert [p.name for p in cfg.select_profiles(None)] == ["baseline", "control"]
+    assert [p.name for p in cfg.select_profiles(["series-491379"])] == ["series-491379"]
+
+
+def test_repo_config_upstream_profile_is_patchwork_491379_on_git() -> None:
+    p = load(REPO_CONFIG).profiles["series-491379"]
+    assert p.series is not None and p.series.ref == "491379" and p.series.patchwork.startswith("https://")
+    assert (p.qemu.source, p.qemu.ref) == ("git", "092009a55c16")
+
+
+def test_repo_config_control_is_a_local_series_labelled_as_the_labs_own() -> None:
+    p = load(REPO_CONFIG).profiles["control"]
+    assert p.series is not None and p.series.mbox == "series/control"
+    assert "not upstream" in p.series.note and "NOT an upstream" in p.description
+
+
+def test_scenario_properties_are_spelled_for_qemu() -> None:
+    data = minimal()
+    data["scenarios"]["mirror"]["properties"] = {"enable_when_stopped": True, "status": "off"}
+    assert parse(data).scenarios["mirror"].properties == (("enable_when_stopped", "on"), ("status", "off"))
+
+
+def test_series_needs_exactly_one_source() -> None:
+    data = minimal()
+    data["profiles"]["baseline"]["series"] = {"mbox": "a.mbox", "ref": "https://pw.example/api/series/1/"}
+    assert config_error(data).where == "profiles.baseline.series"
+    data["profiles"]["baseline"]["series"] = {}
+    assert config_error(data).where == "profiles.baseline.series"
+
+
+def test_bare_series_id_needs_the_patchwork_server() -> None:
+    data = minimal()
+    data["profiles"]["baseline"]["series"] = {"ref": 491379}
+    assert config_error(data).where == "profiles.baseline.series.patchwork"
+
+
+def test_git_source_needs_url_and_ref() -> None:
+    data = minimal()
+    data["profiles"]["baseline"]["qemu"] = {"source": "git", "url": "https://git.example/qemu.git"}
+    assert "url and ref" in str(config_error(data))
+
+
+def test_profile_default_must_be_a_boolean() -> None:
+    data = minimal()
+    data["profiles"]["baseline"]["default"] = "no"
+    assert config_error(data).where == "profiles.baseline.default"

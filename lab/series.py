@@ -1,0 +1,206 @@
+"""Patch series: from Patchwork (REST API), an mbox file, or a folder of `git format-patch` files.
+
+Whatever the source, a series ends up as the same thing: an ordered list of patches, each one full
+email as `git am` takes it, with its subject and a hash of its diff for the record. Patchwork is
+spoken to through its REST API: a patch record names its series, a series record has an mbox link
+and says whether every patch has arrived (``received_all``).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import json
+import re
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.errors import LabError
+
+USER_AGENT = "netfilter-continuity-lab"
+FROM_LINE = re.compile(rb"^From [^\n]*\d{4}\s*$", re.MULTILINE)
+PREFIX = re.compile(r"^\s*\[[^\]]*?(\d+)/(\d+)\]\s*")
+BRACKETS = re.compile(r"^\s*\[[^\]]*\]\s*")
+
+
+class SeriesError(LabError):
+    """A series could not be fetched, parsed or accepted; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Patch:
+    subject: str
+    message: bytes  # the whole email, as `git am` takes it
+    index: int
+    total: int
+
+    @property
+    def diff_hash(self) -> str:
+        """sha1 of the patch's diff (from its first ``diff --git``), to tell versions apart."""
+        text = self.message.decode(errors="replace")
+        start = text.find("\ndiff --git ")
+        return hashlib.sha1(text[start + 1:].encode() if start >= 0 else self.message).hexdigest()
+
+
+@dataclass(frozen=True)
+class Series:
+    origin: str  # where it came from: a Patchwork URL, a file, a folder
+    name: str
+    patches: tuple[Patch, ...]
+    version: int = 1
+    patchwork_id: int | None = None
+    mbox_url: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"origin": self.origin, "name": self.name, "version": self.version,
+                "patchwork_id": self.patchwork_id, "mbox": self.mbox_url,
+                "patches": [{"n": f"{p.index}/{p.total}", "subject": p.subject, "hash": p.diff_hash}
+                            for p in self.patches]}
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """What Patchwork says of a series, before its mbox is fetched."""
+
+    id: int
+    name: str
+    version: int
+    mbox: str
+    received_all: bool | None
+    total: int | None
+    api_url: str
+
+
+class Patchwork:
+    def __init__(self, base_url: str, timeout: float = 20.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+
+    def url(self, path: str) -> str:
+        return path if "://" in path else f"{self.base_url}/api/{path.lstrip('/')}"
+
+    def get(self, path: str) -> bytes:
+        url = self.url(path)
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            what = "not found" if exc.code == 404 else f"answered HTTP {exc.code}"
+            raise SeriesError(f"Patchwork {what}: {url}") from exc
+        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise SeriesError(f"cannot reach Patchwork at {url} ({reason}); check --patchwork and the "
+                              "network, or use a local mbox (series.mbox)") from exc
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        body = self.get(path)
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise SeriesError(f"Patchwork's answer at {self.url(path)} is not JSON "
+                              f"(starts with {body[:40]!r})") from exc
+        if not isinstance(data, dict):
+            raise SeriesError(f"Patchwork's answer at {self.url(path)} is not a JSON object")
+        return data
+
+    def series_of_patch(self, patch_id: int) -> SeriesInfo:
+        record = self.get_json(f"patches/{patch_id}/")
+        series = record.get("series") or []
+        if not series:
+            raise SeriesError(f"Patchwork patch {patch_id} ({record.get('name', '?')}) belongs to no series")
+        return self.series(int(series[0]["id"]), fallback=series[0])
+
+    def series(self, series_id: int, fallback: dict[str, Any] | None = None) -> SeriesInfo:
+        """The series record; when it cannot be had, what the patch record said of the series."""
+        try:
+            record = self.get_json(f"series/{series_id}/")
+        except SeriesError:
+            if fallback is None:
+                raise
+            record = {**fallback, "received_all": None, "total": None}
+        return SeriesInfo(id=int(record["id"]), name=str(record.get("name") or f"series {series_id}"),
+                          version=int(record.get("version") or 1), mbox=str(record.get("mbox") or ""),
+                          received_all=record.get("received_all"), total=record.get("total"),
+                          api_url=self.url(f"series/{series_id}/"))
+
+    def fetch(self, info: SeriesInfo) -> Series:
+        if info.received_all is False:
+            raise SeriesError(f"Patchwork series {info.id} ({info.name}) is incomplete: "
+                              f"received_all is false (expected {info.total or '?'} patches); wait for the "
+                              "missing patches or use a local mbox")
+        if not info.mbox:
+            raise SeriesError(f"Patchwork series {info.id} has no mbox link")
+        patches = parse_mbox(self.get(info.mbox), info.mbox)
+        if info.total and len(patches) != info.total:
+            raise SeriesError(f"Patchwork series {info.id}: the mbox holds {len(patches)} patches, "
+                              f"the series has {info.total}")
+        return Series(origin=info.api_url, name=info.name, version=info.version, patchwork_id=info.id,
+                      mbox_url=info.mbox, patches=tuple(patches))
+
+
+def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesInfo]:
+    """A patch or series, by API URL, web URL or bare series ID (with ``patchwork``)."""
+    ref = ref.strip()
+    if ref.isdigit():
+        if not patchwork:
+            raise SeriesError(f"series {ref}: a bare ID needs the Patchwork server (--patchwork URL)")
+        pw = Patchwork(patchwork)
+        return pw, pw.series(int(ref))
+    parsed = urllib.parse.urlparse(ref)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise SeriesError(f"{ref!r} is neither a Patchwork URL nor a series ID")
+    pw = Patchwork(patchwork or f"{parsed.scheme}://{parsed.netloc}")
+    if m := re.search(r"/api/(?:[\d.]+/)?patches/(\d+)", parsed.path):
+        return pw, pw.series_of_patch(int(m.group(1)))
+    if m := re.search(r"/api/(?:[\d.]+/)?series/(\d+)", parsed.path):
+        return pw, pw.series(int(m.group(1)))
+    if m := re.search(r"(?:^|&)series=(\d+)", parsed.query):
+        return pw, pw.series(int(m.group(1)))
+    raise SeriesError(f"{ref}: not a Patchwork patch or series URL (expected .../api/patches/ID/ or "
+                      ".../api/series/ID/)")
+
+
+def parse_mbox(data: bytes, origin: str) -> list[Patch]:
+    """The patches of an mbox, in order; a cover letter (a message without a diff) is left out."""
+    starts = [m.start() for m in FROM_LINE.finditer(data)]
+    chunks = [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)])] if starts else [data]
+    patches = []
+    for chunk in chunks:
+        msg = email.message_from_bytes(chunk, policy=email.policy.default)
+        subject = " ".join(str(msg.get("Subject", "")).split())
+        if not subject or b"\ndiff --git " not in chunk:
+            continue
+        patches.append((subject, chunk))
+    if not patches:
+        raise SeriesError(f"{origin}: no patch found (no message with a subject and a diff)")
+    total = len(patches)
+    out = []
+    for i, (subject, chunk) in enumerate(patches, start=1):
+        m = PREFIX.match(subject)
+        index, of = (int(m.group(1)), int(m.group(2))) if m else (i, total)
+        out.append(Patch(subject=subject, message=chunk, index=index, total=of))
+    return out
+
+
+def load_local(path: Path) -> Series:
+    """An mbox file, or a folder of `git format-patch` files (``*.patch``, in name order)."""
+    if path.is_dir():
+        files = sorted(path.glob("*.patch"))
+        if not files:
+            raise SeriesError(f"{path}: no *.patch file in this folder")
+        # One mbox of them all, so that numbering works as for any mbox: from [PATCH N/M], else by order.
+        patches = parse_mbox(b"".join(f.read_bytes().rstrip(b"\n") + b"\n\n" for f in files), str(path))
+    elif path.is_file():
+        patches = parse_mbox(path.read_bytes(), str(path))
+    else:
+        raise SeriesError(f"{path}: no such mbox file or patch folder")
+    name = BRACKETS.sub("", patches[0].subject) if patches else path.name
+    return Series(origin=str(path), name=name, patches=tuple(patches))

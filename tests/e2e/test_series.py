@@ -1,0 +1,60 @@
+"""Series builds for real: the control series changes the verdict, a series that does not apply
+says exactly which patch and file, and leaves the baseline images alone."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import docker
+import pytest
+
+from lab import images
+from lab.config import LabConfig, SeriesSource
+from lab.series import SeriesError
+
+pytestmark = pytest.mark.e2e
+
+SEED = Path(__file__).resolve().parents[1] / "fixtures" / "patchwork-api-patch-2194230.json"
+
+
+def seed_patch_mbox(path: Path) -> Path:
+    """Patch 12/12 of series 491379 as Patchwork's mbox gives it, rebuilt from its API record."""
+    rec = json.loads(SEED.read_text())
+    subject = rec["name"].replace("[", "[PATCH ", 1)
+    path.write_text(f"From {rec['hash']} Mon Sep 17 00:00:00 2001\n"
+                    f"From: {rec['submitter']['name']} <{rec['submitter']['email']}>\n"
+                    f"Date: {rec['date']}\nSubject: {subject}\nMessage-Id: {rec['msgid']}\n\n"
+                    f"{rec['content']}\n{rec['diff']}")
+    return path
+
+
+def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.DockerClient, lab_config: LabConfig,
+                                                       lab_images: dict[str, images.ImageSet], tmp_path: Path) -> None:
+    mbox = seed_patch_mbox(tmp_path / "patch-12.mbox")
+    profile = replace(lab_config.profiles["baseline"], name="seed-patch-12",
+                      series=SeriesSource(mbox=str(mbox)))
+    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs")
+    baseline_qemu = lab_docker.images.get(lab_images["baseline"].qemu).id
+    with pytest.raises(SeriesError) as failure:
+        builder.ensure(profile)
+    message = str(failure.value)
+    assert "patch 12/12" in message and "net/filter-mirror.c" in message, message
+    assert "keep mirroring while stopped" in message and "10.2.2" in message, message
+    assert "\n" not in message
+    # The baseline images are untouched, and no series image was tagged.
+    assert lab_docker.images.get(lab_images["baseline"].qemu).id == baseline_qemu
+    assert not lab_docker.images.list(name=f"{lab_config.name}/qemu-series", filters={"label": "io.nfcl.profile=seed-patch-12"})
+
+
+def test_control_series_provenance(lab_images: dict[str, images.ImageSet], lab_docker: docker.DockerClient) -> None:
+    control = lab_images.get("control")
+    if control is None:
+        pytest.skip("lab.yaml has no control profile")
+    assert control.series is not None
+    [patch] = control.series["patches"]
+    assert "filter-mirror" in patch["subject"] and len(patch["hash"]) == 40
+    labels = lab_docker.images.get(control.runtime).labels
+    assert json.loads(lab_docker.images.get(control.qemu).labels["io.nfcl.series"])["patches"][0]["hash"] == patch["hash"]
+    assert labels["io.nfcl.profile"] == "control"

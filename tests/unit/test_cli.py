@@ -1,0 +1,66 @@
+"""lab's command line on bad input: one clear line on stderr, exit 2, nothing started."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab import cli
+
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "lab.yaml"
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    rc = cli.main(list(argv))
+    return rc, capsys.readouterr().err
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "lab.yaml"
+    bad.write_text("profiles:\n  baseline: [\n")
+    rc, err = run(capsys, "run", "--config", str(bad))
+    assert rc == cli.EXIT_LAB_ERROR
+    assert err.count("\n") == 1 and f"{bad}:" in err and "not valid YAML" in err
+
+
+def test_unknown_key_names_its_path_and_the_allowed_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "lab.yaml"
+    bad.write_text(REPO_CONFIG.read_text().replace("  hold_s: 3.0", "  hold_s: 3.0\n  hodl_s: 4"))
+    rc, err = run(capsys, "build", "--config", str(bad))
+    assert rc == cli.EXIT_LAB_ERROR
+    assert "migration.hodl_s: unknown key" in err and "hold_s" in err
+
+
+def test_unknown_filter_says_what_is_allowed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "lab.yaml"
+    bad.write_text(REPO_CONFIG.read_text().replace("filter: filter-mirror", "filter: filter-dump"))
+    rc, err = run(capsys, "run", "--config", str(bad))
+    assert rc == cli.EXIT_LAB_ERROR
+    assert "scenarios.mirror.filter" in err and "filter-redirector" in err
+
+
+def test_unknown_profile_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = run(capsys, "run", "--config", str(REPO_CONFIG), "--profile", "nope")
+    assert rc == cli.EXIT_LAB_ERROR
+    assert "--profile" in err and "'nope'" in err and "baseline" in err
+
+
+def test_unknown_scenario_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = run(capsys, "run", "--config", str(REPO_CONFIG), "--scenario", "nope")
+    assert rc == cli.EXIT_LAB_ERROR
+    assert "--scenario" in err and "mirror" in err
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = run(capsys, "doctor", "--config", str(tmp_path / "absent.yaml"))
+    assert rc == cli.EXIT_LAB_ERROR
+    assert "absent.yaml" in err and "--config" in err
+
+
+def test_no_docker_daemon_says_how_to_start_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    rc, err = run(capsys, "build", "--config", str(REPO_CONFIG))
+    assert rc == cli.EXIT_LAB_ERROR
+    assert "no Docker daemon answers" in err and "dockerd" in err
