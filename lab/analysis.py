@@ -66,7 +66,7 @@ def read_pcap(path: Path, run_id: int) -> list[Frame]:
     """The lab's test frames of one run in a pcap, in capture order."""
     from scapy.utils import RawPcapReader  # scapy is slow to import; only analysis needs it
 
-    out = []
+    out: list[Frame] = []
     if not path.exists() or path.stat().st_size < 24:
         return out
     with RawPcapReader(str(path)) as reader:

@@ -19,7 +19,7 @@ from lab.qemu import BINARY
 
 def filter_properties(client: docker.DockerClient, image: str, lab: str) -> dict[str, list[str]]:
     """``{filter type: [property, ...]}`` from ``qom-list-properties`` of the image's QEMU."""
-    commands = [{"execute": "qmp_capabilities"}]
+    commands: list[dict[str, object]] = [{"execute": "qmp_capabilities"}]
     commands += [{"execute": "qom-list-properties", "arguments": {"typename": f}, "id": f} for f in FILTERS]
     commands += [{"execute": "quit"}]
     script = "".join(json.dumps(c) + "\n" for c in commands)

@@ -173,7 +173,7 @@ class _Reader:
             return _Reader({}, self._path(key))
         return _Reader(self.data[key], self._path(key))
 
-    def str(self, key: str, default: str, choices: tuple[str, ...] = (), pattern: re.Pattern[str] | None = None) -> str:
+    def text(self, key: str, default: str, choices: tuple[str, ...] = (), pattern: re.Pattern[str] | None = None) -> str:
         value = self._get(key, default, str, "a string")
         if choices and value not in choices:
             raise ConfigError(self._path(key), f"{value!r} is not allowed", f"allowed: {', '.join(choices)}")
@@ -246,17 +246,17 @@ def load(path: Path) -> LabConfig:
 def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
     top = _Reader(data, "")
     lab = top.child("lab")
-    name = lab.str("name", "nfcl", pattern=NAME_RE)
-    results_dir = lab.str("results_dir", "lab-results")
-    accel = lab.str("accel", "auto", ACCELS)
+    name = lab.text("name", "nfcl", pattern=NAME_RE)
+    results_dir = lab.text("results_dir", "lab-results")
+    accel = lab.text("accel", "auto", ACCELS)
     lab.done()
 
     img = top.child("images")
     images = ImagesConfig(
-        base=img.str("base", "debootstrap", BASE_SOURCES),
-        suite=img.str("suite", "bookworm", pattern=NAME_RE),
-        registry_image=img.str("registry_image", "debian:bookworm"),
-        mirror=img.str("mirror", "auto"),
+        base=img.text("base", "debootstrap", BASE_SOURCES),
+        suite=img.text("suite", "bookworm", pattern=NAME_RE),
+        registry_image=img.text("registry_image", "debian:bookworm"),
+        mirror=img.text("mirror", "auto"),
     )
     img.done()
     if images.mirror != "auto" and not re.match(r"^https?://\S+$", images.mirror):
@@ -275,7 +275,7 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
     timeouts = Timeouts(**{k: to.number(k, v, 1.0, 7200.0) for k, v in vars(Timeouts()).items()})
     to.done()
     gu = top.child("guest")
-    guest = Guest(memory_mb=gu.integer("memory_mb", 256, 64, 4096), mac=gu.str("mac", "52:54:00:12:34:56", pattern=MAC_RE))
+    guest = Guest(memory_mb=gu.integer("memory_mb", 256, 64, 4096), mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE))
     gu.done()
     top.done()
     return LabConfig(path=path, name=name, results_dir=results_dir, accel=accel, images=images,
@@ -309,9 +309,9 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
     for name in _names(node, "profile"):
         p = node.child(name)
         q = p.child("qemu")
-        qemu = QemuSource(source=q.str("source", "debian", QEMU_SOURCES),
-                          version=q.str("version", "1:10.2.2+ds-1"), suite=q.str("suite", "sid", pattern=NAME_RE),
-                          url=q.str("url", ""), ref=q.str("ref", ""), path=q.str("path", ""))
+        qemu = QemuSource(source=q.text("source", "debian", QEMU_SOURCES),
+                          version=q.text("version", "1:10.2.2+ds-1"), suite=q.text("suite", "sid", pattern=NAME_RE),
+                          url=q.text("url", ""), ref=q.text("ref", ""), path=q.text("path", ""))
         q.done()
         if qemu.source == "git" and not (qemu.url and qemu.ref):
             raise ConfigError(f"profiles.{name}.qemu", "source git needs url and ref", "e.g. a commit hash")
@@ -321,16 +321,16 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
         if "series" in p.data:
             sr = p.child("series")
             # A series ID is written as a number; a URL as a string.
-            ref = sr.integer("ref", 0, 1, 10**9) if isinstance(sr.data.get("ref"), int) else sr.str("ref", "")
-            series = SeriesSource(ref=str(ref or ""), patchwork=sr.str("patchwork", ""), mbox=sr.str("mbox", ""),
-                                  note=sr.str("note", ""))
+            ref = sr.integer("ref", 0, 1, 10**9) if isinstance(sr.data.get("ref"), int) else sr.text("ref", "")
+            series = SeriesSource(ref=str(ref or ""), patchwork=sr.text("patchwork", ""), mbox=sr.text("mbox", ""),
+                                  note=sr.text("note", ""))
             sr.done()
             if bool(series.ref) == bool(series.mbox):
                 raise ConfigError(f"profiles.{name}.series", "give exactly one of ref (Patchwork) and mbox (local)")
             if series.ref.isdigit() and not series.patchwork:
                 raise ConfigError(f"profiles.{name}.series.patchwork", "missing",
                                   "a bare series ID needs the Patchwork server URL")
-        profiles[name] = Profile(name=name, description=p.str("description", ""), qemu=qemu, series=series,
+        profiles[name] = Profile(name=name, description=p.text("description", ""), qemu=qemu, series=series,
                                  default=p.boolean("default", True))
         p.done()
     return profiles
@@ -341,13 +341,13 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
     for name in _names(node, "scenario"):
         where = f"scenarios.{name}"
         s = node.child(name)
-        filt = s.str("filter", "", FILTERS)
+        filt = s.text("filter", "", FILTERS)
         ex = s.child("expect", required=True)
         expect = {}
         for profile in ex.names():
             if profile not in profiles:
                 raise ConfigError(f"{where}.expect.{profile}", "unknown profile", f"known: {', '.join(profiles)}")
-            expect[profile] = ex.str(profile, "", VERDICTS)
+            expect[profile] = ex.text(profile, "", VERDICTS)
         for profile in profiles:
             if profile not in expect:
                 raise ConfigError(f"{where}.expect", f"no expected verdict for profile {profile!r}",
@@ -355,7 +355,7 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
         pr = s.child("properties")
         props = tuple((k, _property(pr, k)) for k in pr.names())
         pr.done()
-        scenarios[name] = Scenario(name=name, filter=filt, expect=expect, description=s.str("description", ""),
+        scenarios[name] = Scenario(name=name, filter=filt, expect=expect, description=s.text("description", ""),
                                    properties=props)
         s.done()
     return scenarios

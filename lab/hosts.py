@@ -40,6 +40,10 @@ class ExecResult:
         return self.exit_status == 0
 
 
+def _text(data: object) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else ""
+
+
 class Process:
     """A background process in a host, started by ``Host.spawn``; output goes to ``<name>.log``."""
 
@@ -121,8 +125,7 @@ class Host:
             rc, (out, err) = self.container.exec_run(wrapped, demux=True)
         except docker.errors.APIError as exc:
             raise ScenarioError(f"{self.role}: cannot run {shlex.join(argv)}: {exc.explanation}") from exc
-        return ExecResult(shlex.join(argv), rc, (out or b"").decode(errors="replace"),
-                          (err or b"").decode(errors="replace"))
+        return ExecResult(shlex.join(argv), -1 if rc is None else rc, _text(out), _text(err))
 
     def check(self, argv: list[str], timeout: float = 30.0) -> ExecResult:
         result = self.run(argv, timeout)

@@ -8,6 +8,7 @@ without any state file.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import docker
 import docker.errors
@@ -54,13 +55,17 @@ class Leftovers:
         return "; ".join(parts)
 
 
+def _filters(lab: str | None) -> dict[str, str | list[str] | bool]:
+    return {"label": [f"{MANAGED}=true"] + ([f"{LAB}={lab}"] if lab else [])}
+
+
 def find(client: docker.DockerClient, lab: str | None = None) -> Leftovers:
     """Running or stopped resources of one lab (or of every lab when ``lab`` is None)."""
-    flt = {"label": [f"{MANAGED}=true"] + ([f"{LAB}={lab}"] if lab else [])}
+    flt = _filters(lab)
     return Leftovers(
-        containers=[c.name for c in client.containers.list(all=True, filters=flt)],
-        networks=[n.name for n in client.networks.list(filters=flt)],
-        volumes=[v.name for v in client.volumes.list(filters=flt)],
+        containers=[str(c.name) for c in client.containers.list(all=True, filters=flt)],
+        networks=[str(n.name) for n in client.networks.list(filters=flt)],
+        volumes=[str(v.name) for v in client.volumes.list(filters=flt)],
     )
 
 
@@ -74,22 +79,22 @@ def refuse_leftovers(client: docker.DockerClient, lab: str) -> None:
 def remove(client: docker.DockerClient, lab: str | None = None, images: bool = False) -> Leftovers:
     """Removes what ``find`` finds (and the lab's images when asked); returns what was removed."""
     left = find(client, lab)
-    flt = {"label": [f"{MANAGED}=true"] + ([f"{LAB}={lab}"] if lab else [])}
+    flt = _filters(lab)
     for c in client.containers.list(all=True, filters=flt):
-        _quietly(lambda: c.remove(force=True, v=True))
+        _quietly(c.remove, force=True, v=True)
     for n in client.networks.list(filters=flt):
         _quietly(n.remove)
     for v in client.volumes.list(filters=flt):
-        _quietly(lambda: v.remove(force=True))
+        _quietly(v.remove, force=True)
     if images:
         for img in client.images.list(filters={"label": f"{MANAGED}=true"}):
-            for tag in img.tags or [img.id]:
-                _quietly(lambda: client.images.remove(tag, force=True))
+            for tag in img.tags or [str(img.id)]:
+                _quietly(client.images.remove, tag, force=True)
     return left
 
 
-def _quietly(action: object) -> None:
+def _quietly(action: Callable[..., object], *args: object, **kwargs: object) -> None:
     try:
-        action()  # type: ignore[operator]
+        action(*args, **kwargs)
     except docker.errors.NotFound:
         pass  # already gone: removed concurrently, or by the container's removal

@@ -23,7 +23,7 @@ from typing import Any
 
 import docker
 
-from lab import capabilities
+from lab import capabilities, timeline
 from lab.analysis import ERROR, UNSUPPORTED, Analysis, StopWindow, analyse
 from lab.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
 from lab.config import LabConfig, Profile, Scenario
@@ -135,9 +135,12 @@ def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, resu
         drained = capture.drain(generator.run_id, expected, t.drain_s)
         result.timings["drain"] = round(migration.times.completed - migration.times.continued + drained, 2)
         capture.stop()
-        result.analysis = analyse(sent, capture.stream(generator.run_id), capture.delivered(generator.run_id),
-                                  StopWindow(stop=migration.times.stopped, resume=migration.times.continued))
+        stream = capture.stream(generator.run_id)
+        window = StopWindow(stop=migration.times.stopped, resume=migration.times.continued)
+        result.analysis = analyse(sent, stream, capture.delivered(generator.run_id), window)
         result.verdict = result.analysis.verdict
+        timeline.draw(hosts.rundir / "timeline.png", f"{result.profile} x {result.scenario} ({result.filter})",
+                      sent, stream, window, result.analysis)
 
 
 def _version(qemu: Qemu) -> str:
