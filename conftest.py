@@ -16,8 +16,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import docker
 import pytest
@@ -37,6 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lab")
     group.addoption("--lab-config", default=str(ROOT / "lab.yaml"), help="lab configuration for e2e tests")
     group.addoption("--lab-out", default=None, help="artefacts folder (default: lab-results/pytest-<time>)")
+    group.addoption("--lab-profile", action="append", default=None,
+                    help="only this build profile (repeatable; default: the profiles lab.yaml runs by default)")
 
 
 def need(reason: str) -> None:
@@ -71,10 +73,11 @@ def lab_docker() -> docker.DockerClient:
 
 
 @pytest.fixture(scope="session")
-def lab_images(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_results: Path) -> dict[str, images.ImageSet]:
+def lab_images(pytestconfig: pytest.Config, lab_docker: docker.DockerClient, lab_config: LabConfig,
+               lab_results: Path) -> dict[str, images.ImageSet]:
     builder = images.ImageBuilder(lab_docker, lab_config, ROOT / lab_config.results_dir / "build-logs",
                                   _print_build_progress)
-    return {p.name: builder.ensure(p) for p in lab_config.select_profiles(None)}
+    return {p.name: builder.ensure(p) for p in lab_config.select_profiles(pytestconfig.getoption("--lab-profile"))}
 
 
 def _print_build_progress(event: images.BuildEvent) -> None:
@@ -94,7 +97,8 @@ def lab_accel(lab_docker: docker.DockerClient, lab_config: LabConfig,
 def lab_capabilities(lab_docker: docker.DockerClient, lab_config: LabConfig,
                      lab_images: dict[str, images.ImageSet]) -> dict[str, dict[str, list[str]]]:
     """Per profile, the properties its QEMU's netfilters offer (asked over QMP)."""
-    return {name: capabilities.filter_properties(lab_docker, s.runtime, lab_config.name) for name, s in lab_images.items()}
+    return {name: capabilities.filter_properties(lab_docker, s.runtime, lab_config.name)
+            for name, s in lab_images.items()}
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ sent to migrate-continue.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ class Sent:
     send_errors: int = 0
 
     @classmethod
-    def load(cls, path: Path) -> "Sent":
+    def load(cls, path: Path) -> Sent:
         data = json.loads(path.read_text())
         return cls(run_id=data["run_id"], send_errors=data.get("send_errors", 0),
                    frames=tuple(Frame(seq, t) for seq, t in data["sent"]))
@@ -137,4 +138,4 @@ def _max_gap_ms(sent: Sent, captured: list[Frame]) -> float:
     first, last = sent.frames[0].time, sent.frames[-1].time
     times = [first] + sorted(f.time for f in captured if f.time >= first) + [last]
     times = sorted(times)
-    return max((b - a for a, b in zip(times, times[1:])), default=0.0) * 1000
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0) * 1000

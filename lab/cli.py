@@ -7,20 +7,22 @@ one line printed says what, where and what to do); 130 interrupted (after cleani
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Callable
 
 import docker
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from lab import accel as accel_mod
+from lab import capabilities, doctor, images, kept, resources, scenario, ssh
 from lab import config as config_mod
-from lab import capabilities, doctor, images, resources, scenario
 from lab import series as series_mod
 from lab.config import LabConfig
 from lab.errors import LabError
@@ -47,7 +49,7 @@ class BuildDisplay:
         self.tasks: dict[str, TaskID] = {}
         self.ninja_shown: dict[str, int] = {}
 
-    def __enter__(self) -> "BuildDisplay":
+    def __enter__(self) -> BuildDisplay:
         self.progress.start()
         return self
 
@@ -138,18 +140,114 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def cmd_series(args: argparse.Namespace, console: Console) -> int:
     patchwork, info = series_mod.resolve(args.ref, args.patchwork)
     if args.action == "show":
-        console.print(f"series {info.id}: {info.name}")
+        console.print(f"series {info.id}: {info.name}", markup=False)
         console.print(f"  version {info.version}, patches {info.total if info.total is not None else '?'}, "
                       f"received_all {info.received_all if info.received_all is not None else '?'}")
         console.print(f"  mbox {info.mbox}")
         return 0
     fetched = patchwork.fetch(info)
     out = Path(args.output or f"series-{info.id}.mbox")
-    out.write_bytes(b"".join(p.message if p.message.endswith(b"\n") else p.message + b"\n" for p in fetched.patches))
+    try:
+        out.write_bytes(b"".join(p.message if p.message.endswith(b"\n") else p.message + b"\n"
+                                 for p in fetched.patches))
+    except OSError as exc:
+        raise LabError(f"cannot write {out}: {exc.strerror}; pass -o FILE in an existing folder") from exc
     for p in fetched.patches:
-        console.print(f"  {p.index}/{p.total} {p.subject}")
+        console.print(f"  {p.index}/{p.total} {p.subject}", markup=False)
     console.print(f"series {info.id} ({len(fetched.patches)} patches) written to {out}")
     return 0
+
+def cmd_up(args: argparse.Namespace, console: Console) -> int:
+    cfg = _load(args)
+    [profile] = cfg.select_profiles([args.profile] if args.profile else None)[:1]
+    [sc] = cfg.select_scenarios([args.scenario] if args.scenario else None)[:1]
+    doctor.require_tun()
+    with BuildDisplay(console) as display:
+        client, builder = _builder(cfg, display)
+        resources.refuse_leftovers(client, cfg.name)
+        built = builder.ensure(profile)
+    choice = accel_mod.choose(client, built.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s)
+    lab = kept.up(client, cfg, profile, sc, built.runtime, choice.accel)
+    console.print(f"lab [bold]{lab.name}[/] is up: {profile.name} x {sc.name} ({sc.filter}), {choice.accel}; "
+                  f"the primary's guest runs, the secondary waits with -incoming", markup=True)
+    console.print(f"  lab ssh primary                  # or: ssh -F {lab.ssh_config} primary", markup=False)
+    console.print("  lab qmp primary query-status", markup=False)
+    console.print("  lab console primary", markup=False)
+    console.print(f"  files: {lab.rundir}", markup=False)
+    console.print("  lab down                         # when done", markup=False)
+    return 0
+
+
+def cmd_down(args: argparse.Namespace, console: Console) -> int:
+    cfg = _load(args)
+    removed = kept.down(resources.connect(), cfg)
+    console.print(f"removed {removed.describe()}" if removed else f"no lab named {cfg.name} was up")
+    return 0
+
+
+def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
+    cfg = _load(args)
+    lab = kept.load(cfg)
+    client = ssh.connect(_container(lab, args.role), kept.keys(cfg))
+    try:
+        command = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if command:
+            result = ssh.run(client, shlex.join(command))
+            sys.stdout.write(result.stdout)
+            sys.stderr.write(result.stderr)
+            return result.exit_status
+        return ssh.interactive(client)
+    finally:
+        client.close()
+
+
+def cmd_qmp(args: argparse.Namespace, console: Console) -> int:
+    lab = kept.load(_load(args))
+    _container(lab, args.role)
+    try:
+        arguments = json.loads(args.arguments) if args.arguments else {}
+    except ValueError as exc:
+        raise LabError(f"QMP arguments must be a JSON object, e.g. '{{\"path\": \"/objects\"}}' ({exc})") from exc
+    console.print_json(data=kept.qmp(lab, args.role, args.execute, arguments))
+    return 0
+
+
+def cmd_console(args: argparse.Namespace, console: Console) -> int:
+    lab = kept.load(_load(args))
+    _container(lab, args.role)
+    path = lab.console(args.role)
+    sys.stdout.write(path.read_text(errors="replace") if path.exists() else "")
+    sys.stdout.flush()
+    if args.follow:
+        offset = path.stat().st_size if path.exists() else 0
+        while True:  # until Ctrl-C: following is what was asked for
+            time.sleep(0.2)
+            if path.exists() and path.stat().st_size > offset:
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+                offset += len(data)
+                sys.stdout.write(data.decode(errors="replace"))
+                sys.stdout.flush()
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    lab = kept.load(_load(args))
+    console.print(f"lab {lab.name}: {lab.profile} x {lab.scenario}, {lab.accel}, image {lab.image}", markup=False)
+    for row in kept.status(resources.connect(), lab):
+        console.print(f"  {row['role']:<9} {row['container']:<16} host {row['host']:<8} "
+                      f"QEMU {row.get('runstate', '-')}  filters: {', '.join(row.get('filters', [])) or '-'}",  # type: ignore[arg-type]
+                      markup=False)
+    console.print(f"  ssh_config: {lab.ssh_config}   files: {lab.rundir}", markup=False)
+    return 0
+
+
+def _container(lab: kept.KeptLab, role: str) -> str:
+    if role not in lab.containers:
+        raise LabError(f"no host {role!r} in lab {lab.name}; hosts: {', '.join(lab.containers)}")
+    return lab.containers[role]
+
 
 def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
@@ -167,8 +265,15 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     client = resources.connect()
     lab = None if args.all else _load(args).name
+    if lab is not None:
+        cfg = _load(args)
+        kept.down(client, cfg)
+        kept.forget(cfg)
     removed = resources.remove(client, lab, images=args.images)
-    console.print(f"removed {removed.describe()}" if removed else "nothing to remove")
+    rundirs = resources.remove_rundirs(lab)
+    console.print(f"removed {removed.describe()}" if removed else "no container, network or volume to remove")
+    if rundirs:
+        console.print(f"removed {len(rundirs)} run folders left by interrupted runs")
     if args.images:
         console.print("removed the lab's images")
     return 0
@@ -198,6 +303,23 @@ def parser() -> argparse.ArgumentParser:
     sr.add_argument("--patchwork", help="the Patchwork server, e.g. https://patchwork.ozlabs.org")
     sr.add_argument("-o", "--output", help="mbox file to write (fetch; default series-ID.mbox)")
     sr.set_defaults(fn=cmd_series)
+    u = verb("up", cmd_up, "start a lab and leave it running: hosts, the primary's guest, the secondary -incoming")
+    u.add_argument("--profile", help="build profile (default: the first one)")
+    u.add_argument("--scenario", help="scenario whose filters to attach (default: the first one)")
+    verb("down", cmd_down, "remove the running lab")
+    verb("status", cmd_status, "hosts, QEMU runstates and filters of the running lab")
+    for name, fn, what in (("ssh", cmd_ssh, "a shell (or one command) in a host of the running lab"),
+                           ("qmp", cmd_qmp, "one QMP command to a host's QEMU, pretty-printed"),
+                           ("console", cmd_console, "the guest's serial console output")):
+        v = verb(name, fn, what)
+        v.add_argument("role", choices=("primary", "secondary"))
+        if name == "ssh":
+            v.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... (default: a shell)")
+        elif name == "qmp":
+            v.add_argument("execute", help="the QMP command, e.g. query-migrate")
+            v.add_argument("arguments", nargs="?", help="its arguments as a JSON object")
+        else:
+            v.add_argument("-f", "--follow", action="store_true", help="keep printing what comes")
     verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
     c = verb("clean", cmd_clean, "remove everything the lab created (containers, networks, volumes)")
     c.add_argument("--images", action="store_true", help="remove the lab's images as well")

@@ -7,9 +7,10 @@ looks at raw YAML. Every error names the key path, what was found and what is al
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -165,7 +166,7 @@ class _Reader:
     def _path(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key
 
-    def child(self, key: str, required: bool = False) -> "_Reader":
+    def child(self, key: str, required: bool = False) -> _Reader:
         self.seen.add(key)
         if key not in self.data:
             if required:
@@ -173,7 +174,8 @@ class _Reader:
             return _Reader({}, self._path(key))
         return _Reader(self.data[key], self._path(key))
 
-    def text(self, key: str, default: str, choices: tuple[str, ...] = (), pattern: re.Pattern[str] | None = None) -> str:
+    def text(self, key: str, default: str, choices: tuple[str, ...] = (),
+             pattern: re.Pattern[str] | None = None) -> str:
         value = self._get(key, default, str, "a string")
         if choices and value not in choices:
             raise ConfigError(self._path(key), f"{value!r} is not allowed", f"allowed: {', '.join(choices)}")
@@ -275,7 +277,8 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
     timeouts = Timeouts(**{k: to.number(k, v, 1.0, 7200.0) for k, v in vars(Timeouts()).items()})
     to.done()
     gu = top.child("guest")
-    guest = Guest(memory_mb=gu.integer("memory_mb", 256, 64, 4096), mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE))
+    guest = Guest(memory_mb=gu.integer("memory_mb", 256, 64, 4096),
+                  mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE))
     gu.done()
     top.done()
     return LabConfig(path=path, name=name, results_dir=results_dir, accel=accel, images=images,

@@ -68,7 +68,8 @@ def _disk(client: docker.DockerClient | None) -> Check:
     where = root if os.path.exists(root) else "/"
     free_gb = shutil.disk_usage(where).free / 1e9
     ok = free_gb >= MIN_FREE_GB
-    return Check("disk", ok, f"{free_gb:.0f} GB free at {where}" + ("" if ok else f"; the images need {MIN_FREE_GB} GB"))
+    short = "" if ok else f"; the images need {MIN_FREE_GB} GB"
+    return Check("disk", ok, f"{free_gb:.0f} GB free at {where}{short}")
 
 
 def _kvm(cfg: LabConfig, client: docker.DockerClient | None) -> Check:

@@ -47,7 +47,7 @@ def _text(data: object) -> str:
 class Process:
     """A background process in a host, started by ``Host.spawn``; output goes to ``<name>.log``."""
 
-    def __init__(self, host: "Host", name: str, argv: list[str]) -> None:
+    def __init__(self, host: Host, name: str, argv: list[str]) -> None:
         self.host = host
         self.name = name
         self.argv = argv
@@ -150,6 +150,7 @@ class HostSpec:
     image: str
     lab: str
     devices: tuple[str, ...] = ("/dev/net/tun",)
+    ssh_key: str = ""  # an authorized public key: the hosts then run sshd (key-only, loopback)
 
 
 class LabHosts:
@@ -177,7 +178,7 @@ class LabHosts:
     def secondary(self) -> Host:
         return self.hosts["secondary"]
 
-    def __enter__(self) -> "LabHosts":
+    def __enter__(self) -> LabHosts:
         try:
             self._create()
         except BaseException:
@@ -212,6 +213,23 @@ class LabHosts:
             self._wait_running(host)
             host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
             host.check(["ip", "link", "set", TAP, "up"])
+            if self.spec.ssh_key:
+                self._start_sshd(host)
+
+    def _start_sshd(self, host: Host) -> None:
+        keys = host.path("ssh/authorized_keys")
+        keys.parent.mkdir(exist_ok=True)
+        keys.write_text(self.spec.ssh_key + "\n")
+        host.check(["ssh-keygen", "-A"])  # host keys of this host only, never shipped in the image
+        sshd = host.spawn("sshd", ["/usr/sbin/sshd", "-D", "-e"])
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if host.run(["sh", "-c", "ss -ltn | grep -q '127.0.0.1:22 '"], timeout=5).succeeded:
+                return
+            if sshd.returncode is not None:
+                break
+            time.sleep(0.1)
+        raise LabError(f"sshd did not start in the {host.role} host: {sshd.tail(5)}")
 
     def _wait_running(self, host: Host) -> None:
         deadline = time.monotonic() + self.start_timeout

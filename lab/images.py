@@ -21,14 +21,16 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import docker
 import docker.errors
 
-from lab import apt, resources, series as series_mod
+from lab import apt, resources
+from lab import series as series_mod
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
 
@@ -180,7 +182,8 @@ class ImageBuilder:
             rootfs, tarball = Path(tmp) / "rootfs", Path(tmp) / "rootfs.tar"
             with log.open("w") as out:
                 rc = subprocess.run(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror],
-                                    stdout=out, stderr=subprocess.STDOUT, timeout=self.cfg.timeouts.image_build_s).returncode
+                                    stdout=out, stderr=subprocess.STDOUT, check=False,
+                                    timeout=self.cfg.timeouts.image_build_s).returncode
             if rc != 0:
                 raise ImageBuildError(f"image {tag}: debootstrap {suite} from {mirror} failed "
                                       f"(exit {rc}): {_last_line(log)}; log: {log}")
@@ -221,7 +224,8 @@ class ImageBuilder:
         proc = subprocess.run(["git", "-C", str(tree), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                               capture_output=True, timeout=120)
         if proc.returncode != 0:
-            raise ImageBuildError(f"qemu.path {tree}: not a git checkout ({_tail(proc.stderr.decode(errors='replace'))})")
+            why = _tail(proc.stderr.decode(errors="replace"))
+            raise ImageBuildError(f"qemu.path {tree}: not a git checkout ({why})")
         for name in filter(None, proc.stdout.decode().split("\0")):
             path = tree / name
             if path.is_file() and not path.is_symlink():
@@ -331,7 +335,7 @@ class ImageBuilder:
 
 
 def _tail(text: str) -> str:
-    lines = [l for l in text.strip().splitlines() if l.strip()]
+    lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1].strip() if lines else "(no message)"
 
 

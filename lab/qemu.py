@@ -101,7 +101,7 @@ class Qemu:
     monitor: Monitor | None = None
     argv: list[str] = field(default_factory=list)
 
-    def launch(self, timeout: float) -> "Qemu":
+    def launch(self, timeout: float) -> Qemu:
         self.argv = command_line(self.spec)
         self.process = self.host.spawn("qemu", self.argv)
         self.monitor = Monitor(self.host.role, self.host.path("qmp.sock"), self.host.path("qmp.jsonl"),
@@ -155,7 +155,7 @@ class Qemu:
             except ScenarioError:
                 pass  # the host goes away with its container in any case
 
-    def __enter__(self) -> "Qemu":
+    def __enter__(self) -> Qemu:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

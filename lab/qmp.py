@@ -1,8 +1,8 @@
 """QMP to a host's QEMU, over the unix socket in the host's run directory.
 
-A synchronous layer over qemu.qmp's QMPClient (on a private event loop) that bounds every exchange, keeps every event (QEMU
-stamps them with its own clock, which is the clock the captures use), and writes a transcript of
-commands, replies and events with times.
+A synchronous layer over qemu.qmp's QMPClient (on a private event loop) that bounds every exchange,
+keeps every event (QEMU stamps them with its own clock, which is the clock the captures use), and
+writes a transcript of commands, replies and events with times.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class Monitor:
         self._loop.close()
         self._log.close()
 
-    def __enter__(self) -> "Monitor":
+    def __enter__(self) -> Monitor:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -7,8 +7,11 @@ without any state file.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -91,6 +94,16 @@ def remove(client: docker.DockerClient, lab: str | None = None, images: bool = F
             for tag in img.tags or [str(img.id)]:
                 _quietly(client.images.remove, tag, force=True)
     return left
+
+
+def remove_rundirs(lab: str | None) -> list[Path]:
+    """Run folders a killed lab left in the temporary directory (a finished run moves its own)."""
+    pattern = f"{lab}-*" if lab else "*-*"
+    found = [p for p in Path(tempfile.gettempdir()).glob(pattern)
+             if p.is_dir() and ((p / "primary").is_dir() or (p / "rootfs").is_dir())]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return found
 
 
 def _quietly(action: Callable[..., object], *args: object, **kwargs: object) -> None:

@@ -26,11 +26,11 @@ import docker
 from lab import capabilities, timeline
 from lab.analysis import ERROR, UNSUPPORTED, Analysis, StopWindow, analyse
 from lab.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
-from lab.config import LabConfig, Profile, Scenario
+from lab.config import LabConfig, Profile, Scenario, Timeouts
 from lab.errors import ScenarioError
 from lab.hosts import HostSpec, LabHosts
 from lab.migration import Migration
-from lab.qemu import MIGRATION_PORT, MachineSpec, Qemu, destination_redirector, source_filter
+from lab.qemu import MIGRATION_PORT, Filter, MachineSpec, Qemu, destination_redirector, source_filter
 from lab.traffic import Generator
 
 
@@ -96,21 +96,41 @@ def run(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario:
     return result
 
 
+@dataclass
+class Booted:
+    """Both QEMUs of a scenario and the secondary's capture: what `lab up` leaves running."""
+
+    source: Qemu
+    destination: Qemu
+    capture: SecondaryCapture
+
+    @classmethod
+    def create(cls, cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str) -> Booted:
+        def machine(name: str, filt: Filter, incoming: bool) -> MachineSpec:
+            return MachineSpec(name=name, accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
+                               filters=(filt,), incoming=incoming)
+
+        return cls(
+            source=Qemu(hosts.primary, machine("primary", source_filter(
+                scenario.filter, hosts.secondary.name, RECORDER_PORT, scenario.properties), incoming=False)),
+            destination=Qemu(hosts.secondary, machine("secondary", destination_redirector(INDEV_PORT), incoming=True)),
+            capture=SecondaryCapture(hosts.secondary))
+
+    def start(self, t: Timeouts) -> None:
+        """The destination first (its indev server), the recorder in front of it, then the source."""
+        self.destination.launch(t.boot_s)
+        self.capture.start(t.host_start_s)
+        self.source.launch(t.boot_s)
+        self.source.wait_guest_ready(t.boot_s)
+
+
 def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, result: ScenarioResult) -> None:
     t = cfg.timeouts
     t_start = time.monotonic()
-    capture = SecondaryCapture(hosts.secondary)
-    dest = Qemu(hosts.secondary, MachineSpec(
-        name="secondary", accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
-        filters=(destination_redirector(INDEV_PORT),), incoming=True))
-    src = Qemu(hosts.primary, MachineSpec(
-        name="primary", accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
-        filters=(source_filter(scenario.filter, hosts.secondary.name, RECORDER_PORT, scenario.properties),)))
+    booted = Booted.create(cfg, scenario, hosts, accel)
+    src, dest, capture = booted.source, booted.destination, booted.capture
     with dest, src:
-        dest.launch(t.boot_s)
-        capture.start(t.host_start_s)
-        src.launch(t.boot_s)
-        src.wait_guest_ready(t.boot_s)
+        booted.start(t)
         result.timings["boot"] = round(time.monotonic() - t_start, 2)
         result.qemu_version = _version(src)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import http.client
+import itertools
 import json
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -95,7 +96,7 @@ class Patchwork:
         except urllib.error.HTTPError as exc:
             what = "not found" if exc.code == 404 else f"answered HTTP {exc.code}"
             raise SeriesError(f"Patchwork {what}: {url}") from exc
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise SeriesError(f"cannot reach Patchwork at {url} ({reason}); check --patchwork and the "
                               "network, or use a local mbox (series.mbox)") from exc
@@ -171,7 +172,7 @@ def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesIn
 def parse_mbox(data: bytes, origin: str) -> list[Patch]:
     """The patches of an mbox, in order; a cover letter (a message without a diff) is left out."""
     starts = [m.start() for m in FROM_LINE.finditer(data)]
-    chunks = [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)])] if starts else [data]
+    chunks = [data[a:b] for a, b in itertools.pairwise([*starts, len(data)])] if starts else [data]
     patches = []
     for chunk in chunks:
         msg = email.message_from_bytes(chunk, policy=email.policy.default)

@@ -7,7 +7,7 @@ format by construction.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 ETHERTYPE = 0x88B5
 MAGIC = b"NFCL"
@@ -30,7 +30,7 @@ def build(dst: bytes, src: bytes, run_id: int, seq: int) -> bytes:
     return frame.ljust(MIN_FRAME, b"\0")
 
 
-def parse(frame: bytes) -> Optional[Tag]:
+def parse(frame: bytes) -> Tag | None:
     """The frame's tag, or None when it is not one of the lab's test frames."""
     if len(frame) < _HEADER.size:
         return None

@@ -20,19 +20,20 @@ TIMINGS = {"boot", "migrate", "hold", "drain", "total"}
 
 def test_lab_run_reports_one_scenario(lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
                                       lab_out: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli.main(["run", "--config", str(lab_config.path), "--profile", "baseline",
+    profile = next(iter(lab_images))
+    rc = cli.main(["run", "--config", str(lab_config.path), "--profile", profile,
                    "--scenario", "redirector", "--out", str(lab_out)])
     out = capsys.readouterr().out
     report = json.loads((lab_out / "report.json").read_text())
     [result] = report["results"]
     assert RESULT_FIELDS <= set(result), f"missing: {RESULT_FIELDS - set(result)}"
     assert TIMINGS <= set(result["timings"])
-    assert (result["profile"], result["scenario"], result["filter"]) == ("baseline", "redirector", "filter-redirector")
+    assert (result["profile"], result["scenario"], result["filter"]) == (profile, "redirector", "filter-redirector")
     assert result["match"] == (result["verdict"] == result["expected"])
     assert rc == (0 if result["match"] else cli.EXIT_MISMATCH)
     assert result["accel"] in ("kvm", "tcg") and report["lab"]["accel"] == result["accel"]
-    assert result["qemu_version"].startswith(lab_config.profiles["baseline"].qemu.upstream_version)
+    assert result["qemu_version"].startswith(lab_config.profiles[profile].qemu.upstream_version)
     assert "redirector" in out and str(lab_out / "report.json") in out
     for artefact in ("primary/qemu.log", "primary/console.log", "primary/qmp.jsonl", "primary/generator.json",
-                     "secondary/stream.pcap", "secondary/tap.pcap", "secondary/qmp.jsonl"):
-        assert (lab_out / "baseline-redirector" / artefact).is_file(), artefact
+                     "secondary/stream.pcap", "secondary/tap.pcap", "secondary/qmp.jsonl", "timeline.png"):
+        assert (lab_out / f"{profile}-redirector" / artefact).is_file(), artefact

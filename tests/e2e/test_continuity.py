@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -17,7 +17,8 @@ pytestmark = pytest.mark.e2e
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "profile" in metafunc.fixturenames:
         cfg = config.load(Path(metafunc.config.getoption("--lab-config")))
-        cases = [(p.name, s) for p in cfg.select_profiles(None) for s in cfg.scenarios]
+        profiles = cfg.select_profiles(metafunc.config.getoption("--lab-profile"))
+        cases = [(p.name, s) for p in profiles for s in cfg.scenarios]
         metafunc.parametrize(("profile", "scenario_name"), cases, ids=[f"{p}-{s}" for p, s in cases])
 
 

@@ -36,7 +36,8 @@ def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.Docker
     profile = replace(lab_config.profiles["baseline"], name="seed-patch-12",
                       series=SeriesSource(mbox=str(mbox)))
     builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs")
-    baseline_qemu = lab_docker.images.get(lab_images["baseline"].qemu).id
+    baseline = lab_images.get("baseline") or builder.ensure(lab_config.profiles["baseline"])
+    baseline_qemu = lab_docker.images.get(baseline.qemu).id
     with pytest.raises(SeriesError) as failure:
         builder.ensure(profile)
     message = str(failure.value)
@@ -44,17 +45,19 @@ def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.Docker
     assert "keep mirroring while stopped" in message and "10.2.2" in message, message
     assert "\n" not in message
     # The baseline images are untouched, and no series image was tagged.
-    assert lab_docker.images.get(lab_images["baseline"].qemu).id == baseline_qemu
-    assert not lab_docker.images.list(name=f"{lab_config.name}/qemu-series", filters={"label": "io.nfcl.profile=seed-patch-12"})
+    assert lab_docker.images.get(baseline.qemu).id == baseline_qemu
+    assert not lab_docker.images.list(name=f"{lab_config.name}/qemu-series",
+                                      filters={"label": "io.nfcl.profile=seed-patch-12"})
 
 
 def test_control_series_provenance(lab_images: dict[str, images.ImageSet], lab_docker: docker.DockerClient) -> None:
     control = lab_images.get("control")
     if control is None:
-        pytest.skip("lab.yaml has no control profile")
+        pytest.skip("the control profile is not selected (--lab-profile)")
     assert control.series is not None
     [patch] = control.series["patches"]
     assert "filter-mirror" in patch["subject"] and len(patch["hash"]) == 40
     labels = lab_docker.images.get(control.runtime).labels
-    assert json.loads(lab_docker.images.get(control.qemu).labels["io.nfcl.series"])["patches"][0]["hash"] == patch["hash"]
+    provenance = json.loads(lab_docker.images.get(control.qemu).labels["io.nfcl.series"])
+    assert provenance["patches"][0]["hash"] == patch["hash"]
     assert labels["io.nfcl.profile"] == "control"

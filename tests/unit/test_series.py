@@ -7,7 +7,6 @@ that tries to connect anywhere else.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import http.client
 import http.server
@@ -65,7 +64,7 @@ class ReplayServer:
         replay = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 replay.requests.append(self.path)
                 reply = replay.routes.get(self.path.split("?", 1)[0])
                 if reply is None:
@@ -84,7 +83,7 @@ class ReplayServer:
                 if reply.short_by:
                     self.close_connection = True
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server's name)
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -320,9 +319,6 @@ def test_silent_server_times_out_within_bounds(server: ReplayServer) -> None:
     assert server.requests == [PATCH_PATH]  # it did connect and ask
 
 
-@pytest.mark.xfail(strict=True, raises=http.client.IncompleteRead,
-                   reason="lab/series.py Patchwork.get (l.93-101) catches URLError/timeouts "
-                   "but not http.client.HTTPException: a body cut short raises IncompleteRead, not SeriesError")
 def test_answer_cut_short_is_a_series_error(server: ReplayServer) -> None:
     server.routes[MBOX_PATH] = Reply(body=SERIES_MBOX.read_bytes()[:500], content_type="application/mbox",
                                      short_by=10_000)
@@ -439,9 +435,6 @@ def test_cli_not_found_is_one_line_and_exit_2(server: ReplayServer, capsys: pyte
     assert out == ""
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="lab/cli.py cmd_series (l.141) prints Patchwork's series name as rich "
-                   "markup: '[v2,01/12] net: ...' is read as a style tag and vanishes from the output")
 def test_cli_show_prints_a_bracketed_name_as_is(server: ReplayServer, capsys: pytest.CaptureFixture[str]) -> None:
     record = series_record()
     record.update(name="[v2,01/12] net: introduce read_poll/write_poll", version=2)
@@ -450,9 +443,6 @@ def test_cli_show_prints_a_bracketed_name_as_is(server: ReplayServer, capsys: py
     assert "series 491379: [v2,01/12] net: introduce read_poll/write_poll\n" in capsys.readouterr().out
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="lab/cli.py cmd_series (l.149) writes -o without catching OSError: an "
-                   "output in a missing folder ends in a FileNotFoundError traceback, not exit 2 and one line")
 def test_cli_fetch_to_a_missing_folder_is_one_line_and_exit_2(server: ReplayServer, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     out_file = tmp_path / "absent" / "s.mbox"

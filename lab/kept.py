@@ -1,0 +1,132 @@
+"""A kept lab: hosts and guests left running for a person to look into (`lab up` ... `lab down`).
+
+Its state (containers, run folder, ssh_config, key pair) lives in ``<results_dir>/.labs/<name>/``,
+so that every later `lab` command finds the lab it is about.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from lab import resources, ssh
+from lab.config import LabConfig, Profile, Scenario
+from lab.errors import LabError, LeftoverLab, ScenarioError
+from lab.hosts import HostSpec, LabHosts
+from lab.qmp import Monitor
+from lab.scenario import Booted
+
+
+@dataclass
+class KeptLab:
+    name: str
+    profile: str
+    scenario: str
+    image: str
+    accel: str
+    rundir: str
+    containers: dict[str, str]
+    ssh_config: str
+    started: float
+
+    def qmp_socket(self, role: str) -> Path:
+        return Path(self.rundir) / role / "qmp.sock"
+
+    def console(self, role: str) -> Path:
+        return Path(self.rundir) / role / "console.log"
+
+
+def state_dir(cfg: LabConfig) -> Path:
+    return (cfg.path.parent / cfg.results_dir / ".labs" / cfg.name).resolve()
+
+
+def keys(cfg: LabConfig) -> ssh.LabKeys:
+    return ssh.LabKeys(state_dir(cfg))
+
+
+def load(cfg: LabConfig) -> KeptLab:
+    path = state_dir(cfg) / "state.json"
+    if not path.exists():
+        raise LabError(f"no lab named {cfg.name!r} is up; start one with `lab up`")
+    return KeptLab(**json.loads(path.read_text()))
+
+
+def up(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario: Scenario, image: str,
+       accel: str) -> KeptLab:
+    if (state_dir(cfg) / "state.json").exists():
+        raise LeftoverLab(f"a lab named {cfg.name!r} is already up; `lab down` first")
+    pubkey = ssh.LabKeys.public_line(keys(cfg).ensure())
+    rundir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-kept-"))
+    devices = ("/dev/net/tun", "/dev/kvm") if accel == "kvm" else ("/dev/net/tun",)
+    hosts = LabHosts(client, HostSpec(image=image, lab=cfg.name, devices=devices, ssh_key=pubkey), rundir,
+                     cfg.timeouts.host_start_s)
+    try:
+        hosts.__enter__()
+        booted = Booted.create(cfg, scenario, hosts, accel)
+        booted.start(cfg.timeouts)
+        # The QEMUs stay; only the lab's own monitor connections go.
+        for qemu in (booted.source, booted.destination):
+            qemu.qmp.close()
+    except BaseException:
+        hosts.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+        raise
+    containers = {role: host.name for role, host in hosts.hosts.items()}
+    config = ssh.write_config(state_dir(cfg) / "ssh_config", keys(cfg), containers)
+    lab = KeptLab(name=cfg.name, profile=profile.name, scenario=scenario.name, image=image, accel=accel,
+                  rundir=str(rundir), containers=containers, ssh_config=str(config), started=time.time())
+    (state_dir(cfg) / "state.json").write_text(json.dumps(asdict(lab), indent=2) + "\n")
+    return lab
+
+
+def down(client: docker.DockerClient, cfg: LabConfig) -> resources.Leftovers:
+    """Removes the lab's containers and network, its run folder and its state (not its keys)."""
+    removed = resources.remove(client, cfg.name)
+    state = state_dir(cfg) / "state.json"
+    if state.exists():
+        lab = KeptLab(**json.loads(state.read_text()))
+        shutil.rmtree(lab.rundir, ignore_errors=True)
+        state.unlink()
+    (state_dir(cfg) / "ssh_config").unlink(missing_ok=True)
+    return removed
+
+
+def forget(cfg: LabConfig) -> None:
+    """`lab clean`: the keys and everything else of the lab's state folder."""
+    shutil.rmtree(state_dir(cfg), ignore_errors=True)
+
+
+def qmp(lab: KeptLab, role: str, command: str, args: dict[str, Any]) -> Any:
+    socket_path = lab.qmp_socket(role)
+    with Monitor(role, socket_path, socket_path.parent / "qmp-cli.jsonl") as monitor:
+        monitor.connect(10.0)
+        return monitor.cmd(command, **args)
+
+
+def status(client: docker.DockerClient, lab: KeptLab) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for role, container in lab.containers.items():
+        row: dict[str, object] = {"role": role, "container": container}
+        try:
+            row["host"] = client.containers.get(container).status
+        except docker.errors.NotFound:
+            row["host"] = "gone"
+            rows.append(row)
+            continue
+        try:
+            row["runstate"] = str(qmp(lab, role, "query-status", {}).get("status"))
+            objects = qmp(lab, role, "qom-list", {"path": "/objects"})
+            row["filters"] = [f"{o['name']} ({o['type'][6:-1]})" for o in objects
+                              if str(o.get("type", "")).startswith("child<filter-")]
+        except (ScenarioError, LabError) as exc:
+            row["runstate"] = f"no QMP ({exc})"
+        rows.append(row)
+    return rows

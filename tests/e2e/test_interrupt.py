@@ -1,0 +1,59 @@
+"""Ctrl-C or SIGTERM in the middle of a scenario: `lab run` stops and leaves nothing behind."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from lab import images, resources
+from lab.config import LabConfig
+
+pytestmark = pytest.mark.e2e
+
+# A phase is recognised by the file the lab writes when it enters it.
+PHASES = {"boot": "primary/qemu.pid", "traffic": "primary/generator.pid"}
+
+
+def newest_rundir(lab: str, after: float) -> Path | None:
+    dirs = [d for d in Path(tempfile.gettempdir()).glob(f"{lab}-*") if d.is_dir() and d.stat().st_mtime >= after]
+    return max(dirs, key=lambda d: d.stat().st_mtime) if dirs else None
+
+
+@pytest.mark.parametrize(("signo", "phase"), [(signal.SIGINT, "boot"), (signal.SIGTERM, "traffic")],
+                         ids=["sigint-boot", "sigterm-traffic"])
+def test_interrupted_run_removes_everything(signo: signal.Signals, phase: str, lab_config: LabConfig,
+                                            lab_images: dict[str, images.ImageSet], lab_docker: docker.DockerClient,
+                                            tmp_path: Path) -> None:
+    profile = next(iter(lab_images))
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--config", str(lab_config.path), "--profile",
+                             profile, "--scenario", "redirector", "--out", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + lab_config.timeouts.kvm_probe_s + lab_config.timeouts.boot_s + 30
+        marker = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            rundir = newest_rundir(lab_config.name, started)
+            if rundir is not None and (rundir / PHASES[phase]).exists():
+                marker = rundir / PHASES[phase]
+                break
+            time.sleep(0.05)
+        assert marker is not None, f"the run never reached {phase}: {proc.communicate(timeout=30)}"
+        assert resources.find(lab_docker, lab_config.name), "the lab's hosts should exist mid-run"
+        proc.send_signal(signo)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err
+    left = resources.find(lab_docker, lab_config.name)
+    assert not left, f"left behind: {left.describe()}"
+    assert not newest_rundir(lab_config.name, started), "the run folder was not moved to --out"

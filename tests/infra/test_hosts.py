@@ -1,0 +1,113 @@
+"""The lab hosts, checked from inside with testinfra through both backends: docker:// and paramiko://.
+
+One kept lab (`lab up`) serves the module; it is removed afterwards (`lab down`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import docker
+import paramiko
+import pytest
+import testinfra
+from testinfra.host import Host
+
+from lab import images, kept, resources, ssh
+from lab.accel import AccelChoice
+from lab.config import LabConfig
+from lab.hosts import TAP
+from lab.qemu import BINARY
+
+pytestmark = pytest.mark.e2e
+
+ROLES = ("primary", "secondary")
+BACKENDS = ("docker", "paramiko")
+
+
+@pytest.fixture(scope="module")
+def kept_lab(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
+             lab_accel: AccelChoice) -> Iterator[kept.KeptLab]:
+    profile = lab_config.profiles[next(iter(lab_images))]
+    scenario = next(iter(lab_config.scenarios.values()))
+    lab = kept.up(lab_docker, lab_config, profile, scenario, lab_images[profile.name].runtime, lab_accel.accel)
+    try:
+        yield lab
+    finally:
+        kept.down(lab_docker, lab_config)
+
+
+@pytest.fixture(params=[(r, b) for r in ROLES for b in BACKENDS], ids=lambda p: f"{p[0]}-{p[1]}")
+def host(request: pytest.FixtureRequest, kept_lab: kept.KeptLab) -> Host:
+    role, backend = request.param
+    if backend == "docker":
+        return testinfra.get_host(f"docker://{kept_lab.containers[role]}")
+    return testinfra.get_host(f"paramiko://root@{role}", ssh_config=kept_lab.ssh_config)
+
+
+def test_qemu_matches_the_image_provenance(host: Host, kept_lab: kept.KeptLab,
+                                           lab_docker: docker.DockerClient) -> None:
+    label = lab_docker.images.get(kept_lab.image).labels["io.nfcl.qemu.version"]
+    assert host.file(BINARY).is_file and host.file(BINARY).mode & 0o111
+    version = host.check_output(f"{BINARY} --version")
+    assert f"QEMU emulator version {label}" in version, version
+
+
+def test_tun_is_usable_and_the_tap_is_up_and_attached(host: Host) -> None:
+    assert host.file("/dev/net/tun").is_character_device
+    assert host.interface(TAP).exists
+    flags = int(host.file(f"/sys/class/net/{TAP}/flags").content_string.strip(), 16)
+    assert flags & 0x1, "the tap is not up"
+    # A tap has carrier only while a process (QEMU) holds it open.
+    assert host.file(f"/sys/class/net/{TAP}/carrier").content_string.strip() == "1"
+    assert host.run(f"{BINARY} --version").rc == 0
+
+
+def test_tools_are_there(host: Host) -> None:
+    assert host.exists("tcpdump") and host.exists("ip") and host.exists("python3")
+    assert host.run("python3 -c 'import lab.agents.generator, lab.agents.recorder'").rc == 0
+
+
+def test_sshd_runs_key_only_on_loopback(host: Host) -> None:
+    assert host.process.filter(comm="sshd")
+    effective = host.check_output("sshd -T")
+    assert "passwordauthentication no" in effective and "kbdinteractiveauthentication no" in effective
+    assert "listenaddress 127.0.0.1:22" in effective
+    assert host.socket("tcp://127.0.0.1:22").is_listening
+    assert not host.socket("tcp://0.0.0.0:22").is_listening
+
+
+def test_the_host_has_no_route_off_the_machine(host: Host) -> None:
+    assert "default" not in host.check_output("ip route")
+
+
+def test_the_lab_network_is_internal(kept_lab: kept.KeptLab, lab_docker: docker.DockerClient,
+                                     lab_config: LabConfig) -> None:
+    [network] = lab_docker.networks.list(filters={"label": f"{resources.LAB}={lab_config.name}"})
+    assert network.attrs["Internal"] is True
+    network.reload()
+    attached = {c["Name"] for c in (network.attrs.get("Containers") or {}).values()}
+    assert attached == set(kept_lab.containers.values())
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_sshd_refuses_passwords(role: str, kept_lab: kept.KeptLab) -> None:
+    transport = paramiko.Transport(paramiko.ProxyCommand(ssh.proxy_command(kept_lab.containers[role])))
+    try:
+        transport.start_client(timeout=15)
+        with pytest.raises(paramiko.BadAuthenticationType) as refused:
+            transport.auth_password("root", "root")
+        assert refused.value.allowed_types == ["publickey"]
+    finally:
+        transport.close()
+
+
+def test_lab_commands_reach_the_kept_lab(kept_lab: kept.KeptLab, lab_config: LabConfig) -> None:
+    assert kept.qmp(kept_lab, "primary", "query-status", {})["status"] == "running"
+    assert kept.qmp(kept_lab, "secondary", "query-status", {})["status"] == "inmigrate"
+    client = ssh.connect(kept_lab.containers["secondary"], kept.keys(lab_config))
+    try:
+        assert ssh.run(client, "hostname").stdout.strip() == "secondary"
+    finally:
+        client.close()
+    assert "LAB-GUEST-READY" in kept_lab.console("primary").read_text()
