@@ -1,6 +1,6 @@
 # The two things people do with the lab. Both prepare the machine first (scripts/setup-host).
 #   make lab    build the images and run every scenario of lab.yaml: verdict table + report.json
-#   make test   the unit tests and the end-to-end tests (what CI runs)
+#   make test   lint, types, unit tests, end-to-end tests, host checks (what CI runs)
 TOX := .venv/bin/tox
 
 .PHONY: setup lab test unit e2e clean
@@ -11,7 +11,7 @@ lab: setup
 	$(TOX) run -e lab
 
 test: setup
-	$(TOX) run -e unit,e2e
+	$(TOX) run -e lint,type,unit,e2e,infra
 
 unit: setup
 	$(TOX) run -e unit

@@ -25,7 +25,7 @@ from lab import capabilities, doctor, images, kept, resources, scenario, ssh
 from lab import config as config_mod
 from lab import series as series_mod
 from lab.config import LabConfig
-from lab.errors import LabError
+from lab.errors import LabError, LeftoverLab
 from lab.report import Report
 
 EXIT_MISMATCH = 1
@@ -109,7 +109,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     doctor.require_tun()
     with BuildDisplay(console) as display:
         client, builder = _builder(cfg, display)
-        resources.refuse_leftovers(client, cfg.name)
+        _refuse_leftovers(client, cfg)
         built = {p.name: builder.ensure(p) for p in profiles}
     first = next(iter(built.values()))
     choice = accel_mod.choose(client, first.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s)
@@ -164,7 +164,7 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
     doctor.require_tun()
     with BuildDisplay(console) as display:
         client, builder = _builder(cfg, display)
-        resources.refuse_leftovers(client, cfg.name)
+        _refuse_leftovers(client, cfg)
         built = builder.ensure(profile)
     choice = accel_mod.choose(client, built.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s)
     lab = kept.up(client, cfg, profile, sc, built.runtime, choice.accel)
@@ -241,6 +241,13 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
                       markup=False)
     console.print(f"  ssh_config: {lab.ssh_config}   files: {lab.rundir}", markup=False)
     return 0
+
+
+def _refuse_leftovers(client: docker.DockerClient, cfg: LabConfig) -> None:
+    if (kept.state_dir(cfg) / "state.json").exists():
+        raise LeftoverLab(f"the lab {cfg.name!r} is up (lab up); look at it with `lab status`, "
+                          "remove it with `lab down`")
+    resources.refuse_leftovers(client, cfg.name)
 
 
 def _container(lab: kept.KeptLab, role: str) -> str:

@@ -68,7 +68,7 @@ def test_ci_and_readme_run_the_same_test_command() -> None:
     assert re.search(r"^make test\b", readme, re.MULTILINE)
     assert re.search(r"^make lab\b", readme, re.MULTILINE)
     makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^test: setup\n\t\$\(TOX\) run -e unit,e2e$", makefile, re.MULTILINE)
+    assert re.search(r"^test: setup\n\t\$\(TOX\) run -e lint,type,unit,e2e,infra$", makefile, re.MULTILINE)
     assert re.search(r"^lab: setup\n\t\$\(TOX\) run -e lab$", makefile, re.MULTILINE)
 
 
