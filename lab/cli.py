@@ -115,25 +115,35 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     choice = accel_mod.choose(client, first.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s)
     console.print(f"accelerator: [bold]{choice.accel}[/] ({choice.reason})")
     report = Report(config=str(cfg.path), accel=choice.accel, accel_reason=choice.reason)
+    keep_key = ssh.LabKeys.public_line(kept.keys(cfg).ensure()) if args.keep else ""
+    kept_lab = None
     for profile in profiles:
+        if kept_lab is not None:
+            break
         images_ = built[profile.name]
         offered = capabilities.filter_properties(client, images_.runtime, cfg.name)
         report.builds[profile.name] = {"runtime_image": images_.runtime, "qemu_image": images_.qemu,
                                        "qemu_source": images_.qemu_source, "series": images_.series,
-                                       "filter_properties": offered}
+                                       "build_seconds": images_.build_seconds, "filter_properties": offered}
         for sc in scenarios:
             console.print(f"running [bold]{profile.name}[/] x [bold]{sc.name}[/] ({sc.filter}) ...")
             result = scenario.run(client, cfg, profile, sc, images_.runtime, choice.accel,
-                                  out / f"{profile.name}-{sc.name}", offered)
+                                  out / f"{profile.name}-{sc.name}", offered, keep_key)
             report.results.append(result)
+            if result.kept is not None:
+                kept_lab = kept.adopt(cfg, result.kept, profile, sc, images_.runtime, choice.accel)
             a = result.analysis
             console.print(f"  {result.verdict} (expected {result.expected})"
                           + (f": sent {a.frames_sent}, captured {a.frames_captured}, delivered "
                              f"{a.frames_delivered}, during stop {a.frames_during_stop}" if a else f": {result.error}")
                           + f" [{result.timings.get('total', 0):.1f} s]")
+            if kept_lab is not None:
+                break
     path = report.write(out)
     report.print(console)
     console.print(f"report: {path}")
+    if kept_lab is not None:
+        _how_to_get_in(console, kept_lab, f"kept: {kept_lab.profile} x {kept_lab.scenario} did not end as expected")
     return 0 if report.all_match else EXIT_MISMATCH
 
 
@@ -168,14 +178,18 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
         built = builder.ensure(profile)
     choice = accel_mod.choose(client, built.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s)
     lab = kept.up(client, cfg, profile, sc, built.runtime, choice.accel)
-    console.print(f"lab [bold]{lab.name}[/] is up: {profile.name} x {sc.name} ({sc.filter}), {choice.accel}; "
-                  f"the primary's guest runs, the secondary waits with -incoming", markup=True)
+    _how_to_get_in(console, lab, f"up: {profile.name} x {sc.name} ({sc.filter}), {choice.accel}; the primary's guest "
+                                 "runs, the secondary waits with -incoming")
+    return 0
+
+
+def _how_to_get_in(console: Console, lab: kept.KeptLab, what: str) -> None:
+    console.print(f"lab {lab.name} is {what}", markup=False)
     console.print(f"  lab ssh primary                  # or: ssh -F {lab.ssh_config} primary", markup=False)
     console.print("  lab qmp primary query-status", markup=False)
     console.print("  lab console primary", markup=False)
     console.print(f"  files: {lab.rundir}", markup=False)
     console.print("  lab down                         # when done", markup=False)
-    return 0
 
 
 def cmd_down(args: argparse.Namespace, console: Console) -> int:
@@ -303,6 +317,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--profile", action="append", help="only this build profile (repeatable)")
     r.add_argument("--scenario", action="append", help="only this scenario (repeatable)")
     r.add_argument("--out", help="folder for the report and artefacts (default: a new one under results_dir)")
+    r.add_argument("--keep", action="store_true",
+                   help="leave the first scenario that does not end as expected running, and say how to get in")
     sr = sub.add_parser("series", help="look up or fetch a patch series on Patchwork",
                         description="look up or fetch a patch series on Patchwork")
     sr.add_argument("action", choices=("show", "fetch"))

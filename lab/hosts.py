@@ -7,9 +7,11 @@ a host through ``docker exec`` and through its run directory, a host folder bind
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import signal
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -189,6 +191,22 @@ class LabHosts:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+    @contextlib.contextmanager
+    def kept_if(self, keep: Callable[[], bool]) -> Iterator[LabHosts]:
+        """Creates the hosts; on leaving, removes them unless ``keep()`` says otherwise."""
+        self.__enter__()
+        try:
+            yield self
+        except Exception:
+            if not keep():
+                self.close()
+            raise
+        except BaseException:
+            self.close()  # Ctrl-C, SIGTERM: nothing stays
+            raise
+        if not keep():
+            self.close()
 
     def _create(self) -> None:
         lab = self.spec.lab

@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ class ImageSet:
     runtime: str
     qemu_source: str = ""
     series: dict[str, Any] | None = None
+    build_seconds: dict[str, float] = field(default_factory=dict)  # per image of this set; 0: reused
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -118,6 +119,7 @@ class ImageBuilder:
         self.log_dir = log_dir
         self.progress = progress or (lambda event: None)
         self._base: str | None = None
+        self.seconds: dict[str, float] = {}  # per tag: how long its build took (0: reused as it was)
 
     def ensure(self, profile: Profile, rebuild: bool = False) -> ImageSet:
         # The series is fetched and parsed before anything is built: bad input costs no build time.
@@ -128,9 +130,10 @@ class ImageBuilder:
             qemu = self._series(qemu, profile, series, rebuild)
         guest = self._guest(base, rebuild)
         runtime = self._runtime(base, qemu, guest, profile, rebuild)
+        tags = [base, qemu, guest, runtime]
         return ImageSet(profile=profile.name, base=base, qemu=qemu, guest=guest, runtime=runtime,
-                        qemu_source=profile.qemu.describe(),
-                        series=series.provenance() if series else None)
+                        qemu_source=profile.qemu.describe(), series=series.provenance() if series else None,
+                        build_seconds={t: self.seconds[t] for t in tags if t in self.seconds})
 
     def load_series(self, source: SeriesSource) -> series_mod.Series:
         if source.mbox:
@@ -165,7 +168,10 @@ class ImageBuilder:
         mirror = self.mirror()
         tag = f"{self.cfg.name}/base:{images.suite}-{_digest('debootstrap', images.suite, mirror)}"
         if not self.exists(tag):
+            started = time.monotonic()
             self._debootstrap(tag, images.suite, mirror)
+            self.seconds[tag] = round(time.monotonic() - started, 1)
+        self.seconds.setdefault(tag, 0.0)
         self._base = tag
         return tag
 
@@ -199,37 +205,15 @@ class ImageBuilder:
     def _qemu(self, base: str, q: QemuSource, rebuild: bool) -> str:
         ctx = Context(IMAGES_DIR / "qemu")
         ctx.files["tree/.placeholder"], ctx.modes["tree/.placeholder"] = b"", 0o644
-        args = {"BASE": base, "QEMU_SOURCE": q.source}
-        if q.source == "debian":
-            # With MIRROR empty the builder takes the mirror from the base image's apt configuration,
-            # which debootstrap wrote from this machine's (or the registry image came with).
-            mirror = "" if self.cfg.images.mirror == "auto" else self.cfg.images.mirror
-            args |= {"QEMU_DEBIAN_VERSION": q.version, "QEMU_DEBIAN_SUITE": q.suite, "MIRROR": mirror}
-        else:
-            args |= {"CONFIGURE_DOWNLOAD": "--enable-download"}
-            if q.source == "git":
-                args |= {"QEMU_GIT_URL": q.url, "QEMU_GIT_REF": q.ref}
-            else:
-                self._add_checkout(ctx, Path(q.path) if Path(q.path).is_absolute() else self.cfg.path.parent / q.path)
+        args = qemu_build_args(base, q, self.cfg.images.mirror)
+        if q.source == "local":
+            add_checkout(ctx, Path(q.path) if Path(q.path).is_absolute() else self.cfg.path.parent / q.path)
         with tempfile.TemporaryDirectory() as tmp:
             for wheel in self._wheels(Path(tmp)):
                 ctx.add(f"wheels/{wheel.name}", wheel)
         version = q.upstream_version if q.source == "debian" else ""
         labels = self._labels("qemu", **{"qemu.version": version, "qemu.source": q.describe()})
         return self._build("qemu", "", ctx, args, labels, rebuild)
-
-    @staticmethod
-    def _add_checkout(ctx: Context, tree: Path) -> None:
-        """A developer's checkout as it is: tracked and untracked files, not what git ignores."""
-        proc = subprocess.run(["git", "-C", str(tree), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                              capture_output=True, timeout=120)
-        if proc.returncode != 0:
-            why = _tail(proc.stderr.decode(errors="replace"))
-            raise ImageBuildError(f"qemu.path {tree}: not a git checkout ({why})")
-        for name in filter(None, proc.stdout.decode().split("\0")):
-            path = tree / name
-            if path.is_file() and not path.is_symlink():
-                ctx.add(f"tree/{name}", path)
 
     def _series(self, qemu: str, profile: Profile, series: series_mod.Series, rebuild: bool) -> str:
         ctx = Context(IMAGES_DIR / "series")
@@ -282,6 +266,7 @@ class ImageBuilder:
         tag = f"{self.cfg.name}/{image}:{tag_prefix}{digest}"
         if not rebuild and self.exists(tag):
             self._event(image, f"{tag} is up to date")
+            self.seconds.setdefault(tag, 0.0)
             return tag
         log = self._log_path(tag)
         self._event(image, f"building {tag} (log: {log})")
@@ -311,7 +296,8 @@ class ImageBuilder:
                                               f"{self.cfg.timeouts.image_build_s:.0f} s (at {step}); log: {log}")
             except docker.errors.APIError as exc:
                 raise ImageBuildError(f"image {image} ({tag}) failed: {exc.explanation}; log: {log}") from exc
-        self._event(image, f"built {tag} in {time.monotonic() - started:.0f} s")
+        self.seconds[tag] = round(time.monotonic() - started, 1)
+        self._event(image, f"built {tag} in {self.seconds[tag]:.0f} s")
         return tag
 
     def _line(self, image: str, line: str, step: str) -> str:
@@ -332,6 +318,33 @@ class ImageBuilder:
     def _log_path(self, tag: str) -> Path:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         return self.log_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", tag) + ".log")
+
+
+def qemu_build_args(base: str, q: QemuSource, mirror_setting: str) -> dict[str, str]:
+    """The qemu builder's build arguments for a tree source (see images/qemu/fetch-qemu)."""
+    args = {"BASE": base, "QEMU_SOURCE": q.source}
+    if q.source == "debian":
+        # With MIRROR empty the builder takes the mirror from the base image's apt configuration,
+        # which debootstrap wrote from this machine's (or the registry image came with).
+        mirror = "" if mirror_setting == "auto" else mirror_setting
+        return args | {"QEMU_DEBIAN_VERSION": q.version, "QEMU_DEBIAN_SUITE": q.suite, "MIRROR": mirror}
+    args["CONFIGURE_DOWNLOAD"] = "--enable-download"  # a git tree fetches its subprojects
+    if q.source == "git":
+        args |= {"QEMU_GIT_URL": q.url, "QEMU_GIT_REF": q.ref}
+    return args
+
+
+def add_checkout(ctx: Context, tree: Path) -> None:
+    """A developer's checkout as it is: tracked and untracked files, not what git ignores."""
+    proc = subprocess.run(["git", "-C", str(tree), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                          capture_output=True, timeout=120)
+    if proc.returncode != 0:
+        why = _tail(proc.stderr.decode(errors="replace"))
+        raise ImageBuildError(f"qemu.path {tree}: not a git checkout ({why})")
+    for name in filter(None, proc.stdout.decode().split("\0")):
+        path = tree / name
+        if path.is_file() and not path.is_symlink():
+            ctx.add(f"tree/{name}", path)
 
 
 def _tail(text: str) -> str:

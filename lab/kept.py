@@ -79,10 +79,15 @@ def up(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario: 
         hosts.close()
         shutil.rmtree(rundir, ignore_errors=True)
         raise
+    return adopt(cfg, hosts, profile, scenario, image, accel)
+
+
+def adopt(cfg: LabConfig, hosts: LabHosts, profile: Profile, scenario: Scenario, image: str, accel: str) -> KeptLab:
+    """Records running hosts (started by `lab up`, or kept by `lab run --keep`) as the kept lab."""
     containers = {role: host.name for role, host in hosts.hosts.items()}
     config = ssh.write_config(state_dir(cfg) / "ssh_config", keys(cfg), containers)
     lab = KeptLab(name=cfg.name, profile=profile.name, scenario=scenario.name, image=image, accel=accel,
-                  rundir=str(rundir), containers=containers, ssh_config=str(config), started=time.time())
+                  rundir=str(hosts.rundir), containers=containers, ssh_config=str(config), started=time.time())
     (state_dir(cfg) / "state.json").write_text(json.dumps(asdict(lab), indent=2) + "\n")
     return lab
 

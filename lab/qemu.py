@@ -97,6 +97,7 @@ class Qemu:
     host: Host
     spec: MachineSpec
     qmp_timeout: float = 10.0
+    keep: bool = False
     process: Process | None = None
     monitor: Monitor | None = None
     argv: list[str] = field(default_factory=list)
@@ -147,9 +148,10 @@ class Qemu:
                       f"(last console line: {last})")
 
     def close(self) -> None:
+        """Closes the monitor; ends QEMU too, unless ``keep`` says a person will look at it."""
         if self.monitor is not None:
             self.monitor.close()
-        if self.process is not None and self.process.returncode is None:
+        if not self.keep and self.process is not None and self.process.returncode is None:
             try:
                 self.process.stop(timeout=5.0)
             except ScenarioError:

@@ -14,6 +14,7 @@ The sequence, every wait bounded by lab.yaml's timeouts:
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import time
@@ -47,6 +48,7 @@ class ScenarioResult:
     error: str = ""
     timings: dict[str, float] = field(default_factory=dict)
     artefacts: str = ""
+    kept: LabHosts | None = None  # left running for a person (lab run --keep)
 
     @property
     def match(self) -> bool:
@@ -64,13 +66,16 @@ class ScenarioResult:
 
 
 def run(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario: Scenario,
-        image: str, accel: str, out: Path, properties: dict[str, list[str]] | None = None) -> ScenarioResult:
+        image: str, accel: str, out: Path, properties: dict[str, list[str]] | None = None,
+        keep_ssh_key: str = "") -> ScenarioResult:
     """Runs one scenario; a scenario that cannot finish gives verdict ``error`` with its reason.
 
     ``properties`` (what the build's netfilters offer, see lab.capabilities) is checked first: a
     scenario setting a property the build lacks is ``unsupported`` and starts nothing.
     Artefacts are written in a short temporary folder (QMP's unix socket path must stay under
-    108 bytes) and moved to ``out`` at the end, whatever happened.
+    108 bytes) and moved to ``out`` at the end, whatever happened. With ``keep_ssh_key``, a scenario
+    whose verdict is not the expected one is left running instead (hosts with sshd taking that key,
+    QEMUs, run folder: ``result.kept``) and its artefacts are copied to ``out``.
     """
     result = ScenarioResult(profile=profile.name, scenario=scenario.name, filter=scenario.filter,
                             expected=scenario.expect[profile.name], verdict=ERROR, accel=accel)
@@ -84,15 +89,22 @@ def run(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario:
     rundir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-"))
     devices = ("/dev/net/tun", "/dev/kvm") if accel == "kvm" else ("/dev/net/tun",)
     t0 = time.monotonic()
+    hosts = LabHosts(client, HostSpec(image=image, lab=cfg.name, devices=devices, ssh_key=keep_ssh_key), rundir,
+                     cfg.timeouts.host_start_s)
+    keep = bool(keep_ssh_key)
     try:
-        with LabHosts(client, HostSpec(image=image, lab=cfg.name, devices=devices), rundir,
-                      cfg.timeouts.host_start_s) as hosts:
-            _drive(cfg, scenario, hosts, accel, result)
+        with hosts.kept_if(lambda: keep and not result.match):
+            _drive(cfg, scenario, hosts, accel, result, keep)
     except ScenarioError as exc:
         result.error = str(exc)
     finally:
         result.timings["total"] = round(time.monotonic() - t0, 2)
-        result.artefacts = str(_keep_artefacts(rundir, out))
+        if hosts.hosts:  # still there: kept for a person to look at
+            result.kept = hosts
+            result.artefacts = str(_copy_artefacts(rundir, out))
+        else:
+            result.artefacts = str(_keep_artefacts(rundir, out))
+        (out / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return result
 
 
@@ -124,11 +136,14 @@ class Booted:
         self.source.wait_guest_ready(t.boot_s)
 
 
-def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, result: ScenarioResult) -> None:
+def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, result: ScenarioResult,
+           keep: bool) -> None:
     t = cfg.timeouts
     t_start = time.monotonic()
     booted = Booted.create(cfg, scenario, hosts, accel)
     src, dest, capture = booted.source, booted.destination, booted.capture
+    # Kept unless the scenario ends as expected: an error on the way leaves them for a look too.
+    src.keep = dest.keep = keep
     with dest, src:
         booted.start(t)
         result.timings["boot"] = round(time.monotonic() - t_start, 2)
@@ -159,6 +174,7 @@ def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, resu
         window = StopWindow(stop=migration.times.stopped, resume=migration.times.continued)
         result.analysis = analyse(sent, stream, capture.delivered(generator.run_id), window)
         result.verdict = result.analysis.verdict
+        src.keep = dest.keep = keep and not result.match
         timeline.draw(hosts.rundir / "timeline.png", f"{result.profile} x {result.scenario} ({result.filter})",
                       sent, stream, window, result.analysis)
 
@@ -167,6 +183,14 @@ def _version(qemu: Qemu) -> str:
     v = qemu.qmp.cmd("query-version")
     q = v.get("qemu", {})
     return f"{q.get('major')}.{q.get('minor')}.{q.get('micro')}{v.get('package', '')}"
+
+
+def _copy_artefacts(rundir: Path, out: Path) -> Path:
+    """A kept lab's files as they are now; the run folder itself stays with the running lab."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(rundir, out, ignore=shutil.ignore_patterns("*.sock", "authorized_keys"))
+    return out
 
 
 def _keep_artefacts(rundir: Path, out: Path) -> Path:

@@ -23,8 +23,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def test_verdict_matches_expectation(profile: str, scenario_name: str,
-                                     run_scenario: Callable[[str, str], ScenarioResult]) -> None:
+                                     run_scenario: Callable[[str, str], ScenarioResult],
+                                     record_property: Callable[[str, object], None]) -> None:
     result = run_scenario(profile, scenario_name)
+    record_property("artefacts", result.artefacts)
+    record_property("verdict", result.verdict)
     if result.expected == UNSUPPORTED:
         # The build must lack a property the scenario sets, and the lab must say which, booting nothing.
         assert result.verdict == UNSUPPORTED, f"{profile} x {scenario_name}: {result.verdict}, expected {UNSUPPORTED}"

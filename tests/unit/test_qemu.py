@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from lab.qemu import BINARY, MachineSpec, command_line, destination_redirector, source_filter
 
@@ -106,3 +107,15 @@ def test_no_filters_means_no_object() -> None:
     argv = command_line(MachineSpec(name="plain", accel="tcg", memory_mb=256, mac=MAC))
     assert "-object" not in argv
     assert len(values(argv, "-chardev")) == 1
+
+
+def test_the_upstream_scenario_sets_enable_when_stopped_on_the_source_filter() -> None:
+    from lab.config import load
+
+    cfg = load(Path(__file__).resolve().parents[2] / "lab.yaml")
+    sc = cfg.scenarios["redirector-when-stopped"]
+    argv = command_line(MachineSpec(name="primary", accel="tcg", memory_mb=256, mac="52:54:00:12:34:56",
+                                    filters=(source_filter(sc.filter, "nfcl-secondary", 9000, sc.properties),)))
+    [obj] = [argv[i + 1] for i, a in enumerate(argv) if a == "-object"]
+    assert obj.startswith("filter-redirector,id=f0,netdev=n0,queue=tx,outdev=")
+    assert obj.endswith(",enable_when_stopped=on")

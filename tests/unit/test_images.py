@@ -1,0 +1,74 @@
+"""lab.images without Docker: build arguments per tree source, build contexts, digests."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lab.config import QemuSource
+from lab.errors import ImageBuildError
+from lab.images import IMAGES_DIR, Context, add_checkout, qemu_build_args
+
+
+def test_debian_source_takes_the_mirror_from_the_base_image_unless_one_is_set() -> None:
+    q = QemuSource(source="debian", version="1:10.2.2+ds-1", suite="sid")
+    args = qemu_build_args("nfcl/base:x", q, "auto")
+    assert args == {"BASE": "nfcl/base:x", "QEMU_SOURCE": "debian", "QEMU_DEBIAN_VERSION": "1:10.2.2+ds-1",
+                    "QEMU_DEBIAN_SUITE": "sid", "MIRROR": ""}
+    assert qemu_build_args("b", q, "http://mirror.example/debian")["MIRROR"] == "http://mirror.example/debian"
+
+
+def test_git_source_names_url_and_ref_and_lets_configure_fetch_subprojects() -> None:
+    q = QemuSource(source="git", url="https://git.example/qemu.git", ref="092009a55c16")
+    args = qemu_build_args("b", q, "auto")
+    assert args["QEMU_SOURCE"] == "git" and args["QEMU_GIT_REF"] == "092009a55c16"
+    assert args["QEMU_GIT_URL"] == "https://git.example/qemu.git"
+    assert args["CONFIGURE_DOWNLOAD"] == "--enable-download" and "MIRROR" not in args
+
+
+def test_every_source_is_known_to_the_fetch_script() -> None:
+    script = (IMAGES_DIR / "qemu" / "fetch-qemu").read_text()
+    for source in ("debian", "git", "local"):
+        assert f"\n{source})\n" in script
+
+
+def test_local_checkout_goes_into_the_context_as_it_is(tmp_path: Path) -> None:
+    tree = tmp_path / "qemu"
+    (tree / "net").mkdir(parents=True)
+    (tree / "VERSION").write_text("11.0.50\n")
+    (tree / "net" / "filter-mirror.c").write_text("/* patched by hand */\n")
+    (tree / ".gitignore").write_text("build/\n")
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    subprocess.run(["git", "-C", str(tree), "add", "VERSION", ".gitignore"], check=True)
+    (tree / "build").mkdir()
+    (tree / "build" / "qemu-system-x86_64").write_text("not for the context")
+    ctx = Context(IMAGES_DIR / "qemu")
+    add_checkout(ctx, tree)
+    assert ctx.files["tree/VERSION"] == b"11.0.50\n"
+    assert ctx.files["tree/net/filter-mirror.c"] == b"/* patched by hand */\n"  # untracked, not ignored
+    assert "tree/build/qemu-system-x86_64" not in ctx.files  # ignored
+
+
+def test_a_folder_that_is_no_checkout_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ImageBuildError, match="not a git checkout"):
+        add_checkout(Context(IMAGES_DIR / "qemu"), tmp_path)
+
+
+def test_context_digest_follows_content_and_arguments() -> None:
+    a, b = Context(IMAGES_DIR / "series"), Context(IMAGES_DIR / "series")
+    assert a.digest("X=1") == b.digest("X=1") != b.digest("X=2")
+    b.files["patches/0001-of-0001.patch"], b.modes["patches/0001-of-0001.patch"] = b"diff", 0o644
+    assert a.digest("X=1") != b.digest("X=1")
+
+
+def test_context_tar_keeps_names_modes_and_bytes() -> None:
+    ctx = Context(IMAGES_DIR / "series")
+    with tarfile.open(fileobj=io.BytesIO(ctx.tar().read())) as tar:
+        member = tar.getmember("apply-series")
+        assert member.mode & 0o111
+        data = tar.extractfile(member)
+        assert data is not None and data.read() == ctx.files["apply-series"]
