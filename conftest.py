@@ -90,7 +90,8 @@ def _print_build_progress(event: images.BuildEvent) -> None:
 def lab_accel(lab_docker: docker.DockerClient, lab_config: LabConfig,
               lab_images: dict[str, images.ImageSet]) -> AccelChoice:
     runtime = next(iter(lab_images.values())).runtime
-    return accel.choose(lab_docker, runtime, lab_config.accel, lab_config.name, lab_config.timeouts.kvm_probe_s)
+    return accel.choose(lab_docker, runtime, lab_config.accel, lab_config.name, lab_config.timeouts.kvm_probe_s,
+                        lab_config.path.parent / lab_config.results_dir / ".labs" / "accel.json")
 
 
 @pytest.fixture(scope="session")

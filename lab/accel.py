@@ -6,9 +6,11 @@ own guest under KVM in a throwaway host and waits, bounded, for its ready line.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -27,18 +29,46 @@ class AccelChoice:
     reason: str
 
 
-def choose(client: docker.DockerClient, image: str, mode: str, lab: str, timeout: float) -> AccelChoice:
+def choose(client: docker.DockerClient, image: str, mode: str, lab: str, timeout: float,
+           cache: Path | None = None) -> AccelChoice:
+    """``cache``: where a probe's outcome is kept for the rest of this boot of the machine (whether a
+    KVM guest runs does not change until the kernel or its modules do); None probes every time."""
     if mode == "tcg":
         return AccelChoice("tcg", "TCG asked for in lab.yaml (lab.accel)")
     problem = kvm_device_problem()
     if problem is None:
-        ok, detail = probe(client, image, lab, timeout)
+        ok, detail = _cached_probe(client, image, lab, timeout, cache)
         if ok:
             return AccelChoice("kvm", f"KVM probe: {detail}")
         problem = f"KVM probe: {detail}"
     if mode == "kvm":
         raise LabError(f"lab.accel is kvm but KVM is not usable here: {problem}; use auto or tcg")
     return AccelChoice("tcg", f"{problem}; using TCG")
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _cached_probe(client: docker.DockerClient, image: str, lab: str, timeout: float,
+                  cache: Path | None) -> tuple[bool, str]:
+    boot = _boot_id()
+    if cache is not None and boot and cache.exists():
+        try:
+            seen = json.loads(cache.read_text())
+            if seen.get("boot_id") == boot:
+                return bool(seen["ok"]), f"{seen['detail']} (probed at {seen['when']}, this boot)"
+        except (ValueError, KeyError):
+            pass  # unreadable: probe again
+    ok, detail = probe(client, image, lab, timeout)
+    if cache is not None and boot:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"boot_id": boot, "ok": ok, "detail": detail,
+                                     "when": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    return ok, detail
 
 
 def kvm_device_problem() -> str | None:

@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         _refuse_leftovers(client, cfg)
         built = {p.name: builder.ensure(p) for p in profiles}
     first = next(iter(built.values()))
-    choice = accel_mod.choose(client, first.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s)
+    choice = accel_mod.choose(client, first.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s, _accel_cache(cfg))
     console.print(f"accelerator: [bold]{choice.accel}[/] ({choice.reason})")
     report = Report(config=str(cfg.path), accel=choice.accel, accel_reason=choice.reason)
     keep_key = ssh.LabKeys.public_line(kept.keys(cfg).ensure()) if args.keep else ""
@@ -176,7 +176,7 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
         client, builder = _builder(cfg, display)
         _refuse_leftovers(client, cfg)
         built = builder.ensure(profile)
-    choice = accel_mod.choose(client, built.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s)
+    choice = accel_mod.choose(client, built.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s, _accel_cache(cfg))
     lab = kept.up(client, cfg, profile, sc, built.runtime, choice.accel)
     _how_to_get_in(console, lab, f"up: {profile.name} x {sc.name} ({sc.filter}), {choice.accel}; the primary's guest "
                                  "runs, the secondary waits with -incoming")
@@ -255,6 +255,10 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
                       markup=False)
     console.print(f"  ssh_config: {lab.ssh_config}   files: {lab.rundir}", markup=False)
     return 0
+
+
+def _accel_cache(cfg: LabConfig) -> Path:
+    return kept.state_dir(cfg).parent / "accel.json"
 
 
 def _refuse_leftovers(client: docker.DockerClient, cfg: LabConfig) -> None:
