@@ -83,10 +83,11 @@ def probe(client: docker.DockerClient, image: str, lab: str, timeout: float) -> 
     """Boots the guest under KVM; (True, how long) when its ready line came within ``timeout``."""
     argv = command_line(MachineSpec(name="kvm-probe", accel="kvm", memory_mb=128, mac="52:54:00:00:00:01"))
     try:
-        container = client.containers.run(
-            image, name=f"{lab}-kvm-probe", detach=True, init=True, network_mode="none",
-            cap_add=["NET_ADMIN"], devices=[f"{d}:{d}:rwm" for d in ("/dev/net/tun", KVM)],
-            tmpfs={"/run/lab": ""}, labels=resources.labels(lab, role="kvm-probe"))
+        with resources.uninterrupted():
+            container = client.containers.run(
+                image, name=f"{lab}-kvm-probe", detach=True, init=True, network_mode="none",
+                cap_add=["NET_ADMIN"], devices=[f"{d}:{d}:rwm" for d in ("/dev/net/tun", KVM)],
+                tmpfs={"/run/lab": ""}, labels=resources.labels(lab, role="kvm-probe"))
     except docker.errors.APIError as exc:
         return False, f"cannot start a probe host: {exc.explanation}"
     try:

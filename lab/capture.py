@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from lab.errors import ScenarioError, Timeout
 from lab.hosts import RUNDIR, TAP, Host, Process
 
 STREAM_PCAP = "stream.pcap"
+BREAKS = ("disconnected", "forward-failed", "parse-error")  # recorder events that mean a broken stream
 TAP_PCAP = "tap.pcap"
 RECORDER_PORT = 9000  # the primary's outdev connects here
 INDEV_PORT = 9001  # the destination QEMU's indev chardev server, on the host's loopback
@@ -77,6 +79,20 @@ class SecondaryCapture:
                 break
             time.sleep(0.1)
         return time.monotonic() - start
+
+    def check_stream(self, start: float, end: float) -> None:
+        """Raises when the recorder died or its stream broke between ``start`` and ``end``."""
+        if self.recorder is not None and self.recorder.returncode not in (None, 0):
+            raise ScenarioError(f"the stream recorder exited {self.recorder.returncode}: {self.recorder.tail(3)}")
+        path = self.host.path("recorder-events.jsonl")
+        events = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        for ev in events:
+            if ev["event"] in BREAKS and start <= ev["time"] <= end:
+                detail = ev.get("reason") or ev.get("error") or ""
+                raise ScenarioError(f"the mirror stream broke during the scenario ({ev['event']}: {detail}); "
+                                    "frames lost there say nothing about the filter")
+        if not any(ev["event"] == "connected" for ev in events):
+            raise ScenarioError("the primary's filter never connected to the stream recorder")
 
     def stop(self) -> None:
         # SIGINT lets tcpdump flush and close its file.

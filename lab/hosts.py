@@ -212,18 +212,20 @@ class LabHosts:
         lab = self.spec.lab
         resources.refuse_leftovers(self.client, lab)
         # internal: no route off this machine; the lab's traffic stays between its hosts.
-        self.network = self.client.networks.create(f"{lab}-net", driver="bridge", internal=True,
-                                                   labels=resources.labels(lab, role="network"))
+        with resources.uninterrupted():
+            self.network = self.client.networks.create(f"{lab}-net", driver="bridge", internal=True,
+                                                       labels=resources.labels(lab, role="network"))
         for role in self.ROLES:
             hostdir = self.rundir / role
             hostdir.mkdir(parents=True, exist_ok=True)
             try:
-                container = self.client.containers.run(
-                    self.spec.image, name=f"{lab}-{role}", hostname=role, detach=True, init=True,
-                    network=self.network.name, cap_add=["NET_ADMIN"],
-                    devices=[f"{d}:{d}:rwm" for d in self.spec.devices],
-                    volumes={str(hostdir.resolve()): {"bind": RUNDIR, "mode": "rw"}},
-                    labels=resources.labels(lab, role=role))
+                with resources.uninterrupted():
+                    container = self.client.containers.run(
+                        self.spec.image, name=f"{lab}-{role}", hostname=role, detach=True, init=True,
+                        network=self.network.name, cap_add=["NET_ADMIN"],
+                        devices=[f"{d}:{d}:rwm" for d in self.spec.devices],
+                        volumes={str(hostdir.resolve()): {"bind": RUNDIR, "mode": "rw"}},
+                        labels=resources.labels(lab, role=role))
             except docker.errors.APIError as exc:
                 raise LabError(f"cannot start the {role} host from {self.spec.image}: {exc.explanation}") from exc
             self.hosts[role] = Host(container, role, hostdir)
@@ -262,15 +264,8 @@ class LabHosts:
                        f"{host.container.logs(tail=10).decode(errors='replace').strip()}")
 
     def close(self) -> None:
-        for host in self.hosts.values():
-            try:
-                host.container.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
+        # By label, not only what this object holds: an interrupt can land between the daemon
+        # creating a container or network and this process hearing of it.
+        resources.remove(self.client, self.spec.lab)
         self.hosts.clear()
-        if self.network is not None:
-            try:
-                self.network.remove()
-            except docker.errors.NotFound:
-                pass
-            self.network = None
+        self.network = None

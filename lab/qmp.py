@@ -20,7 +20,7 @@ from lab.errors import ScenarioError, Timeout
 
 
 class QMPCommandError(ScenarioError):
-    def __init__(self, who: str, command: str, cause: BaseException) -> None:
+    def __init__(self, who: str, command: str, cause: BaseException | str) -> None:
         self.command = command
         super().__init__(f"{who}: QMP {command} failed: {cause}")
 
@@ -68,9 +68,12 @@ class Monitor:
         except ExecuteError as exc:
             self._record("error", {"execute": command, "error": str(exc)})
             raise QMPCommandError(self.who, command, exc) from exc
-        except (QMPError, OSError, TimeoutError) as exc:
+        except TimeoutError as exc:
+            self._record("error", {"execute": command, "error": "timeout"})
+            raise QMPCommandError(self.who, command, f"no answer within {self.timeout:.0f} s") from exc
+        except (QMPError, OSError) as exc:
             self._record("error", {"execute": command, "error": repr(exc)})
-            raise QMPCommandError(self.who, command, exc) from exc
+            raise QMPCommandError(self.who, command, repr(exc) if not str(exc) else exc) from exc
         self._record("return", {"execute": command, "return": reply})
         self.poll_events()
         return reply
@@ -101,8 +104,10 @@ class Monitor:
         if self._connected:
             try:
                 self._run(self._client.disconnect(), self.timeout)
-            except (QMPError, OSError, TimeoutError, RuntimeError):
-                pass  # QEMU may already be gone; closing is best effort by nature
+            except (QMPError, OSError, EOFError, TimeoutError, RuntimeError):
+                # disconnect() re-raises what ended the connection (EOFError when QEMU is gone,
+                # which is what happens to a destination whose source died): nothing left to close.
+                pass
             self._connected = False
         self._loop.close()
         self._log.close()

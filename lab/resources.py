@@ -7,9 +7,11 @@ without any state file.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,17 @@ class Leftovers:
         parts = [f"{kind}: {', '.join(names)}" for kind, names in
                  (("containers", self.containers), ("networks", self.networks), ("volumes", self.volumes)) if names]
         return "; ".join(parts)
+
+
+@contextlib.contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until a creation is answered: otherwise the daemon may make a
+    container or network after the interrupted lab has already cleaned up, and leave it behind."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _filters(lab: str | None) -> dict[str, str | list[str] | bool]:

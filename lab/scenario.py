@@ -18,6 +18,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ class ScenarioResult:
 
 def run(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario: Scenario,
         image: str, accel: str, out: Path, properties: dict[str, list[str]] | None = None,
-        keep_ssh_key: str = "") -> ScenarioResult:
+        keep_ssh_key: str = "", on_phase: PhaseHook | None = None) -> ScenarioResult:
     """Runs one scenario; a scenario that cannot finish gives verdict ``error`` with its reason.
 
     ``properties`` (what the build's netfilters offer, see lab.capabilities) is checked first: a
@@ -75,7 +76,8 @@ def run(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario:
     Artefacts are written in a short temporary folder (QMP's unix socket path must stay under
     108 bytes) and moved to ``out`` at the end, whatever happened. With ``keep_ssh_key``, a scenario
     whose verdict is not the expected one is left running instead (hosts with sshd taking that key,
-    QEMUs, run folder: ``result.kept``) and its artefacts are copied to ``out``.
+    QEMUs, run folder: ``result.kept``) and its artefacts are copied to ``out``. ``on_phase`` is
+    called as each phase begins (see ``PHASES``), for tests that inject faults.
     """
     result = ScenarioResult(profile=profile.name, scenario=scenario.name, filter=scenario.filter,
                             expected=scenario.expect[profile.name], verdict=ERROR, accel=accel)
@@ -93,8 +95,10 @@ def run(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario:
                      cfg.timeouts.host_start_s)
     keep = bool(keep_ssh_key)
     try:
+        phases = Phases(rundir, hosts, on_phase)
+        phases("hosts")
         with hosts.kept_if(lambda: keep and not result.match):
-            _drive(cfg, scenario, hosts, accel, result, keep)
+            _drive(cfg, scenario, hosts, accel, result, keep, phases)
     except ScenarioError as exc:
         result.error = str(exc)
     finally:
@@ -136,8 +140,27 @@ class Booted:
         self.source.wait_guest_ready(t.boot_s)
 
 
+PHASES = ("hosts", "boot", "traffic", "migrate", "hold", "drain", "analysis")
+PhaseHook = Callable[[str, LabHosts], None]
+
+
+@dataclass
+class Phases:
+    """Says which phase a scenario is in: in ``<run folder>/phase``, for people and tools, and to a hook."""
+
+    rundir: Path
+    hosts: LabHosts
+    hook: PhaseHook | None = None
+
+    def __call__(self, name: str) -> None:
+        assert name in PHASES, name
+        (self.rundir / "phase").write_text(name + "\n")
+        if self.hook is not None:
+            self.hook(name, self.hosts)
+
+
 def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, result: ScenarioResult,
-           keep: bool) -> None:
+           keep: bool, phases: Phases) -> None:
     t = cfg.timeouts
     t_start = time.monotonic()
     booted = Booted.create(cfg, scenario, hosts, accel)
@@ -145,6 +168,7 @@ def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, resu
     # Kept unless the scenario ends as expected: an error on the way leaves them for a look too.
     src.keep = dest.keep = keep
     with dest, src:
+        phases("boot")
         booted.start(t)
         result.timings["boot"] = round(time.monotonic() - t_start, 2)
         result.qemu_version = _version(src)
@@ -152,24 +176,32 @@ def _drive(cfg: LabConfig, scenario: Scenario, hosts: LabHosts, accel: str, resu
         migration = Migration(src.qmp, dest.qmp, f"tcp:{hosts.secondary.name}:{MIGRATION_PORT}")
         migration.prepare()
         generator = Generator(hosts.primary, cfg.guest.mac, cfg.traffic.rate)
+        phases("traffic")
         generator.start(max_seconds=cfg.traffic.warmup_s + t.pre_switchover_s + cfg.migration.hold_s + 30)
         time.sleep(cfg.traffic.warmup_s)
 
+        phases("migrate")
         migration.start()
         migration.wait_pre_switchover(t.pre_switchover_s)
         result.timings["migrate"] = round(migration.times.pre_switchover - migration.times.started, 2)
+        phases("hold")
         time.sleep(cfg.migration.hold_s)
         sent = generator.stop()
         time.sleep(cfg.migration.settle_s)
         migration.resume()
         result.timings["hold"] = round(migration.times.continued - migration.times.pre_switchover, 2)
+        phases("drain")
         migration.wait_completed(t.completion_s)
 
         stream = capture.stream(generator.run_id)
         expected = len({f.seq for f in stream if f.time <= migration.times.continued})
         drained = capture.drain(generator.run_id, expected, t.drain_s)
         result.timings["drain"] = round(migration.times.completed - migration.times.continued + drained, 2)
+        phases("analysis")
         capture.stop()
+        # A verdict speaks of QEMU only when the lab's own stream path held for the whole window.
+        capture.check_stream(sent.frames[0].time if sent.frames else migration.times.started,
+                             migration.times.continued)
         stream = capture.stream(generator.run_id)
         window = StopWindow(stop=migration.times.stopped, resume=migration.times.continued)
         result.analysis = analyse(sent, stream, capture.delivered(generator.run_id), window)

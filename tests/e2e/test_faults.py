@@ -1,0 +1,67 @@
+"""Faults injected at a phase of a real scenario: the verdict is `error` with the reason, never a
+`gap` or `continuous` that would blame (or clear) the filter for what the lab itself broke."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+import pytest
+
+from lab import images, scenario
+from lab.accel import AccelChoice
+from lab.analysis import ERROR
+from lab.config import LabConfig
+from lab.hosts import LabHosts
+
+pytestmark = pytest.mark.e2e
+
+Fault = Callable[[LabHosts], None]
+
+
+def kill(process: str) -> Fault:
+    def fault(hosts: LabHosts) -> None:
+        pid = hosts.secondary.path(f"{process}.pid").read_text().strip()
+        hosts.secondary.check(["kill", "-KILL", pid])
+    return fault
+
+
+def cut_lab_network(hosts: LabHosts) -> None:
+    assert hosts.network is not None
+    hosts.network.disconnect(hosts.secondary.container, force=True)
+
+
+@pytest.mark.parametrize(("phase", "fault", "reason"), [
+    ("hold", kill("qemu"), "migrat"),
+    ("migrate", cut_lab_network, "migrat"),
+    ("hold", kill("recorder"), "recorder"),
+], ids=["secondary-qemu-killed-in-pre-switchover", "network-cut-during-migration", "recorder-killed"])
+def test_fault_gives_an_error_verdict_with_its_reason(phase: str, fault: Fault, reason: str, lab_config: LabConfig,
+                                                      lab_docker: docker.DockerClient,
+                                                      lab_images: dict[str, images.ImageSet],
+                                                      lab_capabilities: dict[str, dict[str, list[str]]],
+                                                      lab_accel: AccelChoice, lab_out: Path) -> None:
+    # Short bounds: a fault must end the scenario quickly, with the last state seen.
+    cfg = dataclasses.replace(lab_config, timeouts=dataclasses.replace(
+        lab_config.timeouts, pre_switchover_s=8, completion_s=8, drain_s=3))
+    profile = cfg.profiles[next(iter(lab_images))]
+    injected: list[str] = []
+
+    def on_phase(name: str, hosts: LabHosts) -> None:
+        if name == phase:
+            fault(hosts)
+            injected.append(name)
+
+    started = time.monotonic()
+    result = scenario.run(lab_docker, cfg, profile, cfg.scenarios["redirector"], lab_images[profile.name].runtime,
+                          lab_accel.accel, lab_out, lab_capabilities[profile.name], on_phase=on_phase)
+    elapsed = time.monotonic() - started
+    assert injected == [phase]
+    assert result.verdict == ERROR, f"{result.verdict}: {result.analysis}"
+    assert reason in result.error, result.error
+    assert not result.match
+    assert elapsed < 8 + 8 + 3 + cfg.timeouts.boot_s, f"took {elapsed:.0f} s"
+    assert not lab_docker.containers.list(all=True, filters={"label": f"io.nfcl.lab={cfg.name}"})
