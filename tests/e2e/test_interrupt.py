@@ -11,6 +11,7 @@ from pathlib import Path
 
 import docker
 import pytest
+import yaml
 
 from lab import images, resources
 from lab.config import LabConfig
@@ -60,3 +61,82 @@ def test_interrupted_run_removes_everything(signo: signal.Signals, phase: str, l
     left = resources.find(lab_docker, lab_config.name)
     assert not left, f"left behind: {left.describe()}"
     assert not newest_rundir(lab_config.name, started), "the run folder was not moved to --out"
+
+
+def test_interrupted_image_build_leaves_nothing(lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
+                                                lab_docker: docker.DockerClient, tmp_path: Path) -> None:
+    """Ctrl-C while a series image builds: Docker drops the build, no container stays, nothing is tagged."""
+    control = Path(lab_config.path).parent / "series" / "control"
+    series_dir = tmp_path / "series"
+    series_dir.mkdir()
+    for patch in control.glob("*.patch"):
+        # A commit message of its own makes the build context new, so the build cannot come from cache.
+        text = patch.read_text().replace("Signed-off-by:", f"Interrupt-test: {time.time()}\n\nSigned-off-by:", 1)
+        (series_dir / patch.name).write_text(text)
+    data = yaml.safe_load(Path(lab_config.path).read_text())
+    base = next(iter(lab_images))
+    data["profiles"] = {base: data["profiles"][base],
+                        "interrupted": {**data["profiles"][base], "series": {"mbox": str(series_dir)}}}
+    data["profiles"]["interrupted"].pop("default", None)
+    for sc in data["scenarios"].values():
+        sc["expect"] = {base: sc["expect"][base], "interrupted": sc["expect"][base]}
+    config_path = tmp_path / "lab.yaml"
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+    containers_before = {c.id for c in lab_docker.containers.list(all=True)}
+
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "build", "--config", str(config_path), "--profile",
+                             "interrupted"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+            if "apply-series /src/qemu" in line:
+                time.sleep(2)  # well inside the step: git is reading the tree
+                proc.send_signal(signal.SIGINT)
+                break
+        assert "apply-series /src/qemu" in seen, seen[-2000:]
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    time.sleep(1)  # the daemon removes the step's container as it drops the build
+    assert {c.id for c in lab_docker.containers.list(all=True)} == containers_before
+    assert not lab_docker.images.list(filters={"label": "io.nfcl.profile=interrupted"})
+
+
+def test_after_sigkill_the_next_command_names_the_leftovers_and_clean_removes_them(
+        lab_config: LabConfig, lab_images: dict[str, images.ImageSet], lab_docker: docker.DockerClient,
+        tmp_path: Path) -> None:
+    profile = next(iter(lab_images))
+    argv = [sys.executable, "-m", "lab", "run", "--config", str(lab_config.path), "--profile", profile,
+            "--scenario", "redirector", "--out", str(tmp_path / "run")]
+    started = time.time()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + lab_config.timeouts.kvm_probe_s + lab_config.timeouts.boot_s + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            rundir = newest_rundir(lab_config.name, started)
+            phase = rundir / "phase" if rundir is not None else None
+            if phase is not None and phase.exists() and phase.read_text().strip() == "traffic":
+                break
+            time.sleep(0.05)
+        proc.kill()  # no chance to clean up
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert resources.find(lab_docker, lab_config.name), "a SIGKILLed run leaves its hosts"
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 2
+    assert "still there" in again.stderr and "lab clean" in again.stderr and again.stderr.count("\n") == 1
+    cleaned = subprocess.run([sys.executable, "-m", "lab", "clean", "--config", str(lab_config.path)],
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not resources.find(lab_docker, lab_config.name)
+    assert not newest_rundir(lab_config.name, started), "the killed run's folder is still there"
