@@ -32,6 +32,7 @@ class ImagesConfig:
     suite: str = "bookworm"
     registry_image: str = "debian:bookworm"
     mirror: str = "auto"
+    min_free_gb: float = 10.0  # refused to start a build with less free at Docker's data root
 
 
 @dataclass(frozen=True)
@@ -228,13 +229,27 @@ def _kind(value: object) -> str:
             list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's mappings keep the last of two equal keys; two scenarios of one name are a mistake here."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: Path) -> LabConfig:
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read: {exc.strerror}", "pass --config FILE") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -259,6 +274,7 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
         suite=img.text("suite", "bookworm", pattern=NAME_RE),
         registry_image=img.text("registry_image", "debian:bookworm"),
         mirror=img.text("mirror", "auto"),
+        min_free_gb=img.number("min_free_gb", 10.0, 0.0, 10000.0),
     )
     img.done()
     if images.mirror != "auto" and not re.match(r"^https?://\S+$", images.mirror):

@@ -13,7 +13,6 @@ from lab import accel, apt, resources
 from lab.config import LabConfig
 from lab.errors import LabError
 
-MIN_FREE_GB = 10
 TUN = "/dev/net/tun"
 
 
@@ -34,7 +33,7 @@ def run(cfg: LabConfig) -> list[Check]:
     except LabError as exc:
         checks.append(Check("docker", False, str(exc)))
     checks.append(_tun())
-    checks.append(_disk(client))
+    checks.append(_disk(client, cfg.images.min_free_gb))
     if cfg.images.base == "debootstrap":
         found = shutil.which("debootstrap")
         checks.append(Check("debootstrap", bool(found), found or "missing: apt-get install debootstrap"))
@@ -58,17 +57,10 @@ def require_tun() -> None:
         raise LabError(f"{check.name} is {check.detail}")
 
 
-def _disk(client: docker.DockerClient | None) -> Check:
-    root = "/var/lib/docker"
-    if client is not None:
-        try:
-            root = client.info().get("DockerRootDir", root)
-        except docker.errors.APIError:
-            pass
-    where = root if os.path.exists(root) else "/"
-    free_gb = shutil.disk_usage(where).free / 1e9
-    ok = free_gb >= MIN_FREE_GB
-    short = "" if ok else f"; the images need {MIN_FREE_GB} GB"
+def _disk(client: docker.DockerClient | None, need_gb: float) -> Check:
+    free_gb, where = resources.free_gb(client)
+    ok = free_gb >= need_gb
+    short = "" if ok else f"; the images need {need_gb:.0f} GB (images.min_free_gb)"
     return Check("disk", ok, f"{free_gb:.0f} GB free at {where}{short}")
 
 

@@ -168,6 +168,7 @@ class ImageBuilder:
         mirror = self.mirror()
         tag = f"{self.cfg.name}/base:{images.suite}-{_digest('debootstrap', images.suite, mirror)}"
         if not self.exists(tag):
+            self._require_space("base")
             started = time.monotonic()
             self._debootstrap(tag, images.suite, mirror)
             self.seconds[tag] = round(time.monotonic() - started, 1)
@@ -268,6 +269,7 @@ class ImageBuilder:
             self._event(image, f"{tag} is up to date")
             self.seconds.setdefault(tag, 0.0)
             return tag
+        self._require_space(image)
         log = self._log_path(tag)
         self._event(image, f"building {tag} (log: {log})")
         step = ""
@@ -299,6 +301,14 @@ class ImageBuilder:
         self.seconds[tag] = round(time.monotonic() - started, 1)
         self._event(image, f"built {tag} in {self.seconds[tag]:.0f} s")
         return tag
+
+    def _require_space(self, image: str) -> None:
+        free, where = resources.free_gb(self.client)
+        need = self.cfg.images.min_free_gb
+        if free < need:
+            raise ImageBuildError(f"image {image} must be built but only {free:.1f} GB are free at {where} "
+                                  f"(images.min_free_gb: {need:g}); free some space (docker system prune) or "
+                                  "lower that setting")
 
     def _line(self, image: str, line: str, step: str) -> str:
         m = STEP_RE.match(line)

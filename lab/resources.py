@@ -8,6 +8,7 @@ without any state file.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import tempfile
@@ -69,6 +70,18 @@ def uninterrupted() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def free_gb(client: docker.DockerClient | None) -> tuple[float, str]:
+    """Free space where Docker keeps its images (its data root when the daemon says, else /)."""
+    root = "/var/lib/docker"
+    if client is not None:
+        try:
+            root = client.info().get("DockerRootDir", root)
+        except docker.errors.APIError:
+            pass
+    where = root if os.path.exists(root) else "/"
+    return shutil.disk_usage(where).free / 1e9, where
 
 
 def _filters(lab: str | None) -> dict[str, str | list[str] | bool]:
