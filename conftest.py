@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-import sys
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -75,15 +76,16 @@ def lab_docker() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def lab_images(pytestconfig: pytest.Config, lab_docker: docker.DockerClient, lab_config: LabConfig,
                lab_results: Path) -> dict[str, images.ImageSet]:
-    builder = images.ImageBuilder(lab_docker, lab_config, ROOT / lab_config.results_dir / "build-logs",
-                                  _print_build_progress)
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+
+    def progress(event: images.BuildEvent) -> None:
+        # Past pytest's capture: a first build takes minutes and should be seen to progress.
+        if event.kind in ("info", "step") or (event.kind == "ninja" and event.count and event.count[0] % 200 == 0):
+            with capture.global_and_fixture_disabled():
+                print(f"\n[{event.image}] {event.line[:150]}", end="", flush=True)
+
+    builder = images.ImageBuilder(lab_docker, lab_config, ROOT / lab_config.results_dir / "build-logs", progress)
     return {p.name: builder.ensure(p) for p in lab_config.select_profiles(pytestconfig.getoption("--lab-profile"))}
-
-
-def _print_build_progress(event: images.BuildEvent) -> None:
-    # Past pytest's capture: a first build takes minutes and should be seen to progress.
-    if event.kind in ("info", "step") or (event.kind == "ninja" and event.count and event.count[0] % 200 == 0):
-        print(f"[{event.image}] {event.line[:150]}", file=sys.__stderr__, flush=True)
 
 
 @pytest.fixture(scope="session")
@@ -112,10 +114,17 @@ def lab_out(request: pytest.FixtureRequest, lab_results: Path) -> Path:
 def lab_hosts(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
               lab_out: Path) -> Iterator[LabHosts]:
     runtime = next(iter(lab_images.values())).runtime
-    lab_out.mkdir(parents=True, exist_ok=True)
-    with LabHosts(lab_docker, HostSpec(image=runtime, lab=lab_config.name), lab_out,
-                  lab_config.timeouts.host_start_s) as hosts:
-        yield hosts
+    # Short: QMP's unix socket path must stay under 108 bytes. Moved to lab_out afterwards.
+    rundir = Path(tempfile.mkdtemp(prefix=f"{lab_config.name}-"))
+    try:
+        with LabHosts(lab_docker, HostSpec(image=runtime, lab=lab_config.name), rundir,
+                      lab_config.timeouts.host_start_s) as hosts:
+            yield hosts
+    finally:
+        for sock in rundir.rglob("*.sock"):
+            sock.unlink()
+        lab_out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(rundir), str(lab_out))
 
 
 @pytest.fixture

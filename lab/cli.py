@@ -229,6 +229,12 @@ def cmd_qmp(args: argparse.Namespace, console: Console) -> int:
 def cmd_console(args: argparse.Namespace, console: Console) -> int:
     lab = kept.load(_load(args))
     _container(lab, args.role)
+    if not (args.log or args.follow):
+        if not sys.stdin.isatty():
+            raise LabError("lab console attaches to a terminal; use --log (or -f) to print the console's output")
+        console.print(f"attached to the {args.role} guest's serial console; Ctrl-] leaves", markup=False)
+        kept.attach_console(lab, args.role)
+        return 0
     path = lab.console(args.role)
     sys.stdout.write(path.read_text(errors="replace") if path.exists() else "")
     sys.stdout.flush()
@@ -337,7 +343,7 @@ def parser() -> argparse.ArgumentParser:
     verb("status", cmd_status, "hosts, QEMU runstates and filters of the running lab")
     for name, fn, what in (("ssh", cmd_ssh, "a shell (or one command) in a host of the running lab"),
                            ("qmp", cmd_qmp, "one QMP command to a host's QEMU, pretty-printed"),
-                           ("console", cmd_console, "the guest's serial console output")):
+                           ("console", cmd_console, "the guest's serial console (attach; or --log, -f)")):
         v = verb(name, fn, what)
         v.add_argument("role", choices=("primary", "secondary"))
         if name == "ssh":
@@ -346,7 +352,8 @@ def parser() -> argparse.ArgumentParser:
             v.add_argument("execute", help="the QMP command, e.g. query-migrate")
             v.add_argument("arguments", nargs="?", help="its arguments as a JSON object")
         else:
-            v.add_argument("-f", "--follow", action="store_true", help="keep printing what comes")
+            v.add_argument("--log", action="store_true", help="print what the console has shown, do not attach")
+            v.add_argument("-f", "--follow", action="store_true", help="print it, then keep printing what comes")
     verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
     c = verb("clean", cmd_clean, "remove everything the lab created (containers, networks, volumes)")
     c.add_argument("--images", action="store_true", help="remove the lab's images as well")

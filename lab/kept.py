@@ -7,7 +7,9 @@ so that every later `lab` command finds the lab it is about.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -17,10 +19,11 @@ from typing import Any
 import docker
 import docker.errors
 
-from lab import resources, ssh
+from lab import resources, ssh, terminal
 from lab.config import LabConfig, Profile, Scenario
 from lab.errors import LabError, LeftoverLab, ScenarioError
-from lab.hosts import HostSpec, LabHosts
+from lab.hosts import RUNDIR, HostSpec, LabHosts
+from lab.qemu import CONSOLE_LOG, CONSOLE_SOCKET
 from lab.qmp import Monitor
 from lab.scenario import Booted
 
@@ -41,7 +44,7 @@ class KeptLab:
         return Path(self.rundir) / role / "qmp.sock"
 
     def console(self, role: str) -> Path:
-        return Path(self.rundir) / role / "console.log"
+        return Path(self.rundir) / role / CONSOLE_LOG
 
 
 def state_dir(cfg: LabConfig) -> Path:
@@ -114,6 +117,24 @@ def qmp(lab: KeptLab, role: str, command: str, args: dict[str, Any]) -> Any:
     with Monitor(role, socket_path, socket_path.parent / "qmp-cli.jsonl") as monitor:
         monitor.connect(10.0)
         return monitor.cmd(command, **args)
+
+
+def attach_console(lab: KeptLab, role: str) -> None:
+    """The guest's serial console on this terminal (Ctrl-] leaves), through the host's console socket."""
+    proc = subprocess.Popen(["docker", "exec", "-i", lab.containers[role], "python3", "-m", "lab.agents.relay",
+                             "unix", f"{RUNDIR}/{CONSOLE_SOCKET}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    stdin, stdout = proc.stdin, proc.stdout
+
+    def send(data: bytes) -> None:
+        stdin.write(data)
+        stdin.flush()
+
+    try:
+        terminal.session(stdout, lambda: os.read(stdout.fileno(), 4096), send, stdin.close, escape=True)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def status(client: docker.DockerClient, lab: KeptLab) -> list[dict[str, object]]:

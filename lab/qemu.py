@@ -23,6 +23,8 @@ KERNEL_APPEND = "console=ttyS0 quiet loglevel=1 ipv6.disable=1 panic=-1"
 READY_LINE = "LAB-GUEST-READY"
 FAILED_LINE = "LAB-GUEST-FAILED"
 MIGRATION_PORT = 4444
+CONSOLE_SOCKET = "console.sock"
+CONSOLE_LOG = "console.log"
 NETDEV = "n0"
 
 
@@ -56,6 +58,7 @@ class MachineSpec:
     mac: str
     filters: tuple[Filter, ...] = ()
     incoming: bool = False
+    nic: bool = True  # False only to check that a guest without eth0 is caught
 
 
 def command_line(spec: MachineSpec) -> list[str]:
@@ -65,12 +68,15 @@ def command_line(spec: MachineSpec) -> list[str]:
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
         "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
         "-kernel", KERNEL, "-initrd", INITRD, "-append", KERNEL_APPEND,
-        "-chardev", f"file,id=serial0,path={RUNDIR}/console.log", "-serial", "chardev:serial0",
+        # The serial console: a socket a person can attach to (lab console), and its log.
+        "-chardev", f"socket,id=serial0,path={RUNDIR}/{CONSOLE_SOCKET},server=on,wait=off,"
+                    f"logfile={RUNDIR}/{CONSOLE_LOG}", "-serial", "chardev:serial0",
         "-qmp", f"unix:{RUNDIR}/qmp.sock,server=on,wait=off",
         "-netdev", f"tap,id={NETDEV},ifname={TAP},script=no,downscript=no",
-        # romfile=: no option ROM to load; the guest boots from -kernel.
-        "-device", f"virtio-net-pci,netdev={NETDEV},romfile=,mac={spec.mac}",
     ]
+    if spec.nic:
+        # romfile=: no option ROM to load; the guest boots from -kernel.
+        argv += ["-device", f"virtio-net-pci,netdev={NETDEV},romfile=,mac={spec.mac}"]
     for f in spec.filters:
         argv += ["-chardev", f.chardev_arg(), "-object", f.object_arg()]
     if spec.incoming:
@@ -127,7 +133,7 @@ class Qemu:
         return self.monitor
 
     def console(self) -> str:
-        path = self.host.path("console.log")
+        path = self.host.path(CONSOLE_LOG)
         return path.read_text(errors="replace") if path.exists() else ""
 
     def wait_guest_ready(self, timeout: float) -> float:

@@ -9,16 +9,14 @@ the same way.
 from __future__ import annotations
 
 import os
-import select
 import shlex
 import sys
-import termios
-import tty
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 
+from lab import terminal
 from lab.errors import LabError
 from lab.hosts import ExecResult
 
@@ -95,25 +93,5 @@ def interactive(client: paramiko.SSHClient) -> int:
     """A shell with a pty, this terminal in raw mode until the shell exits."""
     size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))
     channel = client.invoke_shell(term=os.environ.get("TERM", "xterm"), width=size.columns, height=size.lines)
-    fd = sys.stdin.fileno()
-    saved = termios.tcgetattr(fd) if sys.stdin.isatty() else None
-    try:
-        if saved is not None:
-            tty.setraw(fd)
-        while True:
-            readable, _, _ = select.select([channel, fd], [], [])
-            if channel in readable:
-                data = channel.recv(4096)
-                if not data:
-                    break
-                os.write(sys.stdout.fileno(), data)
-            if fd in readable:
-                data = os.read(fd, 1024)
-                if not data:
-                    channel.shutdown_write()
-                else:
-                    channel.sendall(data)
-    finally:
-        if saved is not None:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+    terminal.session(channel, lambda: channel.recv(4096), channel.sendall, channel.shutdown_write)
     return channel.recv_exit_status()

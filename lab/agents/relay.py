@@ -1,7 +1,9 @@
-"""stdin/stdout <-> a TCP port inside the host: the ProxyCommand that reaches a host's sshd.
+"""stdin/stdout <-> a socket inside the host, for what listens on the host's loopback only:
 
-sshd listens on the host's loopback only; `docker exec -i HOST python3 -m lab.agents.relay 127.0.0.1 22`
-carries the SSH connection there without publishing any port.
+    python3 -m lab.agents.relay 127.0.0.1 22               sshd (the ProxyCommand of `lab ssh`)
+    python3 -m lab.agents.relay unix /run/lab/console.sock  the guest's serial console (`lab console`)
+
+run through `docker exec -i HOST ...`, so that no port of the host is published.
 """
 
 from __future__ import annotations
@@ -12,10 +14,19 @@ import socket
 import sys
 
 
-def main() -> int:
-    host, port = sys.argv[1], int(sys.argv[2])
-    sock = socket.create_connection((host, port), timeout=10)
+def connect(where: list[str]) -> socket.socket:
+    if where[0] == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(where[1])
+    else:
+        sock = socket.create_connection((where[0], int(where[1])), timeout=10)
     sock.settimeout(None)
+    return sock
+
+
+def main() -> int:
+    sock = connect(sys.argv[1:3])
     sel = selectors.DefaultSelector()
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     sel.register(stdin, selectors.EVENT_READ, "in")

@@ -15,7 +15,9 @@ from lab import images, scenario
 from lab.accel import AccelChoice
 from lab.analysis import ERROR
 from lab.config import LabConfig
+from lab.errors import ScenarioError
 from lab.hosts import LabHosts
+from lab.qemu import MachineSpec, Qemu
 
 pytestmark = pytest.mark.e2e
 
@@ -65,3 +67,15 @@ def test_fault_gives_an_error_verdict_with_its_reason(phase: str, fault: Fault, 
     assert not result.match
     assert elapsed < 8 + 8 + 3 + cfg.timeouts.boot_s, f"took {elapsed:.0f} s"
     assert not lab_docker.containers.list(all=True, filters={"label": f"io.nfcl.lab={cfg.name}"})
+
+
+def test_a_guest_that_never_brings_eth0_up_is_caught(lab_hosts: LabHosts, lab_accel: AccelChoice,
+                                                    lab_config: LabConfig) -> None:
+    spec = MachineSpec(name="primary", accel=lab_accel.accel, memory_mb=lab_config.guest.memory_mb,
+                       mac=lab_config.guest.mac, nic=False)
+    with Qemu(lab_hosts.primary, spec) as qemu:
+        qemu.launch(lab_config.timeouts.boot_s)
+        started = time.monotonic()
+        with pytest.raises(ScenarioError, match="did not bring eth0 up"):
+            qemu.wait_guest_ready(lab_config.timeouts.boot_s)
+        assert time.monotonic() - started < lab_config.timeouts.boot_s

@@ -5,6 +5,10 @@ One kept lab (`lab up`) serves the module; it is removed afterwards (`lab down`)
 
 from __future__ import annotations
 
+import os
+import select
+import subprocess
+import time
 from collections.abc import Iterator
 
 import docker
@@ -119,3 +123,27 @@ def test_lab_commands_reach_the_kept_lab(kept_lab: kept.KeptLab, lab_config: Lab
     finally:
         client.close()
     assert "LAB-GUEST-READY" in kept_lab.console("primary").read_text()
+
+
+@pytest.mark.parametrize("role", ["primary"])
+def test_the_guest_console_takes_commands(role: str, kept_lab: kept.KeptLab) -> None:
+    """What `lab console` attaches to: the serial console socket, with a shell behind it."""
+    relay = subprocess.Popen(["docker", "exec", "-i", kept_lab.containers[role], "python3", "-m",
+                              "lab.agents.relay", "unix", "/run/lab/console.sock"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert relay.stdin is not None and relay.stdout is not None
+    seen = b""
+    try:
+        # Input stays open while the guest answers: closing it would close the console connection.
+        relay.stdin.write(b"\necho LAB-$((40+2)) $(cat /sys/class/net/eth0/operstate)\n")
+        relay.stdin.flush()
+        deadline = time.monotonic() + 15
+        while b"LAB-42 up" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([relay.stdout], [], [], 0.5)
+            if ready:
+                seen += os.read(relay.stdout.fileno(), 4096)
+    finally:
+        relay.kill()
+        relay.wait(timeout=10)
+    assert b"LAB-42 up" in seen, seen[-500:]
+    assert "LAB-GUEST-READY" in kept_lab.console(role).read_text()

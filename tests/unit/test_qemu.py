@@ -87,8 +87,15 @@ def test_destination_listens_for_the_migration_last() -> None:
 
 def test_serial_console_and_qmp_stay_first() -> None:
     argv = source()
-    assert values(argv, "-chardev")[0] == "file,id=serial0,path=/run/lab/console.log"
+    assert values(argv, "-chardev")[0] == ("socket,id=serial0,path=/run/lab/console.sock,server=on,wait=off,"
+                                           "logfile=/run/lab/console.log")
+    assert values(argv, "-serial") == ["chardev:serial0"]
     assert values(argv, "-qmp") == ["unix:/run/lab/qmp.sock,server=on,wait=off"]
+
+
+def test_a_machine_without_nic_has_no_virtio_net() -> None:
+    spec = MachineSpec(name="primary", accel="tcg", memory_mb=256, mac=MAC, nic=False)
+    assert not [d for d in values(command_line(spec), "-device") if d.startswith("virtio-net-pci")]
 
 
 def test_filter_chardev_comes_before_its_object() -> None:
