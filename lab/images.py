@@ -207,12 +207,17 @@ class ImageBuilder:
         ctx = Context(IMAGES_DIR / "qemu")
         ctx.files["tree/.placeholder"], ctx.modes["tree/.placeholder"] = b"", 0o644
         args = qemu_build_args(base, q, self.cfg.images.mirror)
+        version = q.upstream_version if q.source == "debian" else ""
         if q.source == "local":
             add_checkout(ctx, Path(q.path) if Path(q.path).is_absolute() else self.cfg.path.parent / q.path)
+            version = ctx.files.get("tree/VERSION", b"").decode().strip()
+            if any(name.startswith("tree/subprojects/keycodemapdb/") for name in ctx.files):
+                # The checkout carries its subprojects (configured before, or from a tarball): use
+                # them as they are; letting meson "update" them inside a repository makes it fetch.
+                args["CONFIGURE_DOWNLOAD"] = "--disable-download"
         with tempfile.TemporaryDirectory() as tmp:
             for wheel in self._wheels(Path(tmp)):
                 ctx.add(f"wheels/{wheel.name}", wheel)
-        version = q.upstream_version if q.source == "debian" else ""
         labels = self._labels("qemu", **{"qemu.version": version, "qemu.source": q.describe()})
         return self._build("qemu", "", ctx, args, labels, rebuild)
 
@@ -345,13 +350,17 @@ def qemu_build_args(base: str, q: QemuSource, mirror_setting: str) -> dict[str, 
 
 
 def add_checkout(ctx: Context, tree: Path) -> None:
-    """A developer's checkout as it is: tracked and untracked files, not what git ignores."""
-    proc = subprocess.run(["git", "-C", str(tree), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                          capture_output=True, timeout=120)
-    if proc.returncode != 0:
-        why = _tail(proc.stderr.decode(errors="replace"))
-        raise ImageBuildError(f"qemu.path {tree}: not a git checkout ({why})")
-    for name in filter(None, proc.stdout.decode().split("\0")):
+    """A developer's checkout as it is: tracked and untracked files, not what git ignores, except the
+    subprojects meson has fetched into it (ignored by QEMU's .gitignore, needed to build offline)."""
+    names: list[str] = []
+    for extra in ([], ["--ignored", "--", "subprojects/"]):
+        proc = subprocess.run(["git", "-C", str(tree), "ls-files", "-z", "--cached", "--others",
+                               "--exclude-standard", *extra], capture_output=True, timeout=120)
+        if proc.returncode != 0:
+            why = _tail(proc.stderr.decode(errors="replace"))
+            raise ImageBuildError(f"qemu.path {tree}: not a git checkout ({why})")
+        names += filter(None, proc.stdout.decode().split("\0"))
+    for name in dict.fromkeys(names):
         path = tree / name
         if path.is_file() and not path.is_symlink():
             ctx.add(f"tree/{name}", path)

@@ -72,3 +72,43 @@ def test_context_tar_keeps_names_modes_and_bytes() -> None:
         assert member.mode & 0o111
         data = tar.extractfile(member)
         assert data is not None and data.read() == ctx.files["apply-series"]
+
+
+def test_a_checkout_with_its_subprojects_configures_without_downloads(tmp_path: Path) -> None:
+    from lab.config import parse
+    from lab.images import ImageBuilder
+
+    tree = tmp_path / "qemu"
+    (tree / "subprojects" / "keycodemapdb").mkdir(parents=True)
+    (tree / "subprojects" / "keycodemapdb" / "meson.build").write_text("project('keycodemapdb')\n")
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    cfg = parse({"profiles": {"dev": {"qemu": {"source": "local", "path": str(tree)}}},
+                 "scenarios": {"m": {"filter": "filter-mirror", "expect": {"dev": "gap"}}}})
+    built: dict[str, object] = {}
+
+    class Recorder(ImageBuilder):
+        def _build(self, image: str, tag_prefix: str, ctx: Context, args: dict[str, str],  # type: ignore[override]
+                   labels: dict[str, str], rebuild: bool) -> str:
+            built.update(image=image, args=args, files=set(ctx.files))
+            return "tag"
+
+        def _wheels(self, dest: Path) -> list[Path]:
+            return []
+
+    Recorder(None, cfg, tmp_path / "logs")._qemu("base", cfg.profiles["dev"].qemu, rebuild=False)  # type: ignore[arg-type]
+    assert built["args"]["CONFIGURE_DOWNLOAD"] == "--disable-download"  # type: ignore[index]
+    assert "tree/subprojects/keycodemapdb/meson.build" in built["files"]  # type: ignore[operator]
+
+
+def test_fetched_subprojects_come_along_although_ignored(tmp_path: Path) -> None:
+    tree = tmp_path / "qemu"
+    (tree / "subprojects" / "keycodemapdb").mkdir(parents=True)
+    (tree / "subprojects" / "keycodemapdb" / "meson.build").write_text("project('keycodemapdb')\n")
+    (tree / ".gitignore").write_text("/subprojects/keycodemapdb\n/build\n")
+    (tree / "build").mkdir()
+    (tree / "build" / "config.h").write_text("ignored")
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    ctx = Context(IMAGES_DIR / "qemu")
+    add_checkout(ctx, tree)
+    assert "tree/subprojects/keycodemapdb/meson.build" in ctx.files
+    assert "tree/build/config.h" not in ctx.files
