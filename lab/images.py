@@ -11,6 +11,7 @@ image present under its tag is current and is reused as it is; Docker's layer ca
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -138,7 +139,9 @@ class ImageBuilder:
     def load_series(self, source: SeriesSource) -> series_mod.Series:
         if source.mbox:
             path = Path(source.mbox)
-            return series_mod.load_local(path if path.is_absolute() else self.cfg.path.parent / path)
+            loaded = series_mod.load_local(path if path.is_absolute() else self.cfg.path.parent / path)
+            # As lab.yaml names it: the same series gives the same image wherever the checkout lies.
+            return dataclasses.replace(loaded, origin=source.mbox)
         patchwork, info = series_mod.resolve(source.ref, source.patchwork or None)
         return patchwork.fetch(info)
 
