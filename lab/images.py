@@ -282,7 +282,7 @@ class ImageBuilder:
         self._event(image, f"building {tag} (log: {log})")
         step = ""
         started = time.monotonic()
-        with log.open("w") as out:
+        with log.open("w", buffering=1) as out:  # line by line: people tail it
             try:
                 stream = self.client.api.build(
                     fileobj=ctx.tar(), custom_context=True, tag=tag, buildargs=args, labels=labels,
