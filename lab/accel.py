@@ -91,7 +91,7 @@ def probe(client: docker.DockerClient, image: str, lab: str, timeout: float) -> 
     except docker.errors.APIError as exc:
         return False, f"cannot start a probe host: {exc.explanation}"
     try:
-        host = Host(container, "kvm-probe", rundir=None)  # type: ignore[arg-type]
+        host = Host(container, "kvm-probe", rundir=None)  # a tmpfs run folder: read through exec
         host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
         container.exec_run(["sh", "-c", 'exec "$@" > /run/lab/qemu.log 2>&1', "sh", *argv], detach=True)
         start = time.monotonic()

@@ -89,14 +89,15 @@ class Process:
 
     def stop(self, timeout: float = 10.0, signo: int = signal.SIGTERM) -> int:
         """Asks the process to finish, then kills it when it does not within ``timeout``."""
-        if self.returncode is None:
-            self.send_signal(signo)
-            try:
-                return self.wait(timeout)
-            except Timeout:
-                self.send_signal(signal.SIGKILL)
-                return self.wait(5.0)
-        return self.returncode  # type: ignore[return-value]
+        rc = self.returncode
+        if rc is not None:
+            return rc
+        self.send_signal(signo)
+        try:
+            return self.wait(timeout)
+        except Timeout:
+            self.send_signal(signal.SIGKILL)
+            return self.wait(5.0)
 
     def tail(self, lines: int = 20) -> str:
         if not self.log.exists():
@@ -106,7 +107,7 @@ class Process:
 
 
 class Host:
-    def __init__(self, container: Container, role: str, rundir: Path) -> None:
+    def __init__(self, container: Container, role: str, rundir: Path | None) -> None:
         self.container = container
         self.role = role
         self.rundir = rundir
@@ -118,6 +119,8 @@ class Host:
 
     def path(self, name: str) -> Path:
         """The lab-side path of a file that the host sees as ``/run/lab/<name>``."""
+        if self.rundir is None:
+            raise ScenarioError(f"{self.role}: this host has no run folder shared with the lab")
         return self.rundir / name
 
     def run(self, argv: list[str], timeout: float = 30.0) -> ExecResult:
