@@ -12,15 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-import docker.errors
+from lab.engine import KVM, TUN, Engine
+from lab.errors import LabError, ScenarioError
+from lab.host import TAP
+from lab.qemu import MachineSpec, Qemu
 
-from lab import resources
-from lab.errors import LabError
-from lab.hosts import TAP, Host
-from lab.qemu import READY_LINE, MachineSpec, command_line
-
-KVM = "/dev/kvm"
+CACHE_NAME = "accel.json"
 
 
 @dataclass(frozen=True)
@@ -29,18 +26,24 @@ class AccelChoice:
     reason: str
 
 
-def choose(client: docker.DockerClient, image: str, mode: str, lab: str, timeout: float,
-           cache: Path | None = None) -> AccelChoice:
-    """``cache``: where a probe's outcome is kept for the rest of this boot of the machine (whether a
-    KVM guest runs does not change until the kernel or its modules do); None probes every time."""
+@dataclass(frozen=True)
+class ProbeOutcome:
+    ok: bool
+    detail: str
+    definite: bool  # a guest booted, or QEMU ran and the guest did not: not a passing hiccup
+
+
+def choose(engine: Engine, image: str, mode: str, lab: str, timeout: float, cache: Path | None = None) -> AccelChoice:
+    """``cache``: where a definite probe outcome is kept for the rest of this boot of the machine
+    (whether a KVM guest runs does not change until the kernel or its modules do); None probes."""
     if mode == "tcg":
         return AccelChoice("tcg", "TCG asked for in lab.yaml (lab.accel)")
     problem = kvm_device_problem()
     if problem is None:
-        ok, detail = _cached_probe(client, image, lab, timeout, cache)
-        if ok:
-            return AccelChoice("kvm", f"KVM probe: {detail}")
-        problem = f"KVM probe: {detail}"
+        outcome = _cached_probe(engine, image, lab, timeout, cache)
+        if outcome.ok:
+            return AccelChoice("kvm", f"KVM probe: {outcome.detail}")
+        problem = f"KVM probe: {outcome.detail}"
     if mode == "kvm":
         raise LabError(f"lab.accel is kvm but KVM is not usable here: {problem}; use auto or tcg")
     return AccelChoice("tcg", f"{problem}; using TCG")
@@ -53,22 +56,38 @@ def _boot_id() -> str:
         return ""
 
 
-def _cached_probe(client: docker.DockerClient, image: str, lab: str, timeout: float,
-                  cache: Path | None) -> tuple[bool, str]:
+def cached(cache: Path) -> ProbeOutcome | None:
+    """The outcome kept for this boot, if any (an unreadable or older file counts as none)."""
     boot = _boot_id()
-    if cache is not None and boot and cache.exists():
-        try:
-            seen = json.loads(cache.read_text())
-            if seen.get("boot_id") == boot:
-                return bool(seen["ok"]), f"{seen['detail']} (probed at {seen['when']}, this boot)"
-        except (ValueError, KeyError):
-            pass  # unreadable: probe again
-    ok, detail = probe(client, image, lab, timeout)
-    if cache is not None and boot:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"boot_id": boot, "ok": ok, "detail": detail,
-                                     "when": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
-    return ok, detail
+    try:
+        seen = json.loads(cache.read_text())
+        if boot and seen.get("boot_id") == boot:
+            return ProbeOutcome(bool(seen["ok"]), f"{seen['detail']} (probed at {seen['when']}, this boot)", True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return None
+
+
+def _cached_probe(engine: Engine, image: str, lab: str, timeout: float, cache: Path | None) -> ProbeOutcome:
+    if cache is not None:
+        seen = cached(cache)
+        if seen is not None:
+            return seen
+    outcome = probe(engine, image, lab, timeout)
+    if cache is not None:
+        remember(cache, outcome)
+    return outcome
+
+
+def remember(cache: Path, outcome: ProbeOutcome) -> bool:
+    """Keeps a definite outcome for this boot; a passing failure (no probe host) is not kept."""
+    boot = _boot_id()
+    if not (boot and outcome.definite):
+        return False
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"boot_id": boot, "ok": outcome.ok, "detail": outcome.detail,
+                                 "when": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    return True
 
 
 def kvm_device_problem() -> str | None:
@@ -79,29 +98,21 @@ def kvm_device_problem() -> str | None:
     return None
 
 
-def probe(client: docker.DockerClient, image: str, lab: str, timeout: float) -> tuple[bool, str]:
-    """Boots the guest under KVM; (True, how long) when its ready line came within ``timeout``."""
-    argv = command_line(MachineSpec(name="kvm-probe", accel="kvm", memory_mb=128, mac="52:54:00:00:00:01"))
+def probe(engine: Engine, image: str, lab: str, timeout: float) -> ProbeOutcome:
+    """Boots the guest under KVM in a throwaway host; ok when its ready line comes within ``timeout``."""
+    spec = MachineSpec(name="kvm-probe", accel="kvm", memory_mb=128, mac="52:54:00:00:00:01")
     try:
-        with resources.uninterrupted():
-            container = client.containers.run(
-                image, name=f"{lab}-kvm-probe", detach=True, init=True, network_mode="none",
-                cap_add=["NET_ADMIN"], devices=[f"{d}:{d}:rwm" for d in ("/dev/net/tun", KVM)],
-                tmpfs={"/run/lab": ""}, labels=resources.labels(lab, role="kvm-probe"))
-    except docker.errors.APIError as exc:
-        return False, f"cannot start a probe host: {exc.explanation}"
-    try:
-        host = Host(container, "kvm-probe", rundir=None)  # a tmpfs run folder: read through exec
-        host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
-        container.exec_run(["sh", "-c", 'exec "$@" > /run/lab/qemu.log 2>&1', "sh", *argv], detach=True)
-        start = time.monotonic()
-        while time.monotonic() - start < timeout:
-            console = host.run(["cat", "/run/lab/console.log"], timeout=5).stdout
-            if READY_LINE in console:
-                return True, f"a KVM guest booted in {time.monotonic() - start:.1f} s"
-            time.sleep(0.25)
-        output = host.run(["cat", "/run/lab/qemu.log"], timeout=5).stdout.strip()
-        return False, (f"a KVM guest did not boot within {timeout:.0f} s"
-                       + (f" (QEMU said: {output.splitlines()[-1]})" if output else ""))
-    finally:
-        container.remove(force=True)
+        with engine.throwaway(image, "kvm-probe", lab, devices=(TUN, KVM)) as host:
+            host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
+            with Qemu(host, spec) as qemu:
+                started = time.monotonic()
+                try:
+                    qemu.launch(timeout)
+                    qemu.wait_guest_ready(timeout)
+                except ScenarioError as exc:
+                    # QEMU ran: whether it refused KVM or its guest hung, that is how KVM is here.
+                    return ProbeOutcome(False, f"a KVM guest did not boot within {timeout:g} s "
+                                               f"({str(exc).splitlines()[0]})", definite=True)
+                return ProbeOutcome(True, f"a KVM guest booted in {time.monotonic() - started:.1f} s", True)
+    except (LabError, ScenarioError) as exc:
+        return ProbeOutcome(False, f"cannot start a probe host: {exc}", definite=False)

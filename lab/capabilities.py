@@ -7,42 +7,41 @@ series that adds it) is refused before any guest starts, with the list of what t
 from __future__ import annotations
 
 import json
+import shlex
 
-import docker
-import docker.errors
-
-from lab import resources
 from lab.config import FILTERS
-from lab.errors import LabError
+from lab.engine import Engine
+from lab.errors import LabError, ScenarioError
 from lab.qemu import BINARY
 
 
-def filter_properties(client: docker.DockerClient, image: str, lab: str) -> dict[str, list[str]]:
+def filter_properties(engine: Engine, image: str, lab: str) -> dict[str, list[str]]:
     """``{filter type: [property, ...]}`` from ``qom-list-properties`` of the image's QEMU."""
     commands: list[dict[str, object]] = [{"execute": "qmp_capabilities"}]
     commands += [{"execute": "qom-list-properties", "arguments": {"typename": f}, "id": f} for f in FILTERS]
     commands += [{"execute": "quit"}]
     script = "".join(json.dumps(c) + "\n" for c in commands)
     try:
-        output = client.containers.run(
-            image, ["sh", "-c", f"printf '%s' '{script}' | timeout 30 {BINARY} -machine none -nodefaults "
-                                "-display none -qmp stdio"],
-            remove=True, network_mode="none", labels=resources.labels(lab, role="capabilities"))
-    except docker.errors.ContainerError as exc:
-        raise LabError(f"cannot ask {image}'s QEMU for its netfilters: {exc.stderr!r}") from exc
+        with engine.throwaway(image, "capabilities", lab, devices=()) as host:
+            result = host.run(["sh", "-c", f"printf '%s' {shlex.quote(script)} | {BINARY} -machine none "
+                                           "-nodefaults -display none -qmp stdio"], timeout=30)
+    except ScenarioError as exc:
+        raise LabError(f"cannot ask {image}'s QEMU for its netfilters: {exc}") from exc
+    found = parse_properties(result.stdout)
+    missing = [f for f in FILTERS if f not in found]
+    if missing:
+        raise LabError(f"{image}'s QEMU does not know {', '.join(missing)} (is it built with netfilters?"
+                       f" QEMU said: {(result.stderr or result.stdout).strip()[-200:]})")
+    return found
+
+
+def parse_properties(output: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
-    for line in output.decode(errors="replace").splitlines():
+    for line in output.splitlines():
         try:
             msg = json.loads(line)
         except ValueError:
             continue
-        if msg.get("id") in FILTERS and isinstance(msg.get("return"), list):
-            found[msg["id"]] = sorted(p["name"] for p in msg["return"])
-    missing = [f for f in FILTERS if f not in found]
-    if missing:
-        raise LabError(f"{image}'s QEMU does not know {', '.join(missing)} (is it built with netfilters?)")
+        if isinstance(msg, dict) and msg.get("id") in FILTERS and isinstance(msg.get("return"), list):
+            found[msg["id"]] = sorted(str(p.get("name")) for p in msg["return"] if isinstance(p, dict))
     return found
-
-
-def unsupported(properties: dict[str, list[str]], qom_type: str, wanted: tuple[tuple[str, str], ...]) -> list[str]:
-    return [name for name, _value in wanted if name not in properties.get(qom_type, [])]

@@ -13,12 +13,12 @@ import json
 import signal
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from lab.agents import frames
 from lab.analysis import Frame, read_pcap
-from lab.errors import ScenarioError, Timeout
-from lab.hosts import RUNDIR, TAP, Host, Process
+from lab.errors import ScenarioError
+from lab.host import RUNDIR, TAP, Host, Process
+from lab.waiting import Deadline, wait_until
 
 STREAM_PCAP = "stream.pcap"
 BREAKS = ("disconnected", "forward-failed", "parse-error")  # recorder events that mean a broken stream
@@ -41,22 +41,18 @@ class SecondaryCapture:
             "python3", "-m", "lab.agents.recorder", "--listen", f"0.0.0.0:{RECORDER_PORT}",
             "--forward", f"127.0.0.1:{INDEV_PORT}", "--pcap", f"{RUNDIR}/{STREAM_PCAP}",
             "--events", f"{RUNDIR}/recorder-events.jsonl"])
-        self._wait_for(self.tcpdump, "listening on", timeout)
-        self._wait_for_file(self.host.path("recorder-events.jsonl"), '"listening"', timeout)
+        self._wait_for("tcpdump.log", "listening on", timeout, self.tcpdump)
+        self._wait_for("recorder-events.jsonl", '"listening"', timeout, self.recorder)
 
-    def _wait_for(self, proc: Process, text: str, timeout: float) -> None:
-        self._wait_for_file(proc.log, text, timeout, proc)
-
-    @staticmethod
-    def _wait_for_file(path: Path, text: str, timeout: float, proc: Process | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if path.exists() and text in path.read_text(errors="replace"):
-                return
-            if proc is not None and proc.returncode is not None:
+    def _wait_for(self, name: str, text: str, timeout: float, proc: Process) -> None:
+        def seen() -> bool | None:
+            if text in self.host.read_text(name):
+                return True
+            if proc.returncode is not None:
                 raise ScenarioError(f"{proc.name} exited {proc.returncode}: {proc.tail(5)}")
-            time.sleep(0.05)
-        raise Timeout(f"no {text!r} in {path.name} within {timeout:.0f} s")
+            return None
+
+        wait_until(f"{self.host.role}: {text!r} in {name}", seen, timeout, last=lambda: proc.tail(1))
 
     def stream(self, run_id: int) -> list[Frame]:
         return read_pcap(self.host.path(STREAM_PCAP), run_id)
@@ -66,10 +62,11 @@ class SecondaryCapture:
 
     def drain(self, run_id: int, expected: int, timeout: float, quiet_s: float = 1.0) -> float:
         """Waits until the tap has delivered ``expected`` frames or has been quiet for ``quiet_s``."""
+        # Not an error when it runs out: frames the destination never delivers are a finding.
         start = time.monotonic()
-        deadline = start + timeout
+        deadline = Deadline("the destination tap to drain", timeout)
         count, changed = -1, start
-        while time.monotonic() < deadline:
+        while not deadline.expired():
             now_count = len({f.seq for f in self.delivered(run_id)})
             if now_count >= expected:
                 break
@@ -77,15 +74,14 @@ class SecondaryCapture:
                 count, changed = now_count, time.monotonic()
             elif count > 0 and time.monotonic() - changed >= quiet_s:
                 break
-            time.sleep(0.1)
+            deadline.sleep(0.1)
         return time.monotonic() - start
 
     def check_stream(self, start: float, end: float) -> None:
         """Raises when the recorder died or its stream broke between ``start`` and ``end``."""
         if self.recorder is not None and self.recorder.returncode not in (None, 0):
             raise ScenarioError(f"the stream recorder exited {self.recorder.returncode}: {self.recorder.tail(3)}")
-        path = self.host.path("recorder-events.jsonl")
-        events = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        events = [json.loads(line) for line in self.host.read_text("recorder-events.jsonl").splitlines()]
         for ev in events:
             if ev["event"] in BREAKS and start <= ev["time"] <= end:
                 detail = ev.get("reason") or ev.get("error") or ""

@@ -7,26 +7,34 @@ one line printed says what, where and what to do); 130 interrupted (after cleani
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shlex
+import shutil
 import signal
 import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
-import docker
+import docker.errors
+import paramiko
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from lab import accel as accel_mod
-from lab import capabilities, doctor, images, kept, resources, scenario, ssh
+from lab import artefacts, doctor, images, kept, resources, ssh
 from lab import config as config_mod
 from lab import series as series_mod
 from lab.config import LabConfig
-from lab.errors import LabError, LeftoverLab
-from lab.report import Report
+from lab.errors import LabError, ScenarioError
+from lab.report import Row
+from lab.runner import CellFinished, CellStarted, Event, LabKept, ReportWritten, Runner, select_cells, select_profiles
 
 EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2
@@ -82,69 +90,60 @@ def _load(args: argparse.Namespace) -> LabConfig:
     return config_mod.load(Path(args.config))
 
 
-def _builder(cfg: LabConfig, display: BuildDisplay) -> tuple[docker.DockerClient, images.ImageBuilder]:
-    client = resources.connect()
-    log_dir = Path(cfg.results_dir) / "build-logs"
-    return client, images.ImageBuilder(client, cfg, log_dir, display)
-
-
 def cmd_build(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
-    profiles = cfg.select_profiles(args.profile)
+    profiles = select_profiles(cfg, args.profile)
     with BuildDisplay(console) as display:
-        client, builder = _builder(cfg, display)
+        runner = Runner.connect(cfg, display)
         started = time.monotonic()
-        for profile in profiles:
-            built = builder.ensure(profile, rebuild=args.rebuild)
-            console.print(f"[bold]{profile.name}[/]: {built.runtime}")
+        for name, built in runner.build(profiles, rebuild=args.rebuild).items():
+            console.print(f"[bold]{name}[/]: {built.runtime}")
     console.print(f"images ready in {time.monotonic() - started:.0f} s")
     return 0
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
-    profiles = cfg.select_profiles(args.profile)
-    scenarios = cfg.select_scenarios(args.scenario)
-    out = Path(args.out) if args.out else Path(cfg.results_dir) / time.strftime("run-%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else cfg.results_root / time.strftime("run-%Y%m%d-%H%M%S")
+    cells = select_cells(cfg, args.profile, args.scenario)
     doctor.require_tun()
     with BuildDisplay(console) as display:
-        client, builder = _builder(cfg, display)
-        _refuse_leftovers(client, cfg)
-        built = {p.name: builder.ensure(p) for p in profiles}
-    first = next(iter(built.values()))
-    choice = accel_mod.choose(client, first.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s, _accel_cache(cfg))
-    console.print(f"accelerator: [bold]{choice.accel}[/] ({choice.reason})")
-    report = Report(config=str(cfg.path), accel=choice.accel, accel_reason=choice.reason)
-    keep_key = ssh.LabKeys.public_line(kept.keys(cfg).ensure()) if args.keep else ""
-    kept_lab = None
-    for profile in profiles:
-        if kept_lab is not None:
-            break
-        images_ = built[profile.name]
-        offered = capabilities.filter_properties(client, images_.runtime, cfg.name)
-        report.builds[profile.name] = {"runtime_image": images_.runtime, "qemu_image": images_.qemu,
-                                       "qemu_source": images_.qemu_source, "series": images_.series,
-                                       "build_seconds": images_.build_seconds, "filter_properties": offered}
-        for sc in scenarios:
-            console.print(f"running [bold]{profile.name}[/] x [bold]{sc.name}[/] ({sc.filter}) ...")
-            result = scenario.run(client, cfg, profile, sc, images_.runtime, choice.accel,
-                                  out / f"{profile.name}-{sc.name}", offered, keep_key)
-            report.results.append(result)
-            if result.kept is not None:
-                kept_lab = kept.adopt(cfg, result.kept, profile, sc, images_.runtime, choice.accel)
-            a = result.analysis
-            console.print(f"  {result.verdict} (expected {result.expected})"
-                          + (f": sent {a.frames_sent}, captured {a.frames_captured}, delivered "
-                             f"{a.frames_delivered}, during stop {a.frames_during_stop}" if a else f": {result.error}")
-                          + f" [{result.timings.get('total', 0):.1f} s]")
-            if kept_lab is not None:
-                break
-    path = report.write(out)
-    report.print(console)
-    console.print(f"report: {path}")
+        runner = Runner.connect(cfg, display)
+        runner.refuse_leftovers()
+        runner.prepare(list(dict.fromkeys(c.profile for c in cells)))
+    assert runner.accel is not None
+    console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason})")
+    report, kept_lab = None, None
+    # closing: an interrupt landing here, outside the generator, still stops the cells at once.
+    with contextlib.closing(runner.run(cells, out, keep=args.keep)) as events:
+        for event in events:
+            _show(console, event)
+            if isinstance(event, ReportWritten):
+                report = event
+            elif isinstance(event, LabKept):
+                kept_lab = event
+    assert report is not None
+    report.report.print(console)
+    console.print(f"report: {report.path}")
     if kept_lab is not None:
-        _how_to_get_in(console, kept_lab, f"kept: {kept_lab.profile} x {kept_lab.scenario} did not end as expected")
-    return 0 if report.all_match else EXIT_MISMATCH
+        _how_to_get_in(console, kept_lab.lab, f"kept: {kept_lab.cell.name} did not end as expected")
+    return 0 if report.report.all_match else EXIT_MISMATCH
+
+
+def _show(console: Console, event: Event) -> None:
+    if isinstance(event, CellStarted):
+        c = event.cell
+        console.print(f"running [bold]{c.profile.name}[/] x [bold]{c.scenario.name}[/] ({c.scenario.filter}) ...")
+    elif isinstance(event, CellFinished):
+        console.print(_verdict_line(event.row), markup=False)
+
+
+def _verdict_line(row: Row) -> str:
+    total = row.timings.get("total", 0)
+    if row.frames_sent is None:
+        return f"  {row.verdict} (expected {row.expected}): {row.why} [{total:.1f} s]"
+    return (f"  {row.verdict} (expected {row.expected}): sent {row.frames_sent}, captured {row.frames_captured}, "
+            f"delivered {row.frames_delivered}, during stop {row.frames_during_stop} [{total:.1f} s]")
 
 
 def cmd_series(args: argparse.Namespace, console: Console) -> int:
@@ -169,16 +168,14 @@ def cmd_series(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
-    [profile] = cfg.select_profiles([args.profile] if args.profile else None)[:1]
-    [sc] = cfg.select_scenarios([args.scenario] if args.scenario else None)[:1]
+    cell = select_cells(cfg, [args.profile] if args.profile else None, [args.scenario] if args.scenario else None)[0]
     doctor.require_tun()
     with BuildDisplay(console) as display:
-        client, builder = _builder(cfg, display)
-        _refuse_leftovers(client, cfg)
-        built = builder.ensure(profile)
-    choice = accel_mod.choose(client, built.runtime, cfg.accel, cfg.name, cfg.timeouts.kvm_probe_s, _accel_cache(cfg))
-    lab = kept.up(client, cfg, profile, sc, built.runtime, choice.accel)
-    _how_to_get_in(console, lab, f"up: {profile.name} x {sc.name} ({sc.filter}), {choice.accel}; the primary's guest "
+        runner = Runner.connect(cfg, display)
+        runner.refuse_leftovers()
+        runner.prepare([cell.profile])
+    lab = runner.up(cell)
+    _how_to_get_in(console, lab, f"up: {cell.name} ({cell.scenario.filter}), {lab.accel}; the primary's guest "
                                  "runs, the secondary waits with -incoming")
     return 0
 
@@ -263,17 +260,6 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _accel_cache(cfg: LabConfig) -> Path:
-    return kept.state_dir(cfg).parent / "accel.json"
-
-
-def _refuse_leftovers(client: docker.DockerClient, cfg: LabConfig) -> None:
-    if (kept.state_dir(cfg) / "state.json").exists():
-        raise LeftoverLab(f"the lab {cfg.name!r} is up (lab up); look at it with `lab status`, "
-                          "remove it with `lab down`")
-    resources.refuse_leftovers(client, cfg.name)
-
-
 def _container(lab: kept.KeptLab, role: str) -> str:
     if role not in lab.containers:
         raise LabError(f"no host {role!r} in lab {lab.name}; hosts: {', '.join(lab.containers)}")
@@ -295,13 +281,17 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     client = resources.connect()
-    lab = None if args.all else _load(args).name
-    if lab is not None:
-        cfg = _load(args)
-        kept.down(client, cfg)
-        kept.forget(cfg)
+    cfg = _load(args) if not args.all or Path(args.config).exists() else None
+    lab = None if args.all or cfg is None else cfg.name
+    if cfg is not None:
+        if lab is not None:
+            kept.down(client, cfg)
+            kept.forget(cfg)
+        (cfg.state_root / accel_mod.CACHE_NAME).unlink(missing_ok=True)
     removed = resources.remove(client, lab, images=args.images)
-    rundirs = resources.remove_rundirs(lab)
+    rundirs = artefacts.stray_rundirs(lab)
+    for path in rundirs:
+        shutil.rmtree(path, ignore_errors=True)
     console.print(f"removed {removed.describe()}" if removed else "no container, network or volume to remove")
     if rundirs:
         console.print(f"removed {len(rundirs)} run folders left by interrupted runs")
@@ -311,11 +301,12 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="lab", description="The netfilter continuity lab.")
+    ap = OneLineParser(prog="lab", description="The netfilter continuity lab.")
     sub = ap.add_subparsers(dest="verb", required=True)
 
     def verb(name: str, fn: Callable[[argparse.Namespace, Console], int], help: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
+        p.error = ap.error  # type: ignore[method-assign]
         p.add_argument("--config", default="lab.yaml", help="lab configuration (default: ./lab.yaml)")
         p.set_defaults(fn=fn)
         return p
@@ -331,6 +322,7 @@ def parser() -> argparse.ArgumentParser:
                    help="leave the first scenario that does not end as expected running, and say how to get in")
     sr = sub.add_parser("series", help="look up or fetch a patch series on Patchwork",
                         description="look up or fetch a patch series on Patchwork")
+    sr.error = ap.error  # type: ignore[method-assign]
     sr.add_argument("action", choices=("show", "fetch"))
     sr.add_argument("ref", help="a Patchwork patch or series URL, or a series ID (with --patchwork)")
     sr.add_argument("--patchwork", help="the Patchwork server, e.g. https://patchwork.ozlabs.org")
@@ -361,21 +353,57 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Bad command lines get one line, like every other bad input, and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"lab: error: {message} (see lab --help)", file=sys.stderr)
+        raise SystemExit(EXIT_LAB_ERROR)
+
+
 def _interrupt(signo: int, _frame: FrameType | None) -> None:
     # SIGTERM takes the same path as Ctrl-C: the context managers remove what the lab made.
     raise KeyboardInterrupt(f"signal {signo}")
 
 
+def _one_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def _crash_report(verb: str) -> Path:
+    """An unexpected error's traceback, kept in a file: the user sees one line that names it."""
+    fd, name = tempfile.mkstemp(prefix=f"lab-{verb}-crash-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(traceback.format_exc())
+    return Path(name)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a bad command line (one line already printed)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_LAB_ERROR
     # Logs (CI, pipes) get a width that fits the verdict table rather than rich's default of 80.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     signal.signal(signal.SIGTERM, _interrupt)
+    verb = f"lab {args.verb}"
     try:
         return int(args.fn(args, console))
-    except LabError as exc:
-        print(f"lab {args.verb}: error: {exc}", file=sys.stderr)
-        return EXIT_LAB_ERROR
     except KeyboardInterrupt:
-        print(f"lab {args.verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
+        print(f"{verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except (LabError, ScenarioError) as exc:
+        print(f"{verb}: error: {_one_line(exc)}", file=sys.stderr)
+    except docker.errors.DockerException as exc:
+        print(f"{verb}: error: Docker: {_one_line(exc)}; is the daemon up? (lab doctor)", file=sys.stderr)
+    except paramiko.SSHException as exc:
+        print(f"{verb}: error: SSH: {_one_line(exc)}; is the lab up? (lab status)", file=sys.stderr)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{verb}: error: {exc.strerror or _one_line(exc)}{where}", file=sys.stderr)
+    except Exception as exc:
+        path = _crash_report(args.verb)
+        print(f"{verb}: internal error: {type(exc).__name__}: {_one_line(exc)}; traceback in {path}",
+              file=sys.stderr)
+    return EXIT_LAB_ERROR

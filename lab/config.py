@@ -85,7 +85,7 @@ class Profile:
 
 
 @dataclass(frozen=True)
-class Scenario:
+class ScenarioSpec:
     name: str
     filter: str
     expect: Mapping[str, str]
@@ -100,7 +100,7 @@ class Traffic:
 
 
 @dataclass(frozen=True)
-class Migration:
+class MigrationSettings:
     hold_s: float = 3.0
     settle_s: float = 0.3
 
@@ -130,18 +130,28 @@ class LabConfig:
     accel: str = "auto"
     images: ImagesConfig = ImagesConfig()
     profiles: Mapping[str, Profile] = field(default_factory=dict)
-    scenarios: Mapping[str, Scenario] = field(default_factory=dict)
+    scenarios: Mapping[str, ScenarioSpec] = field(default_factory=dict)
     traffic: Traffic = Traffic()
-    migration: Migration = Migration()
+    migration: MigrationSettings = MigrationSettings()
     timeouts: Timeouts = Timeouts()
     guest: Guest = Guest()
+
+    @property
+    def results_root(self) -> Path:
+        """``lab.results_dir``, a relative one taken from lab.yaml's folder (wherever the lab runs)."""
+        return (self.path.parent / self.results_dir).resolve()
+
+    @property
+    def state_root(self) -> Path:
+        """What outlives a run: kept labs, the accelerator probe's outcome."""
+        return self.results_root / ".labs"
 
     def select_profiles(self, names: list[str] | None) -> list[Profile]:
         if not names:
             return [p for p in self.profiles.values() if p.default]
         return [self.profiles[n] for n in self._select(names, self.profiles, "--profile")]
 
-    def select_scenarios(self, names: list[str] | None) -> list[Scenario]:
+    def select_scenarios(self, names: list[str] | None) -> list[ScenarioSpec]:
         return [self.scenarios[n] for n in self._select(names, self.scenarios, "--scenario")]
 
     @staticmethod
@@ -287,7 +297,8 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
     traffic = Traffic(rate=tr.integer("rate", 1000, 1, 20000), warmup_s=tr.number("warmup_s", 1.0, 0.0, 60.0))
     tr.done()
     mg = top.child("migration")
-    migration = Migration(hold_s=mg.number("hold_s", 3.0, 0.1, 120.0), settle_s=mg.number("settle_s", 0.3, 0.0, 10.0))
+    migration = MigrationSettings(hold_s=mg.number("hold_s", 3.0, 0.1, 120.0),
+                                  settle_s=mg.number("settle_s", 0.3, 0.0, 10.0))
     mg.done()
     to = top.child("timeouts")
     timeouts = Timeouts(**{k: to.number(k, v, 1.0, 7200.0) for k, v in vars(Timeouts()).items()})
@@ -355,8 +366,8 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
     return profiles
 
 
-def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scenario]:
-    scenarios: dict[str, Scenario] = {}
+def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, ScenarioSpec]:
+    scenarios: dict[str, ScenarioSpec] = {}
     for name in _names(node, "scenario"):
         where = f"scenarios.{name}"
         s = node.child(name)
@@ -374,7 +385,7 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
         pr = s.child("properties")
         props = tuple((k, _property(pr, k)) for k in pr.names())
         pr.done()
-        scenarios[name] = Scenario(name=name, filter=filt, expect=expect, description=s.text("description", ""),
+        scenarios[name] = ScenarioSpec(name=name, filter=filt, expect=expect, description=s.text("description", ""),
                                    properties=props)
         s.done()
     return scenarios

@@ -11,6 +11,7 @@ import docker.errors
 
 from lab import accel, apt, resources
 from lab.config import LabConfig
+from lab.engine import Engine
 from lab.errors import LabError
 
 TUN = "/dev/net/tun"
@@ -74,7 +75,8 @@ def _kvm(cfg: LabConfig, client: docker.DockerClient | None) -> Check:
     if client is None or runtime is None:
         return Check("accelerator", True, "KVM present but not probed (build the images first: lab build); "
                                           "runs fall back to tcg if the probe fails")
-    choice = accel.choose(client, runtime, "auto", cfg.name, cfg.timeouts.kvm_probe_s)
+    # Afresh, not from the cache: a doctor is asked when something changed.
+    choice = accel.choose(Engine(client), runtime, "auto", cfg.name, cfg.timeouts.kvm_probe_s)
     return Check("accelerator", True, f"{choice.accel}: {choice.reason}")
 
 

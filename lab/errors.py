@@ -43,3 +43,7 @@ class ScenarioError(Exception):
 
 class Timeout(ScenarioError):
     """A bounded wait ran out; the message says what was awaited and the last state seen."""
+
+
+class Cancelled(ScenarioError):
+    """The run was cancelled (Ctrl-C, SIGTERM) while a cell was waiting."""

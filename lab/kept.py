@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,12 +19,12 @@ import docker
 import docker.errors
 
 from lab import resources, ssh, terminal
-from lab.config import LabConfig, Profile, Scenario
+from lab.config import LabConfig
+from lab.engine import LabHosts
 from lab.errors import LabError, LeftoverLab, ScenarioError
-from lab.hosts import RUNDIR, HostSpec, LabHosts
+from lab.host import RUNDIR
 from lab.qemu import CONSOLE_LOG, CONSOLE_SOCKET
 from lab.qmp import Monitor
-from lab.scenario import Booted
 
 
 @dataclass
@@ -48,7 +47,7 @@ class KeptLab:
 
 
 def state_dir(cfg: LabConfig) -> Path:
-    return (cfg.path.parent / cfg.results_dir / ".labs" / cfg.name).resolve()
+    return cfg.state_root / cfg.name
 
 
 def keys(cfg: LabConfig) -> ssh.LabKeys:
@@ -59,37 +58,23 @@ def load(cfg: LabConfig) -> KeptLab:
     path = state_dir(cfg) / "state.json"
     if not path.exists():
         raise LabError(f"no lab named {cfg.name!r} is up; start one with `lab up`")
-    return KeptLab(**json.loads(path.read_text()))
-
-
-def up(client: docker.DockerClient, cfg: LabConfig, profile: Profile, scenario: Scenario, image: str,
-       accel: str) -> KeptLab:
-    if (state_dir(cfg) / "state.json").exists():
-        raise LeftoverLab(f"a lab named {cfg.name!r} is already up; `lab down` first")
-    pubkey = ssh.LabKeys.public_line(keys(cfg).ensure())
-    rundir = Path(tempfile.mkdtemp(prefix=f"{cfg.name}-kept-"))
-    devices = ("/dev/net/tun", "/dev/kvm") if accel == "kvm" else ("/dev/net/tun",)
-    hosts = LabHosts(client, HostSpec(image=image, lab=cfg.name, devices=devices, ssh_key=pubkey), rundir,
-                     cfg.timeouts.host_start_s)
     try:
-        hosts.__enter__()
-        booted = Booted.create(cfg, scenario, hosts, accel)
-        booted.start(cfg.timeouts)
-        # The QEMUs stay; only the lab's own monitor connections go.
-        for qemu in (booted.source, booted.destination):
-            qemu.qmp.close()
-    except BaseException:
-        hosts.close()
-        shutil.rmtree(rundir, ignore_errors=True)
-        raise
-    return adopt(cfg, hosts, profile, scenario, image, accel)
+        return KeptLab(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        raise LabError(f"{path} is not a kept lab's state ({exc}); remove the lab with `lab clean`") from exc
 
 
-def adopt(cfg: LabConfig, hosts: LabHosts, profile: Profile, scenario: Scenario, image: str, accel: str) -> KeptLab:
+def refuse_if_up(cfg: LabConfig) -> None:
+    if (state_dir(cfg) / "state.json").exists():
+        raise LeftoverLab(f"the lab {cfg.name!r} is up (lab up); look at it with `lab status`, "
+                          "remove it with `lab down`")
+
+
+def adopt(cfg: LabConfig, hosts: LabHosts, profile: str, scenario: str, image: str, accel: str) -> KeptLab:
     """Records running hosts (started by `lab up`, or kept by `lab run --keep`) as the kept lab."""
     containers = {role: host.name for role, host in hosts.hosts.items()}
     config = ssh.write_config(state_dir(cfg) / "ssh_config", keys(cfg), containers)
-    lab = KeptLab(name=cfg.name, profile=profile.name, scenario=scenario.name, image=image, accel=accel,
+    lab = KeptLab(name=cfg.name, profile=profile, scenario=scenario, image=image, accel=accel,
                   rundir=str(hosts.rundir), containers=containers, ssh_config=str(config), started=time.time())
     (state_dir(cfg) / "state.json").write_text(json.dumps(asdict(lab), indent=2) + "\n")
     return lab
@@ -114,6 +99,9 @@ def forget(cfg: LabConfig) -> None:
 
 def qmp(lab: KeptLab, role: str, command: str, args: dict[str, Any]) -> Any:
     socket_path = lab.qmp_socket(role)
+    if not socket_path.exists():
+        raise LabError(f"the {role} QEMU of lab {lab.name} has no QMP socket ({socket_path}); is it running? "
+                       "(lab status)")
     with Monitor(role, socket_path, socket_path.parent / "qmp-cli.jsonl") as monitor:
         monitor.connect(10.0)
         return monitor.cmd(command, **args)

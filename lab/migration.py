@@ -2,69 +2,84 @@
 
 With the ``pause-before-switchover`` capability the source stops its VM, sends the last state and
 then waits in ``pre-switchover`` until ``migrate-continue``. That wait is the stop the netfilters must
-survive, and the lab controls its length.
+survive, and the lab controls its length. With the ``events`` capability QEMU announces each status
+in a MIGRATION event; every time here is QEMU's own timestamp of an event.
 """
 
 from __future__ import annotations
 
-import time
+import threading
 from dataclasses import dataclass
 
-from lab.errors import ScenarioError, Timeout
-from lab.qmp import Monitor
+from lab.errors import ScenarioError
+from lab.qmp import Event, Monitor, QMPCommandError, event_time
 
-POLL_S = 0.02
+FAILED = ("failed", "cancelled")
 
 
 @dataclass
 class MigrationTimes:
-    """Epoch seconds of each step (QEMU's own STOP timestamp for ``stopped``)."""
+    """Epoch seconds, from QEMU's events: MIGRATION statuses of the source, its STOP, and the
+    destination's RESUME."""
 
-    started: float = 0.0
-    pre_switchover: float = 0.0
-    stopped: float | None = None
-    continued: float = 0.0
-    completed: float = 0.0
+    started: float = 0.0  # MIGRATION setup
+    stopped: float | None = None  # STOP on the source
+    pre_switchover: float = 0.0  # MIGRATION pre-switchover
+    continued: float = 0.0  # MIGRATION device: migrate-continue taken
+    completed: float = 0.0  # MIGRATION completed
+    resumed: float | None = None  # RESUME on the destination
 
 
 class Migration:
-    def __init__(self, source: Monitor, destination: Monitor, uri: str) -> None:
+    def __init__(self, source: Monitor, destination: Monitor, uri: str,
+                 cancel: threading.Event | None = None) -> None:
         self.source = source
         self.destination = destination
         self.uri = uri
+        self.cancel = cancel
         self.times = MigrationTimes()
 
     def prepare(self) -> None:
-        caps = [{"capability": "pause-before-switchover", "state": True}]
+        caps = [{"capability": "pause-before-switchover", "state": True}, {"capability": "events", "state": True}]
         for monitor in (self.source, self.destination):
             monitor.cmd("migrate-set-capabilities", capabilities=caps)
 
-    def start(self) -> None:
-        self.times.started = time.time()
+    def start(self, timeout: float) -> None:
         self.source.cmd("migrate", uri=self.uri)
+        self.times.started = event_time(self._status("setup", timeout))
 
     def wait_pre_switchover(self, timeout: float) -> None:
-        self._wait_status("pre-switchover", timeout)
-        self.times.pre_switchover = time.time()
-        self.times.stopped = self.source.event_time("STOP", after=self.times.started - 1)
+        self.times.pre_switchover = event_time(self._status("pre-switchover", timeout))
+        # The source stops its VM before it reaches pre-switchover: the event is already there.
+        stop = self.source.event_wait("STOP", 1.0, after=self.times.started)
+        self.times.stopped = event_time(stop)
 
-    def resume(self) -> None:
-        self.times.continued = time.time()
+    def resume(self, timeout: float) -> None:
         self.source.cmd("migrate-continue", state="pre-switchover")
+        self.times.continued = event_time(self._status("device", timeout, after=self.times.pre_switchover))
 
     def wait_completed(self, timeout: float) -> None:
-        self._wait_status("completed", timeout)
-        self.times.completed = time.time()
+        self.times.completed = event_time(self._status("completed", timeout, after=self.times.continued))
+        try:
+            resumed = self.destination.event_wait("RESUME", 5.0, after=self.times.started, cancel=self.cancel)
+            self.times.resumed = event_time(resumed)
+        except ScenarioError:
+            self.times.resumed = None  # the destination stays paused: the figure is absent, not invented
 
-    def _wait_status(self, wanted: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        status = "(none)"
-        while time.monotonic() < deadline:
-            info = self.source.cmd("query-migrate")
-            status = info.get("status", "(none)")
-            if status == wanted:
-                return
-            if status in ("failed", "cancelled"):
-                raise ScenarioError(f"migration {status}: {info.get('error-desc', 'no reason given')}")
-            time.sleep(POLL_S)
-        raise Timeout(f"migration did not reach {wanted} within {timeout:.0f} s (last status: {status})")
+    def _status(self, wanted: str, timeout: float, after: float = 0.0) -> Event:
+        """Waits for the source's MIGRATION event ``wanted``; a failed migration says why."""
+        def status(event: Event) -> bool:
+            return event.get("data", {}).get("status") in (wanted, *FAILED)
+
+        event = self.source.event_wait("MIGRATION", timeout, match=status, after=after, cancel=self.cancel,
+                                         what=f"migration to reach {wanted}")
+        got = event.get("data", {}).get("status")
+        if got in FAILED:
+            raise ScenarioError(f"migration {got} on the way to {wanted}: {self._why()}")
+        return event
+
+    def _why(self) -> str:
+        try:
+            return str(self.source.cmd("query-migrate").get("error-desc", "no reason given"))
+        except QMPCommandError as exc:
+            return f"no reason given ({exc})"

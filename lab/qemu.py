@@ -1,19 +1,21 @@
 """QEMU in a lab host: its command line, its process, its monitor, its guest console.
 
 The command lines are pure functions of a ``MachineSpec`` so that tests can check them without
-starting anything; ``Qemu`` launches one in a host and fails with the command line and QEMU's own
-output when it does not come up.
+starting anything. ``Qemu`` owns one QEMU process's life in a host, as QEMU's own ``QEMUMachine``
+does: a launch that fails says the command line and QEMU's output; a shutdown tries QMP ``quit``,
+then SIGTERM, then SIGKILL, and says which one ended it.
 """
 
 from __future__ import annotations
 
-import time
+import signal
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from lab.errors import ScenarioError, Timeout
-from lab.hosts import RUNDIR, TAP, Host, Process
-from lab.qmp import Monitor
+from lab.host import RUNDIR, TAP, Host, Process
+from lab.qmp import Monitor, QMPCommandError, QMPDisconnected
+from lab.waiting import wait_until
 
 BINARY = "/opt/qemu/bin/qemu-system-x86_64"
 KERNEL = "/opt/guest/vmlinuz"
@@ -96,6 +98,22 @@ def destination_redirector(port: int) -> Filter:
                   socket=f"host=127.0.0.1,port={port},server=on,wait=off")
 
 
+@dataclass(frozen=True)
+class Shutdown:
+    """How a QEMU ended: ``quit`` (asked over QMP), ``sigterm``, ``sigkill``, ``exited`` (before
+    the lab asked: a crash or a guest that shut it down) or ``kept`` (left running for a person)."""
+
+    how: str
+    exit_code: int | None = None
+
+    @property
+    def clean(self) -> bool:
+        return self.how in ("quit", "kept") or (self.how == "sigterm" and self.exit_code == 0)
+
+    def describe(self) -> str:
+        return self.how + (f" (exit {self.exit_code})" if self.exit_code is not None else "")
+
+
 @dataclass
 class Qemu:
     """One QEMU process in a host, with its monitor; a context that always ends the process."""
@@ -107,17 +125,21 @@ class Qemu:
     process: Process | None = None
     monitor: Monitor | None = None
     argv: list[str] = field(default_factory=list)
+    ended: Shutdown | None = None
 
     def launch(self, timeout: float) -> Qemu:
         self.argv = command_line(self.spec)
         self.process = self.host.spawn("qemu", self.argv)
-        self.monitor = Monitor(self.host.role, self.host.path("qmp.sock"), self.host.path("qmp.jsonl"),
+        self.monitor = Monitor(self.host.role, self.host.socket("qmp.sock"), self.host.path("qmp.jsonl"),
                                timeout=self.qmp_timeout)
         try:
-            self.monitor.connect(timeout, alive=lambda: self.process is not None and self.process.returncode is None)
+            self.monitor.connect(timeout, alive=self.running, cancel=self.host.cancel)
         except Timeout as exc:
             raise self.launch_failure(str(exc)) from exc
         return self
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
 
     def launch_failure(self, why: str) -> ScenarioError:
         assert self.process is not None
@@ -133,35 +155,73 @@ class Qemu:
         return self.monitor
 
     def console(self) -> str:
-        path = self.host.path(CONSOLE_LOG)
-        return path.read_text(errors="replace") if path.exists() else ""
+        return self.host.read_text(CONSOLE_LOG)
 
-    def wait_guest_ready(self, timeout: float) -> float:
-        """Waits for the guest's own ready line; returns when it was seen (epoch seconds)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_guest_ready(self, timeout: float) -> None:
+        """Waits for the guest's own ready line on its serial console."""
+
+        def ready() -> bool | None:
             text = self.console()
             if READY_LINE in text:
-                return time.time()
+                return True
             if FAILED_LINE in text:
                 raise ScenarioError(f"{self.host.role}: the guest did not bring eth0 up: "
                                     f"{text.strip().splitlines()[-1]}")
-            if self.process is not None and self.process.returncode is not None:
+            if not self.running():
                 raise self.launch_failure("QEMU exited while the guest booted")
-            time.sleep(0.1)
-        last = (self.console().strip().splitlines() or ["(nothing)"])[-1]
-        raise Timeout(f"{self.host.role}: no {READY_LINE} on the guest console within {timeout:.0f} s "
-                      f"(last console line: {last})")
+            return None
 
-    def close(self) -> None:
-        """Closes the monitor; ends QEMU too, unless ``keep`` says a person will look at it."""
+        def last_line() -> str:
+            return (self.console().strip().splitlines() or ["(nothing)"])[-1]
+
+        wait_until(f"{self.host.role}: {READY_LINE} on the guest console", ready, timeout, interval=0.1,
+                   last=last_line, cancel=self.host.cancel)
+
+    def shutdown(self, timeout: float = 5.0) -> Shutdown:
+        """Ends QEMU: ``quit`` over QMP, then SIGTERM, then SIGKILL; says which one did it."""
+        if self.process is None:
+            return Shutdown("never started")
+        rc = self.process.returncode
+        if rc is not None:
+            self.ended = Shutdown("exited", rc)
+        else:
+            self.ended = self._end(timeout)
         if self.monitor is not None:
             self.monitor.close()
-        if not self.keep and self.process is not None and self.process.returncode is None:
+        return self.ended
+
+    def _end(self, timeout: float) -> Shutdown:
+        assert self.process is not None
+        if self.host.cancel is not None and self.host.cancel.is_set():
+            return Shutdown("cancelled")  # its host is being removed, and QEMU with it
+        if self.monitor is not None and self.monitor.connected:
             try:
-                self.process.stop(timeout=5.0)
+                self.monitor.cmd("quit")
+                return Shutdown("quit", self.process.wait(timeout))
+            except (QMPCommandError, QMPDisconnected, Timeout):
+                pass  # QEMU may close the socket before it answers quit; it is ending either way
+            rc = self.process.returncode
+            if rc is not None:
+                return Shutdown("quit", rc)
+        for how, signo in (("sigterm", signal.SIGTERM), ("sigkill", signal.SIGKILL)):
+            try:
+                self.process.send_signal(signo)
+                return Shutdown(how, self.process.wait(timeout))
             except ScenarioError:
-                pass  # the host goes away with its container in any case
+                continue
+        return Shutdown("unknown")
+
+    def close(self) -> None:
+        """Ends QEMU, unless ``keep`` says a person will look at it; then only the monitor goes."""
+        if self.keep:
+            self.ended = Shutdown("kept")
+            if self.monitor is not None:
+                self.monitor.close()
+            return
+        try:
+            self.shutdown()
+        except ScenarioError:
+            pass  # the host goes away with its container in any case
 
     def __enter__(self) -> Qemu:
         return self

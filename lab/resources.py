@@ -11,13 +11,13 @@ import contextlib
 import os
 import shutil
 import signal
-import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import docker
 import docker.errors
+from docker.models.networks import Network
 
 from lab.errors import DockerUnavailable, LeftoverLab
 
@@ -112,7 +112,7 @@ def remove(client: docker.DockerClient, lab: str | None = None, images: bool = F
     for c in client.containers.list(all=True, filters=flt):
         _quietly(c.remove, force=True, v=True)
     for n in client.networks.list(filters=flt):
-        _quietly(n.remove)
+        _remove_network(n)
     for v in client.volumes.list(filters=flt):
         _quietly(v.remove, force=True)
     if images:
@@ -122,14 +122,19 @@ def remove(client: docker.DockerClient, lab: str | None = None, images: bool = F
     return left
 
 
-def remove_rundirs(lab: str | None) -> list[Path]:
-    """Run folders a killed lab left in the temporary directory (a finished run moves its own)."""
-    pattern = f"{lab}-*" if lab else "*-*"
-    found = [p for p in Path(tempfile.gettempdir()).glob(pattern)
-             if p.is_dir() and ((p / "primary").is_dir() or (p / "rootfs").is_dir())]
-    for path in found:
-        shutil.rmtree(path, ignore_errors=True)
-    return found
+def _remove_network(network: Network, timeout: float = 15.0) -> None:
+    """A network goes once its containers have: a removal another thread started may still run."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            network.remove()
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (403, 409) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _quietly(action: Callable[..., object], *args: object, **kwargs: object) -> None:
@@ -137,3 +142,6 @@ def _quietly(action: Callable[..., object], *args: object, **kwargs: object) -> 
         action(*args, **kwargs)
     except docker.errors.NotFound:
         pass  # already gone: removed concurrently, or by the container's removal
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: another removal of it is under way (an interrupt's sweep)
+            raise

@@ -18,7 +18,7 @@ import paramiko
 
 from lab import terminal
 from lab.errors import LabError
-from lab.hosts import ExecResult
+from lab.host import ExecResult
 
 SSH_PORT = 22
 KEY_BITS = 3072

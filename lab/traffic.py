@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from lab.analysis import Sent
 from lab.errors import ScenarioError
-from lab.hosts import RUNDIR, TAP, Host, Process
+from lab.host import RUNDIR, TAP, Host, Process
 
 RECORD = "generator.json"
 

@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
 from lab import config
 from lab.analysis import ERROR, UNSUPPORTED
-from lab.scenario import ScenarioResult
+from lab.pytest_plugin import RunScenario, config_path
 
 pytestmark = pytest.mark.e2e
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "profile" in metafunc.fixturenames:
-        cfg = config.load(Path(metafunc.config.getoption("--lab-config")))
+        cfg = config.load(config_path(metafunc.config))
         profiles = cfg.select_profiles(metafunc.config.getoption("--lab-profile"))
         cases = [(p.name, s) for p in profiles for s in cfg.scenarios]
         metafunc.parametrize(("profile", "scenario_name"), cases, ids=[f"{p}-{s}" for p, s in cases])
 
 
 def test_verdict_matches_expectation(profile: str, scenario_name: str,
-                                     run_scenario: Callable[[str, str], ScenarioResult],
+                                     run_scenario: RunScenario,
                                      record_property: Callable[[str, object], None]) -> None:
     result = run_scenario(profile, scenario_name)
     record_property("artefacts", result.artefacts)
@@ -31,17 +30,15 @@ def test_verdict_matches_expectation(profile: str, scenario_name: str,
     if result.expected == UNSUPPORTED:
         # The build must lack a property the scenario sets, and the lab must say which, booting nothing.
         assert result.verdict == UNSUPPORTED, f"{profile} x {scenario_name}: {result.verdict}, expected {UNSUPPORTED}"
-        assert "has no property" in result.error and not result.artefacts
+        assert "has no property" in result.why and not result.artefacts
         return
     where = f"artefacts: {result.artefacts}"
-    assert result.verdict != ERROR, f"the scenario did not run to its end: {result.error}\n{where}"
-    a = result.analysis
-    assert a is not None
+    assert result.verdict != ERROR, f"the scenario did not run to its end: {result.why}\n{where}"
     # Whatever the verdict, the lab must have seen traffic flow before the stop: otherwise a "gap"
     # would only say that the lab itself was broken.
-    assert a.frames_sent > 0, where
-    assert a.frames_captured > 0, f"no frame reached the secondary at all; {where}"
-    assert a.stopped_window_ms > 0, where
+    assert result.frames_sent and result.frames_sent > 0, where
+    assert result.frames_captured and result.frames_captured > 0, f"no frame reached the secondary at all; {where}"
+    assert result.stopped_window_ms and result.stopped_window_ms > 0, where
     assert result.verdict == result.expected, (
         f"{profile} x {scenario_name}: verdict {result.verdict}, expected {result.expected} "
-        f"({'; '.join(a.reasons) or 'continuous'}); {where}")
+        f"({result.why or 'continuous'}); {where}")

@@ -11,13 +11,14 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import images, scenario
+from lab import images
 from lab.accel import AccelChoice
 from lab.analysis import ERROR
 from lab.config import LabConfig
+from lab.engine import LabHosts
 from lab.errors import ScenarioError
-from lab.hosts import LabHosts
 from lab.qemu import MachineSpec, Qemu
+from lab.runner import Cell, Runner
 
 pytestmark = pytest.mark.e2e
 
@@ -42,10 +43,8 @@ def cut_lab_network(hosts: LabHosts) -> None:
     ("hold", kill("recorder"), "recorder"),
 ], ids=["secondary-qemu-killed-in-pre-switchover", "network-cut-during-migration", "recorder-killed"])
 def test_fault_gives_an_error_verdict_with_its_reason(phase: str, fault: Fault, reason: str, lab_config: LabConfig,
-                                                      lab_docker: docker.DockerClient,
-                                                      lab_images: dict[str, images.ImageSet],
-                                                      lab_capabilities: dict[str, dict[str, list[str]]],
-                                                      lab_accel: AccelChoice, lab_out: Path) -> None:
+                                                      lab_docker: docker.DockerClient, lab_runner: Runner,
+                                                      lab_images: dict[str, images.ImageSet], lab_out: Path) -> None:
     # Short bounds: a fault must end the scenario quickly, with the last state seen.
     cfg = dataclasses.replace(lab_config, timeouts=dataclasses.replace(
         lab_config.timeouts, pre_switchover_s=8, completion_s=8, drain_s=3))
@@ -57,13 +56,14 @@ def test_fault_gives_an_error_verdict_with_its_reason(phase: str, fault: Fault, 
             fault(hosts)
             injected.append(name)
 
+    # The session's images and accelerator, with this test's shorter bounds.
+    runner = Runner(cfg, lab_runner.engine, builds=lab_runner.builds, accel=lab_runner.accel)
     started = time.monotonic()
-    result = scenario.run(lab_docker, cfg, profile, cfg.scenarios["redirector"], lab_images[profile.name].runtime,
-                          lab_accel.accel, lab_out, lab_capabilities[profile.name], on_phase=on_phase)
+    result = runner.run_cell(Cell(profile, cfg.scenarios["redirector"]), lab_out, hook=on_phase)
     elapsed = time.monotonic() - started
     assert injected == [phase]
-    assert result.verdict == ERROR, f"{result.verdict}: {result.analysis}"
-    assert reason in result.error, result.error
+    assert result.verdict == ERROR, f"{result.verdict}: {result.why}"
+    assert reason in result.why, result.why
     assert not result.match
     assert elapsed < 8 + 8 + 3 + cfg.timeouts.boot_s, f"took {elapsed:.0f} s"
     assert not lab_docker.containers.list(all=True, filters={"label": f"io.nfcl.lab={cfg.name}"})

@@ -195,10 +195,11 @@ def test_empty_stream_says_nothing_reached_the_secondary() -> None:
     assert result.max_gap_ms == 99.0
 
 
-def test_nothing_sent_has_no_gap() -> None:
+def test_nothing_sent_is_no_evidence_of_continuity() -> None:
     result = analyse(Sent(run_id=7, frames=()), [], [], WINDOW)
-    assert result.frames_sent == 0
-    assert result.max_gap_ms == 0.0
+    assert result.frames_sent == 0 and result.max_gap_ms == 0.0
+    assert result.verdict == GAP
+    assert "no frame arrived while the source was stopped" in result.reasons
 
 
 @pytest.mark.parametrize("stop_ms, expected", [(40, 110.0), (149.9, 0.1), (150, 0.0)])

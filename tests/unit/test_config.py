@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from lab.config import LabConfig, Migration, Timeouts, Traffic, load, parse
+from lab.config import LabConfig, MigrationSettings, Timeouts, Traffic, load, parse
 from lab.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "lab.yaml"
@@ -53,7 +53,7 @@ def test_repo_config_baseline_profile() -> None:
 def test_repo_config_states_the_defaults() -> None:
     cfg = load(REPO_CONFIG)
     assert cfg.traffic == Traffic()
-    assert cfg.migration == Migration()
+    assert cfg.migration == MigrationSettings()
     assert cfg.timeouts == Timeouts()
     assert (cfg.name, cfg.accel, cfg.images.mirror) == ("nfcl", "auto", "auto")
 

@@ -1,0 +1,71 @@
+"""A cell's files: its run folder while it runs, its artefacts folder afterwards.
+
+A run folder is made short, in the temporary directory (QMP's unix socket path must stay under 108
+bytes), and carries the lab's marker so that a sweep after a crash removes only what the lab made.
+At the end it gets ``result.json`` and ``timeline.png`` and moves to the artefacts folder, or, when
+its hosts are kept for a person, is copied there and stays with the running lab.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from lab import timeline
+from lab.report import Row
+from lab.scenario import Outcome
+
+MARKER = ".nfcl-run"  # in every run folder the lab makes; a sweep removes nothing without it
+
+
+def new_rundir(lab: str, kind: str = "") -> Path:
+    path = Path(tempfile.mkdtemp(prefix=f"{lab}-{kind + '-' if kind else ''}"))
+    (path / MARKER).write_text(f"{lab}\n")
+    return path
+
+
+def write_phase(rundir: Path, phase: str) -> None:
+    (rundir / "phase").write_text(phase + "\n")
+
+
+def describe(rundir: Path, row: Row, outcome: Outcome) -> None:
+    """result.json (the cell's report row) and, when the scenario captured, its timeline picture."""
+    (rundir / "result.json").write_text(json.dumps(row.to_json(), indent=2) + "\n")
+    if outcome.captured is not None and outcome.analysis is not None:
+        c = outcome.captured
+        timeline.draw(rundir / "timeline.png", f"{row.profile} x {row.scenario} ({row.filter})",
+                      c.sent, c.stream, c.window, outcome.analysis)
+
+
+def move_to(rundir: Path, out: Path) -> Path:
+    """The run folder becomes ``out`` (sockets dropped: they mean nothing once QEMU is gone)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for sock in rundir.rglob("*.sock"):
+        sock.unlink(missing_ok=True)
+    (rundir / MARKER).unlink(missing_ok=True)
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.move(str(rundir), str(out))
+    return out
+
+
+def copy_to(rundir: Path, out: Path) -> Path:
+    """A kept lab's files as they are now; the run folder itself stays with the running lab."""
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(rundir, out, ignore=shutil.ignore_patterns("*.sock", "authorized_keys", MARKER))
+    return out
+
+
+def stray_rundirs(lab: str | None) -> list[Path]:
+    """Run folders a killed lab left in the temporary directory: only those with the lab's marker."""
+    pattern = f"{lab}-*" if lab else "*-*"
+    found = []
+    for path in Path(tempfile.gettempdir()).glob(pattern):
+        marker = path / MARKER
+        if path.is_dir() and not path.is_symlink() and marker.is_file():
+            if lab is None or marker.read_text().strip() == lab:
+                found.append(path)
+    return found

@@ -1,0 +1,111 @@
+"""The secondary's capture deciding between a verdict and an error, with the real stream recorder
+running on this machine (a FolderHost) between a sender and a receiver on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab.agents import frames
+from lab.capture import SecondaryCapture
+from lab.errors import ScenarioError
+from lab.waiting import wait_until
+from tests.unit.folder_host import FolderHost
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[FolderHost]:
+    h = FolderHost(tmp_path)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def capture(host: FolderHost) -> Iterator[tuple[SecondaryCapture, int, socket.socket]]:
+    """The recorder listening, forwarding to a receiver that plays the destination QEMU's indev."""
+    indev = socket.create_server(("127.0.0.1", 0))
+    listen = free_port()
+    cap = SecondaryCapture(host)
+    cap.recorder = host.spawn("recorder", [
+        "python3", "-m", "lab.agents.recorder", "--listen", f"127.0.0.1:{listen}",
+        "--forward", f"127.0.0.1:{indev.getsockname()[1]}", "--pcap", "/run/lab/stream.pcap",
+        "--events", "/run/lab/recorder-events.jsonl"])
+    wait_until("the recorder", lambda: '"listening"' in host.read_text("recorder-events.jsonl") or None, 10)
+    yield cap, listen, indev
+    cap.recorder.stop(timeout=5)
+    indev.close()
+
+
+def stream_frames(sock: socket.socket, run_id: int, seqs: range) -> None:
+    for seq in seqs:
+        frame = frames.build(b"\x52\x54\x00\x12\x34\x56", b"\x52\x54\x00\x00\x00\x01", run_id, seq)
+        sock.sendall(struct.pack("!II", len(frame), 0) + frame)
+
+
+def events(host: FolderHost) -> list[str]:
+    return [json.loads(line)["event"] for line in host.read_text("recorder-events.jsonl").splitlines()]
+
+
+def test_an_unbroken_stream_is_analysed(capture: tuple[SecondaryCapture, int, socket.socket],
+                                        host: FolderHost) -> None:
+    cap, listen, indev = capture
+    start = time.time()
+    with socket.create_connection(("127.0.0.1", listen)) as primary:
+        destination, _ = indev.accept()
+        stream_frames(primary, 7, range(50))
+        wait_until("50 frames", lambda: len(cap.stream(7)) == 50 or None, 10)
+        end = time.time()
+        cap.check_stream(start, end)
+        destination.close()
+    assert [f.seq for f in cap.stream(7)] == list(range(50))
+
+
+def test_a_primary_that_never_connected_is_an_error(capture: tuple[SecondaryCapture, int, socket.socket]) -> None:
+    cap, _listen, _indev = capture
+    with pytest.raises(ScenarioError, match="never connected"):
+        cap.check_stream(time.time() - 5, time.time())
+
+
+def test_a_stream_broken_inside_the_window_is_an_error_outside_it_is_not(
+        capture: tuple[SecondaryCapture, int, socket.socket], host: FolderHost) -> None:
+    cap, listen, indev = capture
+    start = time.time()
+    with socket.create_connection(("127.0.0.1", listen)) as primary:
+        destination, _ = indev.accept()
+        stream_frames(primary, 7, range(5))
+    wait_until("the disconnect", lambda: "disconnected" in events(host) or None, 10)
+    destination.close()
+    with pytest.raises(ScenarioError, match="stream broke during the scenario"):
+        cap.check_stream(start, time.time())
+    cap.check_stream(start - 10, start - 5)  # a break after the window says nothing about it
+
+
+def test_a_recorder_that_died_is_an_error(capture: tuple[SecondaryCapture, int, socket.socket],
+                                          host: FolderHost) -> None:
+    cap, _listen, _indev = capture
+    assert cap.recorder is not None
+    cap.recorder.send_signal(signal.SIGKILL)
+    wait_until("the recorder's end", lambda: cap.recorder.returncode if cap.recorder else None, 10)
+    with pytest.raises(ScenarioError, match="recorder exited"):
+        cap.check_stream(time.time() - 5, time.time())
+
+
+def test_drain_returns_once_the_tap_is_quiet_without_blaming_anyone(host: FolderHost) -> None:
+    cap = SecondaryCapture(host)
+    started = time.monotonic()
+    waited = cap.drain(run_id=7, expected=100, timeout=5.0, quiet_s=0.3)
+    # Nothing delivered: the drain runs to its bound and returns; the analysis reports the loss.
+    assert 5.0 <= waited < 6.0 and time.monotonic() - started < 6.5

@@ -1,0 +1,141 @@
+"""Every failure reaches the user as one line and an exit status, never a traceback."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker.errors
+import paramiko
+import pytest
+
+from lab import cli, config, kept
+from lab.errors import LabError, ScenarioError
+from tests.unit.qmp_server import FakeQMP
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def one_line(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = cli.EXIT_LAB_ERROR) -> str:
+    rc = cli.main(argv)
+    err = capsys.readouterr().err
+    assert rc == status, err
+    assert err.count("\n") == 1 and err.startswith("lab"), err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.fixture
+def lab_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/control", f"mbox: {ROOT}/series/control"))
+    return path
+
+
+@pytest.fixture
+def kept_lab(lab_yaml: Path) -> Iterator[tuple[kept.KeptLab, Path]]:
+    """A kept lab's state whose primary QMP socket is a QMP server (the secondary's QEMU is gone)."""
+    cfg = config.load(lab_yaml)
+    rundir = Path(tempfile.mkdtemp(prefix="nfcl-t-"))
+    (rundir / "primary").mkdir()
+    (rundir / "secondary").mkdir()
+    server = FakeQMP(rundir / "primary" / "qmp.sock")
+    lab = kept.KeptLab(name=cfg.name, profile="baseline", scenario="mirror", image="img", accel="tcg",
+                       rundir=str(rundir), containers={"primary": "nfcl-primary", "secondary": "nfcl-secondary"},
+                       ssh_config="", started=0.0)
+    kept.state_dir(cfg).mkdir(parents=True)
+    (kept.state_dir(cfg) / "state.json").write_text(json.dumps(dataclasses.asdict(lab)))
+    yield lab, lab_yaml
+    server.close()
+    shutil.rmtree(rundir, ignore_errors=True)
+
+
+def test_bad_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "unrecognized arguments: --bogus" in one_line(["run", "--bogus"], capsys)
+    assert "invalid choice: 'tertiary'" in one_line(["qmp", "tertiary", "query-status"], capsys)
+
+
+def test_a_qmp_command_qemu_refuses(kept_lab: tuple[kept.KeptLab, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _lab, path = kept_lab
+    err = one_line(["qmp", "--config", str(path), "primary", "bogus-command"], capsys)
+    assert "QMP bogus-command failed" in err and "has not been found" in err
+
+
+def test_qmp_arguments_that_are_not_json(kept_lab: tuple[kept.KeptLab, Path],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    _lab, path = kept_lab
+    assert "must be a JSON object" in one_line(["qmp", "--config", str(path), "primary", "qom-list", "{path"], capsys)
+
+
+def test_qmp_to_a_qemu_that_is_gone(kept_lab: tuple[kept.KeptLab, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    _lab, path = kept_lab
+    err = one_line(["qmp", "--config", str(path), "secondary", "query-status"], capsys)
+    assert "no QMP socket" in err and "lab status" in err
+
+
+def test_a_kept_lab_state_that_is_garbage(kept_lab: tuple[kept.KeptLab, Path],
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _lab, path = kept_lab
+    (kept.state_dir(config.load(path)) / "state.json").write_text('{"name": 3}')
+    assert "lab clean" in one_line(["qmp", "--config", str(path), "primary", "query-status"], capsys)
+
+
+@pytest.mark.parametrize(("raised", "expected"), [
+    (LabError("what and where; what to do"), "error: what and where; what to do"),
+    (ScenarioError("first line\n  command: qemu ...\n  output: ..."), "error: first line"),
+    (docker.errors.APIError("500 Server Error"), "error: Docker: 500 Server Error"),
+    (docker.errors.DockerException("Error while fetching server API version"), "error: Docker: Error while"),
+    (paramiko.SSHException("Error reading SSH protocol banner"), "error: SSH: Error reading SSH protocol banner"),
+    (PermissionError(13, "Permission denied", "/run/lab/x"), "error: Permission denied (/run/lab/x)"),
+], ids=["lab", "scenario", "docker-api", "docker", "ssh", "os"])
+def test_every_error_class_is_one_line_and_exit_2(raised: BaseException, expected: str,
+                                                   kept_lab: tuple[kept.KeptLab, Path],
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    _lab, path = kept_lab
+
+    def fail(*args: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(kept, "qmp", fail)  # where lab qmp meets the lab's lower layers
+    assert expected in one_line(["qmp", "--config", str(path), "primary", "query-status"], capsys)
+
+
+def test_an_internal_error_names_the_file_with_its_traceback(kept_lab: tuple[kept.KeptLab, Path],
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    _lab, path = kept_lab
+
+    def fail(*args: object) -> None:
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(kept, "qmp", fail)
+    err = one_line(["qmp", "--config", str(path), "primary", "query-status"], capsys)
+    assert "internal error: ZeroDivisionError: division by zero; traceback in " in err
+    crash = Path(err.rsplit("traceback in ", 1)[1].strip())
+    assert "Traceback" in crash.read_text() and "ZeroDivisionError" in crash.read_text()
+    crash.unlink()
+
+
+def test_an_interrupt_exits_130(kept_lab: tuple[kept.KeptLab, Path], monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    _lab, path = kept_lab
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kept, "qmp", interrupted)
+    assert "interrupted" in one_line(["qmp", "--config", str(path), "primary", "query-status"], capsys,
+                                     cli.EXIT_INTERRUPTED)
+
+
+def test_a_configuration_that_selects_no_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text("profiles:\n  only:\n    default: false\n"
+                    "scenarios:\n  m:\n    filter: filter-mirror\n    expect: {only: gap}\n")
+    err = one_line(["run", "--config", str(path)], capsys)
+    assert "no profile" in err or "default: false" in err
