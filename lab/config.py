@@ -24,6 +24,10 @@ BASE_SOURCES = ("debootstrap", "registry")
 QEMU_SOURCES = ("debian", "git", "local")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+# A QOM property name as QEMU's -object option accepts it.
+PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+# Set by the lab on the filter under test (lab.qemu.Filter); a scenario repeating one would override it.
+LAB_PROPERTIES = ("id", "netdev", "queue", "outdev", "indev", "vnet_hdr_support")
 
 
 @dataclass(frozen=True)
@@ -302,15 +306,26 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
                      timeouts=timeouts, guest=guest)
 
 
-def _property(node: _Reader, key: str) -> str:
-    """A QOM property value as QEMU's command line spells it (booleans as on/off)."""
+def _property(node: _Reader, key: object) -> tuple[str, str]:
+    """A QOM property as QEMU's command line spells it (booleans as on/off).
+
+    The -object option is one comma-separated list of key=value: a value with a comma or an equals
+    sign would set other properties than the one named, so such values are refused, not escaped.
+    """
+    where = f"{node.where}.{key}"
+    if not isinstance(key, str) or not PROPERTY_RE.match(key):
+        raise ConfigError(where, "malformed property name", f"must match {PROPERTY_RE.pattern}")
+    if key in LAB_PROPERTIES:
+        raise ConfigError(where, "set by the lab itself", f"leave out: {', '.join(LAB_PROPERTIES)}")
     value = node.data[key]
     node.seen.add(key)
     if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, (int, float, str)) and str(value) and "," not in str(value):
-        return str(value)
-    raise ConfigError(f"{node.where}.{key}", f"{value!r} is not a property value", "a boolean, number or word")
+        return key, "on" if value else "off"
+    text = str(value) if isinstance(value, (int, float, str)) else ""
+    if text and all(ch.isprintable() and not ch.isspace() and ch not in ",=" for ch in text):
+        return key, text
+    raise ConfigError(where, f"{value!r} is not a property value",
+                      "a boolean, number or word without commas, equals signs or spaces")
 
 
 def _names(node: _Reader, kind: str) -> list[str]:
@@ -352,6 +367,10 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
         profiles[name] = Profile(name=name, description=p.text("description", ""), qemu=qemu, series=series,
                                  default=p.boolean("default", True))
         p.done()
+    if not any(p.default for p in profiles.values()):
+        # Plain `lab run` and `lab build` would have nothing to build.
+        raise ConfigError(node.where, "every profile has default: false",
+                          "set default: true (or leave default out) on at least one profile")
     return profiles
 
 
@@ -372,7 +391,7 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
                 raise ConfigError(f"{where}.expect", f"no expected verdict for profile {profile!r}",
                                   f"add {profile}: continuous or gap")
         pr = s.child("properties")
-        props = tuple((k, _property(pr, k)) for k in pr.names())
+        props = tuple(_property(pr, k) for k in pr.names())
         pr.done()
         scenarios[name] = Scenario(name=name, filter=filt, expect=expect, description=s.text("description", ""),
                                    properties=props)

@@ -343,3 +343,45 @@ def test_profile_default_must_be_a_boolean() -> None:
     data = minimal()
     data["profiles"]["baseline"]["default"] = "no"
     assert config_error(data).where == "profiles.baseline.default"
+
+
+def test_profiles_that_are_all_left_out_of_plain_runs_are_refused() -> None:
+    data = minimal()
+    data["profiles"]["other"] = {"default": False}
+    data["profiles"]["baseline"]["default"] = False
+    data["scenarios"]["mirror"]["expect"]["other"] = "gap"
+    err = config_error(data)
+    assert err.where == "profiles" and "default: false" in err.problem and "\n" not in str(err)
+    data["profiles"]["other"]["default"] = True
+    assert [p.name for p in parse(data).select_profiles(None)] == ["other"]
+
+
+def with_properties(properties: dict[Any, Any]) -> dict[str, Any]:
+    data = minimal()
+    data["scenarios"]["mirror"]["properties"] = properties
+    return data
+
+
+@pytest.mark.parametrize("value", ["x,netdev=n1", "a=b", "two words", "tab\there", "", "nul\x00", "bell\x07",
+                                   "line\nbreak", "nbsp\u00a0", None, [1], {"a": 1}])
+def test_property_values_that_would_change_the_object_option_are_refused(value: object) -> None:
+    err = config_error(with_properties({"status": value}))
+    assert err.where == "scenarios.mirror.properties.status"
+    assert "not a property value" in err.problem and "\n" not in str(err)
+
+
+@pytest.mark.parametrize("key", ["Status", "1st", "a,b", "a=b", "with space", "_x", "", 3, True])
+def test_property_names_must_be_qom_names(key: object) -> None:
+    err = config_error(with_properties({key: "on"}))
+    assert err.where == f"scenarios.mirror.properties.{key}"
+    assert "malformed property name" in err.problem
+
+
+@pytest.mark.parametrize("key", ["netdev", "queue", "id", "outdev"])
+def test_properties_the_lab_sets_itself_are_refused(key: str) -> None:
+    assert config_error(with_properties({key: "n1"})).where == f"scenarios.mirror.properties.{key}"
+
+
+def test_numbers_and_words_are_property_values() -> None:
+    props = parse(with_properties({"max-size": 65536, "ratio_x": 0.5, "mode": "rx-only"})).scenarios["mirror"]
+    assert props.properties == (("max-size", "65536"), ("ratio_x", "0.5"), ("mode", "rx-only"))
