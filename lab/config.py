@@ -28,6 +28,10 @@ MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 # Set by the lab on the filter under test (lab.qemu.Filter); a scenario repeating one would override it.
 LAB_PROPERTIES = ("id", "netdev", "queue", "outdev", "indev", "vnet_hdr_support")
+# What `git clone` is given: a URL of a network transport or an absolute path; never an option.
+GIT_URL_RE = re.compile(r"^(?:(?:https?|git|ssh)://[^\s/-][^\s]*|/[^\s]*)$")
+# A commit hash, tag or branch name; `..` would name a range, and a leading '-' an option.
+GIT_REF_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,7 @@ class _Reader:
         value = self._get(key, default, str, "a string")
         if choices and value not in choices:
             raise ConfigError(self._path(key), f"{value!r} is not allowed", f"allowed: {', '.join(choices)}")
-        if pattern and not pattern.match(value):
+        if pattern and not pattern.fullmatch(value):
             raise ConfigError(self._path(key), f"{value!r} is malformed", f"must match {pattern.pattern}")
         return value
 
@@ -281,7 +285,7 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
         min_free_gb=img.number("min_free_gb", 10.0, 0.0, 10000.0),
     )
     img.done()
-    if images.mirror != "auto" and not re.match(r"^https?://\S+$", images.mirror):
+    if images.mirror != "auto" and not re.fullmatch(r"https?://\S+", images.mirror):
         raise ConfigError("images.mirror", f"{images.mirror!r} is not a URL", "use auto or http(s)://...")
 
     profiles = _profiles(top.child("profiles", required=True))
@@ -313,7 +317,7 @@ def _property(node: _Reader, key: object) -> tuple[str, str]:
     sign would set other properties than the one named, so such values are refused, not escaped.
     """
     where = f"{node.where}.{key}"
-    if not isinstance(key, str) or not PROPERTY_RE.match(key):
+    if not isinstance(key, str) or not PROPERTY_RE.fullmatch(key):
         raise ConfigError(where, "malformed property name", f"must match {PROPERTY_RE.pattern}")
     if key in LAB_PROPERTIES:
         raise ConfigError(where, "set by the lab itself", f"leave out: {', '.join(LAB_PROPERTIES)}")
@@ -333,7 +337,7 @@ def _names(node: _Reader, kind: str) -> list[str]:
     if not names:
         raise ConfigError(node.where, f"no {kind} defined", "define at least one")
     for name in names:
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise ConfigError(f"{node.where}.{name}", f"malformed {kind} name", f"must match {NAME_RE.pattern}")
     return names
 
@@ -349,6 +353,7 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
         q.done()
         if qemu.source == "git" and not (qemu.url and qemu.ref):
             raise ConfigError(f"profiles.{name}.qemu", "source git needs url and ref", "e.g. a commit hash")
+        _git_source(qemu, f"profiles.{name}.qemu")
         if qemu.source == "local" and not qemu.path:
             raise ConfigError(f"profiles.{name}.qemu.path", "missing", "source local needs the checkout's path")
         series = None
@@ -372,6 +377,15 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
         raise ConfigError(node.where, "every profile has default: false",
                           "set default: true (or leave default out) on at least one profile")
     return profiles
+
+
+def _git_source(qemu: QemuSource, where: str) -> None:
+    if qemu.url and not (GIT_URL_RE.fullmatch(qemu.url) and qemu.url.isprintable()):
+        raise ConfigError(f"{where}.url", f"{qemu.url!r} is not a git URL",
+                          "https://, http://, git:// or ssh:// URL, or an absolute path")
+    if qemu.ref and not GIT_REF_RE.fullmatch(qemu.ref):
+        raise ConfigError(f"{where}.ref", f"{qemu.ref!r} is not a commit, tag or branch name",
+                          f"must match {GIT_REF_RE.pattern}")
 
 
 def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scenario]:

@@ -385,3 +385,44 @@ def test_properties_the_lab_sets_itself_are_refused(key: str) -> None:
 def test_numbers_and_words_are_property_values() -> None:
     props = parse(with_properties({"max-size": 65536, "ratio_x": 0.5, "mode": "rx-only"})).scenarios["mirror"]
     assert props.properties == (("max-size", "65536"), ("ratio_x", "0.5"), ("mode", "rx-only"))
+
+
+def git_profile(url: str, ref: str) -> dict[str, Any]:
+    data = minimal()
+    data["profiles"]["baseline"]["qemu"] = {"source": "git", "url": url, "ref": ref}
+    return data
+
+
+@pytest.mark.parametrize("url", ["https://gitlab.example/qemu.git", "http://git.example/q", "git://git.example/q",
+                                 "ssh://git@git.example/q.git", "/srv/git/qemu"])
+def test_git_urls_of_network_transports_or_absolute_paths(url: str) -> None:
+    assert parse(git_profile(url, "v10.2.2")).profiles["baseline"].qemu.url == url
+
+
+@pytest.mark.parametrize("url", ["-uhttps://x", "--upload-pack=touch /tmp/x", "file:///srv/qemu", "ext::sh -c x",
+                                 "ftp://x/q", "relative/path", "https://x/q w", "https://x/q\n", "ssh://-oProxyCommand=x/q",
+                                 "git@git.example:qemu.git"])
+def test_other_git_urls_are_refused(url: str) -> None:
+    err = config_error(git_profile(url, "main"))
+    assert err.where == "profiles.baseline.qemu.url" and "not a git URL" in err.problem
+
+
+@pytest.mark.parametrize("ref", ["092009a55c16", "v10.2.2", "stable-10.2", "feature/x_y.z", "HEAD"])
+def test_git_refs_hash_tag_or_branch(ref: str) -> None:
+    assert parse(git_profile("https://x/q.git", ref)).profiles["baseline"].qemu.ref == ref
+
+
+@pytest.mark.parametrize("ref", ["-b", "--orphan=x", "main..evil", "a b", "main\n", "main~1", "main^{tree}", "@{-1}",
+                                 ".hidden", "/abs", "ref:x"])
+def test_other_git_refs_are_refused(ref: str) -> None:
+    err = config_error(git_profile("https://x/q.git", ref))
+    assert err.where == "profiles.baseline.qemu.ref" and "not a commit, tag or branch name" in err.problem
+
+
+@pytest.mark.parametrize(("key", "value"), [("lab", {"name": "nfcl\n"}), ("images", {"mirror": "http://m/debian\n"})])
+def test_a_trailing_newline_does_not_pass_a_pattern(key: str, value: dict[str, str]) -> None:
+    assert config_error(minimal() | {key: value}).where == f"{key}.{next(iter(value))}"
+
+
+def test_a_property_name_with_a_trailing_newline_is_refused() -> None:
+    assert "malformed property name" in config_error(with_properties({"status\n": "on"})).problem
