@@ -20,9 +20,11 @@ SEED = Path(__file__).resolve().parents[1] / "fixtures" / "patchwork-api-patch-2
 
 
 def seed_patch_mbox(path: Path) -> Path:
-    """Patch 12/12 of series 491379 as Patchwork's mbox gives it, rebuilt from its API record."""
+    """Patch 12/12 of series 491379 as Patchwork's mbox gives it, rebuilt from its API record, taken on
+    its own: numbered 1/1 (a lone 12/12 is an incomplete series, refused before any build)."""
     rec = json.loads(SEED.read_text())
-    subject = rec["name"].replace("[", "[PATCH ", 1)
+    subject = rec["name"].replace("[12/12]", "[PATCH 1/1]", 1)
+    assert subject != rec["name"]
     path.write_text(f"From {rec['hash']} Mon Sep 17 00:00:00 2001\n"
                     f"From: {rec['submitter']['name']} <{rec['submitter']['email']}>\n"
                     f"Date: {rec['date']}\nSubject: {subject}\nMessage-Id: {rec['msgid']}\n\n"
@@ -41,7 +43,7 @@ def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.Docker
     with pytest.raises(SeriesError) as failure:
         builder.ensure(profile)
     message = str(failure.value)
-    assert "patch 12/12" in message and "net/filter-mirror.c" in message, message
+    assert "patch 1/1" in message and "net/filter-mirror.c" in message, message
     assert "keep mirroring while stopped" in message and "10.2.2" in message, message
     assert "\n" not in message
     # The baseline images are untouched, and no series image was tagged.
