@@ -7,7 +7,7 @@ looks at raw YAML. Every error names the key path, what was found and what is al
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,31 +172,31 @@ class _Reader:
         self.where = where
         self.seen: set[str] = set()
 
-    def _path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
+    def key_path(self, key: object) -> str:
+        return f"{self.where}.{_key_text(key)}" if self.where else _key_text(key)
 
     def child(self, key: str, required: bool = False) -> _Reader:
         self.seen.add(key)
         if key not in self.data:
             if required:
-                raise ConfigError(self._path(key), "missing")
-            return _Reader({}, self._path(key))
-        return _Reader(self.data[key], self._path(key))
+                raise ConfigError(self.key_path(key), "missing")
+            return _Reader({}, self.key_path(key))
+        return _Reader(self.data[key], self.key_path(key))
 
     def text(self, key: str, default: str, choices: tuple[str, ...] = (),
              pattern: re.Pattern[str] | None = None) -> str:
         value = self._get(key, default, str, "a string")
         if choices and value not in choices:
-            raise ConfigError(self._path(key), f"{value!r} is not allowed", f"allowed: {', '.join(choices)}")
+            raise ConfigError(self.key_path(key), f"{value!r} is not allowed", f"allowed: {', '.join(choices)}")
         if pattern and not pattern.fullmatch(value):
-            raise ConfigError(self._path(key), f"{value!r} is malformed", f"must match {pattern.pattern}")
+            raise ConfigError(self.key_path(key), f"{value!r} is malformed", f"must match {pattern.pattern}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.data.get(key, default)
         self.seen.add(key)
         if not isinstance(value, bool):
-            raise ConfigError(self._path(key), f"expected true or false, found {_kind(value)}")
+            raise ConfigError(self.key_path(key), f"expected true or false, found {_kind(value)}")
         return value
 
     def number(self, key: str, default: float, low: float, high: float) -> float:
@@ -209,7 +209,7 @@ class _Reader:
 
     def _in_range(self, key: str, value: float, low: float, high: float) -> float:
         if not low <= value <= high:
-            raise ConfigError(self._path(key), f"{value} is out of range", f"allowed: {low} to {high}")
+            raise ConfigError(self.key_path(key), f"{value} is out of range", f"allowed: {low} to {high}")
         return value
 
     def _get(self, key: str, default: Any, types: type | tuple[type, ...], what: str) -> Any:
@@ -217,7 +217,7 @@ class _Reader:
         value = self.data.get(key, default)
         # YAML's booleans are ints to Python; a boolean is never a valid number here.
         if isinstance(value, bool) or not isinstance(value, types):
-            raise ConfigError(self._path(key), f"expected {what}, found {_kind(value)}")
+            raise ConfigError(self.key_path(key), f"expected {what}, found {_kind(value)}")
         return value
 
     def names(self) -> list[str]:
@@ -227,7 +227,14 @@ class _Reader:
         unknown = [k for k in self.data if k not in self.seen]
         if unknown:
             allowed = ", ".join(sorted(self.seen)) or "none"
-            raise ConfigError(self._path(str(unknown[0])), "unknown key", f"allowed here: {allowed}")
+            raise ConfigError(self.key_path(unknown[0]), "unknown key", f"allowed here: {allowed}")
+
+
+def _key_text(key: object) -> str:
+    """A key as a key path shows it: as written when it is a plain word, else quoted (one line)."""
+    if isinstance(key, str) and key and all(ch.isprintable() and not ch.isspace() for ch in key):
+        return key
+    return repr(key)
 
 
 def _kind(value: object) -> str:
@@ -244,6 +251,8 @@ class _StrictLoader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _value in node.value:
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if not isinstance(key, Hashable):
+                break  # SafeLoader's own construction refuses it, naming the line
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
@@ -253,19 +262,42 @@ class _StrictLoader(yaml.SafeLoader):
 
 def load(path: Path) -> LabConfig:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read: {exc.strerror}", "pass --config FILE") from exc
     try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})") from exc
+    try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        raise ConfigError(_yaml_where(path, exc), f"not valid YAML: {_yaml_problem(exc)}") from exc
+    except RecursionError as exc:
+        raise ConfigError(str(path), "not valid YAML: nested too deeply") from exc
+    except ValueError as exc:  # e.g. a value YAML takes for a date that is none, an integer too long
+        raise ConfigError(str(path), f"not valid YAML: {' '.join(str(exc).split())}") from exc
     try:
         return parse(data, path)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc.where}", exc.problem, exc.hint) from None
+
+
+def _yaml_where(path: Path, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{path}:{mark.line + 1}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"{path}: character {exc.position + 1}"
+    return str(path)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        return f"character {char!r} is not allowed in YAML"
+    # PyYAML's messages run over several lines (context, marks): the problem alone, on one line.
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())
 
 
 def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
@@ -316,7 +348,7 @@ def _property(node: _Reader, key: object) -> tuple[str, str]:
     The -object option is one comma-separated list of key=value: a value with a comma or an equals
     sign would set other properties than the one named, so such values are refused, not escaped.
     """
-    where = f"{node.where}.{key}"
+    where = node.key_path(key)
     if not isinstance(key, str) or not PROPERTY_RE.fullmatch(key):
         raise ConfigError(where, "malformed property name", f"must match {PROPERTY_RE.pattern}")
     if key in LAB_PROPERTIES:
@@ -338,7 +370,7 @@ def _names(node: _Reader, kind: str) -> list[str]:
         raise ConfigError(node.where, f"no {kind} defined", "define at least one")
     for name in names:
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise ConfigError(f"{node.where}.{name}", f"malformed {kind} name", f"must match {NAME_RE.pattern}")
+            raise ConfigError(node.key_path(name), f"malformed {kind} name", f"must match {NAME_RE.pattern}")
     return names
 
 
@@ -398,7 +430,7 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
         expect = {}
         for profile in ex.names():
             if profile not in profiles:
-                raise ConfigError(f"{where}.expect.{profile}", "unknown profile", f"known: {', '.join(profiles)}")
+                raise ConfigError(ex.key_path(profile), "unknown profile", f"known: {', '.join(profiles)}")
             expect[profile] = ex.text(profile, "", VERDICTS)
         for profile in profiles:
             if profile not in expect:

@@ -106,35 +106,22 @@ class Patchwork:
                               "network, or use a local mbox (series.mbox)") from exc
 
     def get_json(self, path: str) -> dict[str, Any]:
-        body = self.get(path)
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise SeriesError(f"Patchwork's answer at {self.url(path)} is not JSON "
-                              f"(starts with {body[:40]!r})") from exc
-        if not isinstance(data, dict):
-            raise SeriesError(f"Patchwork's answer at {self.url(path)} is not a JSON object")
-        return data
+        return json_object(self.get(path), self.url(path))
 
     def series_of_patch(self, patch_id: int) -> SeriesInfo:
-        record = self.get_json(f"patches/{patch_id}/")
-        series = record.get("series") or []
-        if not series:
-            raise SeriesError(f"Patchwork patch {patch_id} ({record.get('name', '?')}) belongs to no series")
-        return self.series(int(series[0]["id"]), fallback=series[0])
+        entry = patch_series(self.get_json(f"patches/{patch_id}/"), patch_id)
+        return self.series(entry["id"], fallback=entry)
 
     def series(self, series_id: int, fallback: dict[str, Any] | None = None) -> SeriesInfo:
         """The series record; when it cannot be had, what the patch record said of the series."""
+        api_url = self.url(f"series/{series_id}/")
         try:
             record = self.get_json(f"series/{series_id}/")
         except SeriesError:
             if fallback is None:
                 raise
             record = {**fallback, "received_all": None, "total": None}
-        return SeriesInfo(id=int(record["id"]), name=str(record.get("name") or f"series {series_id}"),
-                          version=int(record.get("version") or 1), mbox=str(record.get("mbox") or ""),
-                          received_all=record.get("received_all"), total=record.get("total"),
-                          api_url=self.url(f"series/{series_id}/"))
+        return series_info(record, series_id, api_url)
 
     def fetch(self, info: SeriesInfo) -> Series:
         if info.received_all is False:
@@ -154,7 +141,61 @@ class Patchwork:
                       mbox_url=info.mbox, patches=tuple(patches))
 
 
+def json_object(body: bytes, url: str) -> dict[str, Any]:
+    """Patchwork's answer at ``url`` as the JSON object every API record is."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise SeriesError(f"Patchwork's answer at {url} is not JSON (starts with {body[:40]!r})") from exc
+    if not isinstance(data, dict):
+        raise SeriesError(f"Patchwork's answer at {url} is not a JSON object")
+    return data
+
+
+def patch_series(record: dict[str, Any], patch_id: int) -> dict[str, Any]:
+    """The entry of the first series a patch record names (a mapping with an integer ``id``)."""
+    series = record.get("series")
+    if not series:
+        raise SeriesError(f"Patchwork patch {patch_id} ({_one_line(record.get('name'), '?')}) belongs to no series")
+    entry = series[0] if isinstance(series, list) else None
+    if not isinstance(entry, dict) or not _is_count(entry.get("id"), 1):
+        raise SeriesError(f"Patchwork patch {patch_id}: its series field is not a list of series records "
+                          f"with an id (found {_one_line(json.dumps(series)[:60], '')})")
+    return entry
+
+
+def series_info(record: dict[str, Any], series_id: int, api_url: str) -> SeriesInfo:
+    """A series record as Patchwork's REST API gives it (or what a patch record says of its series)."""
+
+    name, version, mbox = record.get("name"), record.get("version"), record.get("mbox")
+    received_all, total = record.get("received_all"), record.get("total")
+    checks = (("id", _is_count(record.get("id"), 1), "a series number"),
+              ("name", name is None or isinstance(name, str), "a string"),
+              ("version", version is None or _is_count(version, 1), "a version number"),
+              ("mbox", mbox is None or isinstance(mbox, str), "a URL"),
+              ("received_all", received_all is None or isinstance(received_all, bool), "true or false"),
+              ("total", total is None or _is_count(total, 0), "a number of patches"))
+    for key, ok, expected in checks:
+        if not ok:
+            found = _one_line(json.dumps(record.get(key)), "")[:60]
+            raise SeriesError(f"Patchwork's answer at {api_url}: {key} is {found}, expected {expected}")
+    return SeriesInfo(id=record["id"], name=_one_line(name, f"series {series_id}"), version=version or 1,
+                      mbox=mbox or "", received_all=received_all, total=total, api_url=api_url)
+
+
+def _is_count(value: object, low: int) -> bool:
+    # JSON's true and false are ints to Python; never a count here.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _one_line(text: object, default: str) -> str:
+    """A text from the outside as one line of a message (names may hold line breaks)."""
+    return " ".join(text.split()) or default if isinstance(text, str) else default
+
+
 def _is_http(url: str) -> bool:
+    if not url.isprintable() or any(ch.isspace() for ch in url):
+        return False  # urllib drops some of these silently; a URL with them is not Patchwork's
     try:
         parsed = urllib.parse.urlparse(url)
         parsed.port  # noqa: B018 (raises on a port that is no number)
@@ -215,10 +256,7 @@ def _messages(data: bytes, file: str | None) -> list[_Message]:
 
 def _subject(chunk: bytes) -> str:
     msg = email.message_from_bytes(chunk, policy=email.policy.default)
-    try:
-        subject = str(msg.get("Subject", ""))
-    except Exception:  # noqa: BLE001 (the email package's header parser fails in many ways on malformed headers)
-        subject = str(email.message_from_bytes(chunk, policy=email.policy.compat32).get("Subject", ""))
+    subject = str(msg.get("Subject", ""))
     return " ".join(subject.split())
 
 

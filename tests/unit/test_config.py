@@ -373,7 +373,8 @@ def test_property_values_that_would_change_the_object_option_are_refused(value: 
 @pytest.mark.parametrize("key", ["Status", "1st", "a,b", "a=b", "with space", "_x", "", 3, True])
 def test_property_names_must_be_qom_names(key: object) -> None:
     err = config_error(with_properties({key: "on"}))
-    assert err.where == f"scenarios.mirror.properties.{key}"
+    shown = key if key in ("Status", "1st", "a,b", "a=b", "_x") else repr(key)  # quoted unless a plain word
+    assert err.where == f"scenarios.mirror.properties.{shown}"
     assert "malformed property name" in err.problem
 
 
@@ -426,3 +427,25 @@ def test_a_trailing_newline_does_not_pass_a_pattern(key: str, value: dict[str, s
 
 def test_a_property_name_with_a_trailing_newline_is_refused() -> None:
     assert "malformed property name" in config_error(with_properties({"status\n": "on"})).problem
+
+
+@pytest.mark.parametrize(("key", "shown"), [("trafic\n", "'trafic\\n'"), ("two words", "'two words'"), (7, "7"),
+                                           (None, "None"), ("", "''")])
+def test_a_key_that_is_no_plain_word_is_quoted_in_the_key_path(key: object, shown: str) -> None:
+    err = config_error(minimal() | {key: {}})
+    assert err.where == shown and "unknown key" in err.problem and "\n" not in str(err)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (b"\x80profiles: {}", "not UTF-8 text (byte 0 is 0x80)"),
+    (b"lab: {name: \x00}", "character '\\x00' is not allowed in YAML"),
+    (b"profiles: 2001-02-30", "not valid YAML: day is out of range for month"),
+    (b"? [a]\n: 1", "not valid YAML: found unhashable key"),
+    (b"[" * 5000, "not valid YAML"),
+])
+def test_load_of_text_that_is_no_yaml_is_one_line(tmp_path: Path, text: bytes, problem: str) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value).startswith(str(path)) and problem in str(info.value) and "\n" not in str(info.value)
