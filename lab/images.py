@@ -22,7 +22,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ AGENTS_DIR = ROOT / "lab" / "agents"
 MESON_VERSION = "1.9.0"
 NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+LAYER_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")  # the image a step committed (or took from the cache)
 APPLY_FAILED = "SERIES-APPLY-FAILED"  # printed by images/series/apply-series
 
 
@@ -280,32 +281,27 @@ class ImageBuilder:
         self._require_space(image)
         log = self._log_path(tag)
         self._event(image, f"building {tag} (log: {log})")
-        step = ""
         started = time.monotonic()
+        reading = BuildStream(image, tag, log)
         with log.open("w", buffering=1) as out:  # line by line: people tail it
             try:
                 stream = self.client.api.build(
                     fileobj=ctx.tar(), custom_context=True, tag=tag, buildargs=args, labels=labels,
                     rm=True, forcerm=True, decode=True, timeout=int(self.cfg.timeouts.image_build_s))
-                marker = ""
-                for chunk in stream:
-                    if "error" in chunk:
-                        out.write(chunk["error"] + "\n")
-                        if marker:
-                            raise series_mod.SeriesError(f"the series does not apply: {marker.split(' ', 1)[1]}; "
-                                                         f"log: {log}")
-                        raise ImageBuildError(f"image {image} ({tag}) failed at {step or 'its first step'}: "
-                                              f"{_tail(chunk['error'])}; log: {log}")
-                    for line in chunk.get("stream", "").splitlines():
-                        out.write(line + "\n")
-                        step = self._line(image, line, step)
-                        if line.startswith(APPLY_FAILED):
-                            marker = line
+                for event in reading.events(stream):
+                    out.write(event.line + "\n")
+                    if event.kind != "error":
+                        self.progress(event)
                     if time.monotonic() - started > self.cfg.timeouts.image_build_s:
                         raise ImageBuildError(f"image {image} ({tag}) did not build within "
-                                              f"{self.cfg.timeouts.image_build_s:.0f} s (at {step}); log: {log}")
+                                              f"{self.cfg.timeouts.image_build_s:.0f} s (at {reading.step}); "
+                                              f"log: {log}")
             except docker.errors.APIError as exc:
+                self._remove_layers(reading.created)
                 raise ImageBuildError(f"image {image} ({tag}) failed: {exc.explanation}; log: {log}") from exc
+            except LabError:
+                self._remove_layers(reading.created)
+                raise
         self.seconds[tag] = round(time.monotonic() - started, 1)
         self._event(image, f"built {tag} in {self.seconds[tag]:.0f} s")
         return tag
@@ -318,17 +314,16 @@ class ImageBuilder:
                                   f"(images.min_free_gb: {need:g}); free some space (docker system prune) or "
                                   "lower that setting")
 
-    def _line(self, image: str, line: str, step: str) -> str:
-        m = STEP_RE.match(line)
-        if m:
-            self.progress(BuildEvent(image, "step", line, (int(m.group(1)), int(m.group(2)))))
-            return f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
-        n = NINJA_RE.match(line)
-        if n:
-            self.progress(BuildEvent(image, "ninja", line, (int(n.group(1)), int(n.group(2)))))
-        else:
-            self.progress(BuildEvent(image, "output", line))
-        return step
+    def _remove_layers(self, created: list[str]) -> None:
+        """The images a failed build committed, newest first, each only while it is still untagged:
+        the legacy builder leaves them behind as dangling images. Cached layers are not in the list;
+        an image something else has come to depend on stays (Docker refuses, and nothing is forced)."""
+        for image_id in reversed(created):
+            try:
+                if not self.client.images.get(image_id).tags:
+                    self.client.images.remove(image_id, noprune=True)
+            except docker.errors.APIError:
+                pass  # gone already, or now a parent of another image: not this build's to remove
 
     def _event(self, image: str, line: str) -> None:
         self.progress(BuildEvent(image, "info", line))
@@ -336,6 +331,56 @@ class ImageBuilder:
     def _log_path(self, tag: str) -> Path:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         return self.log_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", tag) + ".log")
+
+
+@dataclass
+class BuildStream:
+    """Reads the decoded chunks of a legacy-builder build (``client.api.build``), without any I/O.
+
+    ``events`` turns each line into a BuildEvent (``step``, ``ninja`` or ``output``; ``error`` for
+    the build's error) and raises when the build fails: SeriesError when apply-series said which
+    patch did not apply, else ImageBuildError naming the step. ``created`` lists the images the
+    build committed (``" ---> <id>"`` after a step that ran, not one from the cache or a FROM).
+    """
+
+    image: str
+    tag: str
+    log: Path
+    step: str = ""
+    apply_failed: str = ""
+    created: list[str] = field(default_factory=list)
+    _reused: bool = False  # the current step's image is an existing one (cache, FROM)
+
+    def events(self, chunks: Iterable[Mapping[str, Any]]) -> Iterator[BuildEvent]:
+        for chunk in chunks:
+            if "error" in chunk:
+                error = str(chunk["error"])
+                yield BuildEvent(self.image, "error", error)
+                raise self._failure(error)
+            for line in str(chunk.get("stream", "")).splitlines():
+                yield self._read(line)
+
+    def _read(self, line: str) -> BuildEvent:
+        if m := STEP_RE.match(line):
+            self.step = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
+            self._reused = m.group(3).upper().startswith("FROM ")
+            return BuildEvent(self.image, "step", line, (int(m.group(1)), int(m.group(2))))
+        if line.strip() == "---> Using cache":
+            self._reused = True
+        elif m := LAYER_RE.match(line):
+            if not self._reused:
+                self.created.append(m.group(1))
+        elif line.startswith(APPLY_FAILED):
+            self.apply_failed = line.split(" ", 1)[1] if " " in line else line
+        if n := NINJA_RE.match(line):
+            return BuildEvent(self.image, "ninja", line, (int(n.group(1)), int(n.group(2))))
+        return BuildEvent(self.image, "output", line)
+
+    def _failure(self, error: str) -> LabError:
+        if self.apply_failed:
+            return series_mod.SeriesError(f"the series does not apply: {self.apply_failed}; log: {self.log}")
+        return ImageBuildError(f"image {self.image} ({self.tag}) failed at {self.step or 'its first step'}: "
+                               f"{_tail(error)}; log: {self.log}")
 
 
 def qemu_build_args(base: str, q: QemuSource, mirror_setting: str) -> dict[str, str]:

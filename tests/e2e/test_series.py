@@ -12,6 +12,7 @@ import pytest
 
 from lab import images
 from lab.config import LabConfig, SeriesSource
+from lab.errors import ImageBuildError
 from lab.series import SeriesError
 
 pytestmark = pytest.mark.e2e
@@ -37,11 +38,14 @@ def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.Docker
     mbox = seed_patch_mbox(tmp_path / "patch-12.mbox")
     profile = replace(lab_config.profiles["baseline"], name="seed-patch-12",
                       series=SeriesSource(mbox=str(mbox)))
-    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs")
+    events: list[images.BuildEvent] = []
+    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs", events.append)
     baseline = lab_images.get("baseline") or builder.ensure(lab_config.profiles["baseline"])
     baseline_qemu = lab_docker.images.get(baseline.qemu).id
+    before = image_ids(lab_docker)
     with pytest.raises(SeriesError) as failure:
         builder.ensure(profile)
+    assert_committed_images_removed(lab_docker, events, before)
     message = str(failure.value)
     assert "patch 1/1" in message and "net/filter-mirror.c" in message, message
     assert "keep mirroring while stopped" in message and "10.2.2" in message, message
@@ -50,6 +54,37 @@ def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.Docker
     assert lab_docker.images.get(baseline.qemu).id == baseline_qemu
     assert not lab_docker.images.list(name=f"{lab_config.name}/qemu-series",
                                       filters={"label": "io.nfcl.profile=seed-patch-12"})
+
+
+def image_ids(client: docker.DockerClient) -> set[str]:
+    return {str(img.id).removeprefix("sha256:")[:12] for img in client.images.list(all=True)}
+
+
+def assert_committed_images_removed(client: docker.DockerClient, events: list[images.BuildEvent],
+                                    before: set[str]) -> None:
+    """Every image the failed build announced that was not there before it is gone again."""
+    announced = {m.group(1)[:12] for e in events if (m := images.LAYER_RE.match(e.line))}
+    assert announced, "the build announced no image: nothing was checked"
+    left = (announced - before) & image_ids(client)
+    assert not left, f"the failed build left {left} behind"
+
+
+def test_a_failed_build_leaves_none_of_the_images_it_committed(lab_docker: docker.DockerClient,
+                                                               lab_config: LabConfig, tmp_path: Path) -> None:
+    events: list[images.BuildEvent] = []
+    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs", events.append)
+    base = builder.ensure_base()
+    folder = tmp_path / "context"
+    folder.mkdir()
+    # A file of this test's own: the COPY commits a new image, never one from the cache.
+    (folder / "marker").write_text(str(tmp_path))
+    (folder / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY marker /marker\nRUN echo more > /more\n"
+                                       "RUN echo failing on purpose; exit 3\n")
+    before = image_ids(lab_docker)
+    with pytest.raises(ImageBuildError, match=r"failed at step 5/\d+ \(RUN echo failing on purpose"):
+        builder._build("probe", "", images.Context(folder), {"BASE": base}, builder._labels("probe"), rebuild=True)
+    assert_committed_images_removed(lab_docker, events, before)
+    assert lab_docker.images.get(base)  # the base it built on stays
 
 
 def test_control_series_provenance(lab_images: dict[str, images.ImageSet], lab_docker: docker.DockerClient) -> None:
