@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 
 from lab import apt, resources
 from lab import series as series_mod
@@ -121,6 +123,7 @@ class ImageBuilder:
         self.log_dir = log_dir
         self.progress = progress or (lambda event: None)
         self._base: str | None = None
+        self._mirror: str | None = None
         self.seconds: dict[str, float] = {}  # per tag: how long its build took (0: reused as it was)
 
     def ensure(self, profile: Profile, rebuild: bool = False) -> ImageSet:
@@ -181,7 +184,39 @@ class ImageBuilder:
         return tag
 
     def mirror(self) -> str:
-        return self.cfg.images.mirror if self.cfg.images.mirror != "auto" else apt.debian_mirror()
+        """The Debian mirror: lab.yaml's, else the one debootstrap takes (this machine's apt sources),
+        else, for a registry base, the one the base image's own apt sources name."""
+        if self._mirror is None:
+            images = self.cfg.images
+            if images.mirror != "auto":
+                self._mirror = images.mirror
+            elif images.base == "registry":
+                self._mirror = self._image_mirror(self.ensure_base())
+            else:
+                self._mirror = apt.debian_mirror()
+        return self._mirror
+
+    def _image_mirror(self, image: str) -> str:
+        """Reads an image's apt sources in a short-lived container of it (labelled, removed after)."""
+        name = f"{self.cfg.name}-apt-sources-{os.getpid()}"
+        try:
+            with resources.uninterrupted():
+                container = self.client.containers.create(
+                    image, ["sh", "-c", apt.LISTING_SCRIPT], name=name, network_disabled=True,
+                    labels=resources.labels(self.cfg.name, role="apt-sources"))
+            try:
+                container.start()
+                status = container.wait(timeout=60).get("StatusCode")
+                output = container.logs(stdout=True, stderr=False).decode(errors="replace")
+            finally:
+                container.remove(force=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ImageBuildError(f"cannot read the apt sources of {image} ({exc}); set images.mirror in "
+                                  "lab.yaml to a Debian mirror URL") from exc
+        if status != 0:
+            raise ImageBuildError(f"reading the apt sources of {image} failed (exit {status}); set images.mirror "
+                                  "in lab.yaml to a Debian mirror URL")
+        return apt.mirror_of(apt.sources_in_listing(output), f"image {image} (its /etc/apt)")
 
     def _debootstrap(self, tag: str, suite: str, mirror: str) -> None:
         if shutil.which("debootstrap") is None:
@@ -210,7 +245,7 @@ class ImageBuilder:
     def _qemu(self, base: str, q: QemuSource, rebuild: bool) -> str:
         ctx = Context(IMAGES_DIR / "qemu")
         ctx.files["tree/.placeholder"], ctx.modes["tree/.placeholder"] = b"", 0o644
-        args = qemu_build_args(base, q, self.cfg.images.mirror)
+        args = qemu_build_args(base, q, self.mirror() if q.source == "debian" else "")
         version = q.upstream_version if q.source == "debian" else ""
         if q.source == "local":
             add_checkout(ctx, Path(q.path) if Path(q.path).is_absolute() else self.cfg.path.parent / q.path)
@@ -383,13 +418,13 @@ class BuildStream:
                                f"{_tail(error)}; log: {self.log}")
 
 
-def qemu_build_args(base: str, q: QemuSource, mirror_setting: str) -> dict[str, str]:
-    """The qemu builder's build arguments for a tree source (see images/qemu/fetch-qemu)."""
+def qemu_build_args(base: str, q: QemuSource, mirror: str) -> dict[str, str]:
+    """The qemu builder's build arguments for a tree source (see images/qemu/fetch-qemu); ``mirror``
+    is the Debian mirror a debian source is fetched from (ImageBuilder.mirror)."""
     args = {"BASE": base, "QEMU_SOURCE": q.source}
     if q.source == "debian":
-        # With MIRROR empty the builder takes the mirror from the base image's apt configuration,
-        # which debootstrap wrote from this machine's (or the registry image came with).
-        mirror = "" if mirror_setting == "auto" else mirror_setting
+        if not mirror:
+            raise ImageBuildError(f"{q.describe()}: no Debian mirror to fetch it from; set images.mirror")
         return args | {"QEMU_DEBIAN_VERSION": q.version, "QEMU_DEBIAN_SUITE": q.suite, "MIRROR": mirror}
     args["CONFIGURE_DOWNLOAD"] = "--enable-download"  # a git tree fetches its subprojects
     if q.source == "git":

@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import images
+from lab import apt, images
 from lab.config import LabConfig, SeriesSource
 from lab.errors import ImageBuildError
 from lab.series import SeriesError
@@ -85,6 +85,16 @@ def test_a_failed_build_leaves_none_of_the_images_it_committed(lab_docker: docke
         builder._build("probe", "", images.Context(folder), {"BASE": base}, builder._labels("probe"), rebuild=True)
     assert_committed_images_removed(lab_docker, events, before)
     assert lab_docker.images.get(base)  # the base it built on stays
+
+
+def test_a_registry_base_gives_the_mirror_its_own_apt_sources_name(lab_docker: docker.DockerClient,
+                                                                   lab_config: LabConfig, tmp_path: Path) -> None:
+    base = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs").ensure_base()
+    # The lab's debootstrap base stands in for a registry image: its apt sources are what debootstrap wrote.
+    as_registry = replace(lab_config, images=replace(lab_config.images, base="registry", registry_image=base))
+    builder = images.ImageBuilder(lab_docker, as_registry, tmp_path / "logs")
+    assert builder.mirror() == apt.debian_mirror()
+    assert not lab_docker.containers.list(all=True, filters={"label": "io.nfcl.role=apt-sources"})
 
 
 def test_control_series_provenance(lab_images: dict[str, images.ImageSet], lab_docker: docker.DockerClient) -> None:

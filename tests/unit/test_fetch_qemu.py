@@ -75,3 +75,10 @@ def test_a_url_that_looks_like_an_option_is_a_name(upstream: Path, tmp_path: Pat
     marker = tmp_path / "ran"
     done = fetch(tmp_path / "src", f"--upload-pack=touch {marker};git-upload-pack", "main")
     assert done.returncode != 0 and not marker.exists()
+
+
+def test_a_debian_source_without_a_mirror_stops_before_touching_apt(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MIRROR"} | {"QEMU_SRC_ROOT": str(tmp_path / "src")}
+    done = subprocess.run(["sh", str(SCRIPT), "debian"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "MIRROR" in done.stderr and "is not set" in done.stderr
+    assert not (tmp_path / "src" / "qemu").exists()

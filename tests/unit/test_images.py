@@ -15,17 +15,31 @@ from lab.images import IMAGES_DIR, BuildEvent, BuildStream, Context, add_checkou
 from lab.series import SeriesError
 
 
-def test_debian_source_takes_the_mirror_from_the_base_image_unless_one_is_set() -> None:
+def test_debian_source_is_always_given_its_mirror() -> None:
     q = QemuSource(source="debian", version="1:10.2.2+ds-1", suite="sid")
-    args = qemu_build_args("nfcl/base:x", q, "auto")
+    args = qemu_build_args("nfcl/base:x", q, "http://mirror.example/debian")
     assert args == {"BASE": "nfcl/base:x", "QEMU_SOURCE": "debian", "QEMU_DEBIAN_VERSION": "1:10.2.2+ds-1",
-                    "QEMU_DEBIAN_SUITE": "sid", "MIRROR": ""}
-    assert qemu_build_args("b", q, "http://mirror.example/debian")["MIRROR"] == "http://mirror.example/debian"
+                    "QEMU_DEBIAN_SUITE": "sid", "MIRROR": "http://mirror.example/debian"}
+    with pytest.raises(ImageBuildError, match="no Debian mirror"):
+        qemu_build_args("nfcl/base:x", q, "")
+
+
+def test_the_mirror_of_a_debootstrap_base_is_this_machines_or_the_configured_one(tmp_path: Path) -> None:
+    from lab import apt
+    from lab.config import parse
+    from lab.images import ImageBuilder
+
+    data = {"profiles": {"p": {}}, "scenarios": {"m": {"filter": "filter-mirror", "expect": {"p": "gap"}}}}
+    configured = parse(data | {"images": {"mirror": "http://mirror.example/debian"}})
+    assert ImageBuilder(None, configured, tmp_path).mirror() == "http://mirror.example/debian"  # type: ignore[arg-type]
+    if not apt.APT_DIR.is_dir():
+        pytest.skip("this machine has no apt configuration")
+    assert ImageBuilder(None, parse(data), tmp_path).mirror() == apt.debian_mirror()  # type: ignore[arg-type]
 
 
 def test_git_source_names_url_and_ref_and_lets_configure_fetch_subprojects() -> None:
     q = QemuSource(source="git", url="https://git.example/qemu.git", ref="092009a55c16")
-    args = qemu_build_args("b", q, "auto")
+    args = qemu_build_args("b", q, "")
     assert args["QEMU_SOURCE"] == "git" and args["QEMU_GIT_REF"] == "092009a55c16"
     assert args["QEMU_GIT_URL"] == "https://git.example/qemu.git"
     assert args["CONFIGURE_DOWNLOAD"] == "--enable-download" and "MIRROR" not in args
