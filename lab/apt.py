@@ -1,4 +1,4 @@
-"""This machine's Debian mirror, read from its apt configuration (never named in the project)."""
+"""A Debian mirror, read from apt configuration: this machine's, or an image's (never named in the project)."""
 
 from __future__ import annotations
 
@@ -8,20 +8,42 @@ from pathlib import Path
 from lab.errors import ConfigError
 
 APT_DIR = Path("/etc/apt")
+MARKER = "### nfcl-apt-source"
+# Run in a container of an image: its apt sources, each file after a line naming it.
+LISTING_SCRIPT = ('for f in /etc/apt/sources.list /etc/apt/sources.list.d/*; do '
+                  f'[ -f "$f" ] && printf "\\n{MARKER} %s\\n" "$f" && cat "$f"; done; true')
 
 
 def debian_mirror(apt_dir: Path = APT_DIR) -> str:
     """The first Debian archive URI (not the security archive) of deb822 or one-line sources."""
+    files = [*sorted(apt_dir.glob("sources.list.d/*.sources")), apt_dir / "sources.list",
+             *sorted(apt_dir.glob("sources.list.d/*.list"))]
+    sources = [(f.name, f.read_text(errors="replace")) for f in files if f.is_file()]
+    return mirror_of(sources, str(apt_dir))
+
+
+def sources_in_listing(text: str) -> list[tuple[str, str]]:
+    """(file name, text) of each file in the output of LISTING_SCRIPT."""
+    sources = []
+    for section in text.split(f"\n{MARKER} ")[1:]:
+        path, _, body = section.partition("\n")
+        sources.append((path.strip().rsplit("/", 1)[-1], body))
+    return sources
+
+
+def mirror_of(sources: list[tuple[str, str]], where: str) -> str:
+    """The first Debian archive of apt sources given as (file name, text): ``*.sources`` files are
+    deb822 and come first, as apt reads them; any other is one-line."""
     candidates: list[str] = []
-    for f in sorted(apt_dir.glob("sources.list.d/*.sources")):
-        candidates += _deb822_uris(f.read_text(errors="replace"))
-    for f in [apt_dir / "sources.list", *sorted(apt_dir.glob("sources.list.d/*.list"))]:
-        if f.exists():
-            candidates += _one_line_uris(f.read_text(errors="replace"))
+    for name, text in sorted(sources, key=lambda s: not s[0].endswith(".sources")):
+        if name.endswith(".sources"):
+            candidates += _deb822_uris(text)
+        elif name.endswith(".list"):  # apt reads no other file (.save, .orig, ...)
+            candidates += _one_line_uris(text)
     for uri in candidates:
         if "security" not in uri:
             return uri.rstrip("/")
-    raise ConfigError(str(apt_dir), "no Debian archive found in the apt sources",
+    raise ConfigError(where, "no Debian archive found in the apt sources",
                       "set images.mirror in lab.yaml to a Debian mirror URL")
 
 

@@ -93,6 +93,7 @@ def _load(args: argparse.Namespace) -> LabConfig:
 def cmd_build(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     profiles = select_profiles(cfg, args.profile)
+    images.check_local_series(cfg, profiles)
     with BuildDisplay(console) as display:
         runner = Runner.connect(cfg, display)
         started = time.monotonic()
@@ -106,6 +107,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     out = Path(args.out) if args.out else cfg.results_root / time.strftime("run-%Y%m%d-%H%M%S")
     cells = select_cells(cfg, args.profile, args.scenario)
+    images.check_local_series(cfg, list(dict.fromkeys(c.profile for c in cells)))
     doctor.require_tun()
     with BuildDisplay(console) as display:
         runner = Runner.connect(cfg, display)
@@ -169,6 +171,7 @@ def cmd_series(args: argparse.Namespace, console: Console) -> int:
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     cell = select_cells(cfg, [args.profile] if args.profile else None, [args.scenario] if args.scenario else None)[0]
+    images.check_local_series(cfg, [cell.profile])
     doctor.require_tun()
     with BuildDisplay(console) as display:
         runner = Runner.connect(cfg, display)

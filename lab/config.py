@@ -7,7 +7,7 @@ looks at raw YAML. Every error names the key path, what was found and what is al
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,14 @@ BASE_SOURCES = ("debootstrap", "registry")
 QEMU_SOURCES = ("debian", "git", "local")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+# A QOM property name as QEMU's -object option accepts it.
+PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+# Set by the lab on the filter under test (lab.qemu.Filter); a scenario repeating one would override it.
+LAB_PROPERTIES = ("id", "netdev", "queue", "outdev", "indev", "vnet_hdr_support")
+# What `git clone` is given: a URL of a network transport or an absolute path; never an option.
+GIT_URL_RE = re.compile(r"^(?:(?:https?|git|ssh)://[^\s/-][^\s]*|/[^\s]*)$")
+# A commit hash, tag or branch name; `..` would name a range, and a leading '-' an option.
+GIT_REF_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
 @dataclass(frozen=True)
@@ -174,31 +182,31 @@ class _Reader:
         self.where = where
         self.seen: set[str] = set()
 
-    def _path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
+    def key_path(self, key: object) -> str:
+        return f"{self.where}.{_key_text(key)}" if self.where else _key_text(key)
 
     def child(self, key: str, required: bool = False) -> _Reader:
         self.seen.add(key)
         if key not in self.data:
             if required:
-                raise ConfigError(self._path(key), "missing")
-            return _Reader({}, self._path(key))
-        return _Reader(self.data[key], self._path(key))
+                raise ConfigError(self.key_path(key), "missing")
+            return _Reader({}, self.key_path(key))
+        return _Reader(self.data[key], self.key_path(key))
 
     def text(self, key: str, default: str, choices: tuple[str, ...] = (),
              pattern: re.Pattern[str] | None = None) -> str:
         value = self._get(key, default, str, "a string")
         if choices and value not in choices:
-            raise ConfigError(self._path(key), f"{value!r} is not allowed", f"allowed: {', '.join(choices)}")
-        if pattern and not pattern.match(value):
-            raise ConfigError(self._path(key), f"{value!r} is malformed", f"must match {pattern.pattern}")
+            raise ConfigError(self.key_path(key), f"{value!r} is not allowed", f"allowed: {', '.join(choices)}")
+        if pattern and not pattern.fullmatch(value):
+            raise ConfigError(self.key_path(key), f"{value!r} is malformed", f"must match {pattern.pattern}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
         value = self.data.get(key, default)
         self.seen.add(key)
         if not isinstance(value, bool):
-            raise ConfigError(self._path(key), f"expected true or false, found {_kind(value)}")
+            raise ConfigError(self.key_path(key), f"expected true or false, found {_kind(value)}")
         return value
 
     def number(self, key: str, default: float, low: float, high: float) -> float:
@@ -211,7 +219,7 @@ class _Reader:
 
     def _in_range(self, key: str, value: float, low: float, high: float) -> float:
         if not low <= value <= high:
-            raise ConfigError(self._path(key), f"{value} is out of range", f"allowed: {low} to {high}")
+            raise ConfigError(self.key_path(key), f"{value} is out of range", f"allowed: {low} to {high}")
         return value
 
     def _get(self, key: str, default: Any, types: type | tuple[type, ...], what: str) -> Any:
@@ -219,7 +227,7 @@ class _Reader:
         value = self.data.get(key, default)
         # YAML's booleans are ints to Python; a boolean is never a valid number here.
         if isinstance(value, bool) or not isinstance(value, types):
-            raise ConfigError(self._path(key), f"expected {what}, found {_kind(value)}")
+            raise ConfigError(self.key_path(key), f"expected {what}, found {_kind(value)}")
         return value
 
     def names(self) -> list[str]:
@@ -229,7 +237,14 @@ class _Reader:
         unknown = [k for k in self.data if k not in self.seen]
         if unknown:
             allowed = ", ".join(sorted(self.seen)) or "none"
-            raise ConfigError(self._path(str(unknown[0])), "unknown key", f"allowed here: {allowed}")
+            raise ConfigError(self.key_path(unknown[0]), "unknown key", f"allowed here: {allowed}")
+
+
+def _key_text(key: object) -> str:
+    """A key as a key path shows it: as written when it is a plain word, else quoted (one line)."""
+    if isinstance(key, str) and key and all(ch.isprintable() and not ch.isspace() for ch in key):
+        return key
+    return repr(key)
 
 
 def _kind(value: object) -> str:
@@ -246,6 +261,8 @@ class _StrictLoader(yaml.SafeLoader):
         seen: dict[Any, int] = {}
         for key_node, _value in node.value:
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if not isinstance(key, Hashable):
+                break  # SafeLoader's own construction refuses it, naming the line
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark)
@@ -255,19 +272,42 @@ class _StrictLoader(yaml.SafeLoader):
 
 def load(path: Path) -> LabConfig:
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(str(path), f"cannot read: {exc.strerror}", "pass --config FILE") from exc
     try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), f"not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x})") from exc
+    try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ConfigError(where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        raise ConfigError(_yaml_where(path, exc), f"not valid YAML: {_yaml_problem(exc)}") from exc
+    except RecursionError as exc:
+        raise ConfigError(str(path), "not valid YAML: nested too deeply") from exc
+    except ValueError as exc:  # e.g. a value YAML takes for a date that is none, an integer too long
+        raise ConfigError(str(path), f"not valid YAML: {' '.join(str(exc).split())}") from exc
     try:
         return parse(data, path)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc.where}", exc.problem, exc.hint) from None
+
+
+def _yaml_where(path: Path, exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{path}:{mark.line + 1}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        return f"{path}: character {exc.position + 1}"
+    return str(path)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        return f"character {char!r} is not allowed in YAML"
+    # PyYAML's messages run over several lines (context, marks): the problem alone, on one line.
+    return " ".join(str(getattr(exc, "problem", None) or exc).split())
 
 
 def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
@@ -287,7 +327,7 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
         min_free_gb=img.number("min_free_gb", 10.0, 0.0, 10000.0),
     )
     img.done()
-    if images.mirror != "auto" and not re.match(r"^https?://\S+$", images.mirror):
+    if images.mirror != "auto" and not re.fullmatch(r"https?://\S+", images.mirror):
         raise ConfigError("images.mirror", f"{images.mirror!r} is not a URL", "use auto or http(s)://...")
 
     profiles = _profiles(top.child("profiles", required=True))
@@ -313,15 +353,26 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
                      timeouts=timeouts, guest=guest)
 
 
-def _property(node: _Reader, key: str) -> str:
-    """A QOM property value as QEMU's command line spells it (booleans as on/off)."""
+def _property(node: _Reader, key: object) -> tuple[str, str]:
+    """A QOM property as QEMU's command line spells it (booleans as on/off).
+
+    The -object option is one comma-separated list of key=value: a value with a comma or an equals
+    sign would set other properties than the one named, so such values are refused, not escaped.
+    """
+    where = node.key_path(key)
+    if not isinstance(key, str) or not PROPERTY_RE.fullmatch(key):
+        raise ConfigError(where, "malformed property name", f"must match {PROPERTY_RE.pattern}")
+    if key in LAB_PROPERTIES:
+        raise ConfigError(where, "set by the lab itself", f"leave out: {', '.join(LAB_PROPERTIES)}")
     value = node.data[key]
     node.seen.add(key)
     if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, (int, float, str)) and str(value) and "," not in str(value):
-        return str(value)
-    raise ConfigError(f"{node.where}.{key}", f"{value!r} is not a property value", "a boolean, number or word")
+        return key, "on" if value else "off"
+    text = str(value) if isinstance(value, (int, float, str)) else ""
+    if text and all(ch.isprintable() and not ch.isspace() and ch not in ",=" for ch in text):
+        return key, text
+    raise ConfigError(where, f"{value!r} is not a property value",
+                      "a boolean, number or word without commas, equals signs or spaces")
 
 
 def _names(node: _Reader, kind: str) -> list[str]:
@@ -329,8 +380,8 @@ def _names(node: _Reader, kind: str) -> list[str]:
     if not names:
         raise ConfigError(node.where, f"no {kind} defined", "define at least one")
     for name in names:
-        if not isinstance(name, str) or not NAME_RE.match(name):
-            raise ConfigError(f"{node.where}.{name}", f"malformed {kind} name", f"must match {NAME_RE.pattern}")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise ConfigError(node.key_path(name), f"malformed {kind} name", f"must match {NAME_RE.pattern}")
     return names
 
 
@@ -345,6 +396,7 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
         q.done()
         if qemu.source == "git" and not (qemu.url and qemu.ref):
             raise ConfigError(f"profiles.{name}.qemu", "source git needs url and ref", "e.g. a commit hash")
+        _git_source(qemu, f"profiles.{name}.qemu")
         if qemu.source == "local" and not qemu.path:
             raise ConfigError(f"profiles.{name}.qemu.path", "missing", "source local needs the checkout's path")
         series = None
@@ -363,7 +415,20 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
         profiles[name] = Profile(name=name, description=p.text("description", ""), qemu=qemu, series=series,
                                  default=p.boolean("default", True))
         p.done()
+    if not any(p.default for p in profiles.values()):
+        # Plain `lab run` and `lab build` would have nothing to build.
+        raise ConfigError(node.where, "every profile has default: false",
+                          "set default: true (or leave default out) on at least one profile")
     return profiles
+
+
+def _git_source(qemu: QemuSource, where: str) -> None:
+    if qemu.url and not (GIT_URL_RE.fullmatch(qemu.url) and qemu.url.isprintable()):
+        raise ConfigError(f"{where}.url", f"{qemu.url!r} is not a git URL",
+                          "https://, http://, git:// or ssh:// URL, or an absolute path")
+    if qemu.ref and not GIT_REF_RE.fullmatch(qemu.ref):
+        raise ConfigError(f"{where}.ref", f"{qemu.ref!r} is not a commit, tag or branch name",
+                          f"must match {GIT_REF_RE.pattern}")
 
 
 def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, ScenarioSpec]:
@@ -376,14 +441,14 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
         expect = {}
         for profile in ex.names():
             if profile not in profiles:
-                raise ConfigError(f"{where}.expect.{profile}", "unknown profile", f"known: {', '.join(profiles)}")
+                raise ConfigError(ex.key_path(profile), "unknown profile", f"known: {', '.join(profiles)}")
             expect[profile] = ex.text(profile, "", VERDICTS)
         for profile in profiles:
             if profile not in expect:
                 raise ConfigError(f"{where}.expect", f"no expected verdict for profile {profile!r}",
                                   f"add {profile}: continuous or gap")
         pr = s.child("properties")
-        props = tuple((k, _property(pr, k)) for k in pr.names())
+        props = tuple(_property(pr, k) for k in pr.names())
         pr.done()
         scenarios[name] = ScenarioSpec(name=name, filter=filt, expect=expect, description=s.text("description", ""),
                                    properties=props)

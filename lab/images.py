@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -22,13 +23,14 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 
 from lab import apt, resources
 from lab import series as series_mod
@@ -41,6 +43,7 @@ AGENTS_DIR = ROOT / "lab" / "agents"
 MESON_VERSION = "1.9.0"
 NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)")
+LAYER_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")  # the image a step committed (or took from the cache)
 APPLY_FAILED = "SERIES-APPLY-FAILED"  # printed by images/series/apply-series
 
 
@@ -120,6 +123,7 @@ class ImageBuilder:
         self.log_dir = log_dir
         self.progress = progress or (lambda event: None)
         self._base: str | None = None
+        self._mirror: str | None = None
         self.seconds: dict[str, float] = {}  # per tag: how long its build took (0: reused as it was)
 
     def ensure(self, profile: Profile, rebuild: bool = False) -> ImageSet:
@@ -137,13 +141,7 @@ class ImageBuilder:
                         build_seconds={t: self.seconds[t] for t in tags if t in self.seconds})
 
     def load_series(self, source: SeriesSource) -> series_mod.Series:
-        if source.mbox:
-            path = Path(source.mbox)
-            loaded = series_mod.load_local(path if path.is_absolute() else self.cfg.path.parent / path)
-            # As lab.yaml names it: the same series gives the same image wherever the checkout lies.
-            return dataclasses.replace(loaded, origin=source.mbox)
-        patchwork, info = series_mod.resolve(source.ref, source.patchwork or None)
-        return patchwork.fetch(info)
+        return load_series(self.cfg, source)
 
     def exists(self, tag: str) -> bool:
         try:
@@ -180,7 +178,39 @@ class ImageBuilder:
         return tag
 
     def mirror(self) -> str:
-        return self.cfg.images.mirror if self.cfg.images.mirror != "auto" else apt.debian_mirror()
+        """The Debian mirror: lab.yaml's, else the one debootstrap takes (this machine's apt sources),
+        else, for a registry base, the one the base image's own apt sources name."""
+        if self._mirror is None:
+            images = self.cfg.images
+            if images.mirror != "auto":
+                self._mirror = images.mirror
+            elif images.base == "registry":
+                self._mirror = self._image_mirror(self.ensure_base())
+            else:
+                self._mirror = apt.debian_mirror()
+        return self._mirror
+
+    def _image_mirror(self, image: str) -> str:
+        """Reads an image's apt sources in a short-lived container of it (labelled, removed after)."""
+        name = f"{self.cfg.name}-apt-sources-{os.getpid()}"
+        try:
+            with resources.uninterrupted():
+                container = self.client.containers.create(
+                    image, ["sh", "-c", apt.LISTING_SCRIPT], name=name, network_disabled=True,
+                    labels=resources.labels(self.cfg.name, role="apt-sources"))
+            try:
+                container.start()
+                status = container.wait(timeout=60).get("StatusCode")
+                output = container.logs(stdout=True, stderr=False).decode(errors="replace")
+            finally:
+                container.remove(force=True)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ImageBuildError(f"cannot read the apt sources of {image} ({exc}); set images.mirror in "
+                                  "lab.yaml to a Debian mirror URL") from exc
+        if status != 0:
+            raise ImageBuildError(f"reading the apt sources of {image} failed (exit {status}); set images.mirror "
+                                  "in lab.yaml to a Debian mirror URL")
+        return apt.mirror_of(apt.sources_in_listing(output), f"image {image} (its /etc/apt)")
 
     def _debootstrap(self, tag: str, suite: str, mirror: str) -> None:
         if shutil.which("debootstrap") is None:
@@ -209,15 +239,12 @@ class ImageBuilder:
     def _qemu(self, base: str, q: QemuSource, rebuild: bool) -> str:
         ctx = Context(IMAGES_DIR / "qemu")
         ctx.files["tree/.placeholder"], ctx.modes["tree/.placeholder"] = b"", 0o644
-        args = qemu_build_args(base, q, self.cfg.images.mirror)
+        args = qemu_build_args(base, q, self.mirror() if q.source == "debian" else "")
         version = q.upstream_version if q.source == "debian" else ""
         if q.source == "local":
-            add_checkout(ctx, Path(q.path) if Path(q.path).is_absolute() else self.cfg.path.parent / q.path)
-            version = ctx.files.get("tree/VERSION", b"").decode().strip()
-            if any(name.startswith("tree/subprojects/keycodemapdb/") for name in ctx.files):
-                # The checkout carries its subprojects (configured before, or from a tarball): use
-                # them as they are; letting meson "update" them inside a repository makes it fetch.
-                args["CONFIGURE_DOWNLOAD"] = "--disable-download"
+            version, local_args = local_tree(ctx, Path(q.path) if Path(q.path).is_absolute()
+                                             else self.cfg.path.parent / q.path)
+            args |= local_args
         with tempfile.TemporaryDirectory() as tmp:
             for wheel in self._wheels(Path(tmp)):
                 ctx.add(f"wheels/{wheel.name}", wheel)
@@ -280,32 +307,27 @@ class ImageBuilder:
         self._require_space(image)
         log = self._log_path(tag)
         self._event(image, f"building {tag} (log: {log})")
-        step = ""
         started = time.monotonic()
+        reading = BuildStream(image, tag, log)
         with log.open("w", buffering=1) as out:  # line by line: people tail it
             try:
                 stream = self.client.api.build(
                     fileobj=ctx.tar(), custom_context=True, tag=tag, buildargs=args, labels=labels,
                     rm=True, forcerm=True, decode=True, timeout=int(self.cfg.timeouts.image_build_s))
-                marker = ""
-                for chunk in stream:
-                    if "error" in chunk:
-                        out.write(chunk["error"] + "\n")
-                        if marker:
-                            raise series_mod.SeriesError(f"the series does not apply: {marker.split(' ', 1)[1]}; "
-                                                         f"log: {log}")
-                        raise ImageBuildError(f"image {image} ({tag}) failed at {step or 'its first step'}: "
-                                              f"{_tail(chunk['error'])}; log: {log}")
-                    for line in chunk.get("stream", "").splitlines():
-                        out.write(line + "\n")
-                        step = self._line(image, line, step)
-                        if line.startswith(APPLY_FAILED):
-                            marker = line
+                for event in reading.events(stream):
+                    out.write(event.line + "\n")
+                    if event.kind != "error":
+                        self.progress(event)
                     if time.monotonic() - started > self.cfg.timeouts.image_build_s:
                         raise ImageBuildError(f"image {image} ({tag}) did not build within "
-                                              f"{self.cfg.timeouts.image_build_s:.0f} s (at {step}); log: {log}")
+                                              f"{self.cfg.timeouts.image_build_s:.0f} s (at {reading.step}); "
+                                              f"log: {log}")
             except docker.errors.APIError as exc:
+                self._remove_layers(reading.created)
                 raise ImageBuildError(f"image {image} ({tag}) failed: {exc.explanation}; log: {log}") from exc
+            except LabError:
+                self._remove_layers(reading.created)
+                raise
         self.seconds[tag] = round(time.monotonic() - started, 1)
         self._event(image, f"built {tag} in {self.seconds[tag]:.0f} s")
         return tag
@@ -318,17 +340,16 @@ class ImageBuilder:
                                   f"(images.min_free_gb: {need:g}); free some space (docker system prune) or "
                                   "lower that setting")
 
-    def _line(self, image: str, line: str, step: str) -> str:
-        m = STEP_RE.match(line)
-        if m:
-            self.progress(BuildEvent(image, "step", line, (int(m.group(1)), int(m.group(2)))))
-            return f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
-        n = NINJA_RE.match(line)
-        if n:
-            self.progress(BuildEvent(image, "ninja", line, (int(n.group(1)), int(n.group(2)))))
-        else:
-            self.progress(BuildEvent(image, "output", line))
-        return step
+    def _remove_layers(self, created: list[str]) -> None:
+        """The images a failed build committed, newest first, each only while it is still untagged:
+        the legacy builder leaves them behind as dangling images. Cached layers are not in the list;
+        an image something else has come to depend on stays (Docker refuses, and nothing is forced)."""
+        for image_id in reversed(created):
+            try:
+                if not self.client.images.get(image_id).tags:
+                    self.client.images.remove(image_id, noprune=True)
+            except docker.errors.APIError:
+                pass  # gone already, or now a parent of another image: not this build's to remove
 
     def _event(self, image: str, line: str) -> None:
         self.progress(BuildEvent(image, "info", line))
@@ -338,18 +359,97 @@ class ImageBuilder:
         return self.log_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", tag) + ".log")
 
 
-def qemu_build_args(base: str, q: QemuSource, mirror_setting: str) -> dict[str, str]:
-    """The qemu builder's build arguments for a tree source (see images/qemu/fetch-qemu)."""
+@dataclass
+class BuildStream:
+    """Reads the decoded chunks of a legacy-builder build (``client.api.build``), without any I/O.
+
+    ``events`` turns each line into a BuildEvent (``step``, ``ninja`` or ``output``; ``error`` for
+    the build's error) and raises when the build fails: SeriesError when apply-series said which
+    patch did not apply, else ImageBuildError naming the step. ``created`` lists the images the
+    build committed (``" ---> <id>"`` after a step that ran, not one from the cache or a FROM).
+    """
+
+    image: str
+    tag: str
+    log: Path
+    step: str = ""
+    apply_failed: str = ""
+    created: list[str] = field(default_factory=list)
+    _reused: bool = False  # the current step's image is an existing one (cache, FROM)
+
+    def events(self, chunks: Iterable[Mapping[str, Any]]) -> Iterator[BuildEvent]:
+        for chunk in chunks:
+            if "error" in chunk:
+                error = str(chunk["error"])
+                yield BuildEvent(self.image, "error", error)
+                raise self._failure(error)
+            for line in str(chunk.get("stream", "")).splitlines():
+                yield self._read(line)
+
+    def _read(self, line: str) -> BuildEvent:
+        if m := STEP_RE.match(line):
+            self.step = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
+            self._reused = m.group(3).upper().startswith("FROM ")
+            return BuildEvent(self.image, "step", line, (int(m.group(1)), int(m.group(2))))
+        if line.strip() == "---> Using cache":
+            self._reused = True
+        elif m := LAYER_RE.match(line):
+            if not self._reused:
+                self.created.append(m.group(1))
+        elif line.startswith(APPLY_FAILED):
+            self.apply_failed = line.split(" ", 1)[1] if " " in line else line
+        if n := NINJA_RE.match(line):
+            return BuildEvent(self.image, "ninja", line, (int(n.group(1)), int(n.group(2))))
+        return BuildEvent(self.image, "output", line)
+
+    def _failure(self, error: str) -> LabError:
+        if self.apply_failed:
+            return series_mod.SeriesError(f"the series does not apply: {self.apply_failed}; log: {self.log}")
+        return ImageBuildError(f"image {self.image} ({self.tag}) failed at {self.step or 'its first step'}: "
+                               f"{_tail(error)}; log: {self.log}")
+
+
+def load_series(cfg: LabConfig, source: SeriesSource) -> series_mod.Series:
+    """A profile's series, read and checked (a local mbox or folder, or fetched from Patchwork)."""
+    if source.mbox:
+        path = Path(source.mbox)
+        loaded = series_mod.load_local(path if path.is_absolute() else cfg.path.parent / path)
+        # As lab.yaml names it: the same series gives the same image wherever the checkout lies.
+        return dataclasses.replace(loaded, origin=source.mbox)
+    patchwork, info = series_mod.resolve(source.ref, source.patchwork or None)
+    return patchwork.fetch(info)
+
+
+def check_local_series(cfg: LabConfig, profiles: list[Profile]) -> None:
+    """Local series read before anything else: a bad one is refused before Docker is even asked."""
+    for profile in profiles:
+        if profile.series is not None and profile.series.mbox:
+            load_series(cfg, profile.series)
+
+
+def qemu_build_args(base: str, q: QemuSource, mirror: str) -> dict[str, str]:
+    """The qemu builder's build arguments for a tree source (see images/qemu/fetch-qemu); ``mirror``
+    is the Debian mirror a debian source is fetched from (ImageBuilder.mirror)."""
     args = {"BASE": base, "QEMU_SOURCE": q.source}
     if q.source == "debian":
-        # With MIRROR empty the builder takes the mirror from the base image's apt configuration,
-        # which debootstrap wrote from this machine's (or the registry image came with).
-        mirror = "" if mirror_setting == "auto" else mirror_setting
+        if not mirror:
+            raise ImageBuildError(f"{q.describe()}: no Debian mirror to fetch it from; set images.mirror")
         return args | {"QEMU_DEBIAN_VERSION": q.version, "QEMU_DEBIAN_SUITE": q.suite, "MIRROR": mirror}
     args["CONFIGURE_DOWNLOAD"] = "--enable-download"  # a git tree fetches its subprojects
     if q.source == "git":
         args |= {"QEMU_GIT_URL": q.url, "QEMU_GIT_REF": q.ref}
     return args
+
+
+def local_tree(ctx: Context, tree: Path) -> tuple[str, dict[str, str]]:
+    """A checkout into the build context; its version, and the build arguments it needs."""
+    add_checkout(ctx, tree)
+    version = ctx.files.get("tree/VERSION", b"").decode(errors="replace").strip()
+    if any(name.startswith("tree/subprojects/keycodemapdb/") for name in ctx.files):
+        # The checkout carries its subprojects (configured before, or from a tarball): use them as
+        # they are; letting meson "update" them inside a repository makes it fetch.
+        return version, {"CONFIGURE_DOWNLOAD": "--disable-download"}
+    return version, {}
 
 
 def add_checkout(ctx: Context, tree: Path) -> None:

@@ -26,7 +26,7 @@ from lab.errors import LabError
 
 USER_AGENT = "netfilter-continuity-lab"
 FROM_LINE = re.compile(rb"^From [^\n]*\d{4}\s*$", re.MULTILINE)
-PREFIX = re.compile(r"^\s*\[[^\]]*?(\d+)/(\d+)\]\s*")
+PREFIX = re.compile(r"^\s*\[[^\]]*?([0-9]{1,6})/([0-9]{1,6})\]\s*")
 BRACKETS = re.compile(r"^\s*\[[^\]]*\]\s*")
 
 
@@ -89,6 +89,10 @@ class Patchwork:
 
     def get(self, path: str) -> bytes:
         url = self.url(path)
+        if not _is_http(url):
+            # urllib would open file:// and ftp:// as well: never a local file or another protocol.
+            raise SeriesError(f"{url}: not an http(s) URL; Patchwork is reached over http(s) only "
+                              "(check --patchwork or series.patchwork)")
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
@@ -102,35 +106,22 @@ class Patchwork:
                               "network, or use a local mbox (series.mbox)") from exc
 
     def get_json(self, path: str) -> dict[str, Any]:
-        body = self.get(path)
-        try:
-            data = json.loads(body)
-        except ValueError as exc:
-            raise SeriesError(f"Patchwork's answer at {self.url(path)} is not JSON "
-                              f"(starts with {body[:40]!r})") from exc
-        if not isinstance(data, dict):
-            raise SeriesError(f"Patchwork's answer at {self.url(path)} is not a JSON object")
-        return data
+        return json_object(self.get(path), self.url(path))
 
     def series_of_patch(self, patch_id: int) -> SeriesInfo:
-        record = self.get_json(f"patches/{patch_id}/")
-        series = record.get("series") or []
-        if not series:
-            raise SeriesError(f"Patchwork patch {patch_id} ({record.get('name', '?')}) belongs to no series")
-        return self.series(int(series[0]["id"]), fallback=series[0])
+        entry = patch_series(self.get_json(f"patches/{patch_id}/"), patch_id)
+        return self.series(entry["id"], fallback=entry)
 
     def series(self, series_id: int, fallback: dict[str, Any] | None = None) -> SeriesInfo:
         """The series record; when it cannot be had, what the patch record said of the series."""
+        api_url = self.url(f"series/{series_id}/")
         try:
             record = self.get_json(f"series/{series_id}/")
         except SeriesError:
             if fallback is None:
                 raise
             record = {**fallback, "received_all": None, "total": None}
-        return SeriesInfo(id=int(record["id"]), name=str(record.get("name") or f"series {series_id}"),
-                          version=int(record.get("version") or 1), mbox=str(record.get("mbox") or ""),
-                          received_all=record.get("received_all"), total=record.get("total"),
-                          api_url=self.url(f"series/{series_id}/"))
+        return series_info(record, series_id, api_url)
 
     def fetch(self, info: SeriesInfo) -> Series:
         if info.received_all is False:
@@ -139,12 +130,78 @@ class Patchwork:
                               "missing patches or use a local mbox")
         if not info.mbox:
             raise SeriesError(f"Patchwork series {info.id} has no mbox link")
+        if not _is_http(info.mbox):
+            raise SeriesError(f"Patchwork series {info.id}: its mbox link {info.mbox!r} is not an http(s) URL; "
+                              "the lab fetches mboxes over http(s) only (or use a local mbox, series.mbox)")
         patches = parse_mbox(self.get(info.mbox), info.mbox)
         if info.total and len(patches) != info.total:
             raise SeriesError(f"Patchwork series {info.id}: the mbox holds {len(patches)} patches, "
                               f"the series has {info.total}")
         return Series(origin=info.api_url, name=info.name, version=info.version, patchwork_id=info.id,
                       mbox_url=info.mbox, patches=tuple(patches))
+
+
+def json_object(body: bytes, url: str) -> dict[str, Any]:
+    """Patchwork's answer at ``url`` as the JSON object every API record is."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise SeriesError(f"Patchwork's answer at {url} is not JSON (starts with {body[:40]!r})") from exc
+    if not isinstance(data, dict):
+        raise SeriesError(f"Patchwork's answer at {url} is not a JSON object")
+    return data
+
+
+def patch_series(record: dict[str, Any], patch_id: int) -> dict[str, Any]:
+    """The entry of the first series a patch record names (a mapping with an integer ``id``)."""
+    series = record.get("series")
+    if not series:
+        raise SeriesError(f"Patchwork patch {patch_id} ({_one_line(record.get('name'), '?')}) belongs to no series")
+    entry = series[0] if isinstance(series, list) else None
+    if not isinstance(entry, dict) or not _is_count(entry.get("id"), 1):
+        raise SeriesError(f"Patchwork patch {patch_id}: its series field is not a list of series records "
+                          f"with an id (found {_one_line(json.dumps(series)[:60], '')})")
+    return entry
+
+
+def series_info(record: dict[str, Any], series_id: int, api_url: str) -> SeriesInfo:
+    """A series record as Patchwork's REST API gives it (or what a patch record says of its series)."""
+
+    name, version, mbox = record.get("name"), record.get("version"), record.get("mbox")
+    received_all, total = record.get("received_all"), record.get("total")
+    checks = (("id", _is_count(record.get("id"), 1), "a series number"),
+              ("name", name is None or isinstance(name, str), "a string"),
+              ("version", version is None or _is_count(version, 1), "a version number"),
+              ("mbox", mbox is None or isinstance(mbox, str), "a URL"),
+              ("received_all", received_all is None or isinstance(received_all, bool), "true or false"),
+              ("total", total is None or _is_count(total, 0), "a number of patches"))
+    for key, ok, expected in checks:
+        if not ok:
+            found = _one_line(json.dumps(record.get(key)), "")[:60]
+            raise SeriesError(f"Patchwork's answer at {api_url}: {key} is {found}, expected {expected}")
+    return SeriesInfo(id=record["id"], name=_one_line(name, f"series {series_id}"), version=version or 1,
+                      mbox=mbox or "", received_all=received_all, total=total, api_url=api_url)
+
+
+def _is_count(value: object, low: int) -> bool:
+    # JSON's true and false are ints to Python; never a count here.
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _one_line(text: object, default: str) -> str:
+    """A text from the outside as one line of a message (names may hold line breaks)."""
+    return " ".join(text.split()) or default if isinstance(text, str) else default
+
+
+def _is_http(url: str) -> bool:
+    if not url.isprintable() or any(ch.isspace() for ch in url):
+        return False  # urllib drops some of these silently; a URL with them is not Patchwork's
+    try:
+        parsed = urllib.parse.urlparse(url)
+        parsed.port  # noqa: B018 (raises on a port that is no number)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
 
 
 def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesInfo]:
@@ -155,9 +212,9 @@ def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesIn
             raise SeriesError(f"series {ref}: a bare ID needs the Patchwork server (--patchwork URL)")
         pw = Patchwork(patchwork)
         return pw, pw.series(int(ref))
-    parsed = urllib.parse.urlparse(ref)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if not _is_http(ref):
         raise SeriesError(f"{ref!r} is neither a Patchwork URL nor a series ID")
+    parsed = urllib.parse.urlparse(ref)
     pw = Patchwork(patchwork or f"{parsed.scheme}://{parsed.netloc}")
     if m := re.search(r"/api/(?:[\d.]+/)?patches/(\d+)", parsed.path):
         return pw, pw.series_of_patch(int(m.group(1)))
@@ -169,26 +226,81 @@ def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesIn
                       ".../api/series/ID/)")
 
 
+@dataclass(frozen=True)
+class _Message:
+    """One patch email before numbering, with what names it in an error: its file or its subject."""
+
+    subject: str
+    data: bytes
+    name: str
+
+
 def parse_mbox(data: bytes, origin: str) -> list[Patch]:
     """The patches of an mbox, in order; a cover letter (a message without a diff) is left out."""
+    return _numbered(_messages(data, None), origin)
+
+
+def _messages(data: bytes, file: str | None) -> list[_Message]:
+    """The messages of one mbox (or format-patch file) that have a subject and a diff."""
     starts = [m.start() for m in FROM_LINE.finditer(data)]
     chunks = [data[a:b] for a, b in itertools.pairwise([*starts, len(data)])] if starts else [data]
-    patches = []
-    for chunk in chunks:
-        msg = email.message_from_bytes(chunk, policy=email.policy.default)
-        subject = " ".join(str(msg.get("Subject", "")).split())
-        if not subject or b"\ndiff --git " not in chunk:
-            continue
-        patches.append((subject, chunk))
-    if not patches:
-        raise SeriesError(f"{origin}: no patch found (no message with a subject and a diff)")
-    total = len(patches)
     out = []
-    for i, (subject, chunk) in enumerate(patches, start=1):
-        m = PREFIX.match(subject)
-        index, of = (int(m.group(1)), int(m.group(2))) if m else (i, total)
-        out.append(Patch(subject=subject, message=chunk, index=index, total=of))
+    for chunk in chunks:
+        if b"\ndiff --git " not in chunk:
+            continue
+        subject = _subject(chunk)
+        if subject:
+            out.append(_Message(subject, chunk, file or repr(subject)))
     return out
+
+
+def _subject(chunk: bytes) -> str:
+    msg = email.message_from_bytes(chunk, policy=email.policy.default)
+    subject = str(msg.get("Subject", ""))
+    return " ".join(subject.split())
+
+
+def _numbered(messages: list[_Message], origin: str) -> list[Patch]:
+    """Patches numbered by their ``[PATCH N/M]`` subjects (then in that order), else by their order.
+
+    A numbered series must be whole: each N of 1..M once, every patch saying the same M; otherwise
+    `git am` would build something other than the series its subjects describe.
+    """
+    if not messages:
+        raise SeriesError(f"{origin}: no patch found (no message with a subject and a diff)")
+    numbers = [PREFIX.match(m.subject) for m in messages]
+    if not any(numbers):
+        return [Patch(subject=m.subject, message=m.data, index=i, total=len(messages))
+                for i, m in enumerate(messages, start=1)]
+    unnumbered = [m.name for m, n in zip(messages, numbers, strict=True) if n is None]
+    if unnumbered:
+        raise SeriesError(f"{origin}: {unnumbered[0]} has no N/M number while other patches do; "
+                          "number every patch (git format-patch -n) or none")
+    by_index: dict[int, _Message] = {}
+    totals: dict[int, _Message] = {}
+    for m, n in zip(messages, numbers, strict=True):
+        assert n is not None
+        index, total = int(n.group(1)), int(n.group(2))
+        if index in by_index:
+            raise SeriesError(f"{origin}: two patches numbered {index}/{total}: {by_index[index].name} and "
+                              f"{m.name}; keep one of them")
+        by_index[index] = m
+        totals.setdefault(total, m)
+        if len(totals) > 1:
+            (first, a), (second, b) = list(totals.items())[:2]
+            raise SeriesError(f"{origin}: the patches disagree on the series' size: {a.name} is one of {first}, "
+                              f"{b.name} one of {second}; use the patches of one version of the series")
+        if not 1 <= index <= total:
+            raise SeriesError(f"{origin}: {m.name} is numbered {index}/{total}, outside 1..{total}")
+    total = next(iter(totals))
+    if len(by_index) != total:
+        # Indices are distinct and within 1..total: one of 1..len+1 is missing (total may be huge).
+        missing = next(k for k in range(1, len(by_index) + 2) if k not in by_index)
+        have = ", ".join(f"{k}/{total}" for k in sorted(by_index)[:8])
+        raise SeriesError(f"{origin}: patch {missing}/{total} is missing (have {have}"
+                          f"{', ...' if len(by_index) > 8 else ''}); add it, or renumber the series")
+    return [Patch(subject=by_index[k].subject, message=by_index[k].data, index=k, total=total)
+            for k in sorted(by_index)]
 
 
 def load_local(path: Path) -> Series:
@@ -197,11 +309,18 @@ def load_local(path: Path) -> Series:
         files = sorted(path.glob("*.patch"))
         if not files:
             raise SeriesError(f"{path}: no *.patch file in this folder")
-        # One mbox of them all, so that numbering works as for any mbox: from [PATCH N/M], else by order.
-        patches = parse_mbox(b"".join(f.read_bytes().rstrip(b"\n") + b"\n\n" for f in files), str(path))
+        messages = [m for f in files for m in _messages(_read(f), f.name)]
+        patches = _numbered(messages, str(path))
     elif path.is_file():
-        patches = parse_mbox(path.read_bytes(), str(path))
+        patches = parse_mbox(_read(path), str(path))
     else:
         raise SeriesError(f"{path}: no such mbox file or patch folder")
     name = BRACKETS.sub("", patches[0].subject) if patches else path.name
     return Series(origin=str(path), name=name, patches=tuple(patches))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise SeriesError(f"{path}: cannot read ({exc.strerror})") from exc

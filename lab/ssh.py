@@ -35,6 +35,7 @@ class LabKeys:
         return self.folder / "id_rsa"
 
     def ensure(self) -> paramiko.RSAKey:
+        config_path(self.private.resolve())  # refused here, before any host starts, not once it runs
         if self.private.exists():
             return paramiko.RSAKey.from_private_key_file(str(self.private))
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -54,11 +55,22 @@ def proxy_command(container: str) -> str:
     return f"docker exec -i {shlex.quote(container)} python3 -m lab.agents.relay 127.0.0.1 {SSH_PORT}"
 
 
+def config_path(path: Path) -> str:
+    """A path as ssh_config(5) reads it back: in double quotes (spaces), with '%' doubled (ssh expands
+    %-tokens in IdentityFile). OpenSSH has no escape for '"' or a line break inside quotes."""
+    text = str(path)
+    if any(ch == '"' or not ch.isprintable() for ch in text):
+        raise LabError(f"{text!r} cannot be written into an ssh_config (it holds a double quote or a line break); "
+                       "move the lab's results_dir to a plainer path")
+    return '"' + text.replace("%", "%%") + '"'
+
+
 def write_config(path: Path, keys: LabKeys, containers: dict[str, str]) -> Path:
     """An ssh_config with one Host entry per role (primary, secondary)."""
+    identity = config_path(keys.private.resolve())
     blocks = []
     for role, container in containers.items():
-        blocks.append(f"Host {role}\n  HostName 127.0.0.1\n  User root\n  IdentityFile {keys.private.resolve()}\n"
+        blocks.append(f"Host {role}\n  HostName 127.0.0.1\n  User root\n  IdentityFile {identity}\n"
                       f"  IdentitiesOnly yes\n  ProxyCommand {proxy_command(container)}\n"
                       "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
     path.write_text("# Written by the netfilter continuity lab for its kept lab.\n\n" + "\n".join(blocks))

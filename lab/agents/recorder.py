@@ -4,6 +4,9 @@ It accepts the primary's chardev connection, forwards every byte to the secondar
 server, and records each mirrored frame with its arrival time in a pcap file. The destination QEMU
 releases injected frames only when it starts running, so this stream is where arrival times are true.
 
+Bytes go on to the destination without blocking the reads: what it does not take yet waits in a
+queue, and a growing queue is reported as ``backpressure`` events (and counted in ``stopped``).
+
 Stream format (net/filter-mirror.c, vnet_hdr_support=on): a 4-byte length, a 4-byte vnet header
 length, then that many bytes: the vnet header followed by the Ethernet frame. All big-endian.
 """
@@ -16,11 +19,13 @@ import selectors
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import BinaryIO
 
 from lab.agents import StopFlag
 
 MAX_PACKET = 256 * 1024
+MAX_QUEUED = 256 * 1024 * 1024
 
 
 class PcapWriter:
@@ -69,9 +74,196 @@ class StreamParser:
         return out
 
 
+class Outbox:
+    """Bytes for one socket, sent without blocking: what the peer does not take yet waits here.
+
+    The recorder stamps a frame when it reads it; a destination that reads slowly (a QEMU that holds
+    injected frames until it runs) must not delay that read, nor stop the recorder.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.pending = bytearray()
+
+    def push(self, data: bytes) -> None:
+        self.pending += data
+        self.flush()
+
+    def flush(self) -> None:
+        """Sends what the socket takes now; OSError (the peer is gone) goes to the caller."""
+        while self.pending:
+            try:
+                sent = self.sock.send(self.pending)
+            except BlockingIOError:
+                return
+            del self.pending[:sent]
+
+
+class Backpressure:
+    """Reports a growing queue towards the destination: an event each time it doubles past 64 KiB."""
+
+    FIRST = 64 * 1024
+
+    def __init__(self, event: Callable[..., None]) -> None:
+        self.event = event
+        self.next_report = self.FIRST
+        self.reports = 0
+        self.max_queued = 0
+
+    def observe(self, queued: int) -> None:
+        self.max_queued = max(self.max_queued, queued)
+        if queued >= self.next_report:
+            self.reports += 1
+            self.event("backpressure", queued_bytes=queued)
+            while self.next_report <= queued:
+                self.next_report *= 2
+        elif queued == 0:
+            self.next_report = self.FIRST
+
+
 def _addr(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host, int(port)
+
+
+class Pair:
+    """One primary connection and the destination connection its bytes go to."""
+
+    def __init__(self, up: socket.socket, down: socket.socket, vnet_hdr: bool) -> None:
+        self.up, self.down = Outbox(up), Outbox(down)
+        self.parser = StreamParser(vnet_hdr)
+        self.closing = ""  # the primary has closed: why, once what it sent has been forwarded
+
+    def masks(self) -> dict[socket.socket, int]:
+        """What to wait for: reads from a side that is open, writability where bytes wait."""
+        up = (0 if self.closing else selectors.EVENT_READ) | (selectors.EVENT_WRITE if self.up.pending else 0)
+        down = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.down.pending else 0)
+        return {self.up.sock: up, self.down.sock: down}
+
+    def close(self) -> None:
+        self.up.sock.close()
+        self.down.sock.close()
+
+
+class Recorder:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.events = open(args.events, "a")
+        self.pcap = PcapWriter(args.pcap)
+        self.sel = selectors.DefaultSelector()
+        self.pair: Pair | None = None
+        self.pressure = Backpressure(self.event)
+        self.frames_seen = 0
+
+    def event(self, kind: str, **data: object) -> None:
+        self.events.write(json.dumps({"time": time.time(), "event": kind, **data}) + "\n")
+        self.events.flush()
+
+    def run(self, stop: StopFlag) -> None:
+        server = socket.create_server(_addr(self.args.listen), reuse_port=False)
+        self.sel.register(server, selectors.EVENT_READ, "accept")
+        self.event("listening", address=self.args.listen)
+        while not stop.set:
+            for key, mask in self.sel.select(timeout=0.2):
+                if key.data == "accept":
+                    self.accept(server)
+                elif self.pair is not None and key.fileobj in (self.pair.up.sock, self.pair.down.sock):
+                    try:
+                        reason = self.upstream(mask) if key.data == "up" else self.downstream(mask)
+                    except OSError as exc:
+                        reason = f"{'primary connection' if key.data == 'up' else 'secondary QEMU chardev'}: {exc}"
+                    if not reason and self.pair.closing and not self.pair.down.pending:
+                        reason = self.pair.closing
+                    if reason:
+                        self.drop(reason)
+                    else:
+                        self.watch()
+        if self.pair is not None:
+            self.drop("recorder stopped")
+        self.pcap.close()
+        self.event("stopped", frames=self.frames_seen, backpressure=self.pressure.reports,
+                   max_queued_bytes=self.pressure.max_queued)
+        self.events.close()
+
+    def accept(self, server: socket.socket) -> None:
+        conn, peer = server.accept()
+        if self.pair is not None:
+            self.drop("replaced by a new connection")
+        try:
+            forward = socket.create_connection(_addr(self.args.forward), timeout=5)
+        except OSError as exc:
+            self.event("forward-failed", error=str(exc))
+            conn.close()
+            return
+        forward.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pair = Pair(conn, forward, vnet_hdr=not self.args.no_vnet_hdr)
+        self.event("connected", peer=f"{peer[0]}:{peer[1]}", forward=self.args.forward)
+        self.watch()
+
+    def upstream(self, mask: int) -> str:
+        """The primary's side: stamp what arrives, hand it to the destination's outbox. A reason to
+        drop the pair, or ""."""
+        assert self.pair is not None
+        if mask & selectors.EVENT_WRITE:
+            self.pair.up.flush()
+        if not mask & selectors.EVENT_READ:
+            return ""
+        data = self.pair.up.sock.recv(65536)
+        now = time.time()  # the arrival time, whatever the destination does with the bytes
+        if not data:
+            self.pair.closing = "primary closed the stream"
+            return ""
+        frames = self.pair.parser.feed(data)
+        for frame in frames:
+            self.pcap.write(now, frame)
+        self.frames_seen += len(frames)
+        if self.pair.parser.error:
+            self.event("parse-error", error=self.pair.parser.error)
+            return "corrupt stream"
+        self.pair.down.push(data)
+        queued = len(self.pair.down.pending)
+        self.pressure.observe(queued)
+        if queued > self.args.max_queued_bytes:
+            # Bounded memory: a destination this far behind has stopped; the stream is broken.
+            return f"the secondary QEMU has not taken {queued} bytes queued for it"
+        return ""
+
+    def downstream(self, mask: int) -> str:
+        """The destination's side: send what waits for it; what it sends goes back to the primary."""
+        assert self.pair is not None
+        if mask & selectors.EVENT_WRITE:
+            self.pair.down.flush()
+            self.pressure.observe(len(self.pair.down.pending))
+        if not mask & selectors.EVENT_READ:
+            return ""
+        data = self.pair.down.sock.recv(65536)
+        if not data:
+            return "secondary QEMU closed its chardev"
+        if not self.pair.closing:
+            self.pair.up.push(data)
+        return ""
+
+    def watch(self) -> None:
+        assert self.pair is not None
+        for sock, mask in self.pair.masks().items():
+            role = "up" if sock is self.pair.up.sock else "down"
+            key = self.sel.get_map().get(sock)
+            if key is None and mask:
+                self.sel.register(sock, mask, role)
+            elif key is not None and not mask:
+                self.sel.unregister(sock)
+            elif key is not None and key.events != mask:
+                self.sel.modify(sock, mask, role)
+
+    def drop(self, reason: str) -> None:
+        assert self.pair is not None
+        for sock in (self.pair.up.sock, self.pair.down.sock):
+            if sock in self.sel.get_map():
+                self.sel.unregister(sock)
+        self.pair.close()
+        self.pair = None
+        self.event("disconnected", reason=reason, frames=self.frames_seen)
 
 
 def main() -> int:
@@ -79,80 +271,13 @@ def main() -> int:
     ap.add_argument("--listen", required=True, help="HOST:PORT the primary's outdev connects to")
     ap.add_argument("--forward", required=True, help="HOST:PORT of the secondary QEMU's indev server")
     ap.add_argument("--pcap", required=True)
-    ap.add_argument("--events", required=True, help="JSON lines: connections, errors")
+    ap.add_argument("--events", required=True, help="JSON lines: connections, errors, back-pressure")
     ap.add_argument("--no-vnet-hdr", action="store_true")
+    ap.add_argument("--max-queued-bytes", type=int, default=MAX_QUEUED,
+                    help="bytes waiting for the destination before the stream counts as broken")
     args = ap.parse_args()
-
     stop = StopFlag()
-    events = open(args.events, "a")
-
-    def event(kind: str, **data: object) -> None:
-        events.write(json.dumps({"time": time.time(), "event": kind, **data}) + "\n")
-        events.flush()
-
-    pcap = PcapWriter(args.pcap)
-    server = socket.create_server(_addr(args.listen), reuse_port=False)
-    sel = selectors.DefaultSelector()
-    sel.register(server, selectors.EVENT_READ, "accept")
-    event("listening", address=args.listen)
-    upstream: socket.socket | None = None
-    downstream: socket.socket | None = None
-    parser = StreamParser(vnet_hdr=not args.no_vnet_hdr)
-    frames_seen = 0
-
-    def drop_pair(reason: str) -> None:
-        nonlocal upstream, downstream
-        for s in (upstream, downstream):
-            if s is not None:
-                sel.unregister(s)
-                s.close()
-        upstream = downstream = None
-        event("disconnected", reason=reason, frames=frames_seen)
-
-    while not stop.set:
-        for key, _mask in sel.select(timeout=0.2):
-            if key.data == "accept":
-                conn, peer = server.accept()
-                if upstream is not None:
-                    drop_pair("replaced by a new connection")
-                try:
-                    downstream = socket.create_connection(_addr(args.forward), timeout=5)
-                except OSError as exc:
-                    event("forward-failed", error=str(exc))
-                    conn.close()
-                    continue
-                downstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                upstream = conn
-                parser = StreamParser(vnet_hdr=not args.no_vnet_hdr)
-                sel.register(upstream, selectors.EVENT_READ, "up")
-                sel.register(downstream, selectors.EVENT_READ, "down")
-                event("connected", peer=f"{peer[0]}:{peer[1]}", forward=args.forward)
-            elif key.data == "up":
-                assert upstream is not None and downstream is not None
-                data = upstream.recv(65536)
-                now = time.time()
-                if not data:
-                    drop_pair("primary closed the stream")
-                    continue
-                downstream.sendall(data)
-                for frame in parser.feed(data):
-                    pcap.write(now, frame)
-                    frames_seen += 1
-                if parser.error:
-                    event("parse-error", error=parser.error)
-                    drop_pair("corrupt stream")
-            elif key.data == "down":
-                assert upstream is not None and downstream is not None
-                data = downstream.recv(65536)
-                if not data:
-                    drop_pair("secondary QEMU closed its chardev")
-                    continue
-                upstream.sendall(data)
-    if upstream is not None:
-        drop_pair("recorder stopped")
-    pcap.close()
-    event("stopped", frames=frames_seen)
-    events.close()
+    Recorder(args).run(stop)
     return 0
 
 

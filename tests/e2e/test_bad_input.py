@@ -105,8 +105,7 @@ def test_duplicate_scenario_names(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "duplicate key 'mirror'" in err and "lab.yaml:" in err
 
 
-def test_mbox_with_no_patches(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_leftovers: None,
-                              lab_docker: docker.DockerClient) -> None:
+def test_mbox_with_no_patches(tmp_path: Path, capsys: pytest.CaptureFixture[str], no_leftovers: None) -> None:
     mbox = tmp_path / "empty.mbox"
     mbox.write_text("From nobody Mon Sep 17 00:00:00 2001\nSubject: hello\n\nno diff here\n")
     path = mutated(tmp_path, series_of(str(mbox)))

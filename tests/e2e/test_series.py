@@ -10,8 +10,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import images
+from lab import apt, images
 from lab.config import LabConfig, SeriesSource
+from lab.errors import ImageBuildError
 from lab.series import SeriesError
 
 pytestmark = pytest.mark.e2e
@@ -20,9 +21,11 @@ SEED = Path(__file__).resolve().parents[1] / "fixtures" / "patchwork-api-patch-2
 
 
 def seed_patch_mbox(path: Path) -> Path:
-    """Patch 12/12 of series 491379 as Patchwork's mbox gives it, rebuilt from its API record."""
+    """Patch 12/12 of series 491379 as Patchwork's mbox gives it, rebuilt from its API record, taken on
+    its own: numbered 1/1 (a lone 12/12 is an incomplete series, refused before any build)."""
     rec = json.loads(SEED.read_text())
-    subject = rec["name"].replace("[", "[PATCH ", 1)
+    subject = rec["name"].replace("[12/12]", "[PATCH 1/1]", 1)
+    assert subject != rec["name"]
     path.write_text(f"From {rec['hash']} Mon Sep 17 00:00:00 2001\n"
                     f"From: {rec['submitter']['name']} <{rec['submitter']['email']}>\n"
                     f"Date: {rec['date']}\nSubject: {subject}\nMessage-Id: {rec['msgid']}\n\n"
@@ -35,19 +38,63 @@ def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.Docker
     mbox = seed_patch_mbox(tmp_path / "patch-12.mbox")
     profile = replace(lab_config.profiles["baseline"], name="seed-patch-12",
                       series=SeriesSource(mbox=str(mbox)))
-    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs")
+    events: list[images.BuildEvent] = []
+    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs", events.append)
     baseline = lab_images.get("baseline") or builder.ensure(lab_config.profiles["baseline"])
     baseline_qemu = lab_docker.images.get(baseline.qemu).id
+    before = image_ids(lab_docker)
     with pytest.raises(SeriesError) as failure:
         builder.ensure(profile)
+    assert_committed_images_removed(lab_docker, events, before)
     message = str(failure.value)
-    assert "patch 12/12" in message and "net/filter-mirror.c" in message, message
+    assert "patch 1/1" in message and "net/filter-mirror.c" in message, message
     assert "keep mirroring while stopped" in message and "10.2.2" in message, message
     assert "\n" not in message
     # The baseline images are untouched, and no series image was tagged.
     assert lab_docker.images.get(baseline.qemu).id == baseline_qemu
     assert not lab_docker.images.list(name=f"{lab_config.name}/qemu-series",
                                       filters={"label": "io.nfcl.profile=seed-patch-12"})
+
+
+def image_ids(client: docker.DockerClient) -> set[str]:
+    return {str(img.id).removeprefix("sha256:")[:12] for img in client.images.list(all=True)}
+
+
+def assert_committed_images_removed(client: docker.DockerClient, events: list[images.BuildEvent],
+                                    before: set[str]) -> None:
+    """Every image the failed build announced that was not there before it is gone again."""
+    announced = {m.group(1)[:12] for e in events if (m := images.LAYER_RE.match(e.line))}
+    assert announced, "the build announced no image: nothing was checked"
+    left = (announced - before) & image_ids(client)
+    assert not left, f"the failed build left {left} behind"
+
+
+def test_a_failed_build_leaves_none_of_the_images_it_committed(lab_docker: docker.DockerClient,
+                                                               lab_config: LabConfig, tmp_path: Path) -> None:
+    events: list[images.BuildEvent] = []
+    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs", events.append)
+    base = builder.ensure_base()
+    folder = tmp_path / "context"
+    folder.mkdir()
+    # A file of this test's own: the COPY commits a new image, never one from the cache.
+    (folder / "marker").write_text(str(tmp_path))
+    (folder / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nCOPY marker /marker\nRUN echo more > /more\n"
+                                       "RUN echo failing on purpose; exit 3\n")
+    before = image_ids(lab_docker)
+    with pytest.raises(ImageBuildError, match=r"failed at step 5/\d+ \(RUN echo failing on purpose"):
+        builder._build("probe", "", images.Context(folder), {"BASE": base}, builder._labels("probe"), rebuild=True)
+    assert_committed_images_removed(lab_docker, events, before)
+    assert lab_docker.images.get(base)  # the base it built on stays
+
+
+def test_a_registry_base_gives_the_mirror_its_own_apt_sources_name(lab_docker: docker.DockerClient,
+                                                                   lab_config: LabConfig, tmp_path: Path) -> None:
+    base = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs").ensure_base()
+    # The lab's debootstrap base stands in for a registry image: its apt sources are what debootstrap wrote.
+    as_registry = replace(lab_config, images=replace(lab_config.images, base="registry", registry_image=base))
+    builder = images.ImageBuilder(lab_docker, as_registry, tmp_path / "logs")
+    assert builder.mirror() == apt.debian_mirror()
+    assert not lab_docker.containers.list(all=True, filters={"label": "io.nfcl.role=apt-sources"})
 
 
 def test_control_series_provenance(lab_images: dict[str, images.ImageSet], lab_docker: docker.DockerClient) -> None:

@@ -206,3 +206,16 @@ def test_nothing_sent_is_no_evidence_of_continuity() -> None:
 def test_stopped_window_runs_from_stop_to_resume(stop_ms: float, expected: float) -> None:
     window = StopWindow(stop=T0 + stop_ms / 1000, resume=RESUME)
     assert analyse(SENT, CONTINUOUS_STREAM, CONTINUOUS_STREAM, window).stopped_window_ms == expected
+
+
+def test_a_frame_never_sent_is_neither_captured_nor_lost_and_no_continuity() -> None:
+    stream = CONTINUOUS_STREAM + [Frame(COUNT + 5, RESUME - 0.001)]
+    result = analyse(SENT, stream, stream, WINDOW)
+    assert (result.frames_sent, result.frames_captured, result.lost) == (COUNT, COUNT, 0)
+    assert result.verdict == GAP
+    assert result.reasons == ["1 captured frames were never sent (not in the generator's record)"]
+
+
+def test_the_first_frame_is_never_out_of_order_whatever_its_number() -> None:
+    stream = [Frame(-1, sent_at(0) + LATENCY)]
+    assert analyse(Sent(run_id=7, frames=()), stream, stream, WINDOW).reordered == 0

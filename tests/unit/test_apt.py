@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from lab.apt import debian_mirror
+from lab.apt import APT_DIR, LISTING_SCRIPT, MARKER, debian_mirror, mirror_of, sources_in_listing
 from lab.errors import ConfigError
 
 SECURITY_STANZA = """\
@@ -116,3 +118,36 @@ def test_only_disabled_sources_is_a_config_error(tmp_path: Path) -> None:
     write(tmp_path, "sources.list.d/debian.sources", MAIN_STANZA + "Enabled: no\n")
     with pytest.raises(ConfigError):
         debian_mirror(tmp_path)
+
+
+# --- apt sources given as text (an image's, listed by LISTING_SCRIPT in a container of it) ---------
+
+def listing(*files: tuple[str, str]) -> str:
+    return "".join(f"\n{MARKER} {path}\n{text}" for path, text in files)
+
+
+def test_a_listing_is_read_file_by_file() -> None:
+    text = listing(("/etc/apt/sources.list", "deb http://one.example/debian bookworm main\n"),
+                   ("/etc/apt/sources.list.d/debian.sources", MAIN_STANZA))
+    assert sources_in_listing(text) == [("sources.list", "deb http://one.example/debian bookworm main\n"),
+                                        ("debian.sources", MAIN_STANZA)]
+    # deb822 files first, as for this machine's own configuration.
+    assert mirror_of(sources_in_listing(text), "image x") == "http://mirror.example/debian"
+
+
+def test_files_apt_does_not_read_are_ignored_in_a_listing() -> None:
+    text = listing(("/etc/apt/sources.list.d/old.list.save", "deb http://saved.example/debian bookworm main\n"),
+                   ("/etc/apt/sources.list.d/x.list", "deb http://x.example/debian bookworm main\n"))
+    assert mirror_of(sources_in_listing(text), "image x") == "http://x.example/debian"
+
+
+def test_an_empty_listing_names_where_it_came_from() -> None:
+    with pytest.raises(ConfigError) as info:
+        mirror_of(sources_in_listing(""), "image debian:trixie (its /etc/apt)")
+    assert info.value.where == "image debian:trixie (its /etc/apt)" and "images.mirror" in info.value.hint
+
+
+@pytest.mark.skipif(not APT_DIR.is_dir() or shutil.which("sh") is None, reason="no apt configuration here")
+def test_the_listing_script_on_this_machine_finds_what_debian_mirror_finds() -> None:
+    out = subprocess.run(["sh", "-c", LISTING_SCRIPT], capture_output=True, text=True, check=True).stdout
+    assert mirror_of(sources_in_listing(out), "this machine") == debian_mirror()

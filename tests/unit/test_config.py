@@ -343,3 +343,109 @@ def test_profile_default_must_be_a_boolean() -> None:
     data = minimal()
     data["profiles"]["baseline"]["default"] = "no"
     assert config_error(data).where == "profiles.baseline.default"
+
+
+def test_profiles_that_are_all_left_out_of_plain_runs_are_refused() -> None:
+    data = minimal()
+    data["profiles"]["other"] = {"default": False}
+    data["profiles"]["baseline"]["default"] = False
+    data["scenarios"]["mirror"]["expect"]["other"] = "gap"
+    err = config_error(data)
+    assert err.where == "profiles" and "default: false" in err.problem and "\n" not in str(err)
+    data["profiles"]["other"]["default"] = True
+    assert [p.name for p in parse(data).select_profiles(None)] == ["other"]
+
+
+def with_properties(properties: dict[Any, Any]) -> dict[str, Any]:
+    data = minimal()
+    data["scenarios"]["mirror"]["properties"] = properties
+    return data
+
+
+@pytest.mark.parametrize("value", ["x,netdev=n1", "a=b", "two words", "tab\there", "", "nul\x00", "bell\x07",
+                                   "line\nbreak", "nbsp\u00a0", None, [1], {"a": 1}])
+def test_property_values_that_would_change_the_object_option_are_refused(value: object) -> None:
+    err = config_error(with_properties({"status": value}))
+    assert err.where == "scenarios.mirror.properties.status"
+    assert "not a property value" in err.problem and "\n" not in str(err)
+
+
+@pytest.mark.parametrize("key", ["Status", "1st", "a,b", "a=b", "with space", "_x", "", 3, True])
+def test_property_names_must_be_qom_names(key: object) -> None:
+    err = config_error(with_properties({key: "on"}))
+    shown = key if key in ("Status", "1st", "a,b", "a=b", "_x") else repr(key)  # quoted unless a plain word
+    assert err.where == f"scenarios.mirror.properties.{shown}"
+    assert "malformed property name" in err.problem
+
+
+@pytest.mark.parametrize("key", ["netdev", "queue", "id", "outdev"])
+def test_properties_the_lab_sets_itself_are_refused(key: str) -> None:
+    assert config_error(with_properties({key: "n1"})).where == f"scenarios.mirror.properties.{key}"
+
+
+def test_numbers_and_words_are_property_values() -> None:
+    props = parse(with_properties({"max-size": 65536, "ratio_x": 0.5, "mode": "rx-only"})).scenarios["mirror"]
+    assert props.properties == (("max-size", "65536"), ("ratio_x", "0.5"), ("mode", "rx-only"))
+
+
+def git_profile(url: str, ref: str) -> dict[str, Any]:
+    data = minimal()
+    data["profiles"]["baseline"]["qemu"] = {"source": "git", "url": url, "ref": ref}
+    return data
+
+
+@pytest.mark.parametrize("url", ["https://gitlab.example/qemu.git", "http://git.example/q", "git://git.example/q",
+                                 "ssh://git@git.example/q.git", "/srv/git/qemu"])
+def test_git_urls_of_network_transports_or_absolute_paths(url: str) -> None:
+    assert parse(git_profile(url, "v10.2.2")).profiles["baseline"].qemu.url == url
+
+
+@pytest.mark.parametrize("url", ["-uhttps://x", "--upload-pack=touch /tmp/x", "file:///srv/qemu", "ext::sh -c x",
+                                 "ftp://x/q", "relative/path", "https://x/q w", "https://x/q\n", "ssh://-oProxyCommand=x/q",
+                                 "git@git.example:qemu.git"])
+def test_other_git_urls_are_refused(url: str) -> None:
+    err = config_error(git_profile(url, "main"))
+    assert err.where == "profiles.baseline.qemu.url" and "not a git URL" in err.problem
+
+
+@pytest.mark.parametrize("ref", ["092009a55c16", "v10.2.2", "stable-10.2", "feature/x_y.z", "HEAD"])
+def test_git_refs_hash_tag_or_branch(ref: str) -> None:
+    assert parse(git_profile("https://x/q.git", ref)).profiles["baseline"].qemu.ref == ref
+
+
+@pytest.mark.parametrize("ref", ["-b", "--orphan=x", "main..evil", "a b", "main\n", "main~1", "main^{tree}", "@{-1}",
+                                 ".hidden", "/abs", "ref:x"])
+def test_other_git_refs_are_refused(ref: str) -> None:
+    err = config_error(git_profile("https://x/q.git", ref))
+    assert err.where == "profiles.baseline.qemu.ref" and "not a commit, tag or branch name" in err.problem
+
+
+@pytest.mark.parametrize(("key", "value"), [("lab", {"name": "nfcl\n"}), ("images", {"mirror": "http://m/debian\n"})])
+def test_a_trailing_newline_does_not_pass_a_pattern(key: str, value: dict[str, str]) -> None:
+    assert config_error(minimal() | {key: value}).where == f"{key}.{next(iter(value))}"
+
+
+def test_a_property_name_with_a_trailing_newline_is_refused() -> None:
+    assert "malformed property name" in config_error(with_properties({"status\n": "on"})).problem
+
+
+@pytest.mark.parametrize(("key", "shown"), [("trafic\n", "'trafic\\n'"), ("two words", "'two words'"), (7, "7"),
+                                           (None, "None"), ("", "''")])
+def test_a_key_that_is_no_plain_word_is_quoted_in_the_key_path(key: object, shown: str) -> None:
+    err = config_error(minimal() | {key: {}})
+    assert err.where == shown and "unknown key" in err.problem and "\n" not in str(err)
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    (b"\x80profiles: {}", "not UTF-8 text (byte 0 is 0x80)"),
+    (b"lab: {name: \x00}", "character '\\x00' is not allowed in YAML"),
+    (b"profiles: 2001-02-30", "not valid YAML: day is out of range for month"),
+    (b"? [a]\n: 1", "not valid YAML: found unhashable key"),
+    (b"[" * 5000, "not valid YAML"),
+])
+def test_load_of_text_that_is_no_yaml_is_one_line(tmp_path: Path, text: bytes, problem: str) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value).startswith(str(path)) and problem in str(info.value) and "\n" not in str(info.value)

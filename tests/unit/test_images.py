@@ -11,20 +11,35 @@ import pytest
 
 from lab.config import QemuSource
 from lab.errors import ImageBuildError
-from lab.images import IMAGES_DIR, Context, add_checkout, qemu_build_args
+from lab.images import IMAGES_DIR, BuildEvent, BuildStream, Context, add_checkout, local_tree, qemu_build_args
+from lab.series import SeriesError
 
 
-def test_debian_source_takes_the_mirror_from_the_base_image_unless_one_is_set() -> None:
+def test_debian_source_is_always_given_its_mirror() -> None:
     q = QemuSource(source="debian", version="1:10.2.2+ds-1", suite="sid")
-    args = qemu_build_args("nfcl/base:x", q, "auto")
+    args = qemu_build_args("nfcl/base:x", q, "http://mirror.example/debian")
     assert args == {"BASE": "nfcl/base:x", "QEMU_SOURCE": "debian", "QEMU_DEBIAN_VERSION": "1:10.2.2+ds-1",
-                    "QEMU_DEBIAN_SUITE": "sid", "MIRROR": ""}
-    assert qemu_build_args("b", q, "http://mirror.example/debian")["MIRROR"] == "http://mirror.example/debian"
+                    "QEMU_DEBIAN_SUITE": "sid", "MIRROR": "http://mirror.example/debian"}
+    with pytest.raises(ImageBuildError, match="no Debian mirror"):
+        qemu_build_args("nfcl/base:x", q, "")
+
+
+def test_the_mirror_of_a_debootstrap_base_is_this_machines_or_the_configured_one(tmp_path: Path) -> None:
+    from lab import apt
+    from lab.config import parse
+    from lab.images import ImageBuilder
+
+    data = {"profiles": {"p": {}}, "scenarios": {"m": {"filter": "filter-mirror", "expect": {"p": "gap"}}}}
+    configured = parse(data | {"images": {"mirror": "http://mirror.example/debian"}})
+    assert ImageBuilder(None, configured, tmp_path).mirror() == "http://mirror.example/debian"  # type: ignore[arg-type]
+    if not apt.APT_DIR.is_dir():
+        pytest.skip("this machine has no apt configuration")
+    assert ImageBuilder(None, parse(data), tmp_path).mirror() == apt.debian_mirror()  # type: ignore[arg-type]
 
 
 def test_git_source_names_url_and_ref_and_lets_configure_fetch_subprojects() -> None:
     q = QemuSource(source="git", url="https://git.example/qemu.git", ref="092009a55c16")
-    args = qemu_build_args("b", q, "auto")
+    args = qemu_build_args("b", q, "")
     assert args["QEMU_SOURCE"] == "git" and args["QEMU_GIT_REF"] == "092009a55c16"
     assert args["QEMU_GIT_URL"] == "https://git.example/qemu.git"
     assert args["CONFIGURE_DOWNLOAD"] == "--enable-download" and "MIRROR" not in args
@@ -75,29 +90,22 @@ def test_context_tar_keeps_names_modes_and_bytes() -> None:
 
 
 def test_a_checkout_with_its_subprojects_configures_without_downloads(tmp_path: Path) -> None:
-    from lab.config import parse
-    from lab.images import ImageBuilder
-
     tree = tmp_path / "qemu"
     (tree / "subprojects" / "keycodemapdb").mkdir(parents=True)
     (tree / "subprojects" / "keycodemapdb" / "meson.build").write_text("project('keycodemapdb')\n")
+    (tree / "VERSION").write_text("10.2.50\n")
     subprocess.run(["git", "init", "-q", str(tree)], check=True)
-    cfg = parse({"profiles": {"dev": {"qemu": {"source": "local", "path": str(tree)}}},
-                 "scenarios": {"m": {"filter": "filter-mirror", "expect": {"dev": "gap"}}}})
-    built: dict[str, object] = {}
+    ctx = Context(IMAGES_DIR / "qemu")
+    version, args = local_tree(ctx, tree)
+    assert (version, args) == ("10.2.50", {"CONFIGURE_DOWNLOAD": "--disable-download"})
+    assert "tree/subprojects/keycodemapdb/meson.build" in ctx.files
 
-    class Recorder(ImageBuilder):
-        def _build(self, image: str, tag_prefix: str, ctx: Context, args: dict[str, str],  # type: ignore[override]
-                   labels: dict[str, str], rebuild: bool) -> str:
-            built.update(image=image, args=args, files=set(ctx.files))
-            return "tag"
 
-        def _wheels(self, dest: Path) -> list[Path]:
-            return []
-
-    Recorder(None, cfg, tmp_path / "logs")._qemu("base", cfg.profiles["dev"].qemu, rebuild=False)  # type: ignore[arg-type]
-    assert built["args"]["CONFIGURE_DOWNLOAD"] == "--disable-download"  # type: ignore[index]
-    assert "tree/subprojects/keycodemapdb/meson.build" in built["files"]  # type: ignore[operator]
+def test_a_bare_checkout_lets_meson_fetch_its_subprojects(tmp_path: Path) -> None:
+    tree = tmp_path / "qemu"
+    tree.mkdir()
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    assert local_tree(Context(IMAGES_DIR / "qemu"), tree) == ("", {})
 
 
 def test_fetched_subprojects_come_along_although_ignored(tmp_path: Path) -> None:
@@ -112,3 +120,66 @@ def test_fetched_subprojects_come_along_although_ignored(tmp_path: Path) -> None
     add_checkout(ctx, tree)
     assert "tree/subprojects/keycodemapdb/meson.build" in ctx.files
     assert "tree/build/config.h" not in ctx.files
+
+
+# --- the build stream, as the legacy builder sends it (recorded from client.api.build) -------------------
+
+def stream(*lines: str) -> list[dict[str, str]]:
+    return [{"stream": line} for line in lines]
+
+
+FIRST_BUILD = stream("Step 1/6 : FROM nfcl/qemu:35bb58b474fe", "\n", " ---> 3686d920a2cf\n",
+                     "Step 2/6 : COPY apply-series /usr/local/bin/apply-series", "\n", " ---> 9b7e06cff4ff\n",
+                     "Step 3/6 : COPY patches /tmp/series", "\n", " ---> Using cache\n", " ---> 41c0e2d9a7b3\n",
+                     "Step 4/6 : RUN apply-series /src/qemu /tmp/series && rm -rf /tmp/series", "\n",
+                     " ---> Running in 2a416a317898\n")
+APPLY_FAILED = stream("error: patch failed: net/filter-mirror.c:12\n",
+                      "SERIES-APPLY-FAILED patch 1/1: [PATCH 1/1] net: x: hunks do not apply at "
+                      "net/filter-mirror.c:12 (base: QEMU 10.2.2)\n",
+                      "Removing intermediate container 2a416a317898\n")
+ERROR = {"errorDetail": {"code": 1, "message": "The command '/bin/sh -c apply-series' returned a non-zero code: 1"},
+         "error": "The command '/bin/sh -c apply-series' returned a non-zero code: 1"}
+
+
+def read(chunks: list[dict[str, object]]) -> tuple[BuildStream, list[BuildEvent]]:
+    reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"))
+    return reading, list(reading.events(chunks))
+
+
+def test_a_series_that_does_not_apply_becomes_a_series_error_naming_the_patch() -> None:
+    reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"))
+    events = []
+    with pytest.raises(SeriesError) as caught:
+        events.extend(reading.events([*FIRST_BUILD, *APPLY_FAILED, ERROR]))
+    assert str(caught.value) == ("the series does not apply: patch 1/1: [PATCH 1/1] net: x: hunks do not apply at "
+                                 "net/filter-mirror.c:12 (base: QEMU 10.2.2); log: /logs/p.log")
+    assert events[-1].kind == "error" and events[-1].line == ERROR["error"]  # written to the log before raising
+
+
+def test_a_plain_error_is_an_image_build_error_naming_the_step() -> None:
+    reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"))
+    with pytest.raises(ImageBuildError) as caught:
+        list(reading.events([*FIRST_BUILD, ERROR]))
+    message = str(caught.value)
+    assert message.startswith("image qemu-series (nfcl/qemu-series:p-1) failed at step 4/6 (RUN apply-series")
+    assert message.endswith("returned a non-zero code: 1; log: /logs/p.log") and "\n" not in message
+    assert not isinstance(caught.value, SeriesError)
+
+
+def test_an_error_before_any_step_names_the_first_step() -> None:
+    with pytest.raises(ImageBuildError, match="failed at its first step: no such file"):
+        read([{"error": "no such file\n"}])
+
+
+def test_steps_and_ninja_lines_become_progress_events() -> None:
+    _, events = read(stream("Step 9/12 : RUN ninja", "\n", "[1/2543] Compiling C object libqemuutil.a.p/util.c.o\n",
+                            "[2/2543] Linking\nplain output\n"))
+    assert [(e.kind, e.count) for e in events if e.line] == [
+        ("step", (9, 12)), ("ninja", (1, 2543)), ("ninja", (2, 2543)), ("output", None)]
+    assert all(e.image == "qemu-series" for e in events)
+
+
+def test_the_images_a_build_committed_are_listed_not_cached_or_base_ones() -> None:
+    reading, _ = read([*FIRST_BUILD, *stream("SERIES-APPLIED 1 patches\n", "Removing intermediate container 2a4\n",
+                                             " ---> 5290c4341aa2\n")])
+    assert reading.created == ["9b7e06cff4ff", "5290c4341aa2"]  # not the FROM image, not the cached COPY

@@ -1,9 +1,18 @@
-"""lab.agents.recorder: the filter-mirror stream parser and the pcap writer."""
+"""lab.agents.recorder: the filter-mirror stream parser, the pcap writer, and the recorder itself
+between real sockets."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import socket
 import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,3 +209,135 @@ def test_pcap_opens_in_scapy_as_ethernet(tmp_path: Path) -> None:
     assert pkt.type == frames.ETHERTYPE
     assert bytes(pkt) == frame
     assert float(pkt.time) == pytest.approx(T0 + 0.5, abs=1e-6)
+
+
+# --- the recorder between real sockets --------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+FRAME_SIZE = 1514
+BATCHES, PER_BATCH = 32, 250  # 8000 frames, 12 MB: more than the loopback's socket buffers hold
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def all_or_none(got: list[Frame], count: int) -> list[Frame] | None:
+    return got if len(got) == count else None
+
+
+def events_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture
+def slow_destination() -> Iterator[socket.socket]:
+    """A listening socket with a small receive buffer, whose connections nobody reads until a test does."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    yield server
+    server.close()
+
+
+def start_recorder(tmp_path: Path, destination: socket.socket, *extra: str) -> tuple[subprocess.Popen[bytes], int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "lab.agents.recorder", "--listen", f"127.0.0.1:{port}",
+                             "--forward", f"127.0.0.1:{destination.getsockname()[1]}",
+                             "--pcap", str(tmp_path / "stream.pcap"), "--events", str(tmp_path / "events.jsonl"),
+                             *extra],
+                            cwd=ROOT)
+    wait_for("listening", lambda: any(e["event"] == "listening" for e in events_of(tmp_path / "events.jsonl")))
+    return proc, port
+
+
+def test_a_slow_destination_does_not_delay_the_timestamps(tmp_path: Path, slow_destination: socket.socket) -> None:
+    proc, port = start_recorder(tmp_path, slow_destination)
+    try:
+        primary = socket.create_connection(("127.0.0.1", port), timeout=10)
+        destination, _ = slow_destination.accept()
+        sent_at: dict[int, float] = {}
+        stream = bytearray()
+        for batch in range(BATCHES):
+            seqs = range(batch * PER_BATCH, (batch + 1) * PER_BATCH)
+            data = b"".join(record(frames.build(DST, SRC, 7, seq).ljust(FRAME_SIZE, b"\0")) for seq in seqs)
+            now = time.time()
+            primary.sendall(data)  # a recorder stuck on the destination stops reading: this blocks, then fails
+            sent_at.update(dict.fromkeys(seqs, now))
+            stream += data
+            time.sleep(0.02)
+        got = wait_for("every frame in the pcap",
+                       lambda: all_or_none(read_pcap(tmp_path / "stream.pcap", run_id=7), len(sent_at)))
+        assert [f.seq for f in got] == sorted(sent_at)
+        lateness = max(f.time - sent_at[f.seq] for f in got)
+        assert lateness < 0.5, f"a frame was stamped {lateness:.2f} s after it was sent"
+        pressure = [e for e in events_of(tmp_path / "events.jsonl") if e["event"] == "backpressure"]
+        assert pressure and all(e["queued_bytes"] >= 64 * 1024 for e in pressure)
+
+        # The destination reads at last: every byte, in order, once.
+        received = bytearray()
+        destination.settimeout(10)
+        while len(received) < len(stream):
+            chunk = destination.recv(1 << 20)
+            assert chunk, "the recorder closed the destination before forwarding everything"
+            received += chunk
+        assert received == stream and proc.poll() is None
+
+        primary.close()
+        closed = wait_for("disconnected", lambda: [e for e in events_of(tmp_path / "events.jsonl")
+                                                   if e["event"] == "disconnected"])
+        assert closed[0]["reason"] == "primary closed the stream" and closed[0]["frames"] == len(sent_at)
+        destination.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    stopped = [e for e in events_of(tmp_path / "events.jsonl") if e["event"] == "stopped"]
+    assert stopped[0]["backpressure"] == len(pressure) and stopped[0]["max_queued_bytes"] > 0
+    assert proc.returncode == 0
+
+
+def test_what_the_primary_sent_before_closing_still_reaches_the_destination(
+        tmp_path: Path, slow_destination: socket.socket) -> None:
+    proc, port = start_recorder(tmp_path, slow_destination)
+    try:
+        primary = socket.create_connection(("127.0.0.1", port), timeout=10)
+        destination, _ = slow_destination.accept()
+        data = b"".join(record(frames.build(DST, SRC, 7, seq).ljust(FRAME_SIZE, b"\0")) for seq in range(4000))
+        primary.sendall(data)
+        primary.close()  # while most of it still waits for the destination
+        received = bytearray()
+        destination.settimeout(10)
+        while chunk := destination.recv(1 << 20):
+            received += chunk
+        assert received == data  # then the recorder closes the destination: the end of the stream
+        assert [e["reason"] for e in events_of(tmp_path / "events.jsonl") if e["event"] == "disconnected"] == [
+            "primary closed the stream"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_a_destination_that_takes_nothing_breaks_the_stream_once_the_queue_is_full(
+        tmp_path: Path, slow_destination: socket.socket) -> None:
+    proc, port = start_recorder(tmp_path, slow_destination, "--max-queued-bytes", str(1 << 20))
+    try:
+        primary = socket.create_connection(("127.0.0.1", port), timeout=10)
+        destination, _ = slow_destination.accept()  # open, never read
+        data = b"".join(record(frames.build(DST, SRC, 7, seq).ljust(FRAME_SIZE, b"\0")) for seq in range(8000))
+        with contextlib.suppress(OSError):  # the recorder closes the primary's connection
+            primary.sendall(data)
+        broken = wait_for("disconnected", lambda: [e for e in events_of(tmp_path / "events.jsonl")
+                                                   if e["event"] == "disconnected"])
+        assert broken[0]["reason"].startswith("the secondary QEMU has not taken ") and proc.poll() is None
+        destination.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -296,8 +296,37 @@ def test_mbox_with_fewer_patches_than_the_series(server: ReplayServer) -> None:
     messages = [p.message for p in series.parse_mbox(SERIES_MBOX.read_bytes(), "fixture")]
     server.mbox(MBOX_PATH, b"".join(messages[:6] + messages[7:]))  # 07/12 went missing
     pw, info = series.resolve("491379", server.base)
+    with pytest.raises(SeriesError, match=r"patch 7/12 is missing \(have 1/12, 2/12, .*\)") as caught:
+        pw.fetch(info)
+    assert f"{server.base}{MBOX_PATH}" in str(caught.value)
+
+
+def test_unnumbered_mbox_with_fewer_patches_than_the_series(server: ReplayServer) -> None:
+    unnumbered = [re.sub(rb"Subject: \[PATCH \d+/12\] ", b"Subject: ", p.message)
+                  for p in series.parse_mbox(SERIES_MBOX.read_bytes(), "fixture")]
+    server.mbox(MBOX_PATH, b"".join(unnumbered[:11]))
+    pw, info = series.resolve("491379", server.base)
     with pytest.raises(SeriesError, match="holds 11 patches, the series has 12"):
         pw.fetch(info)
+
+
+@pytest.mark.parametrize("mbox", ["file:///etc/passwd", "ftp://127.0.0.1/series.mbox", "/series/491379/mbox/",
+                                  "data:,x", "http://[::1/mbox"])
+def test_an_mbox_link_that_is_not_http_is_refused(server: ReplayServer, mbox: str) -> None:
+    record = series_record()
+    record["mbox"] = mbox
+    server.json(SERIES_PATH, record)
+    pw, info = series.resolve("491379", server.base)
+    with pytest.raises(SeriesError, match="is not an http\\(s\\) URL") as caught:
+        pw.fetch(info)
+    assert repr(mbox) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_patchwork_server_that_is_not_http_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "api" / "series" / "1").mkdir(parents=True)
+    (tmp_path / "api" / "series" / "1" / "index.json").write_text("{}")
+    with pytest.raises(SeriesError, match="not an http\\(s\\) URL"):
+        series.resolve("1", f"file://{tmp_path}")
 
 
 # --- 9. unreachable and silent servers ------------------------------------------------------------
@@ -347,8 +376,8 @@ def test_url_that_names_no_patch_or_series(server: ReplayServer) -> None:
 
 
 def test_patches_are_numbered_by_their_subjects_else_by_order() -> None:
-    numbered = series.parse_mbox((format_patch(2, 3, "net: second") + format_patch(3, 3, "net: third")).encode(), "x")
-    assert [(p.index, p.total) for p in numbered] == [(2, 3), (3, 3)]
+    numbered = series.parse_mbox("".join(format_patch(n, 3, f"net: {n}") for n in (2, 1, 3)).encode(), "x")
+    assert [(p.index, p.total, p.subject) for p in numbered] == [(n, 3, f"[PATCH {n}/3] net: {n}") for n in (1, 2, 3)]
     plain = [format_patch(n, 2, f"net: {n}").replace(f"[PATCH {n}/2] ", "") for n in (1, 2)]
     assert [(p.subject, p.index, p.total) for p in series.parse_mbox("".join(plain).encode(), "x")] == [
         ("net: 1", 1, 2), ("net: 2", 2, 2)]
@@ -449,3 +478,74 @@ def test_cli_fetch_to_a_missing_folder_is_one_line_and_exit_2(server: ReplayServ
     rc = cli.main(["series", "fetch", "491379", "--patchwork", server.base, "-o", str(out_file)])
     err = capsys.readouterr().err
     assert rc == cli.EXIT_LAB_ERROR and err.count("\n") == 1 and str(out_file) in err
+
+
+# --- 14. numbering that does not describe one whole series ------------------------------------------
+
+def write_folder(folder: Path, numbers: list[tuple[int, int]]) -> list[str]:
+    names = []
+    for i, (n, total) in enumerate(numbers, start=1):
+        names.append(f"{i:04d}-patch-{n}-of-{total}.patch")
+        (folder / names[-1]).write_text(format_patch(n, total, f"net: change {i}"))
+    return names
+
+
+def series_error(path: Path) -> str:
+    with pytest.raises(SeriesError) as caught:
+        series.load_local(path)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path}: ")
+    return message
+
+
+def test_folder_with_two_patches_of_one_number_names_both_files(tmp_path: Path) -> None:
+    names = write_folder(tmp_path, [(1, 3), (2, 3), (2, 3), (3, 3)])
+    message = series_error(tmp_path)
+    assert "two patches numbered 2/3" in message and names[1] in message and names[2] in message
+
+
+def test_folder_with_a_gap_names_the_missing_patch(tmp_path: Path) -> None:
+    write_folder(tmp_path, [(1, 4), (2, 4), (4, 4)])
+    assert "patch 3/4 is missing (have 1/4, 2/4, 4/4)" in series_error(tmp_path)
+
+
+def test_folder_whose_patches_disagree_on_the_total_names_the_files(tmp_path: Path) -> None:
+    names = write_folder(tmp_path, [(1, 3), (2, 3), (3, 4)])
+    message = series_error(tmp_path)
+    assert "disagree on the series' size" in message and names[0] in message and names[2] in message
+
+
+def test_folder_with_a_number_past_its_total(tmp_path: Path) -> None:
+    names = write_folder(tmp_path, [(1, 2), (3, 2)])
+    assert f"{names[1]} is numbered 3/2, outside 1..2" in series_error(tmp_path)
+
+
+def test_folder_mixing_numbered_and_unnumbered_patches(tmp_path: Path) -> None:
+    names = write_folder(tmp_path, [(1, 2), (2, 2)])
+    (tmp_path / names[1]).write_text((tmp_path / names[1]).read_text().replace("[PATCH 2/2] ", ""))
+    assert f"{names[1]} has no N/M number" in series_error(tmp_path)
+
+
+def test_a_lone_patch_out_of_a_larger_series_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "only.mbox").write_text(format_patch(12, 12, "net/filter-mirror: keep mirroring"))
+    assert "patch 1/12 is missing (have 12/12)" in series_error(tmp_path / "only.mbox")
+
+
+def test_mbox_with_two_patches_of_one_number_names_the_mbox_and_the_subjects(tmp_path: Path) -> None:
+    mbox = tmp_path / "dup.mbox"
+    mbox.write_text(format_patch(1, 2, "net: one") + format_patch(1, 2, "net: other one") + format_patch(2, 2, "x"))
+    message = series_error(mbox)
+    assert "two patches numbered 1/2" in message
+    assert "'[PATCH 1/2] net: one'" in message and "'[PATCH 1/2] net: other one'" in message
+
+
+def test_mbox_with_a_total_that_disagrees(tmp_path: Path) -> None:
+    mbox = tmp_path / "mixed.mbox"
+    mbox.write_text(format_patch(1, 2, "net: v1") + format_patch(2, 3, "net: v2"))
+    assert "'[PATCH 1/2] net: v1' is one of 2, '[PATCH 2/3] net: v2' one of 3" in series_error(mbox)
+
+
+def test_a_huge_total_is_refused_without_counting_to_it(tmp_path: Path) -> None:
+    mbox = tmp_path / "huge.mbox"
+    mbox.write_text(format_patch(1, 999999, "net: one"))
+    assert "patch 2/999999 is missing (have 1/999999)" in series_error(mbox)

@@ -1,0 +1,46 @@
+"""lab.ssh's ssh_config, read back by the real OpenSSH client."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lab.errors import LabError
+from lab.ssh import LabKeys, write_config
+
+needs_ssh = pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client on this machine")
+
+
+def identity_ssh_uses(config: Path) -> str:
+    """The identity file ssh resolves for `primary` (the proxy command fails at once, after ssh has
+    named its identity files in its debug output)."""
+    config.write_text(config.read_text().replace("ProxyCommand docker exec", "ProxyCommand false #"))
+    done = subprocess.run(["ssh", "-v", "-F", str(config), "-o", "BatchMode=yes", "primary", "true"],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    names = [line.split("identity file ", 1)[1].rsplit(" type ", 1)[0] for line in done.stderr.splitlines()
+             if "identity file " in line and "-cert type" not in line]
+    assert names, done.stderr
+    return names[0]
+
+
+@needs_ssh
+@pytest.mark.parametrize("folder", ["plain", "with space", "per%cent", "it's", "tab%d%%h"])
+def test_ssh_reads_back_the_identity_file_written(tmp_path: Path, folder: str) -> None:
+    keys = LabKeys(tmp_path / folder)
+    config = write_config(tmp_path / "ssh_config", keys, {"primary": "nfcl-primary", "secondary": "nfcl-secondary"})
+    assert identity_ssh_uses(config) == str(keys.private.resolve())
+
+
+@pytest.mark.parametrize("folder", ['quo"te', "line\nbreak", "cr\rhere"])
+def test_a_path_ssh_config_cannot_hold_is_refused_in_one_line(tmp_path: Path, folder: str) -> None:
+    keys = LabKeys(tmp_path / folder)
+    with pytest.raises(LabError) as caught:
+        write_config(tmp_path / "ssh_config", keys, {"primary": "nfcl-primary"})
+    assert "cannot be written into an ssh_config" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(LabError):
+        keys.ensure()  # before a key is made, and so before any host starts
+    assert not (tmp_path / folder).exists()
