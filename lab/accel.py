@@ -15,6 +15,7 @@ from pathlib import Path
 from lab.engine import KVM, TUN, Engine
 from lab.errors import LabError, ScenarioError
 from lab.host import TAP
+from lab.namespace import Namespace, boot_id
 from lab.qemu import MachineSpec, Qemu
 
 CACHE_NAME = "accel.json"
@@ -33,14 +34,15 @@ class ProbeOutcome:
     definite: bool  # a guest booted, or QEMU ran and the guest did not: not a passing hiccup
 
 
-def choose(engine: Engine, image: str, mode: str, lab: str, timeout: float, cache: Path | None = None) -> AccelChoice:
+def choose(engine: Engine, image: str, mode: str, ns: Namespace, timeout: float,
+           cache: Path | None = None) -> AccelChoice:
     """``cache``: where a definite probe outcome is kept for the rest of this boot of the machine
     (whether a KVM guest runs does not change until the kernel or its modules do); None probes."""
     if mode == "tcg":
         return AccelChoice("tcg", "TCG asked for in lab.yaml (lab.accel)")
     problem = kvm_device_problem()
     if problem is None:
-        outcome = _cached_probe(engine, image, lab, timeout, cache)
+        outcome = _cached_probe(engine, image, ns, timeout, cache)
         if outcome.ok:
             return AccelChoice("kvm", f"KVM probe: {outcome.detail}")
         problem = f"KVM probe: {outcome.detail}"
@@ -49,16 +51,9 @@ def choose(engine: Engine, image: str, mode: str, lab: str, timeout: float, cach
     return AccelChoice("tcg", f"{problem}; using TCG")
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
 def cached(cache: Path) -> ProbeOutcome | None:
     """The outcome kept for this boot, if any (an unreadable or older file counts as none)."""
-    boot = _boot_id()
+    boot = boot_id()
     try:
         seen = json.loads(cache.read_text())
         if boot and seen.get("boot_id") == boot:
@@ -68,12 +63,12 @@ def cached(cache: Path) -> ProbeOutcome | None:
     return None
 
 
-def _cached_probe(engine: Engine, image: str, lab: str, timeout: float, cache: Path | None) -> ProbeOutcome:
+def _cached_probe(engine: Engine, image: str, ns: Namespace, timeout: float, cache: Path | None) -> ProbeOutcome:
     if cache is not None:
         seen = cached(cache)
         if seen is not None:
             return seen
-    outcome = probe(engine, image, lab, timeout)
+    outcome = probe(engine, image, ns, timeout)
     if cache is not None:
         remember(cache, outcome)
     return outcome
@@ -81,7 +76,7 @@ def _cached_probe(engine: Engine, image: str, lab: str, timeout: float, cache: P
 
 def remember(cache: Path, outcome: ProbeOutcome) -> bool:
     """Keeps a definite outcome for this boot; a passing failure (no probe host) is not kept."""
-    boot = _boot_id()
+    boot = boot_id()
     if not (boot and outcome.definite):
         return False
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -98,11 +93,11 @@ def kvm_device_problem() -> str | None:
     return None
 
 
-def probe(engine: Engine, image: str, lab: str, timeout: float) -> ProbeOutcome:
+def probe(engine: Engine, image: str, ns: Namespace, timeout: float) -> ProbeOutcome:
     """Boots the guest under KVM in a throwaway host; ok when its ready line comes within ``timeout``."""
     spec = MachineSpec(name="kvm-probe", accel="kvm", memory_mb=128, mac="52:54:00:00:00:01")
     try:
-        with engine.throwaway(image, "kvm-probe", lab, devices=(TUN, KVM)) as host:
+        with engine.throwaway(image, "kvm-probe", ns, devices=(TUN, KVM)) as host:
             host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
             with Qemu(host, spec) as qemu:
                 started = time.monotonic()

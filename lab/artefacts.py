@@ -14,15 +14,17 @@ import tempfile
 from pathlib import Path
 
 from lab import timeline
+from lab.namespace import RUN, Namespace, alive
 from lab.report import Row
 from lab.scenario import Outcome
 
 MARKER = ".nfcl-run"  # in every run folder the lab makes; a sweep removes nothing without it
 
 
-def new_rundir(lab: str, kind: str = "") -> Path:
-    path = Path(tempfile.mkdtemp(prefix=f"{lab}-{kind + '-' if kind else ''}"))
-    (path / MARKER).write_text(f"{lab}\n")
+def new_rundir(ns: Namespace) -> Path:
+    """A run folder for a namespace; its marker says whose it is (lab, namespace, owner)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{ns.prefix}-"))
+    (path / MARKER).write_text(json.dumps({"lab": ns.lab, **ns.labels()}) + "\n")
     return path
 
 
@@ -60,12 +62,20 @@ def copy_to(rundir: Path, out: Path) -> Path:
 
 
 def stray_rundirs(lab: str | None) -> list[Path]:
-    """Run folders a killed lab left in the temporary directory: only those with the lab's marker."""
+    """Run folders a killed run left in the temporary directory: only those with the lab's marker
+    whose owner is gone (a live run's, or a kept lab's, stay)."""
     pattern = f"{lab}-*" if lab else "*-*"
     found = []
     for path in Path(tempfile.gettempdir()).glob(pattern):
         marker = path / MARKER
-        if path.is_dir() and not path.is_symlink() and marker.is_file():
-            if lab is None or marker.read_text().strip() == lab:
-                found.append(path)
+        if not (path.is_dir() and not path.is_symlink() and marker.is_file()):
+            continue
+        try:
+            owner = json.loads(marker.read_text())
+            mine = lab is None or owner["lab"] == lab
+            dead = owner.get("kind") == RUN and not alive(int(owner.get("owner.pid", 0)), owner.get("owner.boot", ""))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not a marker the lab wrote: leave the folder alone
+        if mine and dead:
+            found.append(path)
     return found

@@ -12,17 +12,18 @@ import shlex
 from lab.config import FILTERS
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
+from lab.namespace import Namespace
 from lab.qemu import BINARY
 
 
-def filter_properties(engine: Engine, image: str, lab: str) -> dict[str, list[str]]:
+def filter_properties(engine: Engine, image: str, ns: Namespace) -> dict[str, list[str]]:
     """``{filter type: [property, ...]}`` from ``qom-list-properties`` of the image's QEMU."""
     commands: list[dict[str, object]] = [{"execute": "qmp_capabilities"}]
     commands += [{"execute": "qom-list-properties", "arguments": {"typename": f}, "id": f} for f in FILTERS]
     commands += [{"execute": "quit"}]
     script = "".join(json.dumps(c) + "\n" for c in commands)
     try:
-        with engine.throwaway(image, "capabilities", lab, devices=()) as host:
+        with engine.throwaway(image, "capabilities", ns, devices=()) as host:
             result = host.run(["sh", "-c", f"printf '%s' {shlex.quote(script)} | {BINARY} -machine none "
                                            "-nodefaults -display none -qmp stdio"], timeout=30)
     except ScenarioError as exc:

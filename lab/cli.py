@@ -31,7 +31,8 @@ from lab import accel as accel_mod
 from lab import artefacts, doctor, images, kept, resources, ssh
 from lab import config as config_mod
 from lab import series as series_mod
-from lab.config import LabConfig
+from lab.config import EngineSpec, LabConfig
+from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
 from lab.report import Row
 from lab.runner import CellFinished, CellStarted, Event, LabKept, ReportWritten, Runner, select_cells, select_profiles
@@ -109,15 +110,23 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     cells = select_cells(cfg, args.profile, args.scenario)
     images.check_local_series(cfg, list(dict.fromkeys(c.profile for c in cells)))
     doctor.require_tun()
+    placement = _placement(cfg, args)
     with BuildDisplay(console) as display:
         runner = Runner.connect(cfg, display)
-        runner.refuse_leftovers()
+        engines = {spec.name: Engine.connect(spec) if spec.url else runner.engine
+                   for spec in dict.fromkeys(placement[0])}
+        runner.place([engines[spec.name] for spec in placement[0]], split=placement[1])
+        _note_leftovers(runner)
         runner.prepare(list(dict.fromkeys(c.profile for c in cells)))
     assert runner.accel is not None
-    console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason})")
+    if runner.transfers:
+        console.print("images copied to " + ", ".join(f"{k} in {v:g} s" for k, v in runner.transfers.items()))
+    jobs = args.jobs or runner.default_jobs()
+    console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
+                  f"{len(cells)} cells, {jobs} at a time" + ("" if args.jobs else " (one per core and 2 GiB)"))
     report, kept_lab = None, None
     # closing: an interrupt landing here, outside the generator, still stops the cells at once.
-    with contextlib.closing(runner.run(cells, out, keep=args.keep)) as events:
+    with contextlib.closing(runner.run(cells, out, keep=args.keep, jobs=jobs)) as events:
         for event in events:
             _show(console, event)
             if isinstance(event, ReportWritten):
@@ -130,6 +139,19 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if kept_lab is not None:
         _how_to_get_in(console, kept_lab.lab, f"kept: {kept_lab.cell.name} did not end as expected")
     return 0 if report.report.all_match else EXIT_MISMATCH
+
+
+def _placement(cfg: LabConfig, args: argparse.Namespace) -> tuple[list[EngineSpec], bool]:
+    """Which engines the cells go to (--engine), or the split of every cell's hosts (--split)."""
+    if args.split:
+        if args.engine:
+            raise LabError("--split and --engine cannot be given together: --split already names both engines")
+        names = [n.strip() for n in args.split.split(",")]
+        if len(names) != 2 or not all(names) or names[0] == names[1]:
+            raise LabError(f"--split {args.split!r}: give two different engines, PRIMARY,SECONDARY "
+                           f"(configured: {', '.join(cfg.engines)})")
+        return cfg.select_engines(names), True
+    return cfg.select_engines(args.engine), False
 
 
 def _show(console: Console, event: Event) -> None:
@@ -173,36 +195,49 @@ def cmd_up(args: argparse.Namespace, console: Console) -> int:
     cell = select_cells(cfg, [args.profile] if args.profile else None, [args.scenario] if args.scenario else None)[0]
     images.check_local_series(cfg, [cell.profile])
     doctor.require_tun()
+    name = kept.check_name(args.name)
+    kept.refuse_if_up(cfg, name)
     with BuildDisplay(console) as display:
         runner = Runner.connect(cfg, display)
-        runner.refuse_leftovers()
+        _note_leftovers(runner)
         runner.prepare([cell.profile])
-    lab = runner.up(cell)
+    lab = runner.up(cell, name)
     _how_to_get_in(console, lab, f"up: {cell.name} ({cell.scenario.filter}), {lab.accel}; the primary's guest "
                                  "runs, the secondary waits with -incoming")
     return 0
 
 
+def _note_leftovers(runner: Runner) -> None:
+    """Leftovers of dead runs are named, never removed here: `lab clean` does that when asked."""
+    left = runner.leftovers()
+    if left:
+        print(f"lab: note: dead runs left {left}; remove them with `lab clean`", file=sys.stderr)
+
+
 def _how_to_get_in(console: Console, lab: kept.KeptLab, what: str) -> None:
+    at = f" --lab {lab.name}"
     console.print(f"lab {lab.name} is {what}", markup=False)
-    console.print(f"  lab ssh primary                  # or: ssh -F {lab.ssh_config} primary", markup=False)
-    console.print("  lab qmp primary query-status", markup=False)
-    console.print("  lab console primary", markup=False)
+    console.print(f"  lab ssh{at} primary             # or: ssh -F {lab.ssh_config} primary", markup=False)
+    console.print(f"  lab qmp{at} primary query-status", markup=False)
+    console.print(f"  lab console{at} primary", markup=False)
     console.print(f"  files: {lab.rundir}", markup=False)
-    console.print("  lab down                         # when done", markup=False)
+    console.print(f"  lab down {lab.name}                # when done", markup=False)
 
 
 def cmd_down(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
-    removed = kept.down(resources.connect(), cfg)
-    console.print(f"removed {removed.describe()}" if removed else f"no lab named {cfg.name} was up")
+    name = args.name or kept.load(cfg).name
+    if name not in kept.names(cfg):
+        kept.load(cfg, name)  # says which labs are up
+    removed = kept.down(resources.connect(), cfg, name)
+    console.print(f"lab {name} is down" + (f"; removed {removed.describe()}" if removed else ""), markup=False)
     return 0
 
 
 def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
-    lab = kept.load(cfg)
-    client = ssh.connect(_container(lab, args.role), kept.keys(cfg))
+    lab = kept.load(cfg, args.lab)
+    client = ssh.connect(_container(lab, args.role), kept.keys(cfg, lab.name))
     try:
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
         if command:
@@ -216,7 +251,7 @@ def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_qmp(args: argparse.Namespace, console: Console) -> int:
-    lab = kept.load(_load(args))
+    lab = kept.load(_load(args), args.lab)
     _container(lab, args.role)
     try:
         arguments = json.loads(args.arguments) if args.arguments else {}
@@ -227,7 +262,7 @@ def cmd_qmp(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_console(args: argparse.Namespace, console: Console) -> int:
-    lab = kept.load(_load(args))
+    lab = kept.load(_load(args), args.lab)
     _container(lab, args.role)
     if not (args.log or args.follow):
         if not sys.stdin.isatty():
@@ -253,13 +288,25 @@ def cmd_console(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    lab = kept.load(_load(args))
-    console.print(f"lab {lab.name}: {lab.profile} x {lab.scenario}, {lab.accel}, image {lab.image}", markup=False)
-    for row in kept.status(resources.connect(), lab):
-        console.print(f"  {row['role']:<9} {row['container']:<16} host {row['host']:<8} "
-                      f"QEMU {row.get('runstate', '-')}  filters: {', '.join(row.get('filters', [])) or '-'}",  # type: ignore[arg-type]
+    cfg = _load(args)
+    up_now = [args.lab] if args.lab else kept.names(cfg)
+    if not up_now:
+        console.print("no lab is up (lab up --name NAME starts one)")
+    client = resources.connect() if up_now else None
+    for name in up_now:
+        lab = kept.load(cfg, name)
+        console.print(f"lab {lab.name}: {lab.profile} x {lab.scenario}, {lab.accel}, image {lab.image}",
                       markup=False)
-    console.print(f"  ssh_config: {lab.ssh_config}   files: {lab.rundir}", markup=False)
+        assert client is not None
+        for row in kept.status(client, lab):
+            filters = ", ".join(str(f) for f in row.get("filters", [])) or "-"  # type: ignore[attr-defined]
+            console.print(f"  {row['role']:<9} {row['container']:<24} host {row['host']:<8} "
+                          f"QEMU {row.get('runstate', '-')}  filters: {filters}", markup=False)
+        console.print(f"  ssh_config: {lab.ssh_config}   files: {lab.rundir}", markup=False)
+    if client is not None or args.lab is None:
+        left = resources.dead_runs(client or resources.connect(), cfg.name)
+        for run, stuff in sorted(left.items()):
+            console.print(f"dead run {run} left {stuff.describe()} (lab clean removes it)", markup=False)
     return 0
 
 
@@ -286,12 +333,19 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     client = resources.connect()
     cfg = _load(args) if not args.all or Path(args.config).exists() else None
     lab = None if args.all or cfg is None else cfg.name
+    downed: list[str] = []
     if cfg is not None:
-        if lab is not None:
-            kept.down(client, cfg)
-            kept.forget(cfg)
+        for name in kept.names(cfg) + kept.orphans(client, cfg):
+            kept.down(client, cfg, name)
+            kept.forget(cfg, name)
+            downed.append(name)
         (cfg.state_root / accel_mod.CACHE_NAME).unlink(missing_ok=True)
-    removed = resources.remove(client, lab, images=args.images)
+    # Only what dead runs left: a run in progress (another terminal, a CI job) keeps its hosts.
+    removed = resources.remove_dead_runs(client, lab)
+    if args.images:
+        resources.remove_images(client)
+    if downed:
+        console.print(f"took down the kept labs {', '.join(downed)}", markup=False)
     rundirs = artefacts.stray_rundirs(lab)
     for path in rundirs:
         shutil.rmtree(path, ignore_errors=True)
@@ -323,6 +377,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="folder for the report and artefacts (default: a new one under results_dir)")
     r.add_argument("--keep", action="store_true",
                    help="leave the first scenario that does not end as expected running, and say how to get in")
+    r.add_argument("--jobs", type=_positive, default=0,
+                   help="cells at once (default: one per core and per 2 GiB of the engines)")
+    r.add_argument("--engine", action="append", help="spread cells over this engine of lab.yaml (repeatable)")
+    r.add_argument("--split", help="PRIMARY,SECONDARY: every cell's primary on one engine, secondary on the other")
     sr = sub.add_parser("series", help="look up or fetch a patch series on Patchwork",
                         description="look up or fetch a patch series on Patchwork")
     sr.error = ap.error  # type: ignore[method-assign]
@@ -334,12 +392,16 @@ def parser() -> argparse.ArgumentParser:
     u = verb("up", cmd_up, "start a lab and leave it running: hosts, the primary's guest, the secondary -incoming")
     u.add_argument("--profile", help="build profile (default: the first one)")
     u.add_argument("--scenario", help="scenario whose filters to attach (default: the first one)")
-    verb("down", cmd_down, "remove the running lab")
-    verb("status", cmd_status, "hosts, QEMU runstates and filters of the running lab")
+    u.add_argument("--name", default="dev", help="the kept lab's name (default: dev)")
+    d = verb("down", cmd_down, "remove a kept lab")
+    d.add_argument("name", nargs="?", help="which (default: the one that is up)")
+    st = verb("status", cmd_status, "kept labs: hosts, QEMU runstates, filters; dead runs' leftovers")
+    st.add_argument("--lab", help="only this kept lab")
     for name, fn, what in (("ssh", cmd_ssh, "a shell (or one command) in a host of the running lab"),
                            ("qmp", cmd_qmp, "one QMP command to a host's QEMU, pretty-printed"),
                            ("console", cmd_console, "the guest's serial console (attach; or --log, -f)")):
         v = verb(name, fn, what)
+        v.add_argument("--lab", help="which kept lab (needed when more than one is up)")
         v.add_argument("role", choices=("primary", "secondary"))
         if name == "ssh":
             v.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... (default: a shell)")
@@ -350,10 +412,20 @@ def parser() -> argparse.ArgumentParser:
             v.add_argument("--log", action="store_true", help="print what the console has shown, do not attach")
             v.add_argument("-f", "--follow", action="store_true", help="print it, then keep printing what comes")
     verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
-    c = verb("clean", cmd_clean, "remove everything the lab created (containers, networks, volumes)")
+    c = verb("clean", cmd_clean, "remove kept labs and what dead runs left (never a run in progress)")
     c.add_argument("--images", action="store_true", help="remove the lab's images as well")
     c.add_argument("--all", action="store_true", help="every lab on this machine, not only the configured name")
     return ap
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return value
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -131,6 +131,22 @@ class Guest:
 
 
 @dataclass(frozen=True)
+class EngineSpec:
+    """A Docker engine the lab may run hosts on: ``url`` is any Docker base URL (``unix://``,
+    ``tcp://``, ``ssh://user@host[:port]``; empty: the local one, or DOCKER_HOST); ``address`` is
+    where containers on other engines reach the ports this one publishes (empty: derived)."""
+
+    name: str
+    url: str = ""
+    address: str = ""
+
+
+LOCAL_ENGINE = EngineSpec("local")
+ENGINE_URL_RE = re.compile(r"(unix://[^\s]+|tcp://[A-Za-z0-9.:\[\]-]+|ssh://([A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+(:\d+)?)")
+ADDRESS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")
+
+
+@dataclass(frozen=True)
 class LabConfig:
     path: Path
     name: str = "nfcl"
@@ -143,6 +159,13 @@ class LabConfig:
     migration: MigrationSettings = MigrationSettings()
     timeouts: Timeouts = Timeouts()
     guest: Guest = Guest()
+    engines: Mapping[str, EngineSpec] = field(default_factory=lambda: {"local": LOCAL_ENGINE})
+
+    def select_engines(self, names: list[str] | None) -> list[EngineSpec]:
+        """The engines asked for (--engine), or the first one configured."""
+        if not names:
+            return [next(iter(self.engines.values()))]
+        return [self.engines[n] for n in self._select(names, self.engines, "--engine")]
 
     @property
     def results_root(self) -> Path:
@@ -347,10 +370,28 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
     guest = Guest(memory_mb=gu.integer("memory_mb", 256, 64, 4096),
                   mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE))
     gu.done()
+    engines = _engines(top.child("engines")) if "engines" in top.data else {"local": LOCAL_ENGINE}
     top.done()
     return LabConfig(path=path, name=name, results_dir=results_dir, accel=accel, images=images,
                      profiles=profiles, scenarios=scenarios, traffic=traffic, migration=migration,
-                     timeouts=timeouts, guest=guest)
+                     timeouts=timeouts, guest=guest, engines=engines)
+
+
+def _engines(node: _Reader) -> dict[str, EngineSpec]:
+    engines: dict[str, EngineSpec] = {}
+    for name in _names(node, "engine"):
+        e = node.child(name)
+        url = e.text("url", "")
+        if url and not ENGINE_URL_RE.fullmatch(url):
+            raise ConfigError(f"{node.where}.{name}.url", f"{url!r} is not a Docker engine URL",
+                              "unix:///path, tcp://host:port or ssh://[user@]host[:port]")
+        address = e.text("address", "")
+        if address and not ADDRESS_RE.fullmatch(address):
+            raise ConfigError(f"{node.where}.{name}.address", f"{address!r} is not a host address",
+                              "an IP address or host name of this engine's machine")
+        engines[name] = EngineSpec(name, url, address)
+        e.done()
+    return engines
 
 
 def _property(node: _Reader, key: object) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from lab import accel, apt, resources
 from lab.config import LabConfig
 from lab.engine import Engine
 from lab.errors import LabError
+from lab.namespace import Namespace
 
 TUN = "/dev/net/tun"
 
@@ -76,7 +77,7 @@ def _kvm(cfg: LabConfig, client: docker.DockerClient | None) -> Check:
         return Check("accelerator", True, "KVM present but not probed (build the images first: lab build); "
                                           "runs fall back to tcg if the probe fails")
     # Afresh, not from the cache: a doctor is asked when something changed.
-    choice = accel.choose(Engine(client), runtime, "auto", cfg.name, cfg.timeouts.kvm_probe_s)
+    choice = accel.choose(Engine(client), runtime, "auto", Namespace.new_run(cfg.name), cfg.timeouts.kvm_probe_s)
     return Check("accelerator", True, f"{choice.accel}: {choice.reason}")
 
 

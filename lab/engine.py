@@ -9,23 +9,31 @@ lab's (a host that cannot be made is a LabError; a command that cannot run is a 
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import shutil
+import subprocess
 import tempfile
 import threading
+import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import docker
 import docker.errors
+import paramiko
 from docker.models.containers import Container
 from docker.models.networks import Network
 
 from lab import resources
+from lab.config import LOCAL_ENGINE, EngineSpec
 from lab.errors import Cancelled, LabError, ScenarioError
 from lab.host import RUNDIR, TAP, ExecResult, Host
+from lab.namespace import Namespace
 from lab.waiting import wait_until
 
 TUN = "/dev/net/tun"
@@ -45,6 +53,7 @@ class DockerHost(Host):
         self.role = role
         self.rundir = rundir
         self.cancel = cancel
+        self.published: dict[int, tuple[str, int]] = {}
 
     @property
     def name(self) -> str:
@@ -52,6 +61,9 @@ class DockerHost(Host):
 
     def path(self, name: str) -> Path:
         return self.rundir / name
+
+    def reach(self, port: int) -> tuple[str, int]:
+        return self.published.get(port) or (self.name, port)
 
     def run(self, argv: list[str], timeout: float = 30.0) -> ExecResult:
         # docker exec has no timeout of its own; coreutils' does, inside the host.
@@ -69,13 +81,67 @@ class DockerHost(Host):
             raise ScenarioError(f"{self.role}: cannot start {shlex.join(argv)}: {_why(exc)}") from exc
 
 
+def _ssh_trouble(exc: paramiko.SSHException, url: str) -> str:
+    text = str(exc)
+    if "known_hosts" in text:
+        return (f"{text}; the host key is not known here and is never accepted silently: check it, then add "
+                "it to ~/.ssh/known_hosts")
+    if isinstance(exc, paramiko.AuthenticationException) or "authentication" in text.lower():
+        return f"SSH refused the login ({text}); give an IdentityFile for that host in ~/.ssh/config"
+    return f"SSH failed: {text}"
+
+
+def ssh_url(url: str) -> str:
+    """An ssh:// URL with the port ~/.ssh/config gives its host, when it names none: the Docker SDK
+    would take 22, while it takes identity and host name from that same file."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme != "ssh" or parsed.port is not None or not parsed.hostname:
+        return url
+    config = Path("~/.ssh/config").expanduser()
+    if not config.is_file():
+        return url
+    ssh_config = paramiko.SSHConfig()
+    with config.open() as f:
+        ssh_config.parse(f)
+    port = ssh_config.lookup(parsed.hostname).get("port")
+    return f"{url}:{port}" if port else url
+
+
+def machine_address() -> str:
+    """The first IPv4 address of the interface of this machine's default route (found by asking the
+    kernel's tables with `ip`, not by sending anything)."""
+    try:
+        routes = json.loads(subprocess.run(["ip", "-j", "-4", "route", "show", "default"], capture_output=True,
+                                           text=True, timeout=10, check=True).stdout or "[]")
+        dev = routes[0]["dev"] if routes else ""
+        if not dev:
+            return ""
+        links = json.loads(subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", dev], capture_output=True,
+                                          text=True, timeout=10, check=True).stdout or "[]")
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError):
+        return ""
+    for link in links:
+        for info in link.get("addr_info", []):
+            if info.get("family") == "inet" and info.get("local"):
+                return str(info["local"])
+    return ""
+
+
+def _published_port(container: Container, port: int) -> int:
+    container.reload()
+    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
+    if not bindings:
+        raise LabError(f"{container.name}: port {port} was not published")
+    return int(bindings[0]["HostPort"])
+
+
 def _why(exc: BaseException) -> str:
     explanation = getattr(exc, "explanation", None)
     text = str(explanation or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-@dataclass
+@dataclass(eq=False)  # an engine is itself: compared and hashed by identity
 class Engine:
     """One Docker engine and the guard around what the lab creates on it.
 
@@ -85,12 +151,59 @@ class Engine:
 
     client: docker.DockerClient
     name: str = "local"
+    address: str = ""  # where containers on other engines reach the ports this one publishes
     cancelled: threading.Event = field(default_factory=threading.Event)
     _creating: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def connect(cls) -> Engine:
-        return cls(resources.connect())
+    def connect(cls, spec: EngineSpec = LOCAL_ENGINE) -> Engine:
+        """The engine of a lab.yaml `engines:` entry; every way of failing is one line naming it."""
+        if not spec.url:
+            client = resources.connect()
+        else:
+            try:
+                client = docker.DockerClient(base_url=ssh_url(spec.url), timeout=120, use_ssh_client=False)
+                client.ping()
+            except paramiko.SSHException as exc:
+                raise LabError(f"engine {spec.name} ({spec.url}): {_ssh_trouble(exc, spec.url)}") from exc
+            except (docker.errors.DockerException, OSError, EOFError) as exc:
+                raise LabError(f"engine {spec.name} ({spec.url}) does not answer: {_why(exc)}; is its daemon "
+                               "up (scripts/second-engine status)?") from exc
+        return cls(client, spec.name, spec.address)
+
+    def alive(self) -> bool:
+        try:
+            self.client.ping()
+            return True
+        except (docker.errors.DockerException, OSError, paramiko.SSHException, EOFError):
+            return False
+
+    def reach_address(self) -> str:
+        """``address``, or the one derived for it: this machine's own address for a local engine."""
+        if self.address:
+            return self.address
+        found = machine_address()
+        if not found:
+            raise LabError(f"engines.{self.name}.address: cannot be derived (no IPv4 address on this machine's "
+                           "default route); set it in lab.yaml")
+        return found
+
+    def ensure_images(self, source: Engine, tags: list[str]) -> float:
+        """The images a cell needs, streamed from ``source`` when this engine lacks them (no registry;
+        digest tags make it idempotent). Returns the seconds spent."""
+        started = time.monotonic()
+        for tag in tags:
+            try:
+                self.client.images.get(tag)
+                continue
+            except docker.errors.ImageNotFound:
+                pass
+            try:
+                self.client.api.load_image(source.client.api.get_image(tag))
+            except (docker.errors.DockerException, OSError) as exc:
+                raise LabError(f"cannot copy {tag} from engine {source.name} to engine {self.name}: "
+                               f"{_why(exc)}") from exc
+        return round(time.monotonic() - started, 1)
 
     @contextlib.contextmanager
     def creating(self) -> Iterator[None]:
@@ -99,27 +212,34 @@ class Engine:
                 raise Cancelled("the run was cancelled; nothing more is created")
             yield
 
-    def cancel(self, lab: str) -> resources.Leftovers:
-        """Stops all further creation and removes what the lab has on this engine."""
+    def cancel(self, ns: Namespace) -> resources.Leftovers:
+        """Stops all further creation and removes what the namespace has on this engine."""
         with self._creating:
             self.cancelled.set()
-        return resources.remove(self.client, lab)
+        return resources.remove(self.client, ns.lab, ns=ns)
 
-    def run_container(self, image: str, role: str, lab: str, rundir: Path, devices: tuple[str, ...],
-                      network: str | None = None) -> DockerHost:
-        """A host container: on ``network``, or on none at all."""
+    def run_container(self, image: str, role: str, ns: Namespace, rundir: Path, devices: tuple[str, ...],
+                      network: str | None = None, publish: tuple[int, ...] = ()) -> DockerHost:
+        """A host container: on ``network``, or on none at all; ``publish``: ports published on this
+        engine's address (the engine picks free host ports), reached there from other engines."""
+        address = self.reach_address() if publish else ""
+        # (address, None): bound to that address only, on a free port the engine picks.
+        ports: Any = {f"{p}/tcp": (address, None) for p in publish} or None
         try:
             with self.creating():
                 container = self.client.containers.run(
-                    image, name=f"{lab}-{role}", hostname=role, detach=True, init=True, cap_add=["NET_ADMIN"],
+                    image, name=ns.name(role), hostname=role, detach=True, init=True, cap_add=["NET_ADMIN"],
                     devices=[f"{d}:{d}:rwm" for d in devices],
                     volumes={str(rundir.resolve()): {"bind": RUNDIR, "mode": "rw"}},
-                    labels=resources.labels(lab, role=role), network=network,
-                    network_mode=None if network else "none")
+                    labels=resources.labels(ns.lab, ns, role=role), network=network,
+                    network_mode=None if network else "none",
+                    ports=ports)
         except docker.errors.DockerException as exc:
             raise LabError(f"cannot start the {role} host from {image} on engine {self.name}: {_why(exc)}") from exc
         host = DockerHost(container, role, rundir, self.cancelled)
         self._wait_running(host, 30.0)
+        if publish:
+            host.published = {p: (address, _published_port(container, p)) for p in publish}
         return host
 
     def _wait_running(self, host: DockerHost, timeout: float) -> None:
@@ -134,12 +254,13 @@ class Engine:
                    last=lambda: str(host.container.status))
 
     @contextlib.contextmanager
-    def throwaway(self, image: str, role: str, lab: str, devices: tuple[str, ...] = (TUN,)) -> Iterator[DockerHost]:
+    def throwaway(self, image: str, role: str, ns: Namespace,
+                  devices: tuple[str, ...] = (TUN,)) -> Iterator[DockerHost]:
         """A host with no network for a short job (the KVM probe, the capability check), removed after."""
-        rundir = Path(tempfile.mkdtemp(prefix=f"{lab}-{role}-"))
+        rundir = Path(tempfile.mkdtemp(prefix=f"{ns.prefix}-{role}-"))
         host = None
         try:
-            host = self.run_container(image, role, lab, rundir, devices)
+            host = self.run_container(image, role, ns, rundir, devices)
             yield host
         finally:
             if host is not None:
@@ -151,27 +272,41 @@ class Engine:
 @dataclass(frozen=True)
 class HostSpec:
     image: str
-    lab: str
+    ns: Namespace
     devices: tuple[str, ...] = (TUN,)
     ssh_key: str = ""  # an authorized public key: the hosts then run sshd (key-only, loopback)
+    published: tuple[int, ...] = ()  # the secondary's ports the primary uses, published when split
 
 
 class LabHosts:
-    """The primary and secondary hosts and their internal network, as one context.
+    """The primary and secondary hosts and their networks, as one context.
 
-    Entering creates the network and both containers (each with its tap up); leaving removes them,
-    whatever happened in between. The run folders stay: they are the scenario's artefacts.
+    Both hosts on one engine share an internal network (no route off this machine) and reach each
+    other by name. Split over two engines (``secondary_engine``), each host sits on a bridge of its
+    own engine, and the secondary publishes ``spec.published`` on its engine's address, where the
+    primary reaches them. Entering creates the networks and both containers (each with its tap up);
+    leaving removes them, whatever happened in between. The run folders stay: they are the artefacts.
     """
 
     ROLES = ("primary", "secondary")
 
-    def __init__(self, engine: Engine, spec: HostSpec, rundir: Path, start_timeout: float) -> None:
+    def __init__(self, engine: Engine, spec: HostSpec, rundir: Path, start_timeout: float,
+                 secondary_engine: Engine | None = None) -> None:
         self.engine = engine
+        self.engines = {"primary": engine, "secondary": secondary_engine or engine}
         self.spec = spec
         self.rundir = rundir
         self.start_timeout = start_timeout
-        self.network: Network | None = None
+        self.networks: dict[str, Network] = {}
         self.hosts: dict[str, DockerHost] = {}
+
+    @property
+    def split(self) -> bool:
+        return self.engines["primary"] is not self.engines["secondary"]
+
+    @property
+    def network(self) -> Network | None:
+        return self.networks.get("secondary")
 
     @property
     def primary(self) -> DockerHost:
@@ -209,23 +344,31 @@ class LabHosts:
         if not keep():
             self.close()
 
-    def _create(self) -> None:
-        lab = self.spec.lab
-        client = self.engine.client
-        resources.refuse_leftovers(client, lab)
-        # internal: no route off this machine; the lab's traffic stays between its hosts.
+    def _network(self, role: str) -> Network:
+        engine, ns = self.engines[role], self.spec.ns
+        for network in self.networks.values():
+            if network.client is engine.client:
+                return network
         try:
-            with self.engine.creating():
-                self.network = client.networks.create(f"{lab}-net", driver="bridge", internal=True,
-                                                      labels=resources.labels(lab, role="network"))
+            with engine.creating():
+                # internal unless split: then the primary must reach the secondary's engine address.
+                network = engine.client.networks.create(ns.name("net"), driver="bridge", internal=not self.split,
+                                                        labels=resources.labels(ns.lab, ns, role="network"))
         except docker.errors.DockerException as exc:
-            raise LabError(f"cannot create the lab network {lab}-net on engine {self.engine.name}: "
+            raise LabError(f"cannot create the lab network {ns.name('net')} on engine {engine.name}: "
                            f"{_why(exc)}") from exc
+        return network
+
+    def _create(self) -> None:
+        ns = self.spec.ns
         for role in self.ROLES:
+            self.networks[role] = self._network(role)
             hostdir = self.rundir / role
             hostdir.mkdir(parents=True, exist_ok=True)
-            self.hosts[role] = self.engine.run_container(self.spec.image, role, lab, hostdir, self.spec.devices,
-                                                         network=self.network.name)
+            publish = self.spec.published if self.split and role == "secondary" else ()
+            engine = self.engines[role]
+            self.hosts[role] = engine.run_container(self.spec.image, role, ns, hostdir, self.spec.devices,
+                                                    network=self.networks[role].name, publish=publish)
         for host in self.hosts.values():
             host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
             host.check(["ip", "link", "set", TAP, "up"])
@@ -250,6 +393,10 @@ class LabHosts:
     def close(self) -> None:
         # By label, not only what this object holds: an interrupt can land between the daemon
         # creating a container or network and this process hearing of it.
-        resources.remove(self.engine.client, self.spec.lab)
+        for engine in dict.fromkeys(self.engines.values()):
+            try:
+                resources.remove(engine.client, self.spec.ns.lab, ns=self.spec.ns)
+            except (docker.errors.DockerException, OSError, paramiko.SSHException):
+                pass  # an engine that is gone took its containers with it; `lab status` names what is left
         self.hosts.clear()
-        self.network = None
+        self.networks.clear()

@@ -61,6 +61,10 @@ class Host(abc.ABC):
     def path(self, name: str) -> Path:
         """The lab-side path of the file the host sees as ``RUNDIR/<name>``."""
 
+    def reach(self, port: int) -> tuple[str, int]:
+        """Where the lab's other host reaches this host's TCP ``port``."""
+        return self.name, port
+
     def socket(self, name: str) -> Path:
         """A unix socket the host made in its run folder, as the lab reaches it."""
         return self.path(name)

@@ -6,8 +6,10 @@ so that every later `lab` command finds the lab it is about.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -23,6 +25,7 @@ from lab.config import LabConfig
 from lab.engine import LabHosts
 from lab.errors import LabError, LeftoverLab, ScenarioError
 from lab.host import RUNDIR
+from lab.namespace import KEPT, Namespace
 from lab.qemu import CONSOLE_LOG, CONSOLE_SOCKET
 from lab.qmp import Monitor
 
@@ -46,55 +49,95 @@ class KeptLab:
         return Path(self.rundir) / role / CONSOLE_LOG
 
 
-def state_dir(cfg: LabConfig) -> Path:
-    return cfg.state_root / cfg.name
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 
 
-def keys(cfg: LabConfig) -> ssh.LabKeys:
-    return ssh.LabKeys(state_dir(cfg))
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise LabError(f"{name!r} is not a kept lab's name: lower-case letters, digits and '-' "
+                       f"(pattern {NAME_RE.pattern})")
+    return name
 
 
-def load(cfg: LabConfig) -> KeptLab:
-    path = state_dir(cfg) / "state.json"
+def state_dir(cfg: LabConfig, name: str) -> Path:
+    return cfg.state_root / check_name(name)
+
+
+def keys(cfg: LabConfig, name: str) -> ssh.LabKeys:
+    return ssh.LabKeys(state_dir(cfg, name))
+
+
+def names(cfg: LabConfig) -> list[str]:
+    """The kept labs that are up (have a state), by name."""
+    if not cfg.state_root.is_dir():
+        return []
+    return sorted(p.parent.name for p in cfg.state_root.glob("*/state.json"))
+
+
+def load(cfg: LabConfig, name: str | None = None) -> KeptLab:
+    """The kept lab ``name``; without a name, the one that is up (refused when there are several)."""
+    if name is None:
+        up_now = names(cfg)
+        if not up_now:
+            raise LabError("no lab is up; start one with `lab up`")
+        if len(up_now) > 1:
+            raise LabError(f"{len(up_now)} labs are up ({', '.join(up_now)}); say which with --lab NAME")
+        name = up_now[0]
+    path = state_dir(cfg, name) / "state.json"
     if not path.exists():
-        raise LabError(f"no lab named {cfg.name!r} is up; start one with `lab up`")
+        up_now = names(cfg)
+        raise LabError(f"no lab named {name!r} is up" + (f" (up: {', '.join(up_now)})" if up_now else "")
+                       + "; start one with `lab up --name NAME`")
     try:
         return KeptLab(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError) as exc:
         raise LabError(f"{path} is not a kept lab's state ({exc}); remove the lab with `lab clean`") from exc
 
 
-def refuse_if_up(cfg: LabConfig) -> None:
-    if (state_dir(cfg) / "state.json").exists():
-        raise LeftoverLab(f"the lab {cfg.name!r} is up (lab up); look at it with `lab status`, "
-                          "remove it with `lab down`")
+def namespace(cfg: LabConfig, name: str) -> Namespace:
+    return Namespace.kept(cfg.name, check_name(name))
 
 
-def adopt(cfg: LabConfig, hosts: LabHosts, profile: str, scenario: str, image: str, accel: str) -> KeptLab:
-    """Records running hosts (started by `lab up`, or kept by `lab run --keep`) as the kept lab."""
+def refuse_if_up(cfg: LabConfig, name: str) -> None:
+    if (state_dir(cfg, name) / "state.json").exists():
+        raise LeftoverLab(f"a lab named {name!r} is up; look at it with `lab status`, remove it with "
+                          f"`lab down {name}`, or start another with `lab up --name OTHER`")
+
+
+def adopt(cfg: LabConfig, name: str, hosts: LabHosts, profile: str, scenario: str, image: str,
+          accel: str) -> KeptLab:
+    """Records running hosts (started by `lab up`, or kept by `lab run --keep`) as the kept lab ``name``."""
     containers = {role: host.name for role, host in hosts.hosts.items()}
-    config = ssh.write_config(state_dir(cfg) / "ssh_config", keys(cfg), containers)
-    lab = KeptLab(name=cfg.name, profile=profile, scenario=scenario, image=image, accel=accel,
+    config = ssh.write_config(state_dir(cfg, name) / "ssh_config", keys(cfg, name), containers)
+    lab = KeptLab(name=name, profile=profile, scenario=scenario, image=image, accel=accel,
                   rundir=str(hosts.rundir), containers=containers, ssh_config=str(config), started=time.time())
-    (state_dir(cfg) / "state.json").write_text(json.dumps(asdict(lab), indent=2) + "\n")
+    (state_dir(cfg, name) / "state.json").write_text(json.dumps(asdict(lab), indent=2) + "\n")
     return lab
 
 
-def down(client: docker.DockerClient, cfg: LabConfig) -> resources.Leftovers:
-    """Removes the lab's containers and network, its run folder and its state (not its keys)."""
-    removed = resources.remove(client, cfg.name)
-    state = state_dir(cfg) / "state.json"
+def down(client: docker.DockerClient, cfg: LabConfig, name: str) -> resources.Leftovers:
+    """Removes the kept lab's containers and network, its run folder and its state (not its keys)."""
+    removed = resources.remove(client, cfg.name, ns=namespace(cfg, name))
+    state = state_dir(cfg, name) / "state.json"
     if state.exists():
-        lab = KeptLab(**json.loads(state.read_text()))
-        shutil.rmtree(lab.rundir, ignore_errors=True)
+        with contextlib.suppress(LabError):
+            shutil.rmtree(load(cfg, name).rundir, ignore_errors=True)
         state.unlink()
-    (state_dir(cfg) / "ssh_config").unlink(missing_ok=True)
+    (state_dir(cfg, name) / "ssh_config").unlink(missing_ok=True)
     return removed
 
 
-def forget(cfg: LabConfig) -> None:
-    """`lab clean`: the keys and everything else of the lab's state folder."""
-    shutil.rmtree(state_dir(cfg), ignore_errors=True)
+def forget(cfg: LabConfig, name: str) -> None:
+    """`lab clean`: the keys and everything else of a kept lab's state folder."""
+    shutil.rmtree(state_dir(cfg, name), ignore_errors=True)
+
+
+def orphans(client: docker.DockerClient, cfg: LabConfig) -> list[str]:
+    """Kept labs' resources with no state left (a `lab run --keep` killed before it recorded one)."""
+    known = set(names(cfg))
+    found = client.containers.list(all=True, filters={"label": [f"{resources.LAB}={cfg.name}",
+                                                                 f"{resources.KIND}={KEPT}"]})
+    return sorted({c.labels.get(resources.RUN, "") for c in found} - known - {""})
 
 
 def qmp(lab: KeptLab, role: str, command: str, args: dict[str, Any]) -> Any:

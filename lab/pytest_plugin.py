@@ -38,6 +38,7 @@ from lab.accel import AccelChoice
 from lab.config import LabConfig
 from lab.engine import Engine, HostSpec, LabHosts
 from lab.errors import LabError
+from lab.namespace import Namespace
 from lab.report import Row
 from lab.runner import Cell, HostsHook, Runner, select_profiles
 
@@ -138,9 +139,10 @@ def lab_out(request: pytest.FixtureRequest, lab_results: Path) -> Path:
 def lab_hosts(lab_runner: Runner, lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
               lab_accel: AccelChoice, lab_out: Path) -> Iterator[LabHosts]:
     runtime = next(iter(lab_images.values())).runtime
-    rundir = artefacts.new_rundir(lab_config.name)
+    ns = Namespace.new_run(lab_config.name)  # a test's own: other tests, runs and kept labs go on
+    rundir = artefacts.new_rundir(ns)
     try:
-        with LabHosts(lab_runner.engine, HostSpec(image=runtime, lab=lab_config.name, devices=lab_runner.devices),
+        with LabHosts(lab_runner.engine, HostSpec(image=runtime, ns=ns, devices=lab_runner.devices),
                       rundir, lab_config.timeouts.host_start_s) as hosts:
             yield hosts
     finally:

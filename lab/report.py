@@ -47,6 +47,7 @@ class Row:
     stopped_window_ms: float | None
     reasons: list[str]
     accel: str
+    engines: dict[str, str]  # where each host ran: {"primary": NAME, "secondary": NAME}
     qemu_version: str
     timings: dict[str, float]  # seconds: boot, migrate, hold, drain, total
     artefacts: str  # the cell's folder ("" when nothing ran)
@@ -54,11 +55,13 @@ class Row:
     @classmethod
     def of(cls, *, profile: str, scenario: str, filter: str, expected: str, verdict: str, accel: str,
            analysis: Analysis | None = None, error: str = "", qemu_version: str = "",
-           timings: dict[str, float] | None = None, artefacts: str = "") -> Row:
+           timings: dict[str, float] | None = None, artefacts: str = "",
+           engines: dict[str, str] | None = None) -> Row:
         counts = {k: getattr(analysis, k) if analysis else None for k in COUNTS}
         reasons = list(analysis.reasons) if analysis else ([error] if error else [])
         return cls(profile=profile, scenario=scenario, filter=filter, expected=expected, verdict=verdict,
-                   match=verdict == expected, **counts, reasons=reasons, accel=accel, qemu_version=qemu_version,
+                   match=verdict == expected, **counts, reasons=reasons, accel=accel, engines=dict(engines or {}),
+                   qemu_version=qemu_version,
                    timings=dict(timings or {}), artefacts=artefacts)
 
     def to_json(self) -> dict[str, Any]:
@@ -93,6 +96,7 @@ class Report:
     accel: str = ""
     accel_reason: str = ""
     builds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: address, image transfer seconds
     rows: list[Row] = field(default_factory=list)
     started: float = field(default_factory=time.time)
 
@@ -103,7 +107,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         return {
             "lab": {"config": self.config, "accel": self.accel, "accel_reason": self.accel_reason,
-                    "builds": self.builds, "host": platform.node(),
+                    "builds": self.builds, "engines": self.engines, "host": platform.node(),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
                     "duration_s": round(time.time() - self.started, 1)},
             "results": [r.to_json() for r in self.rows],

@@ -1,8 +1,9 @@
 """Docker resources the lab owns: how they are labelled, found and removed.
 
 Every container, network, volume and image the lab creates carries ``io.nfcl.managed=true`` and
-``io.nfcl.lab=<lab name>``, so that `lab clean` (and the next run, after a crash) can find them
-without any state file.
+``io.nfcl.lab=<lab name>``; what belongs to a run or a kept lab carries its namespace too
+(``io.nfcl.run``, ``io.nfcl.kind``, the owner's pid and boot: see lab.namespace), so that a run
+removes only its own, and the next command can tell a dead run's leftovers from a live run's hosts.
 """
 
 from __future__ import annotations
@@ -19,16 +20,23 @@ import docker
 import docker.errors
 from docker.models.networks import Network
 
-from lab.errors import DockerUnavailable, LeftoverLab
+from lab.errors import DockerUnavailable
+from lab.namespace import KEPT, Namespace, alive
 
 MANAGED = "io.nfcl.managed"
 LAB = "io.nfcl.lab"
 ROLE = "io.nfcl.role"
 IMAGE = "io.nfcl.image"
+RUN = "io.nfcl.run"
+KIND = "io.nfcl.kind"
+CELL = "io.nfcl.cell"
+OWNER_PID = "io.nfcl.owner.pid"
+OWNER_BOOT = "io.nfcl.owner.boot"
 
 
-def labels(lab: str, **extra: str) -> dict[str, str]:
-    return {MANAGED: "true", LAB: lab, **{f"io.nfcl.{k}": v for k, v in extra.items()}}
+def labels(lab: str, ns: Namespace | None = None, **extra: str) -> dict[str, str]:
+    own = ns.labels() if ns is not None else {}
+    return {MANAGED: "true", LAB: lab, **{f"io.nfcl.{k}": v for k, v in {**own, **extra}.items()}}
 
 
 def connect() -> docker.DockerClient:
@@ -84,13 +92,16 @@ def free_gb(client: docker.DockerClient | None) -> tuple[float, str]:
     return shutil.disk_usage(where).free / 1e9, where
 
 
-def _filters(lab: str | None) -> dict[str, str | list[str] | bool]:
-    return {"label": [f"{MANAGED}=true"] + ([f"{LAB}={lab}"] if lab else [])}
+def _filters(lab: str | None, ns: Namespace | None = None) -> dict[str, str | list[str] | bool]:
+    wanted = [f"{MANAGED}=true"] + ([f"{LAB}={lab}"] if lab else [])
+    if ns is not None:
+        wanted += [f"{RUN}={ns.id}", f"{KIND}={ns.kind}"] + ([f"{CELL}={ns.cell}"] if ns.cell else [])
+    return {"label": wanted}
 
 
-def find(client: docker.DockerClient, lab: str | None = None) -> Leftovers:
-    """Running or stopped resources of one lab (or of every lab when ``lab`` is None)."""
-    flt = _filters(lab)
+def find(client: docker.DockerClient, lab: str | None = None, ns: Namespace | None = None) -> Leftovers:
+    """Resources of one lab (every lab when ``lab`` is None): of one namespace, or all of them."""
+    flt = _filters(lab, ns)
     return Leftovers(
         containers=[str(c.name) for c in client.containers.list(all=True, filters=flt)],
         networks=[str(n.name) for n in client.networks.list(filters=flt)],
@@ -98,28 +109,59 @@ def find(client: docker.DockerClient, lab: str | None = None) -> Leftovers:
     )
 
 
-def refuse_leftovers(client: docker.DockerClient, lab: str) -> None:
-    left = find(client, lab)
-    if left:
-        raise LeftoverLab(f"a lab named {lab!r} is still there ({left.describe()}); "
-                          "remove it with `lab clean`")
+def owner_gone(found: dict[str, str]) -> bool:
+    """A run's resource whose process is gone (killed, or from an earlier boot); kept labs have no
+    owner process and are never leftovers."""
+    if found.get(KIND) == KEPT or RUN not in found:
+        return False
+    try:
+        pid = int(found.get(OWNER_PID, "0"))
+    except ValueError:
+        pid = 0
+    return not alive(pid, found.get(OWNER_BOOT, ""))
 
 
-def remove(client: docker.DockerClient, lab: str | None = None, images: bool = False) -> Leftovers:
-    """Removes what ``find`` finds (and the lab's images when asked); returns what was removed."""
-    left = find(client, lab)
+def remove_dead_runs(client: docker.DockerClient, lab: str | None) -> Leftovers:
+    """`lab clean`: what dead runs left, only that."""
+    removed = Leftovers()
+    for run in dead_runs(client, lab):
+        found = remove(client, lab, ns=Namespace(lab or "", run))
+        removed.containers += found.containers
+        removed.networks += found.networks
+    return removed
+
+
+def dead_runs(client: docker.DockerClient, lab: str | None) -> dict[str, Leftovers]:
+    """Per run id, what runs whose owner is gone left on this engine (found, never removed here)."""
+    runs: dict[str, Leftovers] = {}
     flt = _filters(lab)
+    for c in client.containers.list(all=True, filters=flt):
+        if owner_gone(c.labels):
+            runs.setdefault(c.labels[RUN], Leftovers()).containers.append(str(c.name))
+    for n in client.networks.list(filters=flt):
+        if owner_gone(n.attrs.get("Labels") or {}):
+            runs.setdefault((n.attrs.get("Labels") or {})[RUN], Leftovers()).networks.append(str(n.name))
+    return runs
+
+
+def remove(client: docker.DockerClient, lab: str | None = None, ns: Namespace | None = None) -> Leftovers:
+    """Removes what ``find`` finds; returns what was removed."""
+    left = find(client, lab, ns)
+    flt = _filters(lab, ns)
     for c in client.containers.list(all=True, filters=flt):
         _quietly(c.remove, force=True, v=True)
     for n in client.networks.list(filters=flt):
         _remove_network(n)
     for v in client.volumes.list(filters=flt):
         _quietly(v.remove, force=True)
-    if images:
-        for img in client.images.list(filters={"label": f"{MANAGED}=true"}):
-            for tag in img.tags or [str(img.id)]:
-                _quietly(client.images.remove, tag, force=True)
     return left
+
+
+def remove_images(client: docker.DockerClient) -> None:
+    """Every image the lab built (shared by every lab on the engine)."""
+    for img in client.images.list(filters={"label": f"{MANAGED}=true"}):
+        for tag in img.tags or [str(img.id)]:
+            _quietly(client.images.remove, tag, force=True)
 
 
 def _remove_network(network: Network, timeout: float = 15.0) -> None:

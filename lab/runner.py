@@ -11,6 +11,7 @@ Ctrl-C or SIGTERM in the caller cancels it, removes what the run made and still 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import shutil
 import threading
@@ -19,13 +20,16 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker.errors
+
 from lab import accel as accel_mod
 from lab import artefacts, capabilities, images, kept, resources, scenario, ssh
 from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
-from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts
+from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
 from lab.errors import Cancelled, LabError, ScenarioError
+from lab.namespace import Namespace
 from lab.report import NOT_RUN, Report, Row
 
 # A hook a test may give: called as each phase begins, with the cell's hosts (to inject faults).
@@ -48,6 +52,16 @@ class Cell:
     def row(self, verdict: str, accel: str, **details: object) -> Row:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
                       expected=self.expected, verdict=verdict, accel=accel, **details)  # type: ignore[arg-type]
+
+
+def _capacity(engine: Engine) -> int:
+    try:
+        info = engine.client.info()
+    except docker.errors.DockerException:
+        return 1
+    cores = int(info.get("NCPU") or 1)
+    memory = int(info.get("MemTotal") or 0) // (2 << 30)
+    return max(1, min(cores, memory or 1))
 
 
 def select_profiles(cfg: LabConfig, names: list[str] | None = None) -> list[Profile]:
@@ -95,6 +109,7 @@ class PhaseChanged:
 class CellFinished:
     cell: Cell
     row: Row
+    index: int = 0  # 0-based, in the selection's order
 
 
 @dataclass(frozen=True)
@@ -121,6 +136,27 @@ class Runner:
     on_build: images.Progress | None = None
     builds: dict[str, Build] = field(default_factory=dict)
     accel: AccelChoice | None = None
+    ns: Namespace = field(default=None)  # type: ignore[assignment]  # set in __post_init__
+    # Where cells run, in turn: (primary's engine, secondary's engine); by default both on ``engine``.
+    placements: list[tuple[Engine, Engine]] = field(default_factory=list)
+    _spaces: list[Namespace] = field(default_factory=list)  # every namespace a cell of this run used
+    transfers: dict[str, float] = field(default_factory=dict)  # per engine: seconds copying images to it
+
+    def __post_init__(self) -> None:
+        if self.ns is None:
+            self.ns = Namespace.new_run(self.cfg.name)
+        if not self.placements:
+            self.placements = [(self.engine, self.engine)]
+
+    def place(self, engines: list[Engine], split: bool = False) -> None:
+        """Cells spread over ``engines`` (both hosts of a cell on one), or, ``split``, every cell's
+        primary on the first and its secondary on the second."""
+        self.placements = [(engines[0], engines[1])] if split else [(e, e) for e in engines]
+
+    @property
+    def engines(self) -> list[Engine]:
+        """Every engine this run uses, the build engine first."""
+        return list(dict.fromkeys([self.engine, *(e for pair in self.placements for e in pair)]))
 
     @classmethod
     def connect(cls, cfg: LabConfig, on_build: images.Progress | None = None) -> Runner:
@@ -139,79 +175,110 @@ class Runner:
         built = self.build(missing) if missing else {}
         if self.accel is None and (built or self.builds):
             runtime = next(iter(built.values())).runtime if built else next(iter(self.builds.values())).images.runtime
-            self.accel = accel_mod.choose(self.engine, runtime, self.cfg.accel, self.cfg.name,
+            self.accel = accel_mod.choose(self.engine, runtime, self.cfg.accel, self.ns,
                                           self.cfg.timeouts.kvm_probe_s, self.cfg.state_root / accel_mod.CACHE_NAME)
         for name, image_set in built.items():
             self.builds[name] = Build(image_set, capabilities.filter_properties(self.engine, image_set.runtime,
-                                                                               self.cfg.name))
+                                                                               self.ns))
+        runtimes = [self.builds[p.name].images.runtime for p in profiles]
+        for engine in self.engines[1:]:
+            seconds = engine.ensure_images(self.engine, runtimes)
+            self.transfers[engine.name] = round(self.transfers.get(engine.name, 0.0) + seconds, 1)
         return {p.name: self.builds[p.name] for p in profiles}
 
-    def refuse_leftovers(self) -> None:
-        kept.refuse_if_up(self.cfg)
-        resources.refuse_leftovers(self.engine.client, self.cfg.name)
+    def leftovers(self) -> str:
+        """What dead runs of this lab left on its engines, in a line (found only: `lab clean` removes)."""
+        found = []
+        for engine in self.engines:
+            dead = resources.dead_runs(engine.client, self.cfg.name)
+            found += [f"run {run} on engine {engine.name}: {left.describe()}" for run, left in sorted(dead.items())]
+        return "; ".join(found)
 
     @property
     def devices(self) -> tuple[str, ...]:
         return (TUN, KVM) if self.accel is not None and self.accel.accel == "kvm" else (TUN,)
 
+    def default_jobs(self) -> int:
+        """Cells at once: per placement, one per core and per 2 GiB of its engines (a cell is two TCG
+        guests, busy mostly while they boot), summed over the placements."""
+        return sum(min(_capacity(p), _capacity(s)) for p, s in self.placements)
+
     # -- running cells ----------------------------------------------------------------------------
 
-    def run(self, cells: list[Cell], out: Path, keep: bool = False,
-            hook: HostsHook | None = None) -> Generator[Event, None, None]:
-        """Runs ``cells`` one after another; yields events as they happen; artefacts in ``out/<cell>``.
+    def run(self, cells: list[Cell], out: Path, keep: bool = False, hook: HostsHook | None = None,
+            jobs: int = 1) -> Generator[Event, None, None]:
+        """Runs ``cells``, ``jobs`` at a time; yields events as they happen; artefacts in ``out/<cell>``;
+        report.json after every cell, in the configured order, with the cells to come as not-run.
         Consume it inside ``contextlib.closing``: an exception outside the generator then still stops
         the cells and removes what they made before it goes on.
 
-        With ``keep``, the first cell that does not end as expected stays running (LabKept) and the
-        run stops there.
+        With ``keep``, the first cell that does not end as expected stays running (LabKept) and no
+        further cell starts.
         """
         self.prepare(list(dict.fromkeys(c.profile for c in cells)))
         assert self.accel is not None
         report = Report(config=str(self.cfg.path), accel=self.accel.accel, accel_reason=self.accel.reason,
-                        builds={name: b.provenance() for name, b in self.builds.items()})
-        keep_key = ssh.LabKeys.public_line(kept.keys(self.cfg).ensure()) if keep else ""
+                        builds={name: b.provenance() for name, b in self.builds.items()},
+                        engines={e.name: {"address": e.address or machine_address(),
+                                          "image_transfer_s": self.transfers.get(e.name, 0.0)} for e in self.engines})
+        todo: queue.Queue[tuple[int, Cell]] = queue.Queue()
+        for index, cell in enumerate(cells):
+            todo.put((index, cell))
         events: queue.Queue[Event | BaseException | None] = queue.Queue()
-        worker = threading.Thread(target=self._work, args=(cells, out, keep_key, hook, events), name="lab-cells",
-                                  daemon=True)
-        worker.start()
-        done: list[Row] = []
+        stop = threading.Event()  # a cell was kept: start no other
+        workers = [threading.Thread(target=self._work, args=(todo, len(cells), out, keep, hook, events, stop),
+                                    name=f"lab-cells-{n}", daemon=True) for n in range(max(1, min(jobs, len(cells))))]
+        for worker in workers:
+            worker.start()
+        done: dict[int, Row] = {}
+        running = len(workers)
         try:
-            while True:
+            while running:
                 item = events.get()
                 if item is None:
-                    break
+                    running -= 1
+                    continue
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, CellFinished):
-                    done.append(item.row)
-                    report.rows.append(item.row)
+                    done[item.index] = item.row
+                    report.rows = [done[i] for i in sorted(done)]
                     yield item
-                    yield ReportWritten(report.write(out, self._pending(cells, done)), report)
+                    yield ReportWritten(self._write(report, cells, done, out), report)
                     continue
                 yield item
         finally:
-            if worker.is_alive():  # interrupted, or the caller stopped listening
-                self.engine.cancel(self.cfg.name)
-                worker.join(timeout=30)
-                resources.remove(self.engine.client, self.cfg.name)  # what the worker's own cleanup missed
-                report.write(out, self._pending(cells, done))
+            if any(w.is_alive() for w in workers):  # interrupted, or the caller stopped listening
+                for engine in self.engines:
+                    engine.cancel(self.ns)
+                for worker in workers:
+                    worker.join(timeout=30)
+                for engine in self.engines:  # what the workers' own cleanup missed
+                    for space in self._spaces:
+                        resources.remove(engine.client, self.cfg.name, ns=space)
+                self._write(report, cells, done, out)
         if not done:
             yield ReportWritten(report.write(out), report)
 
-    def _pending(self, cells: list[Cell], done: list[Row]) -> list[Row]:
+    def _write(self, report: Report, cells: list[Cell], done: dict[int, Row], out: Path) -> Path:
         accel = self.accel.accel if self.accel else ""
-        return [c.row(NOT_RUN, accel) for c in cells[len(done):]]
+        rows = [done[i] if i in done else cell.row(NOT_RUN, accel) for i, cell in enumerate(cells)]
+        return dataclasses.replace(report, rows=rows).write(out)
 
-    def _work(self, cells: list[Cell], out: Path, keep_key: str, hook: HostsHook | None,
-              events: queue.Queue[Event | BaseException | None]) -> None:
+    def _work(self, todo: queue.Queue[tuple[int, Cell]], total: int, out: Path, keep: bool, hook: HostsHook | None,
+              events: queue.Queue[Event | BaseException | None], stop: threading.Event) -> None:
         try:
-            for index, cell in enumerate(cells, 1):
-                events.put(CellStarted(cell, index, len(cells)))
-                row, lab = self._cell(cell, out / cell.name, keep_key, hook, events.put)
-                events.put(CellFinished(cell, row))
-                if lab is not None:
-                    events.put(LabKept(cell, lab))
+            while not stop.is_set() and not self.engine.cancelled.is_set():
+                try:
+                    index, cell = todo.get_nowait()
+                except queue.Empty:
                     break
+                events.put(CellStarted(cell, index + 1, total))
+                row, lab = self._cell(cell, index, out / cell.name, keep, hook, events.put)
+                events.put(CellFinished(cell, row, index))
+                if lab is not None:
+                    stop.set()
+                    events.put(LabKept(cell, lab))
         except Cancelled:
             pass
         except BaseException as exc:  # handed to the caller's thread, which raises it
@@ -219,7 +286,7 @@ class Runner:
         finally:
             events.put(None)
 
-    def _cell(self, cell: Cell, out: Path, keep_key: str, hook: HostsHook | None,
+    def _cell(self, cell: Cell, index: int, out: Path, keep: bool, hook: HostsHook | None,
               emit: Callable[[Event], None]) -> tuple[Row, kept.KeptLab | None]:
         assert self.accel is not None
         accel = self.accel.accel
@@ -227,9 +294,18 @@ class Runner:
         why = scenario.unsupported_reason(cell.scenario, cell.profile.name, build.properties)
         if why:
             return cell.row(UNSUPPORTED, accel, error=why), None
-        rundir = artefacts.new_rundir(self.cfg.name)
-        hosts = LabHosts(self.engine, HostSpec(image=build.images.runtime, lab=self.cfg.name, devices=self.devices,
-                                               ssh_key=keep_key), rundir, self.cfg.timeouts.host_start_s)
+        # A cell that may be kept lives in a kept lab's namespace from the start: its hosts outlive
+        # this process, which must not make them look like a dead run's leftovers.
+        keep_name = f"{self.ns.id}-{index + 1}" if keep else ""
+        ns = kept.namespace(self.cfg, keep_name) if keep else self.ns.for_cell(index + 1)
+        keep_key = ssh.LabKeys.public_line(kept.keys(self.cfg, keep_name).ensure()) if keep else ""
+        self._spaces.append(ns)
+        rundir = artefacts.new_rundir(ns)
+        first, second = self.placements[index % len(self.placements)]
+        hosts = LabHosts(first, HostSpec(image=build.images.runtime, ns=ns, devices=self.devices, ssh_key=keep_key,
+                                         published=scenario.SECONDARY_PORTS),
+                         rundir, self.cfg.timeouts.host_start_s, secondary_engine=second)
+        placed = {"primary": first.name, "secondary": second.name}
 
         def phase(name: str) -> None:
             artefacts.write_phase(rundir, name)
@@ -237,33 +313,43 @@ class Runner:
             if hook is not None:
                 hook(name, hosts)
 
-        def keep(o: scenario.Outcome) -> bool:
-            return bool(keep_key) and o.verdict != cell.expected
+        def keep_it(o: scenario.Outcome) -> bool:
+            return keep and o.verdict != cell.expected
 
         started = time.monotonic()
         outcome = scenario.Outcome()
         try:
             phase("hosts")
-            with hosts.kept_if(lambda: keep(outcome)):
-                outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep,
+            with hosts.kept_if(lambda: keep_it(outcome)):
+                outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it,
                                        self.engine.cancelled)
         except ScenarioError as exc:
-            if self.engine.cancelled.is_set():
+            if first.cancelled.is_set() or second.cancelled.is_set():
                 raise Cancelled(str(exc)) from exc
             outcome.verdict, outcome.error = ERROR, str(exc)
+        except LabError as exc:
+            lost = [e.name for e in (first, second) if not e.alive()]
+            if not lost:
+                raise
+            # An engine gone in the middle of a run: this cell's error, while cells elsewhere go on.
+            outcome.verdict, outcome.error = ERROR, f"engine {', '.join(lost)} was lost: {exc}"
         finally:
             outcome.timings["total"] = round(time.monotonic() - started, 2)
             lab = None
-            if keep_key and hosts.hosts and not self.engine.cancelled.is_set():  # kept for a person
-                lab = kept.adopt(self.cfg, hosts, cell.profile.name, cell.scenario.name, build.images.runtime, accel)
+            if keep and hosts.hosts and not first.cancelled.is_set():  # kept for a person
+                lab = kept.adopt(self.cfg, keep_name, hosts, cell.profile.name, cell.scenario.name,
+                                 build.images.runtime, accel)
                 folder = artefacts.copy_to(rundir, out)
             else:
                 try:
                     hosts.close()
                 finally:
                     folder = artefacts.move_to(rundir, out)
+                    if keep:
+                        kept.forget(self.cfg, keep_name)
         row = cell.row(outcome.verdict, accel, analysis=outcome.analysis, error=outcome.error,
-                       qemu_version=outcome.qemu_version, timings=outcome.timings, artefacts=str(folder))
+                       qemu_version=outcome.qemu_version, timings=outcome.timings, artefacts=str(folder),
+                       engines=placed)
         artefacts.describe(Path(lab.rundir) if lab else folder, row, outcome)
         if lab is not None:
             artefacts.describe(folder, row, outcome)
@@ -284,15 +370,16 @@ class Runner:
 
     # -- a lab for a person -----------------------------------------------------------------------
 
-    def up(self, cell: Cell) -> kept.KeptLab:
-        """Hosts and guests of ``cell`` started and left running: the primary's guest booted, the
-        secondary waiting with -incoming, sshd in both taking the lab's key."""
+    def up(self, cell: Cell, name: str) -> kept.KeptLab:
+        """Hosts and guests of ``cell`` started and left running as the kept lab ``name``: the
+        primary's guest booted, the secondary waiting with -incoming, sshd in both taking its key."""
+        kept.refuse_if_up(self.cfg, name)
         build = self.prepare([cell.profile])[cell.profile.name]
         assert self.accel is not None
-        kept.refuse_if_up(self.cfg)
-        pubkey = ssh.LabKeys.public_line(kept.keys(self.cfg).ensure())
-        rundir = artefacts.new_rundir(self.cfg.name, "kept")
-        hosts = LabHosts(self.engine, HostSpec(image=build.images.runtime, lab=self.cfg.name, devices=self.devices,
+        pubkey = ssh.LabKeys.public_line(kept.keys(self.cfg, name).ensure())
+        ns = kept.namespace(self.cfg, name)
+        rundir = artefacts.new_rundir(ns)
+        hosts = LabHosts(self.engine, HostSpec(image=build.images.runtime, ns=ns, devices=self.devices,
                                                ssh_key=pubkey), rundir, self.cfg.timeouts.host_start_s)
         try:
             hosts.__enter__()
@@ -305,10 +392,10 @@ class Runner:
                 booted.destination.close()
         except ScenarioError as exc:
             self._discard(hosts, rundir)
-            raise LabError(f"lab up: {cell.profile.name} x {cell.scenario.name} did not come up: "
-                           f"{str(exc).splitlines()[0]}; see `lab run --keep` to look at a run that fails") from exc
+            raise LabError(f"lab up: {cell.name} did not come up: {str(exc).splitlines()[0]}; "
+                           "`lab run --keep` keeps a run that fails, to look at") from exc
         except BaseException:
             self._discard(hosts, rundir)
             raise
-        return kept.adopt(self.cfg, hosts, cell.profile.name, cell.scenario.name, build.images.runtime,
+        return kept.adopt(self.cfg, name, hosts, cell.profile.name, cell.scenario.name, build.images.runtime,
                           self.accel.accel)

@@ -32,6 +32,8 @@ from lab.traffic import Generator
 from lab.waiting import pause
 
 PHASES = ("hosts", "boot", "traffic", "migrate", "hold", "drain", "analysis")
+# What the primary's QEMU opens on the secondary: the recorder (the mirror stream) and the migration.
+SECONDARY_PORTS = (RECORDER_PORT, MIGRATION_PORT)
 PhaseHook = Callable[[str], None]
 
 
@@ -81,9 +83,10 @@ class Booted:
             return MachineSpec(name=name, accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
                                filters=(filt,), incoming=incoming)
 
+        stream_host, stream_port = secondary.reach(RECORDER_PORT)
         return cls(
             source=Qemu(primary, machine("primary", source_filter(
-                scenario.filter, secondary.name, RECORDER_PORT, scenario.properties), incoming=False)),
+                scenario.filter, stream_host, stream_port, scenario.properties), incoming=False)),
             destination=Qemu(secondary, machine("secondary", destination_redirector(INDEV_PORT), incoming=True)),
             capture=SecondaryCapture(secondary))
 
@@ -122,7 +125,8 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Hos
         outcome.timings["boot"] = round(time.monotonic() - t_start, 2)
         outcome.qemu_version = _version(src)
 
-        migration = Migration(src.qmp, dest.qmp, f"tcp:{secondary.name}:{MIGRATION_PORT}", cancel)
+        host, port = secondary.reach(MIGRATION_PORT)
+        migration = Migration(src.qmp, dest.qmp, f"tcp:{host}:{port}", cancel)
         outcome.migration = migration.times
         migration.prepare()
         generator = Generator(primary, cfg.guest.mac, cfg.traffic.rate)

@@ -4,6 +4,7 @@ nothing of the lab left (or started) in Docker."""
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,8 +72,10 @@ def no_leftovers() -> Iterator[None]:
         client = resources.connect()
     except LabError:
         return
-    left = resources.find(client, "nfcl")
-    assert not left, f"left behind: {left.describe()}"
+    # What this process (the lab runs in it here) made: other runs may share the engine.
+    mine = {"label": [f"{resources.OWNER_PID}={os.getpid()}"]}
+    left = client.containers.list(all=True, filters=mine) + client.networks.list(filters=mine)
+    assert not left, f"left behind: {[x.name for x in left]}"
 
 
 def one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

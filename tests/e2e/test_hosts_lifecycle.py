@@ -3,7 +3,6 @@ and touches nothing the lab did not make."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import docker
@@ -13,6 +12,7 @@ from lab import artefacts, images, resources
 from lab.config import LabConfig
 from lab.engine import Engine, HostSpec, LabHosts
 from lab.errors import LabError
+from lab.namespace import Namespace
 
 pytestmark = pytest.mark.e2e
 
@@ -20,17 +20,17 @@ pytestmark = pytest.mark.e2e
 def test_a_secondary_that_cannot_start_leaves_no_primary_and_no_network(
         lab_config: LabConfig, lab_engine: Engine, lab_docker: docker.DockerClient,
         lab_images: dict[str, images.ImageSet], tmp_path: Path) -> None:
-    cfg = dataclasses.replace(lab_config, name="nfcl-halfway")
+    ns = Namespace.new_run(lab_config.name)
     runtime = next(iter(lab_images.values())).runtime
     # Someone else's container holds the secondary's name: the lab's second creation fails.
-    squatter = lab_docker.containers.run(runtime, name=f"{cfg.name}-secondary", detach=True, network_mode="none")
-    rundir = artefacts.new_rundir(cfg.name)
+    squatter = lab_docker.containers.run(runtime, name=ns.name("secondary"), detach=True, network_mode="none")
+    rundir = artefacts.new_rundir(ns)
     try:
         with pytest.raises(LabError, match="cannot start the secondary host") as failure:
-            with LabHosts(lab_engine, HostSpec(image=runtime, lab=cfg.name), rundir, 30):
+            with LabHosts(lab_engine, HostSpec(image=runtime, ns=ns), rundir, 30):
                 pytest.fail("the hosts came up although the secondary's name was taken")
         assert "\n" not in str(failure.value)
-        assert not resources.find(lab_docker, cfg.name), "the primary or the network stayed"
+        assert not resources.find(lab_docker, lab_config.name, ns=ns), "the primary or the network stayed"
         squatter.reload()
         assert squatter.status == "running", "the lab removed a container it did not make"
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import yaml
 
 from lab import images, resources
 from lab.config import LabConfig
+from lab.namespace import Namespace
 from lab.scenario import PHASES
 
 pytestmark = pytest.mark.e2e
@@ -22,9 +24,24 @@ pytestmark = pytest.mark.e2e
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def newest_rundir(lab: str, after: float) -> Path | None:
-    dirs = [d for d in Path(tempfile.gettempdir()).glob(f"{lab}-*") if d.is_dir() and d.stat().st_mtime >= after]
+def newest_rundir(lab: str, after: float, pid: int) -> Path | None:
+    """The newest run folder of the `lab` process ``pid`` (other runs may share the machine)."""
+    dirs = [d for d in Path(tempfile.gettempdir()).glob(f"{lab}-*") if d.is_dir() and d.stat().st_mtime >= after
+            and owner(d) == pid]
     return max(dirs, key=lambda d: d.stat().st_mtime) if dirs else None
+
+
+def owner(rundir: Path) -> int:
+    try:
+        return int(json.loads((rundir / ".nfcl-run").read_text()).get("owner.pid", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def run_of(rundir: Path) -> Namespace:
+    """The namespace of the run a run folder belongs to (its marker says)."""
+    marker = json.loads((rundir / ".nfcl-run").read_text())
+    return Namespace(marker["lab"], marker["run"])
 
 
 @pytest.mark.parametrize(("signo", "phase"), [(SIGNALS[i % 2], p) for i, p in enumerate(PHASES)],
@@ -41,13 +58,14 @@ def test_interrupted_run_removes_everything(signo: signal.Signals, phase: str, l
         deadline = time.monotonic() + lab_config.timeouts.kvm_probe_s + lab_config.timeouts.boot_s + 30
         marker = None
         while time.monotonic() < deadline and proc.poll() is None:
-            rundir = newest_rundir(lab_config.name, started)
+            rundir = newest_rundir(lab_config.name, started, proc.pid)
             phase_file = rundir / "phase" if rundir is not None else None
             if phase_file is not None and phase_file.exists() and phase_file.read_text().strip() == phase:
                 marker = phase_file
                 break
             time.sleep(0.05)
         assert marker is not None, f"the run never reached {phase}: {proc.communicate(timeout=30)}"
+        run = run_of(marker.parent)
         proc.send_signal(signo)
         signalled = time.monotonic()
         out, err = proc.communicate(timeout=30)
@@ -58,9 +76,11 @@ def test_interrupted_run_removes_everything(signo: signal.Signals, phase: str, l
     assert proc.returncode == 130, (out, err)
     print(f"stopped {stopped_in:.1f} s after {signo.name} in phase {phase}")
     assert "interrupted" in err
-    left = resources.find(lab_docker, lab_config.name)
+    left = resources.find(lab_docker, lab_config.name, ns=run)
     assert not left, f"left behind: {left.describe()}"
-    assert not newest_rundir(lab_config.name, started), "the run folder was not moved to --out"
+    assert not newest_rundir(lab_config.name, started, proc.pid), "the run folder was not moved to --out"
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [r["verdict"] for r in report["results"]] in (["not-run"], ["error"]), report["results"]
 
 
 def test_interrupted_image_build_leaves_nothing(lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
@@ -118,10 +138,11 @@ def test_after_sigkill_the_next_command_names_the_leftovers_and_clean_removes_th
             "--scenario", "redirector", "--out", str(tmp_path / "run")]
     started = time.time()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rundir = None
     try:
         deadline = time.monotonic() + lab_config.timeouts.kvm_probe_s + lab_config.timeouts.boot_s + 30
         while time.monotonic() < deadline and proc.poll() is None:
-            rundir = newest_rundir(lab_config.name, started)
+            rundir = newest_rundir(lab_config.name, started, proc.pid)
             phase = rundir / "phase" if rundir is not None else None
             if phase is not None and phase.exists() and phase.read_text().strip() == "traffic":
                 break
@@ -131,12 +152,16 @@ def test_after_sigkill_the_next_command_names_the_leftovers_and_clean_removes_th
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert resources.find(lab_docker, lab_config.name), "a SIGKILLed run leaves its hosts"
-    again = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    assert again.returncode == 2
-    assert "still there" in again.stderr and "lab clean" in again.stderr and again.stderr.count("\n") == 1
+    assert rundir is not None
+    dead = run_of(rundir)
+    assert resources.find(lab_docker, lab_config.name, ns=dead), "a SIGKILLed run leaves its hosts"
+    # The next run names what the dead one left, removes none of it, and runs in a namespace of its own.
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert f"run {dead.id}" in again.stderr and "lab clean" in again.stderr
+    assert resources.find(lab_docker, lab_config.name, ns=dead), "a leftover check removed something"
     cleaned = subprocess.run([sys.executable, "-m", "lab", "clean", "--config", str(lab_config.path)],
                              capture_output=True, text=True, timeout=120, check=False)
     assert cleaned.returncode == 0, cleaned.stderr
-    assert not resources.find(lab_docker, lab_config.name)
-    assert not newest_rundir(lab_config.name, started), "the killed run's folder is still there"
+    assert not resources.find(lab_docker, lab_config.name, ns=dead)
+    assert not rundir.exists(), "the killed run's folder is still there"

@@ -44,13 +44,14 @@ def test_a_mismatch_is_kept_and_can_be_entered(lab_images: dict[str, images.Imag
         assert not (tmp_path / "run" / f"{profile}-redirector").exists()
         assert (tmp_path / "run" / f"{profile}-mirror" / "timeline.png").is_file()
         assert kept.qmp(lab, "secondary", "query-status", {})["status"] == "running"  # migrated there
-        client = ssh.connect(lab.containers["primary"], kept.keys(cfg))
+        client = ssh.connect(lab.containers["primary"], kept.keys(cfg, lab.name))
         try:
             assert "lab-tap0" in ssh.run(client, "ip -br link").stdout
         finally:
             client.close()
-        assert cli.main(["down", "--config", str(path)]) == 0
-        assert not resources.find(lab_docker, cfg.name)
+        assert cli.main(["down", "--config", str(path), lab.name]) == 0
+        assert not resources.find(lab_docker, cfg.name, ns=kept.namespace(cfg, lab.name))
         assert not Path(lab.rundir).exists()
     finally:
-        kept.down(lab_docker, cfg)
+        for name in kept.names(cfg):
+            kept.down(lab_docker, cfg, name)

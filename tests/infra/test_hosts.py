@@ -35,11 +35,11 @@ def kept_lab(lab_runner: Runner, lab_docker: docker.DockerClient, lab_config: La
              lab_images: dict[str, images.ImageSet]) -> Iterator[kept.KeptLab]:
     profile = lab_config.profiles[next(iter(lab_images))]
     scenario = next(iter(lab_config.scenarios.values()))
-    lab = lab_runner.up(Cell(profile, scenario))
+    lab = lab_runner.up(Cell(profile, scenario), "infra")
     try:
         yield lab
     finally:
-        kept.down(lab_docker, lab_config)
+        kept.down(lab_docker, lab_config, lab.name)
 
 
 @pytest.fixture(params=[(r, b) for r in ROLES for b in BACKENDS], ids=lambda p: f"{p[0]}-{p[1]}")
@@ -88,7 +88,7 @@ def test_sshd_runs_key_only_on_loopback(host: Host) -> None:
 def test_the_host_is_only_on_the_lab_network(host: Host, kept_lab: kept.KeptLab, lab_docker: docker.DockerClient,
                                              lab_config: LabConfig) -> None:
     """Its one link off the host is eth0, on the lab's internal network (Docker drops what would leave it)."""
-    [network] = lab_docker.networks.list(filters={"label": f"{resources.LAB}={lab_config.name}"})
+    [network] = lab_docker.networks.list(filters={"label": f"{resources.RUN}={kept_lab.name}"})
     network.reload()
     [subnet] = [c["Subnet"] for c in network.attrs["IPAM"]["Config"]]
     links = set(host.check_output("ls /sys/class/net").split())
@@ -98,7 +98,7 @@ def test_the_host_is_only_on_the_lab_network(host: Host, kept_lab: kept.KeptLab,
 
 def test_the_lab_network_is_internal(kept_lab: kept.KeptLab, lab_docker: docker.DockerClient,
                                      lab_config: LabConfig) -> None:
-    [network] = lab_docker.networks.list(filters={"label": f"{resources.LAB}={lab_config.name}"})
+    [network] = lab_docker.networks.list(filters={"label": f"{resources.RUN}={kept_lab.name}"})
     assert network.attrs["Internal"] is True
     network.reload()
     attached = {c["Name"] for c in (network.attrs.get("Containers") or {}).values()}
@@ -120,7 +120,7 @@ def test_sshd_refuses_passwords(role: str, kept_lab: kept.KeptLab) -> None:
 def test_lab_commands_reach_the_kept_lab(kept_lab: kept.KeptLab, lab_config: LabConfig) -> None:
     assert kept.qmp(kept_lab, "primary", "query-status", {})["status"] == "running"
     assert kept.qmp(kept_lab, "secondary", "query-status", {})["status"] == "inmigrate"
-    client = ssh.connect(kept_lab.containers["secondary"], kept.keys(lab_config))
+    client = ssh.connect(kept_lab.containers["secondary"], kept.keys(lab_config, kept_lab.name))
     try:
         assert ssh.run(client, "hostname").stdout.strip() == "secondary"
     finally:

@@ -9,11 +9,12 @@ import pytest
 
 from lab import accel
 from lab.accel import ProbeOutcome
+from lab.namespace import boot_id
 
 
 @pytest.fixture
 def cache(tmp_path: Path) -> Path:
-    if not accel._boot_id():
+    if not boot_id():
         pytest.skip("this kernel gives no boot id")
     return tmp_path / ".labs" / accel.CACHE_NAME
 

@@ -44,11 +44,11 @@ def kept_lab(lab_yaml: Path) -> Iterator[tuple[kept.KeptLab, Path]]:
     (rundir / "primary").mkdir()
     (rundir / "secondary").mkdir()
     server = FakeQMP(rundir / "primary" / "qmp.sock")
-    lab = kept.KeptLab(name=cfg.name, profile="baseline", scenario="mirror", image="img", accel="tcg",
+    lab = kept.KeptLab(name="dev", profile="baseline", scenario="mirror", image="img", accel="tcg",
                        rundir=str(rundir), containers={"primary": "nfcl-primary", "secondary": "nfcl-secondary"},
                        ssh_config="", started=0.0)
-    kept.state_dir(cfg).mkdir(parents=True)
-    (kept.state_dir(cfg) / "state.json").write_text(json.dumps(dataclasses.asdict(lab)))
+    kept.state_dir(cfg, lab.name).mkdir(parents=True)
+    (kept.state_dir(cfg, lab.name) / "state.json").write_text(json.dumps(dataclasses.asdict(lab)))
     yield lab, lab_yaml
     server.close()
     shutil.rmtree(rundir, ignore_errors=True)
@@ -80,7 +80,7 @@ def test_qmp_to_a_qemu_that_is_gone(kept_lab: tuple[kept.KeptLab, Path], capsys:
 def test_a_kept_lab_state_that_is_garbage(kept_lab: tuple[kept.KeptLab, Path],
                                            capsys: pytest.CaptureFixture[str]) -> None:
     _lab, path = kept_lab
-    (kept.state_dir(config.load(path)) / "state.json").write_text('{"name": 3}')
+    (kept.state_dir(config.load(path), "dev") / "state.json").write_text('{"name": 3}')
     assert "lab clean" in one_line(["qmp", "--config", str(path), "primary", "query-status"], capsys)
 
 
@@ -139,3 +139,25 @@ def test_a_configuration_that_selects_no_profile(tmp_path: Path, capsys: pytest.
                     "scenarios:\n  m:\n    filter: filter-mirror\n    expect: {only: gap}\n")
     err = one_line(["run", "--config", str(path)], capsys)
     assert "no profile" in err or "default: false" in err
+
+
+def test_with_two_labs_up_a_command_asks_which(kept_lab: tuple[kept.KeptLab, Path],
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    lab, path = kept_lab
+    other = kept.state_dir(config.load(path), "second")
+    other.mkdir(parents=True)
+    (other / "state.json").write_text(json.dumps({**dataclasses.asdict(lab), "name": "second"}))
+    err = one_line(["qmp", "--config", str(path), "primary", "query-status"], capsys)
+    assert "2 labs are up (dev, second)" in err and "--lab NAME" in err
+    assert "has not been found" in one_line(["qmp", "--config", str(path), "--lab", "dev", "primary", "bogus"],
+                                             capsys)
+    assert "no lab named 'third' is up (up: dev, second)" in one_line(
+        ["qmp", "--config", str(path), "--lab", "third", "primary", "query-status"], capsys)
+
+
+def test_a_kept_lab_name_that_is_not_a_name(lab_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "is not a kept lab's name" in one_line(["up", "--config", str(lab_yaml), "--name", "../etc"], capsys)
+
+
+def test_jobs_must_be_a_positive_number(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "is not a positive whole number" in one_line(["run", "--jobs", "0"], capsys)
