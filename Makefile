@@ -1,6 +1,7 @@
 # The two things people do with the lab. Both prepare the machine first (scripts/setup-host).
 #   make lab    build the images and run every scenario of lab.yaml: verdict table + report.json
-#   make test   lint, types, unit tests, end-to-end tests, host checks (what CI runs)
+#   make test   lint, types, unit tests, end-to-end tests, host checks (what CI runs); it starts a
+#               second Docker engine (scripts/second-engine) for the engine tests
 TOX := .venv/bin/tox
 
 .PHONY: setup lab test unit e2e clean
@@ -11,6 +12,7 @@ lab: setup
 	$(TOX) run -e lab
 
 test: setup
+	scripts/second-engine up
 	$(TOX) run -e lint,type,unit,e2e,infra
 
 unit: setup

@@ -335,13 +335,25 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     lab = None if args.all or cfg is None else cfg.name
     downed: list[str] = []
     if cfg is not None:
-        for name in kept.names(cfg) + kept.orphans(client, cfg):
+        # Kept labs are people's: taken down only when asked (--kept); orphans have no one.
+        for name in (kept.names(cfg) if args.kept else []) + kept.orphans(client, cfg):
             kept.down(client, cfg, name)
             kept.forget(cfg, name)
             downed.append(name)
         (cfg.state_root / accel_mod.CACHE_NAME).unlink(missing_ok=True)
     # Only what dead runs left: a run in progress (another terminal, a CI job) keeps its hosts.
     removed = resources.remove_dead_runs(client, lab)
+    for spec in (cfg.engines.values() if cfg is not None else []):
+        if not spec.url:
+            continue
+        try:
+            other = Engine.connect(spec)
+        except LabError as exc:
+            console.print(f"engine {spec.name} skipped: {exc}", markup=False)
+            continue
+        gone = resources.remove_dead_runs(other.client, lab)
+        removed.containers += gone.containers
+        removed.networks += gone.networks
     if args.images:
         resources.remove_images(client)
     if downed:
@@ -412,8 +424,9 @@ def parser() -> argparse.ArgumentParser:
             v.add_argument("--log", action="store_true", help="print what the console has shown, do not attach")
             v.add_argument("-f", "--follow", action="store_true", help="print it, then keep printing what comes")
     verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
-    c = verb("clean", cmd_clean, "remove kept labs and what dead runs left (never a run in progress)")
+    c = verb("clean", cmd_clean, "remove what dead runs left (never a run in progress; kept labs with --kept)")
     c.add_argument("--images", action="store_true", help="remove the lab's images as well")
+    c.add_argument("--kept", action="store_true", help="take every kept lab down as well (lab down N: one)")
     c.add_argument("--all", action="store_true", help="every lab on this machine, not only the configured name")
     return ap
 

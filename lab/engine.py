@@ -54,6 +54,7 @@ class DockerHost(Host):
         self.rundir = rundir
         self.cancel = cancel
         self.published: dict[int, tuple[str, int]] = {}
+        self.address = ""  # on the lab network
 
     @property
     def name(self) -> str:
@@ -63,7 +64,8 @@ class DockerHost(Host):
         return self.rundir / name
 
     def reach(self, port: int) -> tuple[str, int]:
-        return self.published.get(port) or (self.name, port)
+        # By address, not by name: an engine without iptables has no embedded DNS on its networks.
+        return self.published.get(port) or (self.address or self.name, port)
 
     def run(self, argv: list[str], timeout: float = 30.0) -> ExecResult:
         # docker exec has no timeout of its own; coreutils' does, inside the host.
@@ -238,6 +240,8 @@ class Engine:
             raise LabError(f"cannot start the {role} host from {image} on engine {self.name}: {_why(exc)}") from exc
         host = DockerHost(container, role, rundir, self.cancelled)
         self._wait_running(host, 30.0)
+        if network:
+            host.address = str(container.attrs["NetworkSettings"]["Networks"].get(network, {}).get("IPAddress", ""))
         if publish:
             host.published = {p: (address, _published_port(container, p)) for p in publish}
         return host

@@ -93,6 +93,7 @@ def cell_text(row: Row, name: str) -> str:
 @dataclass
 class Report:
     config: str
+    run: str = ""  # the run's namespace id: its containers, networks and run folders carry it
     accel: str = ""
     accel_reason: str = ""
     builds: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -106,7 +107,7 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "lab": {"config": self.config, "accel": self.accel, "accel_reason": self.accel_reason,
+            "lab": {"config": self.config, "run": self.run, "accel": self.accel, "accel_reason": self.accel_reason,
                     "builds": self.builds, "engines": self.engines, "host": platform.node(),
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
                     "duration_s": round(time.time() - self.started, 1)},

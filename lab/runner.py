@@ -217,7 +217,8 @@ class Runner:
         """
         self.prepare(list(dict.fromkeys(c.profile for c in cells)))
         assert self.accel is not None
-        report = Report(config=str(self.cfg.path), accel=self.accel.accel, accel_reason=self.accel.reason,
+        report = Report(config=str(self.cfg.path), run=self.ns.id, accel=self.accel.accel,
+                        accel_reason=self.accel.reason,
                         builds={name: b.provenance() for name, b in self.builds.items()},
                         engines={e.name: {"address": e.address or machine_address(),
                                           "image_transfer_s": self.transfers.get(e.name, 0.0)} for e in self.engines})

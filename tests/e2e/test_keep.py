@@ -37,7 +37,7 @@ def test_a_mismatch_is_kept_and_can_be_entered(lab_images: dict[str, images.Imag
                        "--scenario", "redirector", "--keep", "--out", str(tmp_path / "run")])
         out = capsys.readouterr().out
         assert rc == cli.EXIT_MISMATCH
-        assert "lab ssh primary" in out and "lab down" in out
+        assert "lab ssh --lab " in out and "lab down " in out
         lab = kept.load(cfg)
         assert lab.scenario == "mirror"
         # The run stopped at the kept scenario: redirector did not run over it.

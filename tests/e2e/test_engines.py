@@ -1,0 +1,175 @@
+"""Engines: cells spread over two Docker engines, a cell split across them (migration and the mirror
+stream crossing engines through published ports), and every way an engine can fail.
+
+The second engine is the one scripts/second-engine makes on this machine (`make test` starts it),
+reached over ssh:// through the Docker SDK's paramiko transport."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from lab import images, resources
+from lab.config import LabConfig
+from lab.namespace import Namespace
+from lab.pytest_plugin import need
+
+# One worker for all of them under pytest-xdist (--dist loadgroup): one of them stops the engine.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("second-engine")]
+
+ROOT = Path(__file__).resolve().parents[2]
+SECOND = "ssh://nfcl-engine2"
+
+
+@pytest.fixture(scope="module")
+def second_engine() -> docker.DockerClient:
+    try:
+        client = docker.DockerClient(base_url="ssh://nfcl-engine2:2222", use_ssh_client=False, timeout=60)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 (any failure means: not there)
+        need(f"the second engine does not answer ({exc}); start it with scripts/second-engine up")
+        raise
+    return client
+
+
+@pytest.fixture
+def engines_yaml(lab_config: LabConfig, tmp_path: Path) -> Path:
+    text = lab_config.path.read_text().replace("mbox: series/control", f"mbox: {ROOT / 'series' / 'control'}")
+    text = text.replace("results_dir: lab-results", f"results_dir: {lab_config.results_root}")
+    path = tmp_path / "lab.yaml"
+    path.write_text(text + f"\nengines:\n  local: {{}}\n  second:\n    url: {SECOND}\n")
+    return path
+
+
+def lab(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lab", *args], capture_output=True, text=True, timeout=timeout,
+                          check=False, env=env)
+
+
+def rows(out: Path) -> list[dict[str, object]]:
+    return list(json.loads((out / "report.json").read_text())["results"])
+
+
+def test_split_placement_gives_the_single_engine_verdicts(engines_yaml: Path, lab_config: LabConfig,
+                                                          lab_images: dict[str, images.ImageSet],
+                                                          second_engine: docker.DockerClient, tmp_path: Path) -> None:
+    profile = next(iter(lab_images))
+    done = lab("run", "--config", str(engines_yaml), "--profile", profile, "--scenario", "mirror", "--scenario",
+               "redirector", "--split", "local,second", "--out", str(tmp_path / "split"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    for row in rows(tmp_path / "split"):
+        assert row["engines"] == {"primary": "local", "secondary": "second"}
+        assert row["verdict"] == lab_config.scenarios[str(row["scenario"])].expect[profile], row["reasons"]
+    report = json.loads((tmp_path / "split" / "report.json").read_text())
+    print(f"split: image transfer {report['lab']['engines']['second']['image_transfer_s']} s; cell totals "
+          f"{[r['timings'] for r in report['results']]}")
+
+
+def test_cells_spread_over_two_engines(engines_yaml: Path, lab_config: LabConfig,
+                                       lab_images: dict[str, images.ImageSet], second_engine: docker.DockerClient,
+                                       tmp_path: Path) -> None:
+    profile = next(iter(lab_images))
+    done = lab("run", "--config", str(engines_yaml), "--profile", profile, "--scenario", "mirror", "--scenario",
+               "redirector", "--engine", "local", "--engine", "second", "--jobs", "2", "--out", str(tmp_path / "s"))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    placed = [r["engines"] for r in rows(tmp_path / "s")]
+    assert placed == [{"primary": "local", "secondary": "local"}, {"primary": "second", "secondary": "second"}]
+    assert not resources.find(second_engine, lab_config.name), "the run left something on the second engine"
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("ssh://root@127.0.0.1:1", "does not answer"),
+    ("tcp://127.0.0.1:1", "does not answer"),
+], ids=["ssh-refused", "tcp-refused"])
+def test_an_unreachable_engine_is_one_line(url: str, expected: str, engines_yaml: Path) -> None:
+    text = engines_yaml.read_text().replace(f"url: {SECOND}", f"url: {url}")
+    engines_yaml.write_text(text)
+    done = lab("run", "--config", str(engines_yaml), "--engine", "second", timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "engine second" in done.stderr and expected in done.stderr
+
+
+def test_an_unknown_engine_name_is_one_line(engines_yaml: Path) -> None:
+    done = lab("run", "--config", str(engines_yaml), "--engine", "third", timeout=60)
+    assert done.returncode == 2 and "--engine: unknown name 'third'" in done.stderr, done.stderr
+
+
+@pytest.fixture
+def other_home(tmp_path: Path) -> Iterator[Path]:
+    """A HOME whose ~/.ssh has the engine's entry and key, but not (yet) its host key."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    real = Path("~/.ssh").expanduser()
+    shutil.copy(real / "nfcl-engine2", home / ".ssh" / "nfcl-engine2")
+    (home / ".ssh" / "config").write_text("Host nfcl-engine2\n  HostName 127.0.0.1\n  Port 2222\n  User root\n"
+                                          f"  IdentityFile {home / '.ssh' / 'nfcl-engine2'}\n")
+    yield home
+
+
+def test_an_unknown_host_key_is_refused_not_accepted(engines_yaml: Path, other_home: Path,
+                                                     second_engine: docker.DockerClient) -> None:
+    done = lab("run", "--config", str(engines_yaml), "--engine", "second", env={**os.environ, "HOME": str(other_home)},
+               timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "known_hosts" in done.stderr and "never accepted silently" in done.stderr
+    assert not (other_home / ".ssh" / "known_hosts").exists(), "the host key was written without being asked"
+
+
+def test_a_key_the_engine_refuses(engines_yaml: Path, other_home: Path, second_engine: docker.DockerClient) -> None:
+    ssh_dir = other_home / ".ssh"
+    (ssh_dir / "known_hosts").write_text(Path("~/.ssh/known_hosts").expanduser().read_text())
+    (ssh_dir / "nfcl-engine2").unlink()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_dir / "nfcl-engine2")], check=True)
+    done = lab("run", "--config", str(engines_yaml), "--engine", "second", env={**os.environ, "HOME": str(other_home)},
+               timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "engine second" in done.stderr and "IdentityFile" in done.stderr
+
+
+def test_an_engine_lost_mid_run_errs_that_cell_and_leaves_nothing(engines_yaml: Path, lab_config: LabConfig,
+                                                                  lab_images: dict[str, images.ImageSet],
+                                                                  lab_docker: docker.DockerClient,
+                                                                  second_engine: docker.DockerClient,
+                                                                  tmp_path: Path) -> None:
+    profile = next(iter(lab_images))
+    out = tmp_path / "lost"
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--config", str(engines_yaml), "--profile", profile,
+                             "--scenario", "mirror", "--scenario", "redirector", "--engine", "local", "--engine",
+                             "second", "--jobs", "2", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        # The second cell runs on the second engine; stop that engine while its guests run.
+        while time.monotonic() < deadline and proc.poll() is None:
+            found = list(Path(tempfile.gettempdir()).glob(f"{lab_config.name}-*-2-*/phase"))
+            if found and found[0].read_text().strip() in ("traffic", "migrate", "hold"):
+                break
+            time.sleep(0.1)
+        subprocess.run([str(ROOT / "scripts" / "second-engine"), "down"], check=True, capture_output=True)
+        out_text, err_text = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run([str(ROOT / "scripts" / "second-engine"), "up"], check=True, capture_output=True)
+    assert proc.returncode == 1, out_text[-2000:] + err_text[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    first, second = report["results"]
+    assert first["verdict"] == lab_config.scenarios["mirror"].expect[profile], first["reasons"]
+    assert second["verdict"] == "error" and second["engines"]["primary"] == "second", second
+    run = Namespace(lab_config.name, report["lab"]["run"])
+    assert not resources.find(lab_docker, lab_config.name, ns=run), "the cell on the first engine left something"
+    # The second engine is back with its dead containers: lab clean removes them there too.
+    engine = docker.DockerClient(base_url="ssh://nfcl-engine2:2222", use_ssh_client=False, timeout=60)
+    cleaned = lab("clean", "--config", str(engines_yaml), timeout=120)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not resources.find(engine, lab_config.name, ns=Namespace(lab_config.name, run.id, cell="2"))
