@@ -32,6 +32,11 @@ LAB_PROPERTIES = ("id", "netdev", "queue", "outdev", "indev", "vnet_hdr_support"
 GIT_URL_RE = re.compile(r"^(?:(?:https?|git|ssh)://[^\s/-][^\s]*|/[^\s]*)$")
 # A commit hash, tag or branch name; `..` would name a range, and a leading '-' an option.
 GIT_REF_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/-]*$")
+# The key of `expect` that names the verdict a series under `lab check` must give (not a profile).
+CHECK = "check"
+# Patchwork stores a check's context as a slug of at most 255 characters.
+CONTEXT_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+HTTP_URL_RE = re.compile(r"^https?://[^\s/]\S*$")
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class ImagesConfig:
     registry_image: str = "debian:bookworm"
     mirror: str = "auto"
     min_free_gb: float = 10.0  # refused to start a build with less free at Docker's data root
+    prefix: str = ""  # repository of the image tags (prefix/qemu:...); "" = lab.name
 
 
 @dataclass(frozen=True)
@@ -131,6 +137,17 @@ class Guest:
 
 
 @dataclass(frozen=True)
+class CheckSettings:
+    """`lab check`: how its Patchwork checks are posted. The token itself is never part of the
+    configuration: it comes from PATCHWORK_TOKEN or the file ``token_file`` names."""
+
+    context: str = "netfilter-continuity"
+    target_url: str = ""  # "" = the CI run's URL in GitHub Actions, else the artefacts folder
+    token_file: str = ""  # relative to lab.yaml
+    patchwork: str = ""  # the server, for a bare series ID
+
+
+@dataclass(frozen=True)
 class LabConfig:
     path: Path
     name: str = "nfcl"
@@ -143,6 +160,12 @@ class LabConfig:
     migration: MigrationSettings = MigrationSettings()
     timeouts: Timeouts = Timeouts()
     guest: Guest = Guest()
+    check: CheckSettings = CheckSettings()
+
+    @property
+    def image_prefix(self) -> str:
+        """Image tags are ``<prefix>/<image>:...``: labs of other names may share one set of images."""
+        return self.images.prefix or self.name
 
     @property
     def results_root(self) -> Path:
@@ -325,6 +348,7 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
         registry_image=img.text("registry_image", "debian:bookworm"),
         mirror=img.text("mirror", "auto"),
         min_free_gb=img.number("min_free_gb", 10.0, 0.0, 10000.0),
+        prefix=img.text("prefix", "", pattern=re.compile(r"^$|" + NAME_RE.pattern)),
     )
     img.done()
     if images.mirror != "auto" and not re.fullmatch(r"https?://\S+", images.mirror):
@@ -347,10 +371,23 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
     guest = Guest(memory_mb=gu.integer("memory_mb", 256, 64, 4096),
                   mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE))
     gu.done()
+    check = _check(top.child("check"))
     top.done()
     return LabConfig(path=path, name=name, results_dir=results_dir, accel=accel, images=images,
                      profiles=profiles, scenarios=scenarios, traffic=traffic, migration=migration,
-                     timeouts=timeouts, guest=guest)
+                     timeouts=timeouts, guest=guest, check=check)
+
+
+def _check(node: _Reader) -> CheckSettings:
+    settings = CheckSettings(context=node.text("context", CheckSettings.context, pattern=CONTEXT_RE),
+                             target_url=node.text("target_url", ""), token_file=node.text("token_file", ""),
+                             patchwork=node.text("patchwork", ""))
+    node.done()
+    for key in ("target_url", "patchwork"):
+        value = getattr(settings, key)
+        if value and not (HTTP_URL_RE.fullmatch(value) and value.isprintable()):
+            raise ConfigError(node.key_path(key), f"{value!r} is not an http(s) URL", "e.g. https://...")
+    return settings
 
 
 def _property(node: _Reader, key: object) -> tuple[str, str]:
@@ -388,6 +425,9 @@ def _names(node: _Reader, kind: str) -> list[str]:
 def _profiles(node: _Reader) -> dict[str, Profile]:
     profiles: dict[str, Profile] = {}
     for name in _names(node, "profile"):
+        if name == CHECK:
+            raise ConfigError(node.key_path(name), f"{CHECK!r} is reserved",
+                              "scenarios' expect uses it for `lab check`; rename the profile")
         p = node.child(name)
         q = p.child("qemu")
         qemu = QemuSource(source=q.text("source", "debian", QEMU_SOURCES),
@@ -440,8 +480,9 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
         ex = s.child("expect", required=True)
         expect = {}
         for profile in ex.names():
-            if profile not in profiles:
-                raise ConfigError(ex.key_path(profile), "unknown profile", f"known: {', '.join(profiles)}")
+            if profile not in profiles and profile != CHECK:
+                raise ConfigError(ex.key_path(profile), "unknown profile",
+                                  f"known: {', '.join(profiles)}; or {CHECK} (what a series under lab check must give)")
             expect[profile] = ex.text(profile, "", VERDICTS)
         for profile in profiles:
             if profile not in expect:

@@ -167,7 +167,7 @@ class ImageBuilder:
             self._base = images.registry_image
             return self._base
         mirror = self.mirror()
-        tag = f"{self.cfg.name}/base:{images.suite}-{_digest('debootstrap', images.suite, mirror)}"
+        tag = f"{self.cfg.image_prefix}/base:{images.suite}-{_digest('debootstrap', images.suite, mirror)}"
         if not self.exists(tag):
             self._require_space("base")
             started = time.monotonic()
@@ -299,7 +299,7 @@ class ImageBuilder:
                labels: dict[str, str], rebuild: bool) -> str:
         # The base is named by its own digest, so it is part of this image's digest through args.
         digest = ctx.digest(*(f"{k}={v}" for k, v in sorted({**args, **labels}.items())))
-        tag = f"{self.cfg.name}/{image}:{tag_prefix}{digest}"
+        tag = f"{self.cfg.image_prefix}/{image}:{tag_prefix}{digest}"
         if not rebuild and self.exists(tag):
             self._event(image, f"{tag} is up to date")
             self.seconds.setdefault(tag, 0.0)
@@ -404,7 +404,7 @@ class BuildStream:
 
     def _failure(self, error: str) -> LabError:
         if self.apply_failed:
-            return series_mod.SeriesError(f"the series does not apply: {self.apply_failed}; log: {self.log}")
+            return series_mod.SeriesDoesNotApply(self.apply_failed, str(self.log))
         return ImageBuildError(f"image {self.image} ({self.tag}) failed at {self.step or 'its first step'}: "
                                f"{_tail(error)}; log: {self.log}")
 

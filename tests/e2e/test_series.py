@@ -52,7 +52,7 @@ def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.Docker
     assert "\n" not in message
     # The baseline images are untouched, and no series image was tagged.
     assert lab_docker.images.get(baseline.qemu).id == baseline_qemu
-    assert not lab_docker.images.list(name=f"{lab_config.name}/qemu-series",
+    assert not lab_docker.images.list(name=f"{lab_config.image_prefix}/qemu-series",
                                       filters={"label": "io.nfcl.profile=seed-patch-12"})
 
 

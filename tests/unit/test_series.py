@@ -144,7 +144,7 @@ def server() -> Iterator[ReplayServer]:
 
 def expected_info(base: str) -> SeriesInfo:
     return SeriesInfo(id=491379, name=SERIES_NAME, version=1, mbox=f"{base}{MBOX_PATH}", received_all=True,
-                      total=12, api_url=f"{base}{SERIES_PATH}")
+                      total=12, api_url=f"{base}{SERIES_PATH}", patches=(2194230,), project="qemu-devel")
 
 
 def free_port() -> int:
