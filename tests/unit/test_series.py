@@ -32,6 +32,7 @@ SERIES_RECORD = FIXTURES / "patchwork" / "series-491379.json"
 SERIES_MBOX = FIXTURES / "patchwork" / "series-491379.mbox"
 CONTROL_SERIES = ROOT / "series" / "control"
 RECORDED_HOST = "http://patchwork.ozlabs.org"
+pytestmark = pytest.mark.usefixtures("only_loopback")
 
 PATCH_PATH = "/api/patches/2194230/"
 SERIES_PATH = "/api/series/491379/"
@@ -113,21 +114,6 @@ def seed_patch() -> dict[str, Any]:
 def series_record() -> dict[str, Any]:
     record: dict[str, Any] = json.loads(SERIES_RECORD.read_text())
     return record
-
-
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No proxy, and any connection to an address other than 127.0.0.1 fails the test."""
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    real = socket.create_connection
-
-    def loopback_only(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        if address[0] != "127.0.0.1":
-            raise AssertionError(f"a test tried to connect to {address!r}")
-        return real(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", loopback_only)
 
 
 @pytest.fixture
