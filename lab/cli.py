@@ -199,8 +199,8 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         report.check = poster.record(cfg.check.context, url) | {"state": state, "description": description}
         path = report.write(out)
     verb = "would be posted" if args.dry_run else "posted"
-    console.print(f"check {state} {verb} on {len(info.patches)} patches: {description}", markup=False)
-    console.print(f"report: {path}")
+    patches = f"{len(info.patches)} patch{'es' if len(info.patches) != 1 else ''}"
+    console.print(f"check {state} {verb} on {patches}: {description} (report: {path})", markup=False)
     if failure is not None:
         raise failure
     return check_mod.EXIT_STATUS[state]
