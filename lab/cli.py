@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -31,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from lab import accel as accel_mod
-from lab import artefacts, doctor, images, kept, resources, ssh
+from lab import artefacts, doctor, images, kept, lore, resources, ssh
 from lab import check as check_mod
 from lab import config as config_mod
 from lab import runner as runner_mod
@@ -223,24 +224,39 @@ def _verdict_line(row: Row) -> str:
 
 
 def cmd_series(args: argparse.Namespace, console: Console) -> int:
-    patchwork, info = series_mod.resolve(args.ref, args.patchwork)
-    if args.action == "show":
-        console.print(f"series {info.id}: {info.name}", markup=False)
-        console.print(f"  version {info.version}, patches {info.total if info.total is not None else '?'}, "
-                      f"received_all {info.received_all if info.received_all is not None else '?'}")
-        console.print(f"  mbox {info.mbox}")
-        return 0
-    fetched = patchwork.fetch(info)
-    out = Path(args.output or f"series-{info.id}.mbox")
+    if lore.looks_like_message_id(args.ref):
+        fetched = lore.fetch(args.ref, args.archive or lore.DEFAULT_ARCHIVE)
+        name = re.sub(r"[^A-Za-z0-9_.@-]", "_", lore.message_id(args.ref))
+        if args.action == "show":
+            console.print(f"series {fetched.extra['message_id']}: {fetched.name}", markup=False)
+            console.print(f"  {len(fetched.patches)} patches, from {fetched.origin} with b4 {fetched.extra['b4']}",
+                          markup=False)
+            _list_patches(console, fetched)
+            return 0
+    else:
+        patchwork, info = series_mod.resolve(args.ref, args.patchwork)
+        if args.action == "show":
+            console.print(f"series {info.id}: {info.name}", markup=False)
+            console.print(f"  version {info.version}, patches {info.total if info.total is not None else '?'}, "
+                          f"received_all {info.received_all if info.received_all is not None else '?'}")
+            console.print(f"  mbox {info.mbox}")
+            return 0
+        fetched, name = patchwork.fetch(info), str(info.id)
+    out = Path(args.output or f"series-{name}.mbox")
     try:
         out.write_bytes(b"".join(p.message if p.message.endswith(b"\n") else p.message + b"\n"
                                  for p in fetched.patches))
     except OSError as exc:
         raise LabError(f"cannot write {out}: {exc.strerror}; pass -o FILE in an existing folder") from exc
+    _list_patches(console, fetched)
+    console.print(f"series {name} ({len(fetched.patches)} patches) written to {out}", markup=False)
+    return 0
+
+
+def _list_patches(console: Console, fetched: series_mod.Series) -> None:
     for p in fetched.patches:
         console.print(f"  {p.index}/{p.total} {p.subject}", markup=False)
-    console.print(f"series {info.id} ({len(fetched.patches)} patches) written to {out}")
-    return 0
+
 
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
@@ -406,12 +422,14 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--out", help="folder for the report and artefacts (default: a new one under results_dir)")
     k.add_argument("--patchwork", help="the Patchwork server, e.g. https://patchwork.ozlabs.org")
     k.add_argument("--dry-run", action="store_true", help="print the checks it would post (token masked); post none")
-    sr = sub.add_parser("series", help="look up or fetch a patch series on Patchwork",
-                        description="look up or fetch a patch series on Patchwork")
+    sr = sub.add_parser("series", help="look up or fetch a patch series (Patchwork, or a mail archive with b4)",
+                        description="look up or fetch a patch series (Patchwork, or a mail archive with b4)")
     sr.error = ap.error  # type: ignore[method-assign]
     sr.add_argument("action", choices=("show", "fetch"))
-    sr.add_argument("ref", help="a Patchwork patch or series URL, or a series ID (with --patchwork)")
+    sr.add_argument("ref", help="a Patchwork patch or series URL, a series ID (with --patchwork), or a Message-ID "
+                                "(<local@domain>: its thread's series, through b4)")
     sr.add_argument("--patchwork", help="the Patchwork server, e.g. https://patchwork.ozlabs.org")
+    sr.add_argument("--archive", help=f"the mail archive for a Message-ID (default {config_mod.DEFAULT_ARCHIVE})")
     sr.add_argument("-o", "--output", help="mbox file to write (fetch; default series-ID.mbox)")
     sr.set_defaults(fn=cmd_series)
     u = verb("up", cmd_up, "start a lab and leave it running: hosts, the primary's guest, the secondary -incoming")

@@ -37,6 +37,11 @@ CHECK = "check"
 # Patchwork stores a check's context as a slug of at most 255 characters.
 CONTEXT_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 HTTP_URL_RE = re.compile(r"^https?://[^\s/]\S*$")
+DEFAULT_ARCHIVE = "https://lore.kernel.org/qemu-devel"  # a public-inbox archive of the list
+# A Message-ID as people paste it: <local@domain> or local@domain; never an option (a leading '-')
+# nor a path (a '/').
+_MSGID = r"[A-Za-z0-9!#$%&'*+=?^_`{|}~.][^\s<>@/]*@[^\s<>@/]+"
+MSGID_RE = re.compile(rf"^(?:<({_MSGID})>|({_MSGID}))$")
 
 
 @dataclass(frozen=True)
@@ -77,15 +82,20 @@ class QemuSource:
 
 @dataclass(frozen=True)
 class SeriesSource:
-    """A patch series: from Patchwork (``ref``: patch/series URL or series ID), or a local ``mbox``
-    (a file, or a folder of `git format-patch` files, relative to lab.yaml)."""
+    """A patch series: from Patchwork (``ref``: patch/series URL or series ID), a local ``mbox``
+    (a file, or a folder of `git format-patch` files, relative to lab.yaml), or a mail archive
+    (``lore``: a Message-ID of the thread, fetched with b4 from ``archive``)."""
 
     ref: str = ""
     patchwork: str = ""
     mbox: str = ""
     note: str = ""
+    lore: str = ""
+    archive: str = DEFAULT_ARCHIVE
 
     def describe(self) -> str:
+        if self.lore:
+            return f"lore {self.lore}"
         return f"patchwork {self.ref}" if self.ref else f"mbox {self.mbox}"
 
 
@@ -445,10 +455,15 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
             # A series ID is written as a number; a URL as a string.
             ref = sr.integer("ref", 0, 1, 10**9) if isinstance(sr.data.get("ref"), int) else sr.text("ref", "")
             series = SeriesSource(ref=str(ref or ""), patchwork=sr.text("patchwork", ""), mbox=sr.text("mbox", ""),
-                                  note=sr.text("note", ""))
+                                  note=sr.text("note", ""), lore=sr.text("lore", ""),
+                                  archive=sr.text("archive", DEFAULT_ARCHIVE, pattern=HTTP_URL_RE))
             sr.done()
-            if bool(series.ref) == bool(series.mbox):
-                raise ConfigError(f"profiles.{name}.series", "give exactly one of ref (Patchwork) and mbox (local)")
+            if series.lore and not MSGID_RE.fullmatch(series.lore):
+                raise ConfigError(f"profiles.{name}.series.lore", f"{series.lore!r} is not a Message-ID",
+                                  "write <local@domain> or local@domain")
+            if [bool(series.ref), bool(series.mbox), bool(series.lore)].count(True) != 1:
+                raise ConfigError(f"profiles.{name}.series",
+                                  "give exactly one of ref (Patchwork), mbox (local) and lore (a Message-ID)")
             if series.ref.isdigit() and not series.patchwork:
                 raise ConfigError(f"profiles.{name}.series.patchwork", "missing",
                                   "a bare series ID needs the Patchwork server URL")

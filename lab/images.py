@@ -32,7 +32,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import apt, resources
+from lab import apt, lore, resources
 from lab import series as series_mod
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
@@ -416,6 +416,8 @@ def load_series(cfg: LabConfig, source: SeriesSource) -> series_mod.Series:
         loaded = series_mod.load_local(path if path.is_absolute() else cfg.path.parent / path)
         # As lab.yaml names it: the same series gives the same image wherever the checkout lies.
         return dataclasses.replace(loaded, origin=source.mbox)
+    if source.lore:
+        return lore.fetch(source.lore, source.archive)
     patchwork, info = series_mod.resolve(source.ref, source.patchwork or None)
     return patchwork.fetch(info)
 

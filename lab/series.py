@@ -75,13 +75,13 @@ class Series:
     version: int = 1
     patchwork_id: int | None = None
     mbox_url: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more provenance (a mail archive's Message-ID, b4)
 
     def provenance(self) -> dict[str, Any]:
         return {"origin": self.origin, "name": self.name, "version": self.version,
                 "patchwork_id": self.patchwork_id, "mbox": self.mbox_url,
                 "patches": [{"n": f"{p.index}/{p.total}", "subject": p.subject, "hash": p.diff_hash}
-                            for p in self.patches]}
+                            for p in self.patches], **self.extra}
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ class Patchwork:
     def _request(self, path: str, data: bytes | None = None,
                  headers: dict[str, str] | None = None) -> urllib.request.Request:
         url = self.url(path)
-        if not _is_http(url):
+        if not is_http(url):
             # urllib would open file:// and ftp:// as well: never a local file or another protocol.
             raise SeriesError(f"{url}: not an http(s) URL; Patchwork is reached over http(s) only "
                               "(check --patchwork or series.patchwork)")
@@ -161,7 +161,7 @@ class Patchwork:
         require_complete(info)
         if not info.mbox:
             raise SeriesError(f"Patchwork series {info.id} has no mbox link")
-        if not _is_http(info.mbox):
+        if not is_http(info.mbox):
             raise SeriesError(f"Patchwork series {info.id}: its mbox link {info.mbox!r} is not an http(s) URL; "
                               "the lab fetches mboxes over http(s) only (or use a local mbox, series.mbox)")
         patches = parse_mbox(self.get(info.mbox), info.mbox)
@@ -247,7 +247,7 @@ def _one_line(text: object, default: str) -> str:
     return " ".join(text.split()) or default if isinstance(text, str) else default
 
 
-def _is_http(url: str) -> bool:
+def is_http(url: str) -> bool:
     if not url.isprintable() or any(ch.isspace() for ch in url):
         return False  # urllib drops some of these silently; a URL with them is not Patchwork's
     try:
@@ -266,7 +266,7 @@ def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesIn
             raise SeriesError(f"series {ref}: a bare ID needs the Patchwork server (--patchwork URL)")
         pw = Patchwork(patchwork)
         return pw, pw.series(int(ref))
-    if not _is_http(ref):
+    if not is_http(ref):
         raise SeriesError(f"{ref!r} is neither a Patchwork URL nor a series ID")
     parsed = urllib.parse.urlparse(ref)
     pw = Patchwork(patchwork or f"{parsed.scheme}://{parsed.netloc}")
