@@ -1,7 +1,9 @@
 """`lab`: build the images, run the scenarios, check the machine, clean up.
 
 Exit status: 0 every verdict matched its expectation; 1 some did not; 2 the lab could not run (the
-one line printed says what, where and what to do); 130 interrupted (after cleaning up).
+one line printed says what, where and what to do); 130 interrupted (after cleaning up). `lab run
+--bisect` answers `git bisect run`: 125 instead of 2, and for a cell without a verdict.
+`lab check`: 0 success, 1 fail, 2 warning or no check posted.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -18,6 +21,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -28,17 +32,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from lab import accel as accel_mod
-from lab import artefacts, doctor, images, kept, resources, ssh
+from lab import artefacts, doctor, images, kept, lore, resources, ssh
+from lab import check as check_mod
 from lab import config as config_mod
+from lab import runner as runner_mod
 from lab import series as series_mod
+from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
-from lab.report import Row
+from lab.report import NOT_RUN, Report, Row
 from lab.runner import CellFinished, CellStarted, Event, LabKept, ReportWritten, Runner, select_cells, select_profiles
 
 EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2
+EXIT_BISECT_SKIP = 125  # `git bisect run`: this commit cannot be tested
 EXIT_INTERRUPTED = 130
 
 
@@ -104,44 +112,114 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+@dataclass
+class MatrixRun:
+    """What a run through the runner left: its last report (also when it stopped on an error), a kept lab."""
+
+    written: ReportWritten | None = None
+    kept: LabKept | None = None
+
+
+Placement = tuple[list[EngineSpec], bool]  # engines the cells go to; split: primary, secondary
+
+
+def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console: Console, run: MatrixRun,
+                keep: bool = False, placement: Placement | None = None, jobs: int = 0) -> MatrixRun:
+    """The faces' one way through the runner: images, accelerator, cells with their lines, the tables."""
+    profiles = list(dict.fromkeys(c.profile for c in cells))
+    images.check_local_series(cfg, profiles)
+    placement = placement or (cfg.select_engines(None), False)
+    doctor.require_tun()
+    with BuildDisplay(console) as display:
+        runner = Runner.connect(cfg, display)
+        engines = {spec.name: Engine.connect(spec) if spec.url else runner.engine for spec in placement[0]}
+        runner.place([engines[spec.name] for spec in placement[0]], split=placement[1])
+        _note_leftovers(runner)
+        runner.prepare(profiles)
+    assert runner.accel is not None
+    if runner.transfers:
+        console.print("images copied to " + ", ".join(f"{k} in {v:g} s" for k, v in runner.transfers.items()))
+    jobs = jobs or runner.default_jobs()
+    console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
+                  f"{len(cells)} cells, {jobs} at a time")
+    # closing: an interrupt landing here, outside the generator, still stops the cells at once.
+    with contextlib.closing(runner.run(cells, out, keep=keep, jobs=jobs)) as events:
+        for event in events:
+            _show(console, event)
+            if isinstance(event, ReportWritten):
+                run.written = event
+            elif isinstance(event, LabKept):
+                run.kept = event
+    assert run.written is not None
+    run.written.report.print(console)
+    console.print(f"report: {run.written.path}")
+    return run
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     out = Path(args.out) if args.out else cfg.results_root / time.strftime("run-%Y%m%d-%H%M%S")
     cells = select_cells(cfg, args.profile, args.scenario)
-    images.check_local_series(cfg, list(dict.fromkeys(c.profile for c in cells)))
-    doctor.require_tun()
-    placement = _placement(cfg, args)
-    with BuildDisplay(console) as display:
-        runner = Runner.connect(cfg, display)
-        engines = {spec.name: Engine.connect(spec) if spec.url else runner.engine
-                   for spec in dict.fromkeys(placement[0])}
-        runner.place([engines[spec.name] for spec in placement[0]], split=placement[1])
-        _note_leftovers(runner)
-        runner.prepare(list(dict.fromkeys(c.profile for c in cells)))
-    assert runner.accel is not None
-    if runner.transfers:
-        console.print("images copied to " + ", ".join(f"{k} in {v:g} s" for k, v in runner.transfers.items()))
-    jobs = args.jobs or runner.default_jobs()
-    console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
-                  f"{len(cells)} cells, {jobs} at a time" + ("" if args.jobs else " (one per core and 2 GiB)"))
-    report, kept_lab = None, None
-    # closing: an interrupt landing here, outside the generator, still stops the cells at once.
-    with contextlib.closing(runner.run(cells, out, keep=args.keep, jobs=jobs)) as events:
-        for event in events:
-            _show(console, event)
-            if isinstance(event, ReportWritten):
-                report = event
-            elif isinstance(event, LabKept):
-                kept_lab = event
-    assert report is not None
-    report.report.print(console)
-    console.print(f"report: {report.path}")
-    if kept_lab is not None:
-        _how_to_get_in(console, kept_lab.lab, f"kept: {kept_lab.cell.name} did not end as expected")
-    return 0 if report.report.all_match else EXIT_MISMATCH
+    run = _run_matrix(cfg, cells, out, console, MatrixRun(), args.keep, _placement(cfg, args), args.jobs)
+    assert run.written is not None
+    if run.kept is not None:
+        _how_to_get_in(console, run.kept.lab, f"kept: {run.kept.cell.name} did not end as expected")
+    if args.bisect:
+        return bisect_status(run.written.report.rows)
+    return 0 if run.written.report.all_match else EXIT_MISMATCH
 
 
-def _placement(cfg: LabConfig, args: argparse.Namespace) -> tuple[list[EngineSpec], bool]:
+def bisect_status(rows: list[Row]) -> int:
+    """What `git bisect run` reads: 0 good, 1 bad, 125 this commit cannot tell (skip it). A cell that
+    did not give a verdict, or a build that lacks a property a scenario sets, decides nothing."""
+    if not rows or any(r.verdict in (ERROR, NOT_RUN) for r in rows):
+        return EXIT_BISECT_SKIP
+    if any(r.verdict == UNSUPPORTED and not r.match for r in rows):
+        return EXIT_BISECT_SKIP
+    return 0 if all(r.match for r in rows) else EXIT_MISMATCH
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    cfg = _load(args)
+    out = Path(args.out) if args.out else cfg.results_root / time.strftime("check-%Y%m%d-%H%M%S")
+    patchwork, info = series_mod.resolve(args.ref, args.patchwork or cfg.check.patchwork or None)
+    series_mod.require_complete(info)
+    plan = check_mod.plan(cfg, info, args.ref, patchwork.base_url, args.base)
+    cells = select_cells(plan.cfg, plan.profiles, args.scenario)
+    poster = check_mod.Poster(patchwork, check_mod.read_token(cfg), info.project, args.dry_run,
+                              lambda line: console.print(line, markup=False, soft_wrap=True))
+    url = check_mod.target_url(cfg.check.target_url, out, os.environ)
+
+    def check(state: str, description: str) -> check_mod.Check:
+        return check_mod.Check(state, description, url, cfg.check.context)
+
+    console.print(f"series {info.id}: {info.name} ({len(info.patches)} patches) on {plan.base.name}", markup=False)
+    scenarios = list(dict.fromkeys(c.scenario.name for c in cells))
+    poster.post_all(info.patches, check(check_mod.PENDING, check_mod.pending(plan, scenarios)))
+    run, failure = MatrixRun(), None
+    try:
+        _run_matrix(plan.cfg, cells, out, console, run)
+        assert run.written is not None
+        state, description = check_mod.judge(run.written.report.rows, plan)
+    except series_mod.SeriesDoesNotApply as exc:
+        state, description = check_mod.FAIL, check_mod.does_not_apply(exc, plan)
+    except (LabError, ScenarioError, docker.errors.DockerException) as exc:
+        state, description, failure = check_mod.WARNING, check_mod.lab_failed(_one_line(exc)), exc
+    report = run.written.report if run.written else Report(config=str(cfg.path))
+    try:
+        poster.post_all(info.patches, check(state, description))
+    finally:  # report.json says what was posted, also when a post failed
+        report.check = poster.record(cfg.check.context, url) | {"state": state, "description": description}
+        path = report.write(out)
+    verb = "would be posted" if args.dry_run else "posted"
+    patches = f"{len(info.patches)} patch{'es' if len(info.patches) != 1 else ''}"
+    console.print(f"check {state} {verb} on {patches}: {description} (report: {path})", markup=False)
+    if failure is not None:
+        raise failure
+    return check_mod.EXIT_STATUS[state]
+
+
+def _placement(cfg: LabConfig, args: argparse.Namespace) -> Placement:
     """Which engines the cells go to (--engine), or the split of every cell's hosts (--split)."""
     if args.split:
         if args.engine:
@@ -171,24 +249,39 @@ def _verdict_line(row: Row) -> str:
 
 
 def cmd_series(args: argparse.Namespace, console: Console) -> int:
-    patchwork, info = series_mod.resolve(args.ref, args.patchwork)
-    if args.action == "show":
-        console.print(f"series {info.id}: {info.name}", markup=False)
-        console.print(f"  version {info.version}, patches {info.total if info.total is not None else '?'}, "
-                      f"received_all {info.received_all if info.received_all is not None else '?'}")
-        console.print(f"  mbox {info.mbox}")
-        return 0
-    fetched = patchwork.fetch(info)
-    out = Path(args.output or f"series-{info.id}.mbox")
+    if lore.looks_like_message_id(args.ref):
+        fetched = lore.fetch(args.ref, args.archive or lore.DEFAULT_ARCHIVE)
+        name = re.sub(r"[^A-Za-z0-9_.@-]", "_", lore.message_id(args.ref))
+        if args.action == "show":
+            console.print(f"series {fetched.extra['message_id']}: {fetched.name}", markup=False)
+            console.print(f"  {len(fetched.patches)} patches, from {fetched.origin} with b4 {fetched.extra['b4']}",
+                          markup=False)
+            _list_patches(console, fetched)
+            return 0
+    else:
+        patchwork, info = series_mod.resolve(args.ref, args.patchwork)
+        if args.action == "show":
+            console.print(f"series {info.id}: {info.name}", markup=False)
+            console.print(f"  version {info.version}, patches {info.total if info.total is not None else '?'}, "
+                          f"received_all {info.received_all if info.received_all is not None else '?'}")
+            console.print(f"  mbox {info.mbox}")
+            return 0
+        fetched, name = patchwork.fetch(info), str(info.id)
+    out = Path(args.output or f"series-{name}.mbox")
     try:
         out.write_bytes(b"".join(p.message if p.message.endswith(b"\n") else p.message + b"\n"
                                  for p in fetched.patches))
     except OSError as exc:
         raise LabError(f"cannot write {out}: {exc.strerror}; pass -o FILE in an existing folder") from exc
+    _list_patches(console, fetched)
+    console.print(f"series {name} ({len(fetched.patches)} patches) written to {out}", markup=False)
+    return 0
+
+
+def _list_patches(console: Console, fetched: series_mod.Series) -> None:
     for p in fetched.patches:
         console.print(f"  {p.index}/{p.total} {p.subject}", markup=False)
-    console.print(f"series {info.id} ({len(fetched.patches)} patches) written to {out}")
-    return 0
+
 
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
@@ -393,12 +486,23 @@ def parser() -> argparse.ArgumentParser:
                    help="cells at once (default: one per core and per 2 GiB of the engines)")
     r.add_argument("--engine", action="append", help="spread cells over this engine of lab.yaml (repeatable)")
     r.add_argument("--split", help="PRIMARY,SECONDARY: every cell's primary on one engine, secondary on the other")
-    sr = sub.add_parser("series", help="look up or fetch a patch series on Patchwork",
-                        description="look up or fetch a patch series on Patchwork")
+    r.add_argument("--bisect", action="store_true",
+                   help="exit for `git bisect run`: 0 as expected, 1 not, 125 the lab could not decide")
+    k = verb("check", cmd_check, "run a Patchwork series A/B against a base profile and post a check on its patches")
+    k.add_argument("ref", help="a Patchwork patch or series URL, or a series ID (with --patchwork or check.patchwork)")
+    k.add_argument("--base", help="the unpatched profile the series goes on (default: baseline)")
+    k.add_argument("--scenario", action="append", help="only this scenario (repeatable; default: all)")
+    k.add_argument("--out", help="folder for the report and artefacts (default: a new one under results_dir)")
+    k.add_argument("--patchwork", help="the Patchwork server, e.g. https://patchwork.ozlabs.org")
+    k.add_argument("--dry-run", action="store_true", help="print the checks it would post (token masked); post none")
+    sr = sub.add_parser("series", help="look up or fetch a patch series (Patchwork, or a mail archive with b4)",
+                        description="look up or fetch a patch series (Patchwork, or a mail archive with b4)")
     sr.error = ap.error  # type: ignore[method-assign]
     sr.add_argument("action", choices=("show", "fetch"))
-    sr.add_argument("ref", help="a Patchwork patch or series URL, or a series ID (with --patchwork)")
+    sr.add_argument("ref", help="a Patchwork patch or series URL, a series ID (with --patchwork), or a Message-ID "
+                                "(<local@domain>: its thread's series, through b4)")
     sr.add_argument("--patchwork", help="the Patchwork server, e.g. https://patchwork.ozlabs.org")
+    sr.add_argument("--archive", help=f"the mail archive for a Message-ID (default {config_mod.DEFAULT_ARCHIVE})")
     sr.add_argument("-o", "--output", help="mbox file to write (fetch; default series-ID.mbox)")
     sr.set_defaults(fn=cmd_series)
     u = verb("up", cmd_up, "start a lab and leave it running: hosts, the primary's guest, the secondary -incoming")
@@ -468,6 +572,13 @@ def _crash_report(verb: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    rc = _main(argv)
+    # Under `git bisect run`, 2 would mark the commit bad: a lab that could not decide says "skip".
+    return EXIT_BISECT_SKIP if rc == EXIT_LAB_ERROR and argv[:1] == ["run"] and "--bisect" in argv else rc
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a bad command line (one line already printed)

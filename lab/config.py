@@ -32,6 +32,16 @@ LAB_PROPERTIES = ("id", "netdev", "queue", "outdev", "indev", "vnet_hdr_support"
 GIT_URL_RE = re.compile(r"^(?:(?:https?|git|ssh)://[^\s/-][^\s]*|/[^\s]*)$")
 # A commit hash, tag or branch name; `..` would name a range, and a leading '-' an option.
 GIT_REF_RE = re.compile(r"^(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._/-]*$")
+# The key of `expect` that names the verdict a series under `lab check` must give (not a profile).
+CHECK = "check"
+# Patchwork stores a check's context as a slug of at most 255 characters.
+CONTEXT_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+HTTP_URL_RE = re.compile(r"^https?://[^\s/]\S*$")
+DEFAULT_ARCHIVE = "https://lore.kernel.org/qemu-devel"  # a public-inbox archive of the list
+# A Message-ID as people paste it: <local@domain> or local@domain; never an option (a leading '-')
+# nor a path (a '/').
+_MSGID = r"[A-Za-z0-9!#$%&'*+=?^_`{|}~.][^\s<>@/]*@[^\s<>@/]+"
+MSGID_RE = re.compile(rf"^(?:<({_MSGID})>|({_MSGID}))$")
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,7 @@ class ImagesConfig:
     registry_image: str = "debian:bookworm"
     mirror: str = "auto"
     min_free_gb: float = 10.0  # refused to start a build with less free at Docker's data root
+    prefix: str = ""  # repository of the image tags (prefix/qemu:...); "" = lab.name
 
 
 @dataclass(frozen=True)
@@ -71,15 +82,20 @@ class QemuSource:
 
 @dataclass(frozen=True)
 class SeriesSource:
-    """A patch series: from Patchwork (``ref``: patch/series URL or series ID), or a local ``mbox``
-    (a file, or a folder of `git format-patch` files, relative to lab.yaml)."""
+    """A patch series: from Patchwork (``ref``: patch/series URL or series ID), a local ``mbox``
+    (a file, or a folder of `git format-patch` files, relative to lab.yaml), or a mail archive
+    (``lore``: a Message-ID of the thread, fetched with b4 from ``archive``)."""
 
     ref: str = ""
     patchwork: str = ""
     mbox: str = ""
     note: str = ""
+    lore: str = ""
+    archive: str = DEFAULT_ARCHIVE
 
     def describe(self) -> str:
+        if self.lore:
+            return f"lore {self.lore}"
         return f"patchwork {self.ref}" if self.ref else f"mbox {self.mbox}"
 
 
@@ -147,6 +163,17 @@ ADDRESS_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:-]*")
 
 
 @dataclass(frozen=True)
+class CheckSettings:
+    """`lab check`: how its Patchwork checks are posted. The token itself is never part of the
+    configuration: it comes from PATCHWORK_TOKEN or the file ``token_file`` names."""
+
+    context: str = "netfilter-continuity"
+    target_url: str = ""  # "" = the CI run's URL in GitHub Actions, else the artefacts folder
+    token_file: str = ""  # relative to lab.yaml
+    patchwork: str = ""  # the server, for a bare series ID
+
+
+@dataclass(frozen=True)
 class LabConfig:
     path: Path
     name: str = "nfcl"
@@ -159,6 +186,7 @@ class LabConfig:
     migration: MigrationSettings = MigrationSettings()
     timeouts: Timeouts = Timeouts()
     guest: Guest = Guest()
+    check: CheckSettings = CheckSettings()
     engines: Mapping[str, EngineSpec] = field(default_factory=lambda: {"local": LOCAL_ENGINE})
 
     def select_engines(self, names: list[str] | None) -> list[EngineSpec]:
@@ -166,6 +194,11 @@ class LabConfig:
         if not names:
             return [next(iter(self.engines.values()))]
         return [self.engines[n] for n in self._select(names, self.engines, "--engine")]
+
+    @property
+    def image_prefix(self) -> str:
+        """Image tags are ``<prefix>/<image>:...``: labs of other names may share one set of images."""
+        return self.images.prefix or self.name
 
     @property
     def results_root(self) -> Path:
@@ -348,6 +381,7 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
         registry_image=img.text("registry_image", "debian:bookworm"),
         mirror=img.text("mirror", "auto"),
         min_free_gb=img.number("min_free_gb", 10.0, 0.0, 10000.0),
+        prefix=img.text("prefix", "", pattern=re.compile(r"^$|" + NAME_RE.pattern)),
     )
     img.done()
     if images.mirror != "auto" and not re.fullmatch(r"https?://\S+", images.mirror):
@@ -371,10 +405,11 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
                   mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE))
     gu.done()
     engines = _engines(top.child("engines")) if "engines" in top.data else {"local": LOCAL_ENGINE}
+    check = _check(top.child("check"))
     top.done()
     return LabConfig(path=path, name=name, results_dir=results_dir, accel=accel, images=images,
                      profiles=profiles, scenarios=scenarios, traffic=traffic, migration=migration,
-                     timeouts=timeouts, guest=guest, engines=engines)
+                     timeouts=timeouts, guest=guest, engines=engines, check=check)
 
 
 def _engines(node: _Reader) -> dict[str, EngineSpec]:
@@ -392,6 +427,18 @@ def _engines(node: _Reader) -> dict[str, EngineSpec]:
         engines[name] = EngineSpec(name, url, address)
         e.done()
     return engines
+
+
+def _check(node: _Reader) -> CheckSettings:
+    settings = CheckSettings(context=node.text("context", CheckSettings.context, pattern=CONTEXT_RE),
+                             target_url=node.text("target_url", ""), token_file=node.text("token_file", ""),
+                             patchwork=node.text("patchwork", ""))
+    node.done()
+    for key in ("target_url", "patchwork"):
+        value = getattr(settings, key)
+        if value and not (HTTP_URL_RE.fullmatch(value) and value.isprintable()):
+            raise ConfigError(node.key_path(key), f"{value!r} is not an http(s) URL", "e.g. https://...")
+    return settings
 
 
 def _property(node: _Reader, key: object) -> tuple[str, str]:
@@ -429,6 +476,9 @@ def _names(node: _Reader, kind: str) -> list[str]:
 def _profiles(node: _Reader) -> dict[str, Profile]:
     profiles: dict[str, Profile] = {}
     for name in _names(node, "profile"):
+        if name == CHECK:
+            raise ConfigError(node.key_path(name), f"{CHECK!r} is reserved",
+                              "scenarios' expect uses it for `lab check`; rename the profile")
         p = node.child(name)
         q = p.child("qemu")
         qemu = QemuSource(source=q.text("source", "debian", QEMU_SOURCES),
@@ -446,10 +496,15 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
             # A series ID is written as a number; a URL as a string.
             ref = sr.integer("ref", 0, 1, 10**9) if isinstance(sr.data.get("ref"), int) else sr.text("ref", "")
             series = SeriesSource(ref=str(ref or ""), patchwork=sr.text("patchwork", ""), mbox=sr.text("mbox", ""),
-                                  note=sr.text("note", ""))
+                                  note=sr.text("note", ""), lore=sr.text("lore", ""),
+                                  archive=sr.text("archive", DEFAULT_ARCHIVE, pattern=HTTP_URL_RE))
             sr.done()
-            if bool(series.ref) == bool(series.mbox):
-                raise ConfigError(f"profiles.{name}.series", "give exactly one of ref (Patchwork) and mbox (local)")
+            if series.lore and not MSGID_RE.fullmatch(series.lore):
+                raise ConfigError(f"profiles.{name}.series.lore", f"{series.lore!r} is not a Message-ID",
+                                  "write <local@domain> or local@domain")
+            if [bool(series.ref), bool(series.mbox), bool(series.lore)].count(True) != 1:
+                raise ConfigError(f"profiles.{name}.series",
+                                  "give exactly one of ref (Patchwork), mbox (local) and lore (a Message-ID)")
             if series.ref.isdigit() and not series.patchwork:
                 raise ConfigError(f"profiles.{name}.series.patchwork", "missing",
                                   "a bare series ID needs the Patchwork server URL")
@@ -481,8 +536,9 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
         ex = s.child("expect", required=True)
         expect = {}
         for profile in ex.names():
-            if profile not in profiles:
-                raise ConfigError(ex.key_path(profile), "unknown profile", f"known: {', '.join(profiles)}")
+            if profile not in profiles and profile != CHECK:
+                raise ConfigError(ex.key_path(profile), "unknown profile",
+                                  f"known: {', '.join(profiles)}; or {CHECK} (what a series under lab check must give)")
             expect[profile] = ex.text(profile, "", VERDICTS)
         for profile in profiles:
             if profile not in expect:

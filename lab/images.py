@@ -32,7 +32,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import apt, resources
+from lab import apt, lore, resources
 from lab import series as series_mod
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
@@ -167,7 +167,7 @@ class ImageBuilder:
             self._base = images.registry_image
             return self._base
         mirror = self.mirror()
-        tag = f"{self.cfg.name}/base:{images.suite}-{_digest('debootstrap', images.suite, mirror)}"
+        tag = f"{self.cfg.image_prefix}/base:{images.suite}-{_digest('debootstrap', images.suite, mirror)}"
         if not self.exists(tag):
             self._require_space("base")
             started = time.monotonic()
@@ -299,7 +299,7 @@ class ImageBuilder:
                labels: dict[str, str], rebuild: bool) -> str:
         # The base is named by its own digest, so it is part of this image's digest through args.
         digest = ctx.digest(*(f"{k}={v}" for k, v in sorted({**args, **labels}.items())))
-        tag = f"{self.cfg.name}/{image}:{tag_prefix}{digest}"
+        tag = f"{self.cfg.image_prefix}/{image}:{tag_prefix}{digest}"
         if not rebuild and self.exists(tag):
             self._event(image, f"{tag} is up to date")
             self.seconds.setdefault(tag, 0.0)
@@ -404,7 +404,7 @@ class BuildStream:
 
     def _failure(self, error: str) -> LabError:
         if self.apply_failed:
-            return series_mod.SeriesError(f"the series does not apply: {self.apply_failed}; log: {self.log}")
+            return series_mod.SeriesDoesNotApply(self.apply_failed, str(self.log))
         return ImageBuildError(f"image {self.image} ({self.tag}) failed at {self.step or 'its first step'}: "
                                f"{_tail(error)}; log: {self.log}")
 
@@ -416,6 +416,8 @@ def load_series(cfg: LabConfig, source: SeriesSource) -> series_mod.Series:
         loaded = series_mod.load_local(path if path.is_absolute() else cfg.path.parent / path)
         # As lab.yaml names it: the same series gives the same image wherever the checkout lies.
         return dataclasses.replace(loaded, origin=source.mbox)
+    if source.lore:
+        return lore.fetch(source.lore, source.archive)
     patchwork, info = series_mod.resolve(source.ref, source.patchwork or None)
     return patchwork.fetch(info)
 

@@ -100,6 +100,7 @@ class Report:
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: address, image transfer seconds
     rows: list[Row] = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    check: dict[str, Any] | None = None  # `lab check`: the checks posted (lab.check.Poster.record)
 
     @property
     def all_match(self) -> bool:
@@ -112,7 +113,7 @@ class Report:
                     "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
                     "duration_s": round(time.time() - self.started, 1)},
             "results": [r.to_json() for r in self.rows],
-        }
+        } | ({"check": self.check} if self.check is not None else {})
 
     def write(self, out: Path, pending: list[Row] | None = None) -> Path:
         """report.json, atomically (a reader never sees half a file); ``pending``: cells not run yet."""

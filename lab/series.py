@@ -34,6 +34,24 @@ class SeriesError(LabError):
     """A series could not be fetched, parsed or accepted; the message says which and why."""
 
 
+class PatchworkHTTPError(SeriesError):
+    """Patchwork answered with an HTTP error status (``code``)."""
+
+    def __init__(self, message: str, code: int, url: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.url = url
+
+
+class SeriesDoesNotApply(SeriesError):
+    """`git am` refused a patch of the series: the series is broken as posted, not the lab.
+    ``detail`` is apply-series' line: ``patch N/M: SUBJECT: why (base: QEMU X)``."""
+
+    def __init__(self, detail: str, log: str) -> None:
+        super().__init__(f"the series does not apply: {detail}; log: {log}")
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class Patch:
     subject: str
@@ -57,13 +75,13 @@ class Series:
     version: int = 1
     patchwork_id: int | None = None
     mbox_url: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # more provenance (a mail archive's Message-ID, b4)
 
     def provenance(self) -> dict[str, Any]:
         return {"origin": self.origin, "name": self.name, "version": self.version,
                 "patchwork_id": self.patchwork_id, "mbox": self.mbox_url,
                 "patches": [{"n": f"{p.index}/{p.total}", "subject": p.subject, "hash": p.diff_hash}
-                            for p in self.patches]}
+                            for p in self.patches], **self.extra}
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,8 @@ class SeriesInfo:
     received_all: bool | None
     total: int | None
     api_url: str
+    patches: tuple[int, ...] = ()  # the patches' Patchwork ids, in the series' order ((): not known)
+    project: str = ""  # the project's link name, e.g. qemu-devel
 
 
 class Patchwork:
@@ -88,22 +108,36 @@ class Patchwork:
         return path if "://" in path else f"{self.base_url}/api/{path.lstrip('/')}"
 
     def get(self, path: str) -> bytes:
+        return self._open(self._request(path), "check --patchwork and the network, or use a local mbox (series.mbox)")
+
+    def post_json(self, path: str, data: dict[str, Any], token: str) -> dict[str, Any]:
+        """POSTs ``data`` as JSON with ``Authorization: Token <token>``; Patchwork's answer."""
+        request = self._request(path, json.dumps(data).encode(), {"Content-Type": "application/json",
+                                                                    "Authorization": f"Token {token}"})
+        return json_object(self._open(request, "check the network and the Patchwork URL, then try again"),
+                           request.full_url)
+
+    def _request(self, path: str, data: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> urllib.request.Request:
         url = self.url(path)
-        if not _is_http(url):
+        if not is_http(url):
             # urllib would open file:// and ftp:// as well: never a local file or another protocol.
             raise SeriesError(f"{url}: not an http(s) URL; Patchwork is reached over http(s) only "
                               "(check --patchwork or series.patchwork)")
-        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, "Accept": "application/json"})
+        return urllib.request.Request(url, data=data, headers={"User-Agent": USER_AGENT, "Accept": "application/json",
+                                                               **(headers or {})})
+
+    def _open(self, request: urllib.request.Request, hint: str) -> bytes:
+        url = request.full_url
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return bytes(response.read())
         except urllib.error.HTTPError as exc:
             what = "not found" if exc.code == 404 else f"answered HTTP {exc.code}"
-            raise SeriesError(f"Patchwork {what}: {url}") from exc
+            raise PatchworkHTTPError(f"Patchwork {what}: {url}", exc.code, url) from exc
         except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise SeriesError(f"cannot reach Patchwork at {url} ({reason}); check --patchwork and the "
-                              "network, or use a local mbox (series.mbox)") from exc
+            raise SeriesError(f"cannot reach Patchwork at {url} ({reason}); {hint}") from exc
 
     def get_json(self, path: str) -> dict[str, Any]:
         return json_object(self.get(path), self.url(path))
@@ -124,13 +158,10 @@ class Patchwork:
         return series_info(record, series_id, api_url)
 
     def fetch(self, info: SeriesInfo) -> Series:
-        if info.received_all is False:
-            raise SeriesError(f"Patchwork series {info.id} ({info.name}) is incomplete: "
-                              f"received_all is false (expected {info.total or '?'} patches); wait for the "
-                              "missing patches or use a local mbox")
+        require_complete(info)
         if not info.mbox:
             raise SeriesError(f"Patchwork series {info.id} has no mbox link")
-        if not _is_http(info.mbox):
+        if not is_http(info.mbox):
             raise SeriesError(f"Patchwork series {info.id}: its mbox link {info.mbox!r} is not an http(s) URL; "
                               "the lab fetches mboxes over http(s) only (or use a local mbox, series.mbox)")
         patches = parse_mbox(self.get(info.mbox), info.mbox)
@@ -139,6 +170,13 @@ class Patchwork:
                               f"the series has {info.total}")
         return Series(origin=info.api_url, name=info.name, version=info.version, patchwork_id=info.id,
                       mbox_url=info.mbox, patches=tuple(patches))
+
+
+def require_complete(info: SeriesInfo) -> None:
+    if info.received_all is False:
+        raise SeriesError(f"Patchwork series {info.id} ({info.name}) is incomplete: "
+                          f"received_all is false (expected {info.total or '?'} patches); wait for the "
+                          "missing patches or use a local mbox")
 
 
 def json_object(body: bytes, url: str) -> dict[str, Any]:
@@ -180,7 +218,23 @@ def series_info(record: dict[str, Any], series_id: int, api_url: str) -> SeriesI
             found = _one_line(json.dumps(record.get(key)), "")[:60]
             raise SeriesError(f"Patchwork's answer at {api_url}: {key} is {found}, expected {expected}")
     return SeriesInfo(id=record["id"], name=_one_line(name, f"series {series_id}"), version=version or 1,
-                      mbox=mbox or "", received_all=received_all, total=total, api_url=api_url)
+                      mbox=mbox or "", received_all=received_all, total=total, api_url=api_url,
+                      patches=_patch_ids(record.get("patches"), api_url), project=_project(record.get("project")))
+
+
+def _patch_ids(patches: object, api_url: str) -> tuple[int, ...]:
+    """The ids of a series record's ``patches`` list (each a record with an integer id)."""
+    if patches is None:
+        return ()
+    if not isinstance(patches, list) or not all(isinstance(p, dict) and _is_count(p.get("id"), 1) for p in patches):
+        found = _one_line(json.dumps(patches)[:60], "")
+        raise SeriesError(f"Patchwork's answer at {api_url}: patches is {found}, expected a list of patch records")
+    return tuple(p["id"] for p in patches)
+
+
+def _project(project: object) -> str:
+    name = project.get("link_name") if isinstance(project, dict) else None
+    return _one_line(name, "")
 
 
 def _is_count(value: object, low: int) -> bool:
@@ -193,7 +247,7 @@ def _one_line(text: object, default: str) -> str:
     return " ".join(text.split()) or default if isinstance(text, str) else default
 
 
-def _is_http(url: str) -> bool:
+def is_http(url: str) -> bool:
     if not url.isprintable() or any(ch.isspace() for ch in url):
         return False  # urllib drops some of these silently; a URL with them is not Patchwork's
     try:
@@ -212,7 +266,7 @@ def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesIn
             raise SeriesError(f"series {ref}: a bare ID needs the Patchwork server (--patchwork URL)")
         pw = Patchwork(patchwork)
         return pw, pw.series(int(ref))
-    if not _is_http(ref):
+    if not is_http(ref):
         raise SeriesError(f"{ref!r} is neither a Patchwork URL nor a series ID")
     parsed = urllib.parse.urlparse(ref)
     pw = Patchwork(patchwork or f"{parsed.scheme}://{parsed.netloc}")

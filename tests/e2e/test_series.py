@@ -14,22 +14,13 @@ from lab import apt, images
 from lab.config import LabConfig, SeriesSource
 from lab.errors import ImageBuildError
 from lab.series import SeriesError
+from tests import patchwork_server
 
 pytestmark = pytest.mark.e2e
 
-SEED = Path(__file__).resolve().parents[1] / "fixtures" / "patchwork-api-patch-2194230.json"
-
 
 def seed_patch_mbox(path: Path) -> Path:
-    """Patch 12/12 of series 491379 as Patchwork's mbox gives it, rebuilt from its API record, taken on
-    its own: numbered 1/1 (a lone 12/12 is an incomplete series, refused before any build)."""
-    rec = json.loads(SEED.read_text())
-    subject = rec["name"].replace("[12/12]", "[PATCH 1/1]", 1)
-    assert subject != rec["name"]
-    path.write_text(f"From {rec['hash']} Mon Sep 17 00:00:00 2001\n"
-                    f"From: {rec['submitter']['name']} <{rec['submitter']['email']}>\n"
-                    f"Date: {rec['date']}\nSubject: {subject}\nMessage-Id: {rec['msgid']}\n\n"
-                    f"{rec['content']}\n{rec['diff']}")
+    path.write_bytes(patchwork_server.seed_patch_mbox())
     return path
 
 
@@ -52,7 +43,7 @@ def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.Docker
     assert "\n" not in message
     # The baseline images are untouched, and no series image was tagged.
     assert lab_docker.images.get(baseline.qemu).id == baseline_qemu
-    assert not lab_docker.images.list(name=f"{lab_config.name}/qemu-series",
+    assert not lab_docker.images.list(name=f"{lab_config.image_prefix}/qemu-series",
                                       filters={"label": "io.nfcl.profile=seed-patch-12"})
 
 

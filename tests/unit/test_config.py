@@ -39,7 +39,9 @@ def test_repo_config_scenarios() -> None:
     cfg = load(REPO_CONFIG)
     assert cfg.scenarios["mirror"].filter == "filter-mirror"
     assert cfg.scenarios["mirror"].expect == {"baseline": "gap", "control": "continuous",
-                                              "series-491379": "continuous"}
+                                              "series-491379": "continuous", "check": "continuous"}
+    # What `lab check` expects of a series: every filter keeps the stream flowing through the stop.
+    assert all(s.expect["check"] == "continuous" for s in cfg.scenarios.values())
     assert cfg.scenarios["redirector"].filter == "filter-redirector"
     assert cfg.scenarios["redirector"].expect["baseline"] == "continuous"
 
@@ -148,6 +150,52 @@ def test_expect_naming_an_unknown_profile() -> None:
     err = config_error(data)
     assert err.where == "scenarios.mirror.expect.patched"
     assert "unknown profile" in str(err)
+
+
+def test_expect_may_name_check_which_is_not_a_profile() -> None:
+    data = minimal()
+    data["scenarios"]["mirror"]["expect"]["check"] = "continuous"
+    cfg = parse(data)
+    assert cfg.scenarios["mirror"].expect == {"baseline": "gap", "check": "continuous"}
+    assert list(cfg.profiles) == ["baseline"]
+
+
+def test_expect_check_must_be_a_verdict() -> None:
+    data = minimal()
+    data["scenarios"]["mirror"]["expect"]["check"] = "green"
+    assert config_error(data).where == "scenarios.mirror.expect.check"
+
+
+def test_a_profile_may_not_be_named_check() -> None:
+    data = minimal()
+    data["profiles"]["check"] = {}
+    err = config_error(data)
+    assert err.where == "profiles.check" and "reserved" in str(err)
+
+
+def test_check_section_defaults_and_values() -> None:
+    assert parse(minimal()).check.context == "netfilter-continuity"
+    cfg = parse(minimal() | {"check": {"context": "nfcl-ci", "target_url": "https://ci.example/runs/1",
+                                       "token_file": "token", "patchwork": "https://patchwork.example"}})
+    assert (cfg.check.context, cfg.check.target_url, cfg.check.token_file, cfg.check.patchwork) == (
+        "nfcl-ci", "https://ci.example/runs/1", "token", "https://patchwork.example")
+
+
+@pytest.mark.parametrize(("key", "value", "where"), [
+    ("context", "two words", "check.context"), ("context", "", "check.context"),
+    ("target_url", "file:///tmp/x", "check.target_url"), ("patchwork", "patchwork.ozlabs.org", "check.patchwork"),
+    ("token", "secret", "check.token"),
+])
+def test_check_section_refuses(key: str, value: str, where: str) -> None:
+    err = config_error(minimal() | {"check": {key: value}})
+    assert err.where == where and "secret" not in str(err).replace("check.token", "")
+
+
+def test_images_prefix_names_the_image_tags() -> None:
+    assert parse(minimal()).image_prefix == "nfcl"
+    assert parse(minimal() | {"lab": {"name": "other"}}).image_prefix == "other"
+    assert parse(minimal() | {"lab": {"name": "other"}, "images": {"prefix": "nfcl"}}).image_prefix == "nfcl"
+    assert config_error(minimal() | {"images": {"prefix": "Bad/Prefix"}}).where == "images.prefix"
 
 
 def test_scenario_missing_an_expectation_for_a_profile() -> None:

@@ -93,5 +93,21 @@ def test_the_summary_script_the_workflow_calls_exists_and_runs_with_the_lab_inst
     for line in summaries:
         [script] = re.findall(r"scripts/[\w-]+", line)
         assert (ROOT / script).is_file(), script
-        # lab.report gives the columns: the Python that runs it must have the lab (tox's lab env).
-        assert line.split()[0] == ".tox/lab/bin/python", line
+        # lab.report gives the columns: the Python that runs it must have the lab (tox's lab or check env).
+        assert line.split()[0] in (".tox/lab/bin/python", ".tox/check/bin/python"), line
+
+
+def test_lab_check_by_hand_takes_the_url_as_data_and_the_token_from_the_secrets() -> None:
+    # `on:` is read by YAML 1.1 as the boolean True.
+    inputs = workflow()[True]["workflow_dispatch"]["inputs"]
+    assert inputs["patchwork_url"]["type"] == "string"
+    # An input expanded into a run: script is script injection (matrix values are the workflow's own).
+    assert not any(re.search(r"\$\{\{\s*(inputs|github\.event)", line) for line in run_lines())
+    [step] = [s for s in workflow()["jobs"]["check"]["steps"] if "lab check" in s.get("name", "") or
+              "-e check" in s.get("run", "")]
+    assert step["env"]["PATCHWORK_URL"] == "${{ inputs.patchwork_url }}"
+    assert step["env"]["PATCHWORK_TOKEN"] == "${{ secrets.PATCHWORK_TOKEN }}"
+    assert '"$PATCHWORK_URL"' in step["run"]
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini")
+    assert "PATCHWORK_TOKEN" in ini["testenv:check"]["passenv"] and "lab check" in ini["testenv:check"]["commands"]

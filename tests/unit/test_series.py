@@ -32,6 +32,7 @@ SERIES_RECORD = FIXTURES / "patchwork" / "series-491379.json"
 SERIES_MBOX = FIXTURES / "patchwork" / "series-491379.mbox"
 CONTROL_SERIES = ROOT / "series" / "control"
 RECORDED_HOST = "http://patchwork.ozlabs.org"
+pytestmark = pytest.mark.usefixtures("only_loopback")
 
 PATCH_PATH = "/api/patches/2194230/"
 SERIES_PATH = "/api/series/491379/"
@@ -115,21 +116,6 @@ def series_record() -> dict[str, Any]:
     return record
 
 
-@pytest.fixture(autouse=True)
-def only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No proxy, and any connection to an address other than 127.0.0.1 fails the test."""
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    real = socket.create_connection
-
-    def loopback_only(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        if address[0] != "127.0.0.1":
-            raise AssertionError(f"a test tried to connect to {address!r}")
-        return real(address, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "create_connection", loopback_only)
-
-
 @pytest.fixture
 def server() -> Iterator[ReplayServer]:
     replay = ReplayServer()
@@ -144,7 +130,7 @@ def server() -> Iterator[ReplayServer]:
 
 def expected_info(base: str) -> SeriesInfo:
     return SeriesInfo(id=491379, name=SERIES_NAME, version=1, mbox=f"{base}{MBOX_PATH}", received_all=True,
-                      total=12, api_url=f"{base}{SERIES_PATH}")
+                      total=12, api_url=f"{base}{SERIES_PATH}", patches=(2194230,), project="qemu-devel")
 
 
 def free_port() -> int:

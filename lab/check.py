@@ -1,0 +1,254 @@
+"""`lab check`: a Patchwork series judged by the lab, and the verdict posted back as a check.
+
+The series goes on top of a base profile (a profile named ``check-<series id>``), the scenarios run
+on the unpatched base and on the patched build (an A/B run, as ``lab run --profile A --profile B``),
+and every patch of the series gets a check through Patchwork's REST API
+(``POST /api/patches/ID/checks/``). Checks cannot be edited: each state is a new POST.
+
+States, and what they mean:
+
+- ``pending``: posted on every patch when the run starts;
+- ``success``: every verdict as expected: the patched build gives each scenario's ``expect.check``
+  (the base profile's expectation where a scenario names none) and the base gives its own. A scenario
+  the patched build cannot run (``unsupported``: a property it sets does not exist) is named in the
+  description and does not by itself fail the check;
+- ``fail``: the patched build gives another verdict than expected, or the series does not apply (the
+  description names the patch N/M): the series is broken as posted;
+- ``warning``: the lab could not decide: Docker, a build error unrelated to the series, an ``error``
+  verdict, or the unpatched base not giving its own expected verdicts. It says nothing about the series.
+
+The token comes from ``PATCHWORK_TOKEN`` or the file ``check.token_file`` names; it goes into the
+Authorization header and nowhere else: not printed (``--dry-run`` masks it), not in report.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.analysis import ERROR, UNSUPPORTED
+from lab.config import CHECK, LabConfig, Profile, SeriesSource
+from lab.errors import LabError
+from lab.report import NOT_RUN, Row
+from lab.series import Patchwork, PatchworkHTTPError, SeriesDoesNotApply, SeriesInfo
+
+PENDING, SUCCESS, FAIL, WARNING = "pending", "success", "fail", "warning"
+EXIT_STATUS = {SUCCESS: 0, FAIL: 1, WARNING: 2}
+DESCRIPTION_MAX = 255  # what a reviewer sees next to the patch: one line
+TOKEN_ENV = "PATCHWORK_TOKEN"
+MASK = "Token ********"
+
+
+class CheckError(LabError):
+    """A check could not be posted; the message says on which patch and what to do."""
+
+
+@dataclass(frozen=True)
+class Check:
+    state: str
+    description: str
+    target_url: str
+    context: str
+
+    def body(self) -> dict[str, str]:
+        return {"state": self.state, "target_url": self.target_url, "context": self.context,
+                "description": self.description}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `lab check` runs: ``cfg`` with the patched profile added and its expectations set."""
+
+    cfg: LabConfig
+    base: Profile
+    patched: Profile
+    info: SeriesInfo
+
+    @property
+    def profiles(self) -> list[str]:
+        return [self.base.name, self.patched.name]
+
+
+def plan(cfg: LabConfig, info: SeriesInfo, ref: str, patchwork: str, base: str | None = None) -> Plan:
+    """The base profile (``base``, else ``baseline``, else the first default one) with the series on top."""
+    if not info.patches:
+        raise LabError(f"Patchwork series {info.id}: its record lists no patches, so there is nothing to post a "
+                       f"check on; see {info.api_url}")
+    base_profile = _base_profile(cfg, base)
+    name = f"check-{info.id}"
+    if name in cfg.profiles:
+        raise LabError(f"{cfg.path}: profile {name} exists already; lab check names the patched build so, "
+                       "rename that profile")
+    patched = dataclasses.replace(base_profile, name=name, description=f"{base_profile.name} + series {info.id}",
+                                  series=SeriesSource(ref=ref, patchwork=patchwork), default=False)
+    scenarios = {s.name: dataclasses.replace(s, expect={**s.expect, name: _expected(s.expect, base_profile.name)})
+                 for s in cfg.scenarios.values()}
+    derived = dataclasses.replace(cfg, profiles={**cfg.profiles, name: patched}, scenarios=scenarios)
+    return Plan(derived, base_profile, patched, info)
+
+
+def _expected(expect: Mapping[str, str], base: str) -> str:
+    # A scenario that names no `check` expects the series to leave the base's verdict as it is.
+    return expect.get(CHECK, expect[base])
+
+
+def _base_profile(cfg: LabConfig, name: str | None) -> Profile:
+    if name:
+        if name not in cfg.profiles:
+            raise LabError(f"--base {name}: no such profile in {cfg.path} (known: {', '.join(cfg.profiles)})")
+        profile = cfg.profiles[name]
+    else:
+        profile = cfg.profiles.get("baseline") or next(p for p in cfg.profiles.values() if p.default)
+    if profile.series is not None:
+        raise LabError(f"--base {profile.name}: that profile has a series of its own; lab check needs an "
+                       "unpatched base (e.g. --base baseline)")
+    return profile
+
+
+# -- the verdict --------------------------------------------------------------------------------
+
+def judge(rows: list[Row], p: Plan) -> tuple[str, str]:
+    """The final state and its description, from the A/B run's rows."""
+    patched = [r for r in rows if r.profile == p.patched.name]
+    base = [r for r in rows if r.profile == p.base.name]
+    undecided = [r for r in rows if r.verdict in (ERROR, NOT_RUN)]
+    wrong = [r for r in patched if not r.match and r.verdict not in (ERROR, NOT_RUN, UNSUPPORTED)]
+    if wrong:
+        state = FAIL
+    elif undecided or any(not r.match for r in base) or not patched:
+        state = WARNING
+    else:
+        state = SUCCESS
+    return state, describe(state, patched, base, p, undecided)
+
+
+def describe(state: str, patched: list[Row], base: list[Row], p: Plan, undecided: list[Row]) -> str:
+    ok = sum(r.match for r in patched)
+    parts = [_scenario_text(r, next((b for b in base if b.scenario == r.scenario), None)) for r in patched]
+    lead = f"{ok}/{len(patched)} as expected"
+    if state == WARNING and undecided:
+        lead = f"lab could not decide ({', '.join(f'{r.profile} x {r.scenario}: {r.verdict}' for r in undecided)})"
+    elif state == WARNING:
+        wrong_base = [f"{b.scenario} {b.verdict} (expected {b.expected})" for b in base if not b.match]
+        lead = f"base {p.base.name} off its expectations ({', '.join(wrong_base) or 'no rows'})"
+    return shorten(f"{lead}: {'; '.join(parts)} | {_build_text(patched, p)}")
+
+
+def _scenario_text(r: Row, b: Row | None) -> str:
+    if r.verdict == UNSUPPORTED and not r.match:
+        return f"{r.scenario} not run (build lacks a property it sets)"
+    change = f"{b.verdict}->{r.verdict}" if b is not None and b.verdict != r.verdict else r.verdict
+    lost = f", {r.lost} of {r.frames_sent} lost" if r.lost is not None and r.frames_sent else ""
+    expected = "" if r.match else f" (expected {r.expected})"
+    return f"{r.scenario} {change}{lost}{expected}"
+
+
+def _build_text(rows: list[Row], p: Plan) -> str:
+    version = next((r.qemu_version.split()[0] for r in rows if r.qemu_version), "")
+    accel = next((r.accel for r in rows if r.accel), "")
+    qemu = f"QEMU {version}" if version else p.base.qemu.describe()
+    return f"{p.base.name} ({qemu}) + series {p.info.id} v{p.info.version}" + (f", {accel}" if accel else "")
+
+
+def does_not_apply(exc: SeriesDoesNotApply, p: Plan) -> str:
+    return shorten(f"series does not apply to {p.base.name}: {exc.detail}")
+
+
+def lab_failed(line: str) -> str:
+    return shorten(f"the lab could not run (says nothing about the series): {line}")
+
+
+def pending(p: Plan, scenarios: list[str]) -> str:
+    return shorten(f"running {', '.join(scenarios)} on {p.base.name} with and without series {p.info.id}")
+
+
+def shorten(text: str, limit: int = DESCRIPTION_MAX) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+
+
+# -- where the check points, and the token ------------------------------------------------------
+
+def target_url(configured: str, out: Path, env: Mapping[str, str]) -> str:
+    """lab.yaml's ``check.target_url``; in GitHub Actions the run's page; else the artefacts folder."""
+    if configured:
+        return configured
+    run = [env.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")]
+    if env.get("GITHUB_ACTIONS") == "true" and all(run):
+        return f"{run[0]}/{run[1]}/actions/runs/{run[2]}"
+    return out.resolve().as_uri()
+
+
+def read_token(cfg: LabConfig, env: Mapping[str, str] = os.environ) -> str:
+    """PATCHWORK_TOKEN, else the contents of ``check.token_file``; "" when neither is set."""
+    token, where = env.get(TOKEN_ENV, "").strip(), TOKEN_ENV
+    if not token and cfg.check.token_file:
+        path = Path(cfg.check.token_file).expanduser()
+        path = path if path.is_absolute() else cfg.path.parent / path
+        try:
+            token, where = path.read_text().strip(), f"check.token_file ({path})"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LabError(f"check.token_file: cannot read {path} ({getattr(exc, 'strerror', None) or exc}); "
+                           f"set it to a readable file, or set {TOKEN_ENV}") from None
+    if token and not (token.isascii() and token.isprintable() and " " not in token):
+        # It goes into an HTTP header: one word, or it could add headers of its own.
+        raise LabError(f"the Patchwork token in {where} is not one word of printable ASCII; put the API token "
+                       "alone there (Patchwork: your profile, API token)")
+    return token
+
+
+# -- posting ------------------------------------------------------------------------------------
+
+@dataclass
+class Poster:
+    """Posts one check per patch; with ``dry_run`` it only says (through ``say``) what it would send."""
+
+    patchwork: Patchwork
+    token: str
+    project: str
+    dry_run: bool = False
+    say: Callable[[str], None] = print
+    posted: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.token and not self.dry_run:
+            raise LabError(f"no Patchwork token: set {TOKEN_ENV} or check.token_file in lab.yaml (a maintainer's "
+                           "API token for the project), or use --dry-run")
+
+    def post_all(self, patch_ids: tuple[int, ...], check: Check) -> None:
+        for patch_id in patch_ids:
+            self.post(patch_id, check)
+
+    def post(self, patch_id: int, check: Check) -> None:
+        path = f"patches/{patch_id}/checks/"
+        if self.dry_run:
+            self.say(f"would POST {self.patchwork.url(path)} (Authorization: {MASK}) {check.body()}")
+        else:
+            try:
+                self.patchwork.post_json(path, check.body(), self.token)
+            except PatchworkHTTPError as exc:
+                raise self._refused(patch_id, exc) from None
+            except LabError as exc:
+                raise CheckError(f"check {check.state} on patch {patch_id} not posted: {exc}") from None
+        self.posted.append({"patch": patch_id, "state": check.state, "description": check.description,
+                            "posted": not self.dry_run})
+
+    def _refused(self, patch_id: int, exc: PatchworkHTTPError) -> CheckError:
+        where = f"patch {patch_id} ({exc.url})"
+        if exc.code in (401, 403):
+            project = f"project {self.project}" if self.project else "this project"
+            return CheckError(f"Patchwork refused the check on {where} with HTTP {exc.code}: the token is not a "
+                              f"maintainer's for {project}; use a maintainer's API token ({TOKEN_ENV} or "
+                              "check.token_file)")
+        if exc.code == 404:
+            return CheckError(f"Patchwork has no {where} (HTTP 404); check the series and the Patchwork URL")
+        return CheckError(f"Patchwork answered HTTP {exc.code} to the check on {where}; try again later")
+
+    def record(self, context: str, url: str) -> dict[str, Any]:
+        """The report's ``check`` section: what was posted (never the token)."""
+        return {"context": context, "target_url": url, "dry_run": self.dry_run, "patchwork": self.patchwork.base_url,
+                "posted": list(self.posted)}

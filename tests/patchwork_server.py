@@ -1,0 +1,225 @@
+"""A local HTTP server that behaves like Patchwork's REST API for what the lab uses.
+
+    GET  /api/patches/ID/           a patch record, in the shape of the recorded one
+                                    (tests/fixtures/patchwork-api-patch-2194230.json)
+    GET  /api/series/ID/            a series record, in the shape of tests/fixtures/patchwork/series-491379.json
+    GET  /series/ID/mbox/           the series as one mbox
+    GET  /api/patches/ID/checks/    the checks posted on a patch
+    POST /api/patches/ID/checks/    a new check: needs ``Authorization: Token <t>`` of a maintainer of the
+                                    project (401 without a token or with an unknown one, 403 for a user who
+                                    is not a maintainer, 400 for a state or context Patchwork refuses);
+                                    201 with the check record
+
+It listens on 127.0.0.1 only and records every request (method, path, whether it was authorised) and
+every check it accepted. ``faults`` makes a path answer an error status or never answer.
+"""
+
+from __future__ import annotations
+
+import copy
+import http.server
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RECORDED_PATCH = FIXTURES / "patchwork-api-patch-2194230.json"
+RECORDED_SERIES = FIXTURES / "patchwork" / "series-491379.json"
+RECORDED_HOST = "http://patchwork.ozlabs.org"
+STATES = ("pending", "success", "warning", "fail")  # Patchwork's Check.STATE_CHOICES
+CONTEXT_RE = re.compile(r"^[-a-zA-Z0-9_]+$")  # a SlugField
+MAINTAINER, USER = "maintainer", "user"
+
+
+@dataclass
+class ServedPatch:
+    id: int
+    name: str  # Patchwork's name: the subject without "[PATCH", e.g. "[1/1] net: ..."
+    message: bytes  # the patch as one mbox message
+
+
+@dataclass
+class ServedSeries:
+    id: int
+    name: str
+    patches: list[ServedPatch]
+    received_all: bool = True
+    version: int = 1
+
+
+@dataclass
+class Fault:
+    status: int = 500
+    hang: bool = False  # read the request, never answer (until the server closes)
+
+
+@dataclass
+class Posted:
+    patch: int
+    body: dict[str, Any]
+    user: str
+
+
+@dataclass
+class PatchworkServer:
+    """Serves ``series``; ``tokens`` maps an API token to the role of its user in the project."""
+
+    series: list[ServedSeries]
+    tokens: dict[str, str] = field(default_factory=dict)
+    project: str = "qemu-devel"
+    faults: dict[str, Fault] = field(default_factory=dict)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    checks: list[Posted] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.release = threading.Event()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="patchwork", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> PatchworkServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def checks_on(self, patch_id: int) -> list[dict[str, Any]]:
+        return [c.body for c in self.checks if c.patch == patch_id]
+
+    # -- records, in the recorded shapes ----------------------------------------------------------
+
+    def patch_record(self, s: ServedSeries, p: ServedPatch) -> dict[str, Any]:
+        record: dict[str, Any] = json.loads(RECORDED_PATCH.read_text().replace(RECORDED_HOST, self.base))
+        record.update(id=p.id, url=f"{self.base}/api/patches/{p.id}/", name=p.name, check="pending",
+                      checks=f"{self.base}/api/patches/{p.id}/checks/", series=[self._series_entry(s)],
+                      mbox=f"{self.base}/patch/{p.id}/mbox/")
+        return record
+
+    def series_record(self, s: ServedSeries) -> dict[str, Any]:
+        record: dict[str, Any] = json.loads(RECORDED_SERIES.read_text().replace(RECORDED_HOST, self.base))
+        record.update(self._series_entry(s), total=len(s.patches), received_all=s.received_all,
+                      received_total=len(s.patches) - (0 if s.received_all else 1),
+                      patches=[{"id": p.id, "url": f"{self.base}/api/patches/{p.id}/", "name": p.name,
+                                "mbox": f"{self.base}/patch/{p.id}/mbox/"} for p in s.patches])
+        record["project"] = dict(record["project"], link_name=self.project)
+        return record
+
+    def _series_entry(self, s: ServedSeries) -> dict[str, Any]:
+        return {"id": s.id, "url": f"{self.base}/api/series/{s.id}/", "name": s.name, "version": s.version,
+                "mbox": f"{self.base}/series/{s.id}/mbox/",
+                "web_url": f"{self.base}/project/{self.project}/list/?series={s.id}"}
+
+    def _find(self, patch_id: int) -> tuple[ServedSeries, ServedPatch] | None:
+        return next(((s, p) for s in self.series for p in s.patches if p.id == patch_id), None)
+
+    # -- answers ----------------------------------------------------------------------------------
+
+    def get(self, path: str) -> tuple[int, bytes, str]:
+        if m := re.fullmatch(r"/api/patches/(\d+)/", path):
+            found = self._find(int(m.group(1)))
+            return (200, _json(self.patch_record(*found)), "application/json") if found else _not_found()
+        if m := re.fullmatch(r"/api/patches/(\d+)/checks/", path):
+            found = self._find(int(m.group(1)))
+            return (200, _json(self.checks_on(int(m.group(1)))), "application/json") if found else _not_found()
+        if m := re.fullmatch(r"/api/series/(\d+)/", path):
+            s = next((s for s in self.series if s.id == int(m.group(1))), None)
+            return (200, _json(self.series_record(s)), "application/json") if s else _not_found()
+        if m := re.fullmatch(r"/series/(\d+)/mbox/", path):
+            s = next((s for s in self.series if s.id == int(m.group(1))), None)
+            if s is None:
+                return _not_found()
+            return 200, b"".join(p.message if p.message.endswith(b"\n") else p.message + b"\n"
+                                 for p in s.patches), "text/plain; charset=utf-8"
+        return _not_found()
+
+    def post(self, path: str, authorization: str, body: bytes) -> tuple[int, bytes, str]:
+        m = re.fullmatch(r"/api/patches/(\d+)/checks/", path)
+        if m is None:
+            return 405, _json({"detail": 'Method "POST" not allowed.'}), "application/json"
+        scheme, _, token = authorization.partition(" ")
+        if scheme != "Token" or not token:
+            return 401, _json({"detail": "Authentication credentials were not provided."}), "application/json"
+        role = self.tokens.get(token)
+        if role is None:
+            return 401, _json({"detail": "Invalid token."}), "application/json"
+        found = self._find(int(m.group(1)))
+        if found is None:
+            return _not_found()
+        if role != MAINTAINER:
+            return 403, _json({"detail": "You do not have permission to perform this action."}), "application/json"
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return 400, _json({"detail": "JSON parse error"}), "application/json"
+        errors = {k: ["This field is required."] for k in ("state",) if k not in data}
+        if data.get("state") not in STATES:
+            errors["state"] = [f'"{data.get("state")}" is not a valid choice.']
+        if not CONTEXT_RE.fullmatch(str(data.get("context", "default"))):
+            errors["context"] = ["Enter a valid slug."]
+        if errors:
+            return 400, _json(errors), "application/json"
+        self.checks.append(Posted(int(m.group(1)), copy.deepcopy(data), role))
+        record = {"id": len(self.checks), "url": f"{self.base}{path}{len(self.checks)}/",
+                  "user": {"username": role}, "date": "2026-11-28T12:00:00"} | data
+        return 201, _json(record), "application/json"
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer("GET", lambda path: server.get(path))
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._answer("POST", lambda path: server.post(path, self.headers.get("Authorization", ""), body))
+
+            def _answer(self, method: str, answer: Any) -> None:
+                path = self.path.split("?", 1)[0]
+                server.requests.append((method, path))
+                fault = server.faults.get(path)
+                if fault is not None and fault.hang:
+                    server.release.wait(timeout=30)
+                    return
+                status, body, content_type = ((fault.status, b"<h1>Server Error</h1>", "text/html") if fault
+                                              else answer(path))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def _json(data: object) -> bytes:
+    return json.dumps(data).encode()
+
+
+def _not_found() -> tuple[int, bytes, str]:
+    return 404, _json({"detail": "Not found."}), "application/json"
+
+
+def seed_patch_mbox() -> bytes:
+    """Patch 12/12 of series 491379 as Patchwork's mbox gives it, rebuilt from its recorded API record,
+    numbered 1/1: a lone 12/12 is an incomplete series, which the lab refuses before any build."""
+    rec = json.loads(RECORDED_PATCH.read_text())
+    subject = rec["name"].replace("[12/12]", "[PATCH 1/1]", 1)
+    assert subject != rec["name"]
+    return (f"From {rec['hash']} Mon Sep 17 00:00:00 2001\n"
+            f"From: {rec['submitter']['name']} <{rec['submitter']['email']}>\n"
+            f"Date: {rec['date']}\nSubject: {subject}\nMessage-Id: {rec['msgid']}\n\n"
+            f"{rec['content']}\n{rec['diff']}").encode()

@@ -1,0 +1,343 @@
+"""`lab check`: the check client and `lab check` up to Docker, against a local Patchwork-like server.
+
+Every request goes to tests/patchwork_server.py on 127.0.0.1; ``only_loopback`` fails a test that
+tries to connect anywhere else. The run itself needs Docker: here the lab finds no Docker daemon
+(DOCKER_HOST names a socket nobody listens on), which is a real way for the lab not to run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import check, cli, config
+from lab.check import Check, CheckError, Poster
+from lab.report import Row
+from lab.series import Patchwork, SeriesDoesNotApply, SeriesInfo
+from tests.patchwork_server import MAINTAINER, USER, Fault, PatchworkServer, ServedPatch, ServedSeries
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "f00dfeedc0ffee5ecre7700000000000deadbeef"  # a maintainer's
+USER_TOKEN = "0123456789abcdef0123456789abcdef01234567"  # a user of the project, not a maintainer
+pytestmark = pytest.mark.usefixtures("only_loopback")
+
+
+def two_patch_series(received_all: bool = True) -> ServedSeries:
+    patches = [ServedPatch(9001 + n, f"[{n + 1}/2] net: change {n + 1}", f"Subject: [PATCH {n + 1}/2] x\n".encode())
+               for n in range(2)]
+    return ServedSeries(900, "[1/2] net: change 1", patches, received_all=received_all)
+
+
+@pytest.fixture
+def server() -> Iterator[PatchworkServer]:
+    with PatchworkServer([two_patch_series()], tokens={TOKEN: MAINTAINER, USER_TOKEN: USER}) as s:
+        yield s
+
+
+def poster(server: PatchworkServer, token: str = TOKEN, **kw: object) -> Poster:
+    return Poster(Patchwork(server.base, timeout=kw.pop("timeout", 5.0)), token, "qemu-devel", **kw)  # type: ignore[arg-type]
+
+
+CHECK = Check("pending", "running mirror on baseline", "https://ci.example/run/1", "netfilter-continuity")
+
+
+# --- the check client -----------------------------------------------------------------------------
+
+def test_a_check_is_posted_with_the_token_and_recorded(server: PatchworkServer) -> None:
+    p = poster(server)
+    p.post_all((9001, 9002), CHECK)
+    assert [(c.patch, c.body, c.user) for c in server.checks] == [(9001, CHECK.body(), MAINTAINER),
+                                                                   (9002, CHECK.body(), MAINTAINER)]
+    assert CHECK.body() == {"state": "pending", "target_url": "https://ci.example/run/1",
+                            "context": "netfilter-continuity", "description": "running mirror on baseline"}
+    assert [entry["patch"] for entry in p.posted] == [9001, 9002] and all(e["posted"] for e in p.posted)
+    assert TOKEN not in json.dumps(p.record("netfilter-continuity", "u"))
+
+
+def test_every_state_is_a_new_post(server: PatchworkServer) -> None:
+    p = poster(server)
+    p.post(9001, CHECK)
+    p.post(9001, dataclasses.replace(CHECK, state="success", description="3/3 as expected"))
+    assert [c["state"] for c in server.checks_on(9001)] == ["pending", "success"]
+
+
+def test_no_token_is_refused_before_anything_is_sent(server: PatchworkServer) -> None:
+    with pytest.raises(check.LabError, match="no Patchwork token: set PATCHWORK_TOKEN or check.token_file"):
+        poster(server, token="")
+    assert server.requests == []
+
+
+def test_the_server_refuses_a_post_without_a_token(server: PatchworkServer) -> None:
+    """The local server is honest about its auth check: no header, 401."""
+    with pytest.raises(check.LabError, match="HTTP 401"):
+        Patchwork(server.base).post_json("patches/9001/checks/", CHECK.body(), "")
+    assert server.checks == []
+
+
+@pytest.mark.parametrize(("token", "code"), [(USER_TOKEN, 403), ("not-a-token-patchwork-knows", 401)])
+def test_a_token_that_is_not_a_maintainers(server: PatchworkServer, token: str, code: int) -> None:
+    with pytest.raises(CheckError) as caught:
+        poster(server, token=token).post(9001, CHECK)
+    message = str(caught.value)
+    assert f"HTTP {code}" in message and "the token is not a maintainer's for project qemu-devel" in message
+    assert "patch 9001" in message and token not in message and "\n" not in message
+    assert server.checks == []
+
+
+def test_an_unknown_patch(server: PatchworkServer) -> None:
+    with pytest.raises(CheckError, match=r"Patchwork has no patch 4242 \(.*/api/patches/4242/checks/\) \(HTTP 404\)"):
+        poster(server).post(4242, CHECK)
+
+
+def test_a_server_error(server: PatchworkServer) -> None:
+    server.faults["/api/patches/9001/checks/"] = Fault(502)
+    with pytest.raises(CheckError, match="Patchwork answered HTTP 502 to the check on patch 9001 .*try again later"):
+        poster(server).post(9001, CHECK)
+
+
+def test_a_server_that_does_not_answer(server: PatchworkServer) -> None:
+    server.faults["/api/patches/9001/checks/"] = Fault(hang=True)
+    with pytest.raises(CheckError, match=r"check pending on patch 9001 not posted: cannot reach Patchwork .*timed out"):
+        poster(server, timeout=0.5).post(9001, CHECK)
+
+
+def test_a_check_patchwork_refuses_is_an_error(server: PatchworkServer) -> None:
+    with pytest.raises(CheckError, match="HTTP 400"):
+        poster(server).post(9001, dataclasses.replace(CHECK, state="green"))
+
+
+def test_dry_run_says_what_it_would_post_and_posts_nothing(server: PatchworkServer) -> None:
+    said: list[str] = []
+    p = poster(server, dry_run=True, say=said.append)
+    p.post_all((9001, 9002), CHECK)
+    assert server.requests == [] and server.checks == []
+    assert len(said) == 2 and all(TOKEN not in line and check.MASK in line for line in said)
+    assert said[0].startswith(f"would POST {server.base}/api/patches/9001/checks/ ")
+    assert "'state': 'pending'" in said[0] and "'context': 'netfilter-continuity'" in said[0]
+    assert [e["posted"] for e in p.posted] == [False, False]
+
+
+def test_dry_run_needs_no_token(server: PatchworkServer) -> None:
+    poster(server, token="", dry_run=True, say=lambda line: None).post(9001, CHECK)
+    assert server.requests == []
+
+
+# --- the verdict ---------------------------------------------------------------------------------
+
+def lab_config(tmp_path: Path) -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/control", f"mbox: {ROOT}/series/control")
+                    .replace("  results_dir: lab-results", f"  results_dir: {tmp_path / 'results'}"))
+    return path
+
+
+def info(patches: tuple[int, ...] = (9001, 9002)) -> SeriesInfo:
+    return SeriesInfo(id=900, name="net: change", version=2, mbox="http://127.0.0.1:1/series/900/mbox/",
+                      received_all=True, total=len(patches), api_url="http://127.0.0.1:1/api/series/900/",
+                      patches=patches, project="qemu-devel")
+
+
+def plan(tmp_path: Path) -> check.Plan:
+    return check.plan(config.load(lab_config(tmp_path)), info(), "900", "http://127.0.0.1:1")
+
+
+def row(profile: str, scenario: str, expected: str, verdict: str, lost: int | None = 0) -> Row:
+    r = Row.of(profile=profile, scenario=scenario, filter="filter-mirror", expected=expected, verdict=verdict,
+               accel="tcg", qemu_version="10.2.2 (Debian 1:10.2.2+ds-1)")
+    return dataclasses.replace(r, lost=lost, frames_sent=3000 if lost is not None else None)
+
+
+def test_the_plan_puts_the_series_on_the_base_and_expects_check(tmp_path: Path) -> None:
+    p = plan(tmp_path)
+    assert (p.base.name, p.patched.name, p.profiles) == ("baseline", "check-900", ["baseline", "check-900"])
+    assert p.patched.series == config.SeriesSource(ref="900", patchwork="http://127.0.0.1:1")
+    assert p.patched.qemu == p.base.qemu
+    assert {s: sc.expect["check-900"] for s, sc in p.cfg.scenarios.items()} == {
+        "mirror": "continuous", "redirector": "continuous", "redirector-when-stopped": "continuous"}
+
+
+def test_a_scenario_without_check_expects_what_the_base_gives(tmp_path: Path) -> None:
+    path = lab_config(tmp_path)
+    path.write_text(path.read_text().replace("      check: continuous      # what a series must give", "      #"))
+    p = check.plan(config.load(path), info(), "900", "http://127.0.0.1:1")
+    assert p.cfg.scenarios["mirror"].expect["check-900"] == "gap"
+
+
+def test_a_base_with_a_series_or_unknown_is_refused(tmp_path: Path) -> None:
+    cfg = config.load(lab_config(tmp_path))
+    with pytest.raises(check.LabError, match="--base control: that profile has a series of its own"):
+        check.plan(cfg, info(), "900", "http://127.0.0.1:1", "control")
+    with pytest.raises(check.LabError, match="--base nope: no such profile"):
+        check.plan(cfg, info(), "900", "http://127.0.0.1:1", "nope")
+    with pytest.raises(check.LabError, match="lists no patches"):
+        check.plan(cfg, info(()), "900", "http://127.0.0.1:1")
+
+
+def ab(mirror: str, redirector: str = "continuous", stopped: str = "unsupported",
+       base_mirror: str = "gap") -> list[Row]:
+    return [row("baseline", "mirror", "gap", base_mirror), row("baseline", "redirector", "continuous", "continuous"),
+            row("baseline", "redirector-when-stopped", "unsupported", "unsupported", None),
+            row("check-900", "mirror", "continuous", mirror, 0 if mirror == "continuous" else 212),
+            row("check-900", "redirector", "continuous", redirector),
+            row("check-900", "redirector-when-stopped", "continuous", stopped, None)]
+
+
+def test_every_verdict_as_expected_is_success_and_an_unsupported_scenario_is_named(tmp_path: Path) -> None:
+    state, description = check.judge(ab("continuous"), plan(tmp_path))
+    assert state == "success"
+    assert description == ("2/3 as expected: mirror gap->continuous, 0 of 3000 lost; redirector continuous, "
+                           "0 of 3000 lost; redirector-when-stopped not run (build lacks a property it sets) | "
+                           "baseline (QEMU 10.2.2) + series 900 v2, tcg")
+    assert len(description) <= 255
+
+
+def test_a_verdict_other_than_expected_fails(tmp_path: Path) -> None:
+    state, description = check.judge(ab("gap"), plan(tmp_path))
+    assert state == "fail"
+    assert "mirror gap, 212 of 3000 lost (expected continuous)" in description
+
+
+def test_an_error_verdict_is_a_warning(tmp_path: Path) -> None:
+    state, description = check.judge(ab("continuous", redirector="error"), plan(tmp_path))
+    assert state == "warning" and description.startswith("lab could not decide (check-900 x redirector: error)")
+
+
+def test_a_base_off_its_expectations_is_a_warning(tmp_path: Path) -> None:
+    state, description = check.judge(ab("continuous", base_mirror="continuous"), plan(tmp_path))
+    assert state == "warning"
+    assert description.startswith("base baseline off its expectations (mirror continuous (expected gap))")
+
+
+def test_a_definite_mismatch_outweighs_an_error_elsewhere(tmp_path: Path) -> None:
+    assert check.judge(ab("gap", redirector="error"), plan(tmp_path))[0] == "fail"
+
+
+def test_a_series_that_does_not_apply_names_the_patch(tmp_path: Path) -> None:
+    exc = SeriesDoesNotApply("patch 1/1: [PATCH 1/1] net/filter-mirror: keep mirroring while stopped: hunks do "
+                             "not apply at net/filter-mirror.c:210 (base: QEMU 10.2.2)", "/logs/x.log")
+    description = check.does_not_apply(exc, plan(tmp_path))
+    assert description.startswith("series does not apply to baseline: patch 1/1: ")
+    assert "/logs/x.log" not in description and len(description) <= 255
+
+
+def test_descriptions_are_one_line_of_at_most_255_characters() -> None:
+    text = check.shorten("x\n" * 400)
+    assert 250 <= len(text) <= 255 and "\n" not in text and text.endswith("...")
+
+
+# --- where the check points, and the token ------------------------------------------------------
+
+def test_target_url(tmp_path: Path) -> None:
+    assert check.target_url("https://ci.example/1", tmp_path, {}) == "https://ci.example/1"
+    github = {"GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r",
+              "GITHUB_RUN_ID": "42"}
+    assert check.target_url("", tmp_path, github) == "https://github.com/o/r/actions/runs/42"
+    assert check.target_url("", tmp_path, {}) == tmp_path.resolve().as_uri()
+
+
+def test_token_from_the_environment_else_the_file(tmp_path: Path) -> None:
+    cfg = config.load(lab_config(tmp_path))
+    assert check.read_token(cfg, {}) == ""
+    assert check.read_token(cfg, {"PATCHWORK_TOKEN": f" {TOKEN}\n"}) == TOKEN
+    path = lab_config(tmp_path)
+    path.write_text(path.read_text().replace('  token_file: ""', "  token_file: token"))
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    cfg = config.load(path)
+    assert check.read_token(cfg, {}) == TOKEN
+    assert check.read_token(cfg, {"PATCHWORK_TOKEN": USER_TOKEN}) == USER_TOKEN
+    (tmp_path / "token").write_text("Token abc\r\nX-Other: 1")
+    with pytest.raises(check.LabError, match=r"token in check.token_file \(.*\) is not one word") as caught:
+        check.read_token(cfg, {})
+    assert "abc" not in str(caught.value)
+    (tmp_path / "token").unlink()
+    with pytest.raises(check.LabError, match="check.token_file: cannot read .*token"):
+        check.read_token(cfg, {})
+
+
+# --- `lab check` through the real command line, up to where Docker is needed ------------------------
+
+@pytest.fixture
+def no_docker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A Docker daemon that is not there: the lab cannot run, which says nothing about the series."""
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-docker.sock'}")
+    for var in ("GITHUB_ACTIONS", "PATCHWORK_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def files_under(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_lab_check_posts_pending_then_a_warning_when_the_lab_cannot_run(
+        server: PatchworkServer, tmp_path: Path, no_docker: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATCHWORK_TOKEN", TOKEN)
+    out = tmp_path / "out"
+    rc = cli.main(["check", f"{server.base}/api/series/900/", "--config", str(lab_config(tmp_path)), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == cli.EXIT_LAB_ERROR
+    assert captured.err.count("\n") == 1 and captured.err.startswith("lab check: error: no Docker daemon answers")
+    for patch in (9001, 9002):
+        pending, final = server.checks_on(patch)
+        assert pending["state"] == "pending" and final["state"] == "warning"
+        assert final["description"].startswith("the lab could not run (says nothing about the series): no Docker")
+        assert final["context"] == "netfilter-continuity" and final["target_url"] == out.resolve().as_uri()
+    report = json.loads((out / "report.json").read_text())
+    assert report["check"]["state"] == "warning" and report["check"]["context"] == "netfilter-continuity"
+    assert [(e["patch"], e["state"]) for e in report["check"]["posted"]] == [
+        (9001, "pending"), (9002, "pending"), (9001, "warning"), (9002, "warning")]
+    # The token is in the Authorization header only: nowhere in what the lab wrote or printed.
+    assert files_under(out)
+    for path in files_under(out):
+        assert TOKEN.encode() not in path.read_bytes(), path
+    assert TOKEN not in captured.out + captured.err
+
+
+def test_lab_check_dry_run_posts_nothing_and_masks_the_token(
+        server: PatchworkServer, tmp_path: Path, no_docker: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATCHWORK_TOKEN", TOKEN)
+    rc = cli.main(["check", "900", "--patchwork", server.base, "--config", str(lab_config(tmp_path)), "--dry-run",
+                   "--scenario", "mirror", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == cli.EXIT_LAB_ERROR and server.checks == []
+    assert all(method == "GET" for method, _path in server.requests)
+    assert out.count("would POST") == 4 and check.MASK in out and TOKEN not in out
+    assert "running mirror on baseline with and without series 900" in out
+
+
+def test_lab_check_of_an_incomplete_series_posts_nothing(tmp_path: Path, no_docker: None,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATCHWORK_TOKEN", TOKEN)
+    with PatchworkServer([two_patch_series(received_all=False)], tokens={TOKEN: MAINTAINER}) as s:
+        rc = cli.main(["check", f"{s.base}/api/patches/9001/", "--config", str(lab_config(tmp_path))])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1 and "received_all is false" in err
+        assert s.checks == [] and all(method == "GET" for method, _ in s.requests)
+
+
+def test_lab_check_with_a_users_token_stops_before_the_run(server: PatchworkServer, tmp_path: Path, no_docker: None,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATCHWORK_TOKEN", USER_TOKEN)
+    out = tmp_path / "out"
+    rc = cli.main(["check", "900", "--patchwork", server.base, "--config", str(lab_config(tmp_path)),
+                   "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.err.count("\n") == 1
+    assert "HTTP 403: the token is not a maintainer's for project qemu-devel" in captured.err
+    assert USER_TOKEN not in captured.out + captured.err
+    assert server.checks == [] and not out.exists()  # no run happened
+
+
+def test_lab_check_without_a_token(server: PatchworkServer, tmp_path: Path, no_docker: None,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    rc = cli.main(["check", "900", "--patchwork", server.base, "--config", str(lab_config(tmp_path))])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "no Patchwork token" in err
+    assert [m for m, _ in server.requests] == ["GET"]
