@@ -139,7 +139,9 @@ def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console
     assert runner.accel is not None
     if runner.transfers:
         console.print("images copied to " + ", ".join(f"{k} in {v:g} s" for k, v in runner.transfers.items()))
-    jobs = jobs or runner.default_jobs()
+    # --keep stops at the first cell that does not end as expected: one cell at a time, or others
+    # would already be under way.
+    jobs = 1 if keep else (jobs or runner.default_jobs())
     console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
                   f"{len(cells)} cells, {jobs} at a time")
     # closing: an interrupt landing here, outside the generator, still stops the cells at once.

@@ -48,7 +48,8 @@ class DockerHost(Host):
     """A lab host that is a container; its run folder is a folder of the lab's, bind-mounted."""
 
     def __init__(self, container: Container, role: str, rundir: Path,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, revive: Callable[[], bool] = lambda: False) -> None:
+        self.revive = revive  # re-establishes its engine's connection when it dropped
         self.container = container
         self.role = role
         self.rundir = rundir
@@ -70,17 +71,21 @@ class DockerHost(Host):
     def run(self, argv: list[str], timeout: float = 30.0) -> ExecResult:
         # docker exec has no timeout of its own; coreutils' does, inside the host.
         wrapped = ["timeout", "-k", "2", str(int(timeout) + 1), *argv]
-        try:
-            rc, (out, err) = self.container.exec_run(wrapped, demux=True)
-        except docker.errors.DockerException as exc:
-            raise ScenarioError(f"{self.role}: cannot run {shlex.join(argv)}: {_why(exc)}") from exc
+        rc, (out, err) = self._exec("run", argv, lambda: self.container.exec_run(wrapped, demux=True))
         return ExecResult(shlex.join(argv), -1 if rc is None else rc, _text(out), _text(err))
 
     def start(self, argv: list[str]) -> None:
-        try:
-            self.container.exec_run(argv, detach=True)
-        except docker.errors.DockerException as exc:
-            raise ScenarioError(f"{self.role}: cannot start {shlex.join(argv)}: {_why(exc)}") from exc
+        self._exec("start", argv, lambda: self.container.exec_run(argv, detach=True))
+
+    def _exec(self, what: str, argv: list[str], call: Callable[[], Any]) -> Any:
+        for attempt in range(2):
+            try:
+                return call()
+            except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
+                # A dropped SSH connection to the engine is made again, once; anything else is final.
+                if attempt or not self.revive():
+                    raise ScenarioError(f"{self.role}: cannot {what} {shlex.join(argv)}: {_why(exc)}") from exc
+        raise AssertionError("unreachable")
 
 
 def _ssh_trouble(exc: paramiko.SSHException, url: str) -> str:
@@ -174,11 +179,32 @@ class Engine:
         return cls(client, spec.name, spec.address)
 
     def alive(self) -> bool:
-        try:
-            self.client.ping()
-            return True
-        except (docker.errors.DockerException, OSError, paramiko.SSHException, EOFError):
+        for attempt in range(2):
+            try:
+                self.client.ping()
+                return True
+            except (docker.errors.DockerException, OSError, paramiko.SSHException, EOFError):
+                if attempt or not self.revive():
+                    return False
+        return False
+
+    def revive(self) -> bool:
+        """Re-establishes a dropped SSH connection to this engine (the SDK's paramiko transport
+        reconnects only when it has none, not when the one it has died); True when it did."""
+        adapter = getattr(self.client.api, "_custom_adapter", None)
+        ssh_client = getattr(adapter, "ssh_client", None)
+        if adapter is None or ssh_client is None:
             return False
+        transport = ssh_client.get_transport()
+        if transport is not None and transport.is_active():
+            return False
+        ssh_client.close()
+        adapter.pools.clear()
+        try:
+            adapter._connect()
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+        return True
 
     def reach_address(self) -> str:
         """``address``, or the one derived for it: this machine's own address for a local engine."""
@@ -238,7 +264,7 @@ class Engine:
                     ports=ports)
         except docker.errors.DockerException as exc:
             raise LabError(f"cannot start the {role} host from {image} on engine {self.name}: {_why(exc)}") from exc
-        host = DockerHost(container, role, rundir, self.cancelled)
+        host = DockerHost(container, role, rundir, self.cancelled, self.revive)
         self._wait_running(host, 30.0)
         if network:
             host.address = str(container.attrs["NetworkSettings"]["Networks"].get(network, {}).get("IPAddress", ""))

@@ -173,3 +173,41 @@ def test_an_engine_lost_mid_run_errs_that_cell_and_leaves_nothing(engines_yaml: 
     cleaned = lab("clean", "--config", str(engines_yaml), timeout=120)
     assert cleaned.returncode == 0, cleaned.stderr
     assert not resources.find(engine, lab_config.name, ns=Namespace(lab_config.name, run.id, cell="2"))
+
+
+def drop_ssh_sessions() -> int:
+    """Ends every SSH session to the second engine (its sshd's children); the listener stays."""
+    listener = int(Path("/run/nfcl-engine2-sshd.pid").read_text().strip())
+    children = subprocess.run(["pgrep", "-P", str(listener)], capture_output=True, text=True).stdout.split()
+    for pid in children:
+        subprocess.run(["kill", pid], check=False)
+    return len(children)
+
+
+def test_ssh_connections_dropped_mid_run_are_made_again(engines_yaml: Path, lab_config: LabConfig,
+                                                        lab_images: dict[str, images.ImageSet],
+                                                        second_engine: docker.DockerClient, tmp_path: Path) -> None:
+    profile = next(iter(lab_images))
+    out = tmp_path / "dropped"
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--config", str(engines_yaml), "--profile", profile,
+                             "--scenario", "redirector", "--split", "local,second", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    dropped = 0
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not dropped:
+            found = list(Path(tempfile.gettempdir()).glob(f"{lab_config.name}-*-1-*/phase"))
+            if found and found[0].read_text().strip() == "hold":
+                dropped = drop_ssh_sessions()
+            time.sleep(0.1)
+        out_text, err_text = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert dropped, "no SSH session to drop: the run did not use the second engine"
+    assert proc.returncode == 0, out_text[-2000:] + err_text[-2000:]
+    [row] = rows(out)
+    assert row["verdict"] == lab_config.scenarios["redirector"].expect[profile], row["reasons"]
+    assert not resources.find(second_engine, lab_config.name, ns=Namespace(lab_config.name,
+                                                                           json.loads((out / "report.json")
+                                                                                      .read_text())["lab"]["run"]))
