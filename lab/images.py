@@ -325,7 +325,7 @@ class ImageBuilder:
             except docker.errors.APIError as exc:
                 self._remove_layers(reading.created)
                 raise ImageBuildError(f"image {image} ({tag}) failed: {exc.explanation}; log: {log}") from exc
-            except LabError:
+            except (LabError, KeyboardInterrupt):  # Ctrl-C too: Docker drops the build, not its layers
                 self._remove_layers(reading.created)
                 raise
         self.seconds[tag] = round(time.monotonic() - started, 1)
@@ -345,11 +345,19 @@ class ImageBuilder:
         the legacy builder leaves them behind as dangling images. Cached layers are not in the list;
         an image something else has come to depend on stays (Docker refuses, and nothing is forced)."""
         for image_id in reversed(created):
-            try:
-                if not self.client.images.get(image_id).tags:
-                    self.client.images.remove(image_id, noprune=True)
-            except docker.errors.APIError:
-                pass  # gone already, or now a parent of another image: not this build's to remove
+            # An interrupted build's last step container may still be going away (Docker drops it
+            # once it hears the client is gone); until then its image is in use: wait, bounded.
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    if not self.client.images.get(image_id).tags:
+                        self.client.images.remove(image_id, noprune=True)
+                    break
+                except docker.errors.APIError as exc:
+                    in_use = exc.status_code == 409 and "container" in str(exc.explanation or "")
+                    if not in_use or time.monotonic() > deadline:
+                        break  # gone already, or another image's parent now: not this build's to remove
+                    time.sleep(0.2)
 
     def _event(self, image: str, line: str) -> None:
         self.progress(BuildEvent(image, "info", line))

@@ -103,6 +103,7 @@ def test_interrupted_image_build_leaves_nothing(lab_config: LabConfig, lab_image
     config_path = tmp_path / "lab.yaml"
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
     containers_before = {c.id for c in lab_docker.containers.list(all=True)}
+    dangling_before = {i.id for i in lab_docker.images.list(filters={"dangling": True})}
 
     proc = subprocess.Popen([sys.executable, "-m", "lab", "build", "--config", str(config_path), "--profile",
                              "interrupted"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -129,6 +130,8 @@ def test_interrupted_image_build_leaves_nothing(lab_config: LabConfig, lab_image
     # No container that was not there before (other runs may end theirs meanwhile).
     assert not {c.id for c in lab_docker.containers.list(all=True)} - containers_before
     assert not lab_docker.images.list(filters={"label": "io.nfcl.profile=interrupted"})
+    # Nor a layer it committed before the interrupt (the legacy builder leaves those dangling).
+    assert not {i.id for i in lab_docker.images.list(filters={"dangling": True})} - dangling_before
 
 
 def test_after_sigkill_the_next_command_names_the_leftovers_and_clean_removes_them(
