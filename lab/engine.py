@@ -407,7 +407,10 @@ class LabHosts:
 
     def _start_sshd(self, host: DockerHost) -> None:
         host.write_text("ssh/authorized_keys", self.spec.ssh_key + "\n")
-        host.check(["ssh-keygen", "-A"])  # host keys of this host only, never shipped in the image
+        # A host key of this host only, never shipped in the image; ed25519 alone: RSA keys take
+        # seconds to make on a busy machine.
+        host.check(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", "/etc/ssh/ssh_host_ed25519_key"],
+                   timeout=self.start_timeout)
         sshd = host.spawn("sshd", ["/usr/sbin/sshd", "-D", "-e"])
 
         def listening() -> bool | None:

@@ -20,7 +20,8 @@ from lab import cli
 from lab.config import LabConfig
 from tests.patchwork_server import MAINTAINER, PatchworkServer, ServedPatch, ServedSeries, seed_patch_mbox
 
-pytestmark = pytest.mark.e2e
+# Failing builds: one worker for them under pytest-xdist, with the test that counts dangling images.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("image-builds")]
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7"

@@ -23,6 +23,7 @@ from lab import images, resources
 from lab.config import LabConfig
 from lab.namespace import Namespace
 from lab.pytest_plugin import need
+from tests.e2e.rundirs import owner, phase_of
 
 # One worker for all of them under pytest-xdist (--dist loadgroup): one of them stops the engine.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("second-engine")]
@@ -84,7 +85,8 @@ def test_cells_spread_over_two_engines(engines_yaml: Path, lab_config: LabConfig
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     placed = [r["engines"] for r in rows(tmp_path / "s")]
     assert placed == [{"primary": "local", "secondary": "local"}, {"primary": "second", "secondary": "second"}]
-    assert not resources.find(second_engine, lab_config.name), "the run left something on the second engine"
+    run = Namespace(lab_config.name, json.loads((tmp_path / "s" / "report.json").read_text())["lab"]["run"])
+    assert not resources.find(second_engine, lab_config.name, ns=run), "the run left something on the second engine"
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -151,8 +153,9 @@ def test_an_engine_lost_mid_run_errs_that_cell_and_leaves_nothing(engines_yaml: 
         deadline = time.monotonic() + 300
         # The second cell runs on the second engine; stop that engine while its guests run.
         while time.monotonic() < deadline and proc.poll() is None:
-            found = list(Path(tempfile.gettempdir()).glob(f"{lab_config.name}-*-2-*/phase"))
-            if found and found[0].read_text().strip() in ("traffic", "migrate", "hold"):
+            cell_two = [d for d in Path(tempfile.gettempdir()).glob(f"{lab_config.name}-*-2-*")
+                        if owner(d) == proc.pid and (d / "phase").exists()]
+            if cell_two and (cell_two[0] / "phase").read_text().strip() in ("traffic", "migrate", "hold"):
                 break
             time.sleep(0.1)
         subprocess.run([str(ROOT / "scripts" / "second-engine"), "down"], check=True, capture_output=True)
@@ -192,12 +195,11 @@ def test_ssh_connections_dropped_mid_run_are_made_again(engines_yaml: Path, lab_
     proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--config", str(engines_yaml), "--profile", profile,
                              "--scenario", "redirector", "--split", "local,second", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    dropped = 0
+    dropped, started = 0, time.time()
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None and not dropped:
-            found = list(Path(tempfile.gettempdir()).glob(f"{lab_config.name}-*-1-*/phase"))
-            if found and found[0].read_text().strip() == "hold":
+            if phase_of(lab_config.name, started, proc.pid) == "hold":
                 dropped = drop_ssh_sessions()
             time.sleep(0.1)
         out_text, err_text = proc.communicate(timeout=300)

@@ -11,7 +11,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import images
+from lab import images, resources
 from lab.accel import AccelChoice
 from lab.analysis import ERROR
 from lab.config import LabConfig
@@ -66,7 +66,7 @@ def test_fault_gives_an_error_verdict_with_its_reason(phase: str, fault: Fault, 
     assert reason in result.why, result.why
     assert not result.match
     assert elapsed < 8 + 8 + 3 + cfg.timeouts.boot_s, f"took {elapsed:.0f} s"
-    assert not lab_docker.containers.list(all=True, filters={"label": f"io.nfcl.lab={cfg.name}"})
+    assert not resources.find(lab_docker, cfg.name, ns=runner.ns), "the cell left something"
 
 
 def test_a_guest_that_never_brings_eth0_up_is_caught(lab_hosts: LabHosts, lab_accel: AccelChoice,

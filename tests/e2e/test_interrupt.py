@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -16,32 +15,12 @@ import yaml
 
 from lab import images, resources
 from lab.config import LabConfig
-from lab.namespace import Namespace
 from lab.scenario import PHASES
+from tests.e2e.rundirs import newest_rundir, run_of
 
 pytestmark = pytest.mark.e2e
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def newest_rundir(lab: str, after: float, pid: int) -> Path | None:
-    """The newest run folder of the `lab` process ``pid`` (other runs may share the machine)."""
-    dirs = [d for d in Path(tempfile.gettempdir()).glob(f"{lab}-*") if d.is_dir() and d.stat().st_mtime >= after
-            and owner(d) == pid]
-    return max(dirs, key=lambda d: d.stat().st_mtime) if dirs else None
-
-
-def owner(rundir: Path) -> int:
-    try:
-        return int(json.loads((rundir / ".nfcl-run").read_text()).get("owner.pid", 0))
-    except (OSError, ValueError):
-        return 0
-
-
-def run_of(rundir: Path) -> Namespace:
-    """The namespace of the run a run folder belongs to (its marker says)."""
-    marker = json.loads((rundir / ".nfcl-run").read_text())
-    return Namespace(marker["lab"], marker["run"])
 
 
 @pytest.mark.parametrize(("signo", "phase"), [(SIGNALS[i % 2], p) for i, p in enumerate(PHASES)],
@@ -83,6 +62,7 @@ def test_interrupted_run_removes_everything(signo: signal.Signals, phase: str, l
     assert [r["verdict"] for r in report["results"]] in (["not-run"], ["error"]), report["results"]
 
 
+@pytest.mark.xdist_group("image-builds")  # counts dangling images: no other failing build at the same time
 def test_interrupted_image_build_leaves_nothing(lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
                                                 lab_docker: docker.DockerClient, tmp_path: Path) -> None:
     """Ctrl-C while a series image builds: Docker drops the build, no container stays, nothing is tagged."""

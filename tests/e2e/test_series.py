@@ -16,7 +16,8 @@ from lab.errors import ImageBuildError
 from lab.series import SeriesError
 from tests import patchwork_server
 
-pytestmark = pytest.mark.e2e
+# Failing builds: one worker for them under pytest-xdist, with the test that counts dangling images.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("image-builds")]
 
 
 def seed_patch_mbox(path: Path) -> Path:
