@@ -135,7 +135,10 @@ def machine_address() -> str:
 
 
 def _published_port(container: Container, port: int) -> int:
-    container.reload()
+    try:
+        container.reload()
+    except docker.errors.DockerException as exc:
+        raise LabError(f"{container.name}: cannot read its published ports: {_why(exc)}") from exc
     bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
     if not bindings:
         raise LabError(f"{container.name}: port {port} was not published")
@@ -177,6 +180,16 @@ class Engine:
                 raise LabError(f"engine {spec.name} ({spec.url}) does not answer: {_why(exc)}; is its daemon "
                                "up (scripts/second-engine status)?") from exc
         return cls(client, spec.name, spec.address)
+
+    def lost(self, within: float = 5.0) -> bool:
+        """Whether the engine stops answering within ``within`` seconds (one that is shutting down may
+        still answer a moment, with errors about its containers)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not self.alive():
+                return True
+            time.sleep(0.5)
+        return False
 
     def alive(self) -> bool:
         for attempt in range(2):
@@ -274,7 +287,10 @@ class Engine:
 
     def _wait_running(self, host: DockerHost, timeout: float) -> None:
         def running() -> bool | None:
-            host.container.reload()
+            try:
+                host.container.reload()
+            except docker.errors.DockerException as exc:
+                raise LabError(f"the {host.role} host went away on engine {self.name}: {_why(exc)}") from exc
             if host.container.status in ("exited", "dead"):
                 raise LabError(f"the {host.role} host did not start (status {host.container.status}): "
                                f"{host.container.logs(tail=10).decode(errors='replace').strip()}")

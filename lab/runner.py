@@ -328,8 +328,8 @@ class Runner:
             if first.cancelled.is_set() or second.cancelled.is_set():
                 raise Cancelled(str(exc)) from exc
             outcome.verdict, outcome.error = ERROR, str(exc)
-        except LabError as exc:
-            lost = [e.name for e in (first, second) if not e.alive()]
+        except (LabError, docker.errors.DockerException) as exc:
+            lost = [e.name for e in dict.fromkeys((first, second)) if e.lost()]
             if not lost:
                 raise
             # An engine gone in the middle of a run: this cell's error, while cells elsewhere go on.

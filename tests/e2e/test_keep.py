@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import docker
@@ -40,6 +41,8 @@ def test_a_mismatch_is_kept_and_can_be_entered(lab_images: dict[str, images.Imag
         assert "lab ssh --lab " in out and "lab down " in out
         lab = kept.load(cfg)
         assert lab.scenario == "mirror"
+        row = json.loads((tmp_path / "run" / "report.json").read_text())["results"][0]
+        assert row["verdict"] == "gap", row["reasons"]  # kept because it ran to a verdict not expected
         # The run stopped at the kept scenario: redirector did not run over it.
         assert not (tmp_path / "run" / f"{profile}-redirector").exists()
         assert (tmp_path / "run" / f"{profile}-mirror" / "timeline.png").is_file()
