@@ -36,3 +36,15 @@ def run_of(rundir: Path) -> Namespace:
     """The namespace of the run a run folder belongs to."""
     marker = json.loads((rundir / MARKER).read_text())
     return Namespace(marker["lab"], marker["run"])
+
+
+def config_copy(source: Path, folder: Path, text: str | None = None) -> Path:
+    """lab.yaml (``text``, or the source's own) in another folder, with the source's series beside it:
+    relative series paths stay as lab.yaml spells them, so the series images are the same ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series = folder / "series"
+    if not series.exists():
+        series.symlink_to(source.parent / "series", target_is_directory=True)
+    path = folder / "lab.yaml"
+    path.write_text(source.read_text() if text is None else text)
+    return path

@@ -10,6 +10,7 @@ import pytest
 from lab import cli, images
 from lab.config import LabConfig
 from lab.report import ROW_FIELDS, TIMINGS
+from tests.e2e.rundirs import config_copy
 
 pytestmark = pytest.mark.e2e
 
@@ -50,8 +51,7 @@ def test_a_mismatch_exits_1(lab_config: LabConfig, lab_images: dict[str, images.
     flipped = text.replace(f"      {profile}: continuous   # measured on 10.2.2: the stream keeps flowing",
                            f"      {profile}: gap   # turned around for this test", 1)
     assert flipped != text, "lab.yaml's redirector expectation is not where this test looks for it"
-    path = tmp_path / "lab.yaml"
-    path.write_text(flipped.replace("mbox: series/control", f"mbox: {lab_config.path.parent / 'series/control'}"))
+    path = config_copy(lab_config.path, tmp_path, flipped)
     rc = cli.main(["run", "--config", str(path), "--profile", profile, "--scenario", "redirector",
                    "--out", str(tmp_path / "run")])
     [row] = json.loads((tmp_path / "run" / "report.json").read_text())["results"]

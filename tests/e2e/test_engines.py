@@ -23,7 +23,7 @@ from lab import images, resources
 from lab.config import LabConfig
 from lab.namespace import Namespace
 from lab.pytest_plugin import need
-from tests.e2e.rundirs import owner, phase_of
+from tests.e2e.rundirs import config_copy, owner, phase_of
 
 # One worker for all of them under pytest-xdist (--dist loadgroup): one of them stops the engine.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("second-engine")]
@@ -45,11 +45,8 @@ def second_engine() -> docker.DockerClient:
 
 @pytest.fixture
 def engines_yaml(lab_config: LabConfig, tmp_path: Path) -> Path:
-    text = lab_config.path.read_text().replace("mbox: series/control", f"mbox: {ROOT / 'series' / 'control'}")
-    text = text.replace("results_dir: lab-results", f"results_dir: {lab_config.results_root}")
-    path = tmp_path / "lab.yaml"
-    path.write_text(text + f"\nengines:\n  local: {{}}\n  second:\n    url: {SECOND}\n")
-    return path
+    text = lab_config.path.read_text().replace("results_dir: lab-results", f"results_dir: {lab_config.results_root}")
+    return config_copy(lab_config.path, tmp_path, text + f"\nengines:\n  local: {{}}\n  second:\n    url: {SECOND}\n")
 
 
 def lab(*args: str, env: dict[str, str] | None = None, timeout: float = 900) -> subprocess.CompletedProcess[str]:

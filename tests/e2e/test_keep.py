@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from lab import cli, config, images, kept, resources, ssh
+from tests.e2e.rundirs import config_copy
 
 pytestmark = pytest.mark.e2e
 
@@ -19,12 +20,7 @@ def flipped_config(src: Path, dest: Path, profile: str, scenario: str) -> Path:
     data = yaml.safe_load(src.read_text())
     expect = data["scenarios"][scenario]["expect"]
     expect[profile] = {"gap": "continuous", "continuous": "gap"}[expect[profile]]
-    for p in data["profiles"].values():
-        mbox = (p.get("series") or {}).get("mbox")
-        if mbox and not Path(mbox).is_absolute():
-            p["series"]["mbox"] = str(src.parent / mbox)
-    dest.write_text(yaml.safe_dump(data, sort_keys=False))
-    return dest
+    return config_copy(src, dest.parent, yaml.safe_dump(data, sort_keys=False))
 
 
 def test_a_mismatch_is_kept_and_can_be_entered(lab_images: dict[str, images.ImageSet],

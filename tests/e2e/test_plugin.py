@@ -11,6 +11,7 @@ import pytest
 
 from lab import images
 from lab.config import LabConfig
+from tests.e2e.rundirs import config_copy
 
 pytestmark = pytest.mark.e2e
 
@@ -29,9 +30,7 @@ def test_a_scenario_test_outside_the_checkout(lab_config: LabConfig, lab_images:
     profile = next(iter(lab_images))
     outside = tmp_path / "elsewhere"
     (outside / "tests").mkdir(parents=True)
-    root = lab_config.path.parent
-    (outside / "lab.yaml").write_text(lab_config.path.read_text().replace(
-        "mbox: series/control", f"mbox: {root / 'series' / 'control'}").replace(
+    config_copy(lab_config.path, outside, lab_config.path.read_text().replace(
         "results_dir: lab-results", f"results_dir: {tmp_path / 'results'}"))
     (outside / "tests" / "test_filters.py").write_text(readme_example())
     proc = subprocess.run([sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "--lab-profile", profile,
