@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -82,7 +83,6 @@ def test_interrupted_image_build_leaves_nothing(lab_config: LabConfig, lab_image
         sc["expect"] = {base: sc["expect"][base], "interrupted": sc["expect"][base]}
     config_path = tmp_path / "lab.yaml"
     config_path.write_text(yaml.safe_dump(data, sort_keys=False))
-    containers_before = {c.id for c in lab_docker.containers.list(all=True)}
 
     proc = subprocess.Popen([sys.executable, "-m", "lab", "build", "--config", str(config_path), "--profile",
                              "interrupted"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -106,12 +106,14 @@ def test_interrupted_image_build_leaves_nothing(lab_config: LabConfig, lab_image
             proc.kill()
     assert proc.returncode == 130, out
     time.sleep(1)  # the daemon removes the step's container as it drops the build
-    # No container that was not there before (other runs may end theirs meanwhile).
-    assert not {c.id for c in lab_docker.containers.list(all=True)} - containers_before
+    [log] = (tmp_path / "lab-results" / "build-logs").glob("*qemu-series*interrupted*.log")
+    # The build's step containers (its log names them) are gone; other runs' containers are theirs.
+    steps = re.findall(r"---> Running in ([0-9a-f]{12})", log.read_text())
+    assert steps, "the log names no step container: nothing was tested"
+    assert not [c for c in lab_docker.containers.list(all=True) if c.id[:12] in steps]
     assert not lab_docker.images.list(filters={"label": "io.nfcl.profile=interrupted"})
     # Nor a layer it committed before the interrupt (the legacy builder leaves those dangling): the
     # build log names each, read as the lab reads the build's own stream.
-    [log] = (tmp_path / "lab-results" / "build-logs").glob("*qemu-series*interrupted*.log")
     reading = images.BuildStream("qemu-series", "interrupted", log)
     for _event in reading.events({"stream": line + "\n"} for line in log.read_text().splitlines()):
         pass
