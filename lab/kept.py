@@ -25,7 +25,7 @@ from lab.config import LabConfig
 from lab.engine import LabHosts
 from lab.errors import LabError, LeftoverLab, ScenarioError
 from lab.host import RUNDIR
-from lab.namespace import KEPT, Namespace
+from lab.namespace import KEPT, Namespace, alive
 from lab.qemu import CONSOLE_LOG, CONSOLE_SOCKET
 from lab.qmp import Monitor
 
@@ -137,7 +137,10 @@ def orphans(client: docker.DockerClient, cfg: LabConfig) -> list[str]:
     known = set(names(cfg))
     found = client.containers.list(all=True, filters={"label": [f"{resources.LAB}={cfg.name}",
                                                                  f"{resources.KIND}={KEPT}"]})
-    return sorted({c.labels.get(resources.RUN, "") for c in found} - known - {""})
+    # Still being made (by a live `lab up` or `lab run --keep`): not an orphan yet.
+    gone = [c for c in found if not alive(resources.owner_pid(c.labels), c.labels.get(resources.OWNER_BOOT, ""))]
+    return sorted({c.labels.get(resources.RUN, "") for c in gone} - known - {""})
+
 
 
 def qmp(lab: KeptLab, role: str, command: str, args: dict[str, Any]) -> Any:

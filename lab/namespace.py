@@ -65,7 +65,9 @@ class Namespace:
 
     def labels(self) -> dict[str, str]:
         """The labels that say whose a resource is (lab.resources adds the lab's own)."""
-        owner = {} if self.kind == KEPT else {"owner.pid": str(self.pid), "owner.boot": self.boot}
+        # A kept lab's owner is the process that made it: while it runs (lab up, lab run --keep) its
+        # hosts are not orphans even before their state is written.
+        owner = {"owner.pid": str(self.pid), "owner.boot": self.boot}
         return {"run": self.id, "kind": self.kind, **({"cell": self.cell} if self.cell else {}), **owner}
 
     def describe(self) -> str:

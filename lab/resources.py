@@ -114,11 +114,14 @@ def owner_gone(found: dict[str, str]) -> bool:
     owner process and are never leftovers."""
     if found.get(KIND) == KEPT or RUN not in found:
         return False
+    return not alive(owner_pid(found), found.get(OWNER_BOOT, ""))
+
+
+def owner_pid(found: dict[str, str]) -> int:
     try:
-        pid = int(found.get(OWNER_PID, "0"))
+        return int(found.get(OWNER_PID, "0"))
     except ValueError:
-        pid = 0
-    return not alive(pid, found.get(OWNER_BOOT, ""))
+        return 0
 
 
 def remove_dead_runs(client: docker.DockerClient, lab: str | None) -> Leftovers:
