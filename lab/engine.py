@@ -78,14 +78,16 @@ class DockerHost(Host):
         self._exec("start", argv, lambda: self.container.exec_run(argv, detach=True))
 
     def _exec(self, what: str, argv: list[str], call: Callable[[], Any]) -> Any:
-        for attempt in range(2):
-            try:
-                return call()
-            except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
-                # A dropped SSH connection to the engine is made again, once; anything else is final.
-                if attempt or not self.revive():
-                    raise ScenarioError(f"{self.role}: cannot {what} {shlex.join(argv)}: {_why(exc)}") from exc
-        raise AssertionError("unreachable")
+        try:
+            return call()
+        except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
+            # A dropped SSH connection to the engine is made again, once; anything else is final.
+            if not self.revive():
+                raise ScenarioError(f"{self.role}: cannot {what} {shlex.join(argv)}: {_why(exc)}") from exc
+        try:
+            return call()
+        except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
+            raise ScenarioError(f"{self.role}: cannot {what} {shlex.join(argv)}: {_why(exc)}") from exc
 
 
 def _ssh_trouble(exc: paramiko.SSHException, url: str) -> str:

@@ -115,11 +115,10 @@ class Report:
             "results": [r.to_json() for r in self.rows],
         } | ({"check": self.check} if self.check is not None else {})
 
-    def write(self, out: Path, pending: list[Row] | None = None) -> Path:
-        """report.json, atomically (a reader never sees half a file); ``pending``: cells not run yet."""
+    def write(self, out: Path) -> Path:
+        """report.json, atomically: a reader never sees half a file."""
         out.mkdir(parents=True, exist_ok=True)
         data = self.to_json()
-        data["results"] += [r.to_json() for r in pending or []]
         path = out / "report.json"
         fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=out)
         with os.fdopen(fd, "w") as f:

@@ -322,8 +322,7 @@ class Runner:
         try:
             phase("hosts")
             with hosts.kept_if(lambda: keep_it(outcome)):
-                outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it,
-                                       self.engine.cancelled)
+                outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it)
         except ScenarioError as exc:
             if first.cancelled.is_set() or second.cancelled.is_set():
                 raise Cancelled(str(exc)) from exc

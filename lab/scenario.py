@@ -99,15 +99,15 @@ class Booted:
 
 
 def run(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str,
-        on_phase: PhaseHook, keep: Callable[[Outcome], bool] = lambda o: False,
-        cancel: threading.Event | None = None) -> Outcome:
+        on_phase: PhaseHook, keep: Callable[[Outcome], bool] = lambda o: False) -> Outcome:
     """Runs the scenario on the hosts; one that cannot finish gives verdict ``error`` with its reason.
 
     ``keep(outcome)`` true leaves both QEMUs running at the end (for a person to look at).
     """
     outcome = Outcome()
     try:
-        _drive(cfg, scenario, primary, secondary, accel, outcome, on_phase, keep, cancel)
+        # The hosts' cancel flag (Ctrl-C on their run) cuts the scenario's own waits short too.
+        _drive(cfg, scenario, primary, secondary, accel, outcome, on_phase, keep, primary.cancel)
     except ScenarioError as exc:
         outcome.verdict, outcome.error = ERROR, str(exc)
     return outcome
