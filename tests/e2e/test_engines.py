@@ -162,6 +162,9 @@ def test_an_engine_lost_mid_run_errs_that_cell_and_leaves_nothing(engines_yaml: 
             proc.kill()
         subprocess.run([str(ROOT / "scripts" / "second-engine"), "up"], check=True, capture_output=True)
     assert proc.returncode == 1, out_text[-2000:] + err_text[-2000:]
+    # The engine's networks went with its daemon: no bridge of its pool is left on this machine.
+    links = subprocess.run(["ip", "-4", "-br", "addr"], capture_output=True, text=True, check=True).stdout
+    assert not [line for line in links.splitlines() if line.startswith("br-") and " 10.213." in line], links
     report = json.loads((out / "report.json").read_text())
     first, second = report["results"]
     assert first["verdict"] == lab_config.scenarios["mirror"].expect[profile], first["reasons"]
