@@ -28,6 +28,9 @@ MIGRATION_PORT = 4444
 CONSOLE_SOCKET = "console.sock"
 CONSOLE_LOG = "console.log"
 NETDEV = "n0"
+RX_SOCKET = "rx.sock"  # the guest receiver's virtio-serial port, as a socket in the host (lab.guest)
+RX_PORT_NAME = "lab.rx"
+RX_CHARDEV = "labrx"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,20 @@ class MachineSpec:
     filters: tuple[Filter, ...] = ()
     incoming: bool = False
     nic: bool = True  # False only to check that a guest without eth0 is caught
+    dirty_mb_s: int = 0  # the guest dirties its memory at this rate (MB/s), so migration iterates
+
+
+def kernel_append(spec: MachineSpec) -> str:
+    # Read by the guest's receiver from /proc/cmdline; the kernel ignores a parameter it does not know.
+    return KERNEL_APPEND + (f" lab.dirty_mb_s={spec.dirty_mb_s}" if spec.dirty_mb_s else "")
+
+
+def receiver_port_args() -> list[str]:
+    """The guest receiver's port. Every machine has it, source and destination alike, so that a
+    migration finds the same devices on both sides; it does not wait for the lab to connect."""
+    return ["-device", "virtio-serial-pci,id=vser0",
+            "-chardev", f"socket,id={RX_CHARDEV},path={RUNDIR}/{RX_SOCKET},server=on,wait=off",
+            "-device", f"virtserialport,bus=vser0.0,chardev={RX_CHARDEV},name={RX_PORT_NAME}"]
 
 
 def command_line(spec: MachineSpec) -> list[str]:
@@ -69,7 +86,7 @@ def command_line(spec: MachineSpec) -> list[str]:
         "-machine", f"pc,accel={spec.accel}", "-m", str(spec.memory_mb),
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none", "-no-reboot",
         "-L", "/usr/share/seabios", "-L", "/usr/share/qemu",
-        "-kernel", KERNEL, "-initrd", INITRD, "-append", KERNEL_APPEND,
+        "-kernel", KERNEL, "-initrd", INITRD, "-append", kernel_append(spec),
         # The serial console: a socket a person can attach to (lab console), and its log.
         "-chardev", f"socket,id=serial0,path={RUNDIR}/{CONSOLE_SOCKET},server=on,wait=off,"
                     f"logfile={RUNDIR}/{CONSOLE_LOG}", "-serial", "chardev:serial0",
@@ -79,6 +96,7 @@ def command_line(spec: MachineSpec) -> list[str]:
     if spec.nic:
         # romfile=: no option ROM to load; the guest boots from -kernel.
         argv += ["-device", f"virtio-net-pci,netdev={NETDEV},romfile=,mac={spec.mac}"]
+    argv += receiver_port_args()
     for f in spec.filters:
         argv += ["-chardev", f.chardev_arg(), "-object", f.object_arg()]
     if spec.incoming:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from lab.qemu import BINARY, MachineSpec, command_line, destination_redirector, source_filter
+from lab.qemu import BINARY, KERNEL_APPEND, MachineSpec, command_line, destination_redirector, source_filter
 
 MAC = "52:54:00:12:34:56"
 
@@ -28,6 +28,11 @@ def values(argv: list[str], flag: str) -> list[str]:
     return [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == flag]
 
 
+def with_id(argv: list[str], flag: str, ident: str) -> list[str]:
+    """The values of ``flag`` that make the object ``ident`` (``id=`` first after the backend)."""
+    return [v for v in values(argv, flag) if f",id={ident}," in f",{v},"]
+
+
 def test_starts_with_the_binary_and_names_the_machine() -> None:
     argv = source()
     assert argv[0] == BINARY
@@ -48,12 +53,13 @@ def test_tap_netdev() -> None:
 
 
 def test_virtio_net_without_rom_and_with_the_mac() -> None:
-    assert values(source(mac="52:54:00:aa:bb:cc"), "-device") == [
-        "virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:aa:bb:cc"]
+    nics = [d for d in values(source(mac="52:54:00:aa:bb:cc"), "-device") if d.startswith("virtio-net-pci")]
+    assert nics == ["virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:aa:bb:cc"]
 
 
 def test_source_chardev_reconnects_to_the_secondary() -> None:
-    assert values(source(), "-chardev")[1:] == ["socket,id=mirror0,host=nfcl-secondary,port=9000,reconnect-ms=100"]
+    assert with_id(source(), "-chardev", "mirror0") == [
+        "socket,id=mirror0,host=nfcl-secondary,port=9000,reconnect-ms=100"]
 
 
 def test_source_filter_object_sends_tx_out() -> None:
@@ -72,7 +78,8 @@ def test_source_has_no_incoming() -> None:
 
 
 def test_destination_chardev_is_a_server_that_does_not_wait() -> None:
-    assert values(destination(), "-chardev")[1:] == ["socket,id=mirror0,host=127.0.0.1,port=9001,server=on,wait=off"]
+    assert with_id(destination(), "-chardev", "mirror0") == [
+        "socket,id=mirror0,host=127.0.0.1,port=9001,server=on,wait=off"]
 
 
 def test_destination_redirector_object_injects_into_rx() -> None:
@@ -113,7 +120,7 @@ def test_extra_properties_are_appended() -> None:
 def test_no_filters_means_no_object() -> None:
     argv = command_line(MachineSpec(name="plain", accel="tcg", memory_mb=256, mac=MAC))
     assert "-object" not in argv
-    assert len(values(argv, "-chardev")) == 1
+    assert [c.split(",")[1] for c in values(argv, "-chardev")] == ["id=serial0", "id=labrx"]
 
 
 def test_the_upstream_scenario_sets_enable_when_stopped_on_the_source_filter() -> None:
@@ -126,3 +133,39 @@ def test_the_upstream_scenario_sets_enable_when_stopped_on_the_source_filter() -
     [obj] = [argv[i + 1] for i, a in enumerate(argv) if a == "-object"]
     assert obj.startswith("filter-redirector,id=f0,netdev=n0,queue=tx,outdev=")
     assert obj.endswith(",enable_when_stopped=on")
+
+
+RECEIVER_ARGS = ["-device", "virtio-serial-pci,id=vser0",
+                 "-chardev", "socket,id=labrx,path=/run/lab/rx.sock,server=on,wait=off",
+                 "-device", "virtserialport,bus=vser0.0,chardev=labrx,name=lab.rx"]
+
+
+def contains(argv: list[str], part: list[str]) -> bool:
+    return any(argv[i:i + len(part)] == part for i in range(len(argv) - len(part) + 1))
+
+
+def test_every_machine_has_the_receiver_port_as_a_socket_that_does_not_wait() -> None:
+    for argv in (source(), destination(), command_line(MachineSpec(name="p", accel="tcg", memory_mb=256, mac=MAC))):
+        assert contains(argv, RECEIVER_ARGS), argv
+
+
+def test_source_and_destination_have_the_same_devices() -> None:
+    # A migration needs the same device set on both sides.
+    assert values(source(), "-device") == values(destination(), "-device")
+
+
+def test_the_receiver_port_comes_after_the_nic() -> None:
+    # The NIC keeps the PCI slot it had before the port existed.
+    devices = values(source(), "-device")
+    assert devices[0].startswith("virtio-net-pci,")
+    assert devices[1:] == ["virtio-serial-pci,id=vser0", "virtserialport,bus=vser0.0,chardev=labrx,name=lab.rx"]
+
+
+def test_no_dirtier_by_default() -> None:
+    assert values(source(), "-append") == [KERNEL_APPEND]
+    assert "lab.dirty_mb_s" not in " ".join(destination())
+
+
+def test_dirty_rate_goes_on_the_kernel_command_line() -> None:
+    argv = command_line(replace(SOURCE, dirty_mb_s=20))
+    assert values(argv, "-append") == [KERNEL_APPEND + " lab.dirty_mb_s=20"]
