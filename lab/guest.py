@@ -87,7 +87,7 @@ def _header(line: str) -> tuple[int, int, int]:
 
 def _frame(line: str, number: int) -> GuestFrame:
     parts = line.split(" ")
-    if len(parts) != 3 or not all(p.isascii() and p.isdigit() for p in parts):
+    if len(parts) != 3 or not all(p.isascii() and p.isdigit() and len(p) <= 20 for p in parts):
         raise ScenarioError(f"guest record: line {number} is not '<run_id> <seq> <rx_ns>': {line[:80]!r}")
     run_id, seq, rx_ns = (int(p) for p in parts)
     return GuestFrame(run_id, seq, rx_ns / NS)
@@ -148,8 +148,8 @@ def _connect(host: Host, deadline: Deadline) -> socket.socket:
 
     try:
         return wait_until(deadline.what, attempt, deadline.remaining(), last=lambda: last[0], cancel=host.cancel)
-    except Timeout as exc:
-        raise ScenarioError(f"{exc}{_receiver_errors(host)}") from None
+    except Timeout:
+        raise ScenarioError(f"{deadline.fail(last[0])}{_receiver_errors(host)}") from None
 
 
 def _read_to_end(host: Host, sock: socket.socket, deadline: Deadline, received: bytearray) -> None:
