@@ -37,8 +37,8 @@ def describe(rundir: Path, row: Row, outcome: Outcome) -> None:
     (rundir / "result.json").write_text(json.dumps(row.to_json(), indent=2) + "\n")
     if outcome.captured is not None and outcome.analysis is not None:
         c = outcome.captured
-        timeline.draw(rundir / "timeline.png", f"{row.profile} x {row.scenario} ({row.filter})",
-                      c.sent, c.stream, c.window, outcome.analysis)
+        timeline.draw(rundir / "timeline.png", f"{row.builds} x {row.scenario} ({row.filter})",
+                      c.sent, c.stream, c.window, outcome.analysis, outcome.guest, c.resumed, row.verdict)
 
 
 def move_to(rundir: Path, out: Path) -> Path:

@@ -93,7 +93,7 @@ def plan(cfg: LabConfig, info: SeriesInfo, ref: str, patchwork: str, base: str |
 
 def _expected(expect: Mapping[str, str], base: str) -> str:
     # A scenario that names no `check` expects the series to leave the base's verdict as it is.
-    return expect.get(CHECK, expect[base])
+    return expect.get(CHECK, expect.get(base, ""))
 
 
 def _base_profile(cfg: LabConfig, name: str | None) -> Profile:
@@ -127,7 +127,7 @@ def judge(rows: list[Row], p: Plan) -> tuple[str, str]:
 
 
 def describe(state: str, patched: list[Row], base: list[Row], p: Plan, undecided: list[Row]) -> str:
-    ok = sum(r.match for r in patched)
+    ok = sum(r.match is True for r in patched)
     parts = [_scenario_text(r, next((b for b in base if b.scenario == r.scenario), None)) for r in patched]
     lead = f"{ok}/{len(patched)} as expected"
     if state == WARNING and undecided:

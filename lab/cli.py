@@ -126,7 +126,7 @@ Placement = tuple[list[EngineSpec], bool]  # engines the cells go to; split: pri
 def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console: Console, run: MatrixRun,
                 keep: bool = False, placement: Placement | None = None, jobs: int = 0) -> MatrixRun:
     """The faces' one way through the runner: images, accelerator, cells with their lines, the tables."""
-    profiles = list(dict.fromkeys(c.profile for c in cells))
+    profiles = list(dict.fromkeys(p for c in cells for p in c.profiles))
     images.check_local_series(cfg, profiles)
     placement = placement or (cfg.select_engines(None), False)
     doctor.require_tun()
@@ -161,7 +161,7 @@ def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     out = Path(args.out) if args.out else cfg.results_root / time.strftime("run-%Y%m%d-%H%M%S")
-    cells = select_cells(cfg, args.profile, args.scenario)
+    cells = select_cells(cfg, args.profile, args.scenario, args.to)
     run = _run_matrix(cfg, cells, out, console, MatrixRun(), args.keep, _placement(cfg, args), args.jobs)
     assert run.written is not None
     if run.kept is not None:
@@ -237,7 +237,8 @@ def _placement(cfg: LabConfig, args: argparse.Namespace) -> Placement:
 def _show(console: Console, event: Event) -> None:
     if isinstance(event, CellStarted):
         c = event.cell
-        console.print(f"running [bold]{c.profile.name}[/] x [bold]{c.scenario.name}[/] ({c.scenario.filter}) ...")
+        builds = c.profile.name if c.to == c.profile else f"{c.profile.name} -> {c.to.name}"
+        console.print(f"running [bold]{builds}[/] x [bold]{c.scenario.name}[/] ({c.scenario.filter}) ...")
     elif isinstance(event, CellFinished):
         console.print(_verdict_line(event.row), markup=False)
 
@@ -246,8 +247,10 @@ def _verdict_line(row: Row) -> str:
     total = row.timings.get("total", 0)
     if row.frames_sent is None:
         return f"  {row.verdict} (expected {row.expected}): {row.why} [{total:.1f} s]"
-    return (f"  {row.verdict} (expected {row.expected}): sent {row.frames_sent}, captured {row.frames_captured}, "
-            f"delivered {row.frames_delivered}, during stop {row.frames_during_stop} [{total:.1f} s]")
+    guest = f", guest got {row.guest_received}" if row.guest_received is not None else ""
+    return (f"  {row.verdict} (expected {row.expected or 'nothing'}): sent {row.frames_sent}, captured "
+            f"{row.frames_captured}, delivered {row.frames_delivered}, during stop {row.frames_during_stop}{guest}"
+            f" [{total:.1f} s]")
 
 
 def cmd_series(args: argparse.Namespace, console: Console) -> int:
@@ -488,6 +491,9 @@ def parser() -> argparse.ArgumentParser:
                    help="cells at once (default: one per core and per 2 GiB of the engines)")
     r.add_argument("--engine", action="append", help="spread cells over this engine of lab.yaml (repeatable)")
     r.add_argument("--split", help="PRIMARY,SECONDARY: every cell's primary on one engine, secondary on the other")
+    r.add_argument("--to", metavar="PROFILE",
+                   help="migrate to PROFILE's build: the destination runs it, the source each selected profile "
+                        "(every default profile when none is named)")
     r.add_argument("--bisect", action="store_true",
                    help="exit for `git bisect run`: 0 as expected, 1 not, 125 the lab could not decide")
     k = verb("check", cmd_check, "run a Patchwork series A/B against a base profile and post a check on its patches")

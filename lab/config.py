@@ -17,6 +17,15 @@ import yaml
 from lab.errors import ConfigError
 
 FILTERS = ("filter-mirror", "filter-redirector")
+NO_FILTER = "none"  # a guest-path scenario without a filter on the source: what the guest loses plainly
+# Where the frames of a scenario go on the secondary, and which capture point gives the verdict: the
+# mirror stream out of the destination's tap (stream), or the migrated guest itself (guest).
+PATHS = ("stream", "guest")
+# When the filter under test comes on: from the start; or, starting with status=off, switched on over
+# QMP at the source's STOP event or just before `migrate`, or by the filter itself (a property such
+# as the series' enable_when_stopped).
+SWITCH_ON = ("start", "at-stop", "before-migrate", "by-filter")
+PAIR_SEP = "->"  # an expectation for a migration between two builds: "source->destination"
 # "unsupported": the build lacks a property the scenario sets, and the lab is expected to say so.
 VERDICTS = ("continuous", "gap", "unsupported")
 ACCELS = ("auto", "kvm", "tcg")
@@ -111,10 +120,19 @@ class Profile:
 @dataclass(frozen=True)
 class ScenarioSpec:
     name: str
-    filter: str
-    expect: Mapping[str, str]
+    filter: str  # a FILTERS type, or NO_FILTER
+    expect: Mapping[str, str]  # per profile, and per "source->destination" pair of profiles
     description: str = ""
     properties: tuple[tuple[str, str], ...] = ()  # extra properties of the filter under test
+    path: str = "stream"
+    switch_on: str = "start"
+
+    def expected(self, source: str, destination: str = "") -> str:
+        """The verdict expected when the guest migrates from build ``source`` to ``destination``
+        ("" when no expectation names that pair: the row then reports without judging)."""
+        if not destination or destination == source:
+            return self.expect.get(source, "")
+        return self.expect.get(f"{source}{PAIR_SEP}{destination}", "")
 
 
 @dataclass(frozen=True)
@@ -144,6 +162,7 @@ class Timeouts:
 class Guest:
     memory_mb: int = 256
     mac: str = "52:54:00:12:34:56"
+    dirty_mb_s: int = 0  # a guest workload dirtying memory at this rate, so that migration iterates
 
 
 @dataclass(frozen=True)
@@ -402,7 +421,8 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
     to.done()
     gu = top.child("guest")
     guest = Guest(memory_mb=gu.integer("memory_mb", 256, 64, 4096),
-                  mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE))
+                  mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE),
+                  dirty_mb_s=gu.integer("dirty_mb_s", 0, 0, 2000))
     gu.done()
     engines = _engines(top.child("engines")) if "engines" in top.data else {"local": LOCAL_ENGINE}
     check = _check(top.child("check"))
@@ -532,22 +552,49 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
     for name in _names(node, "scenario"):
         where = f"scenarios.{name}"
         s = node.child(name)
-        filt = s.text("filter", "", FILTERS)
-        ex = s.child("expect", required=True)
-        expect = {}
-        for profile in ex.names():
-            if profile not in profiles and profile != CHECK:
-                raise ConfigError(ex.key_path(profile), "unknown profile",
-                                  f"known: {', '.join(profiles)}; or {CHECK} (what a series under lab check must give)")
-            expect[profile] = ex.text(profile, "", VERDICTS)
-        for profile in profiles:
-            if profile not in expect:
-                raise ConfigError(f"{where}.expect", f"no expected verdict for profile {profile!r}",
-                                  f"add {profile}: continuous or gap")
+        filt = s.text("filter", "", (*FILTERS, NO_FILTER))
+        path = s.text("path", "stream", PATHS)
+        switch_on = s.text("switch_on", "start", SWITCH_ON)
+        if filt == NO_FILTER and path != "guest":
+            raise ConfigError(f"{where}.filter", f"{NO_FILTER} needs path: guest",
+                              "a stream scenario measures the stream a filter sends")
+        if filt == NO_FILTER and switch_on != "start":
+            raise ConfigError(f"{where}.switch_on", "there is no filter to switch on", "leave switch_on out")
+        expect = _expect(s.child("expect", required=True), where, profiles)
         pr = s.child("properties")
         props = tuple(_property(pr, k) for k in pr.names())
         pr.done()
+        if props and filt == NO_FILTER:
+            raise ConfigError(f"{where}.properties", "there is no filter to set properties on", "leave them out")
+        if switch_on != "start" and "status" in dict(props):
+            raise ConfigError(f"{where}.properties.status", "set by the lab when switch_on is given",
+                              "leave status out")
         scenarios[name] = ScenarioSpec(name=name, filter=filt, expect=expect, description=s.text("description", ""),
-                                   properties=props)
+                                       properties=props, path=path, switch_on=switch_on)
         s.done()
     return scenarios
+
+
+def _expect(ex: _Reader, where: str, profiles: Mapping[str, Profile]) -> dict[str, str]:
+    """Verdicts per profile (each one required), per source->destination pair, and for `lab check`."""
+    expect = {}
+    for key in ex.names():
+        pair = key.split(PAIR_SEP) if isinstance(key, str) else []
+        if len(pair) == 2:
+            for name in pair:
+                if name not in profiles:
+                    raise ConfigError(ex.key_path(key), f"unknown profile {name!r}", f"known: {', '.join(profiles)}")
+            if pair[0] == pair[1]:
+                raise ConfigError(ex.key_path(key), "a pair of one profile", f"write {pair[0]}: alone")
+        elif key not in profiles and key != CHECK:
+            raise ConfigError(ex.key_path(key), "unknown profile",
+                              f"known: {', '.join(profiles)}; or {CHECK} (what a series under lab check must give);"
+                              f" or SOURCE{PAIR_SEP}DESTINATION (a migration between two builds)")
+        expect[key] = ex.text(key, "", VERDICTS)
+    for name, profile in profiles.items():
+        # A profile outside plain `lab run` may wait for its expectation until someone can measure
+        # it; its rows then report without judging.
+        if name not in expect and profile.default:
+            raise ConfigError(f"{where}.expect", f"no expected verdict for profile {name!r}",
+                              f"add {name}: continuous or gap")
+    return expect

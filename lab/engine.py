@@ -324,6 +324,10 @@ class HostSpec:
     devices: tuple[str, ...] = (TUN,)
     ssh_key: str = ""  # an authorized public key: the hosts then run sshd (key-only, loopback)
     published: tuple[int, ...] = ()  # the secondary's ports the primary uses, published when split
+    secondary_image: str = ""  # the secondary's, when it runs another build than the primary's
+
+    def image_of(self, role: str) -> str:
+        return self.secondary_image if role == "secondary" and self.secondary_image else self.image
 
 
 class LabHosts:
@@ -415,7 +419,7 @@ class LabHosts:
             hostdir.mkdir(parents=True, exist_ok=True)
             publish = self.spec.published if self.split and role == "secondary" else ()
             engine = self.engines[role]
-            self.hosts[role] = engine.run_container(self.spec.image, role, ns, hostdir, self.spec.devices,
+            self.hosts[role] = engine.run_container(self.spec.image_of(role), role, ns, hostdir, self.spec.devices,
                                                     network=self.networks[role].name, publish=publish)
         for host in self.hosts.values():
             host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from lab.errors import ScenarioError
 from lab.qmp import Event, Monitor, QMPCommandError, event_time
 
 FAILED = ("failed", "cancelled")
+MIB = 1 << 20
 
 
 @dataclass
@@ -38,6 +40,7 @@ class Migration:
         self.uri = uri
         self.cancel = cancel
         self.times = MigrationTimes()
+        self.at_switchover: dict[str, Any] = {}
 
     def prepare(self) -> None:
         caps = [{"capability": "pause-before-switchover", "state": True}, {"capability": "events", "state": True}]
@@ -48,11 +51,21 @@ class Migration:
         self.source.cmd("migrate", uri=self.uri)
         self.times.started = event_time(self._status("setup", timeout))
 
+    def wait_stopped(self, timeout: float) -> float:
+        """Returns at the source's STOP event (QEMU's time of it): the moment to act while stopped."""
+        if self.times.stopped is None:
+            stop = self.source.event_wait("STOP", timeout, after=self.times.started, cancel=self.cancel,
+                                          what="the source to stop its VM")
+            self.times.stopped = event_time(stop)
+        return self.times.stopped
+
     def wait_pre_switchover(self, timeout: float) -> None:
         self.times.pre_switchover = event_time(self._status("pre-switchover", timeout))
         # The source stops its VM before it reaches pre-switchover: the event is already there.
-        stop = self.source.event_wait("STOP", 1.0, after=self.times.started)
-        self.times.stopped = event_time(stop)
+        self.wait_stopped(1.0)
+        # The dirty rate as of the last pass while the guest ran: the final sync, over the stopped
+        # window, would say nothing of the guest.
+        self.at_switchover = self.source.cmd("query-migrate")
 
     def resume(self, timeout: float) -> None:
         self.source.cmd("migrate-continue", state="pre-switchover")
@@ -65,6 +78,14 @@ class Migration:
             self.times.resumed = event_time(resumed)
         except ScenarioError:
             self.times.resumed = None  # the destination stays paused: the figure is absent, not invented
+
+    def figures(self) -> dict[str, float | None]:
+        """What QEMU says of the finished migration: its downtime, RAM passes and dirty rate."""
+        info = self.source.cmd("query-migrate")
+        ram = info.get("ram", {})
+        rate = self.at_switchover.get("ram", {}).get("dirty-pages-rate")
+        return {"qemu_downtime_ms": info.get("downtime"), "ram_iterations": ram.get("dirty-sync-count"),
+                "dirty_rate_mb_s": round(rate * ram.get("page-size", 4096) / MIB, 1) if rate is not None else None}
 
     def _status(self, wanted: str, timeout: float, after: float = 0.0) -> Event:
         """Waits for the source's MIGRATION event ``wanted``; a failed migration says why."""

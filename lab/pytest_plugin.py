@@ -152,9 +152,11 @@ def lab_hosts(lab_runner: Runner, lab_config: LabConfig, lab_images: dict[str, i
 @pytest.fixture
 def run_scenario(lab_runner: Runner, lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
                  lab_out: Path) -> RunScenario:
-    """``run_scenario(profile, scenario, hook=None)``: one cell, its artefacts in ``lab_out``."""
-    def run(profile: str, scenario: str, hook: HostsHook | None = None) -> Row:
-        cell = Cell(lab_config.profiles[profile], lab_config.scenarios[scenario])
+    """``run_scenario(profile, scenario, hook=None, to=None)``: one cell, its artefacts in ``lab_out``;
+    ``to`` names another profile for the destination's build."""
+    def run(profile: str, scenario: str, hook: HostsHook | None = None, to: str | None = None) -> Row:
+        cell = Cell(lab_config.profiles[profile], lab_config.scenarios[scenario],
+                    lab_config.profiles[to] if to else None)
         return lab_runner.run_cell(cell, lab_out, hook)
     return run
 

@@ -104,15 +104,22 @@ def command_line(spec: MachineSpec) -> list[str]:
     return argv
 
 
-def source_filter(qom_type: str, peer_host: str, port: int, properties: tuple[tuple[str, str], ...] = ()) -> Filter:
-    """The filter under test on the source: frames from the tap (queue=tx) out to the secondary."""
-    return Filter(qom_type=qom_type, id="f0", queue="tx", direction="outdev", properties=properties,
-                  socket=f"host={peer_host},port={port},reconnect-ms=100")
+SOURCE_FILTER_ID = "f0"
 
 
-def destination_redirector(port: int) -> Filter:
-    """The secondary's side: frames from the stream into its netdev's rx path, out of its tap."""
-    return Filter(qom_type="filter-redirector", id="r0", queue="rx", direction="indev",
+def source_filter(qom_type: str, peer_host: str, port: int, properties: tuple[tuple[str, str], ...] = (),
+                  on: bool = True) -> Filter:
+    """The filter under test on the source: frames from the tap (queue=tx) out to the secondary;
+    ``on=False`` starts it with status=off, for the lab to switch on over QMP."""
+    status = () if on else (("status", "off"),)
+    return Filter(qom_type=qom_type, id=SOURCE_FILTER_ID, queue="tx", direction="outdev",
+                  properties=properties + status, socket=f"host={peer_host},port={port},reconnect-ms=100")
+
+
+def destination_redirector(port: int, to_guest: bool = False) -> Filter:
+    """The secondary's side: frames from the stream into its netdev, out of its tap (queue=rx), or,
+    ``to_guest``, towards its guest (queue=tx: as if the tap had sent them)."""
+    return Filter(qom_type="filter-redirector", id="r0", queue="tx" if to_guest else "rx", direction="indev",
                   socket=f"host=127.0.0.1,port={port},server=on,wait=off")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lab.analysis import Analysis
+from lab.analysis import Analysis, GuestAnalysis
 
 NOT_RUN = "not-run"  # a cell the run did not get to (interrupted, or a lab error in an earlier cell)
 TIMINGS = ("boot", "migrate", "hold", "drain", "total")
@@ -33,9 +33,11 @@ class Row:
     profile: str
     scenario: str
     filter: str
-    expected: str
+    expected: str  # "" when nothing is expected of this pair of builds
     verdict: str
-    match: bool
+    match: bool | None  # None: nothing was expected
+    source_profile: str
+    destination_profile: str
     frames_sent: int | None
     frames_captured: int | None
     frames_delivered: int | None
@@ -45,27 +47,65 @@ class Row:
     frames_during_stop: int | None
     max_gap_ms: float | None
     stopped_window_ms: float | None
+    # The guest's own view (lab.analysis.GuestAnalysis), on the hosts' clock.
+    guest_received: int | None
+    guest_lost: int | None
+    guest_duplicates: int | None
+    guest_reordered: int | None
+    guest_max_gap_ms: float | None
+    guest_frames_after_resume: int | None
+    guest_latency_ms: dict[str, float] | None  # p50, p99, max
+    guest_clock: dict[str, dict[str, float] | None] | None  # per side: offset_s, uncertainty_ms
+    # Where frames were lost: not sent, not on the stream, not delivered by the destination, dropped
+    # by the guest's kernel.
+    lost_at: dict[str, int] | None
+    generator_fps: float | None  # the rate the generator achieved
+    # QEMU's own clock, seconds since the first frame was sent (the timeline picture's axis).
+    stop_at: float | None
+    pre_switchover_at: float | None
+    resume_at: float | None
+    switched_on_at: float | None  # the filter under test switched on over QMP (switch_on scenarios)
+    qemu_downtime_ms: float | None  # query-migrate's downtime
+    ram_iterations: int | None  # query-migrate's dirty-sync-count
+    dirty_rate_mb_s: float | None  # the dirty page rate QEMU measured
     reasons: list[str]
     accel: str
     engines: dict[str, str]  # where each host ran: {"primary": NAME, "secondary": NAME}
+    images: dict[str, str]  # the runtime image each host ran (another build's on the secondary with --to)
     qemu_version: str
     timings: dict[str, float]  # seconds: boot, migrate, hold, drain, total
     artefacts: str  # the cell's folder ("" when nothing ran)
 
     @classmethod
     def of(cls, *, profile: str, scenario: str, filter: str, expected: str, verdict: str, accel: str,
-           analysis: Analysis | None = None, error: str = "", qemu_version: str = "",
+           analysis: Analysis | None = None, guest: GuestAnalysis | None = None,
+           migration: dict[str, float | None] | None = None, lost_at: dict[str, int] | None = None,
+           generator_fps: float | None = None, error: str = "", qemu_version: str = "",
            timings: dict[str, float] | None = None, artefacts: str = "",
-           engines: dict[str, str] | None = None) -> Row:
-        counts = {k: getattr(analysis, k) if analysis else None for k in COUNTS}
-        reasons = list(analysis.reasons) if analysis else ([error] if error else [])
+           engines: dict[str, str] | None = None, images: dict[str, str] | None = None,
+           destination_profile: str = "",
+           reasons: list[str] | None = None) -> Row:
+        counts: dict[str, Any] = {k: getattr(analysis, k) if analysis else None for k in COUNTS}
+        seen: dict[str, Any] = {f"guest_{k}": getattr(guest, k) if guest else None for k in GUEST}
+        times: dict[str, Any] = {k: (migration or {}).get(k) for k in MIGRATION}
+        if reasons is None:
+            reasons = list(analysis.reasons) if analysis else ([error] if error else [])
         return cls(profile=profile, scenario=scenario, filter=filter, expected=expected, verdict=verdict,
-                   match=verdict == expected, **counts, reasons=reasons, accel=accel, engines=dict(engines or {}),
-                   qemu_version=qemu_version,
+                   match=(verdict == expected) if expected else None, source_profile=profile,
+                   destination_profile=destination_profile or profile, **counts, **seen,
+                   lost_at=lost_at, generator_fps=generator_fps, **times, reasons=reasons, accel=accel,
+                   engines=dict(engines or {}), images=dict(images or {}), qemu_version=qemu_version,
                    timings=dict(timings or {}), artefacts=artefacts)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def builds(self) -> str:
+        """The build, or ``source->destination`` for a migration between two builds."""
+        if self.destination_profile in ("", self.profile):
+            return self.profile
+        return f"{self.profile}->{self.destination_profile}"
 
     @property
     def why(self) -> str:
@@ -74,19 +114,25 @@ class Row:
 
 COUNTS = ("frames_sent", "frames_captured", "frames_delivered", "lost", "duplicates", "reordered",
           "frames_during_stop", "max_gap_ms", "stopped_window_ms")
+GUEST = ("received", "lost", "duplicates", "reordered", "max_gap_ms", "frames_after_resume", "latency_ms", "clock")
+MIGRATION = ("stop_at", "pre_switchover_at", "resume_at", "switched_on_at", "qemu_downtime_ms", "ram_iterations",
+             "dirty_rate_mb_s")
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Row))
 # The verdict table: (column heading, row field); the CLI's table and the CI summary both use it.
 COLUMNS = (("profile", "profile"), ("scenario", "scenario"), ("expected", "expected"), ("verdict", "verdict"),
            ("match", "match"), ("sent", "frames_sent"), ("captured", "frames_captured"),
            ("delivered", "frames_delivered"), ("lost", "lost"), ("during stop", "frames_during_stop"),
-           ("max gap ms", "max_gap_ms"))
-NUMERIC = {heading for heading, name in COLUMNS if name in COUNTS}
+           ("max gap ms", "max_gap_ms"), ("guest got", "guest_received"), ("guest lost", "guest_lost"),
+           ("guest gap ms", "guest_max_gap_ms"), ("downtime ms", "qemu_downtime_ms"))
+NUMERIC = {heading for heading, name in COLUMNS if name not in ("profile", "scenario", "expected", "verdict", "match")}
 
 
 def cell_text(row: Row, name: str) -> str:
     value = getattr(row, name)
+    if name == "profile":
+        return row.builds
     if name == "match":
-        return "yes" if value else "NO"
+        return "-" if value is None else ("yes" if value else "NO")
     return "-" if value is None else str(value)
 
 
@@ -104,7 +150,8 @@ class Report:
 
     @property
     def all_match(self) -> bool:
-        return bool(self.rows) and all(r.match for r in self.rows)
+        """No verdict differs from its expectation (a row with none expected does not count)."""
+        return bool(self.rows) and all(r.match is not False for r in self.rows)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,17 +178,17 @@ class Report:
         for heading, _name in COLUMNS:
             t.add_column(heading, justify="right" if heading in NUMERIC else "left", no_wrap=True)
         for r in self.rows:
-            style = "green" if r.match else "red"
+            style = {True: "green", False: "red", None: "yellow"}[r.match]
             t.add_row(*(f"[{style}]{cell_text(r, name)}[/]" if name in ("verdict", "match") else cell_text(r, name)
                         for _heading, name in COLUMNS))
         return t
 
     def reasons(self) -> list[str]:
-        return [f"{r.profile} x {r.scenario}: {r.why}" for r in self.rows if r.why]
+        return [f"{r.builds} x {r.scenario}: {r.why}" for r in self.rows if r.why]
 
     def ab_table(self) -> Table:
         """Scenarios as rows, profiles as columns: what a series changes, at a glance."""
-        profiles = list(dict.fromkeys(r.profile for r in self.rows))
+        profiles = list(dict.fromkeys(r.builds for r in self.rows))
         t = Table(title=f"A/B: {' vs '.join(profiles)} ({self.accel})", title_justify="left")
         t.add_column("scenario")
         for p in profiles:
@@ -149,18 +196,19 @@ class Report:
         for sc in dict.fromkeys(r.scenario for r in self.rows):
             cells = []
             for p in profiles:
-                r = next((r for r in self.rows if r.profile == p and r.scenario == sc), None)
+                r = next((r for r in self.rows if r.builds == p and r.scenario == sc), None)
                 if r is None:
                     cells.append("-")
                     continue
-                style, mark = ("green", "ok") if r.match else ("red", f"expected {r.expected}")
+                style, mark = {True: ("green", "ok"), None: ("yellow", "nothing expected")}.get(
+                    r.match, ("red", f"expected {r.expected}"))
                 counts = f" {r.frames_captured}/{r.frames_sent}" if r.frames_sent is not None else ""
                 cells.append(f"[{style}]{r.verdict} ({mark})[/]{counts}")
             t.add_row(sc, *cells)
         return t
 
     def print(self, console: Console) -> None:
-        if len({r.profile for r in self.rows}) > 1:
+        if len({r.builds for r in self.rows}) > 1:
             console.print(self.ab_table())
         console.print(self.table())
         for line in self.reasons():
@@ -180,7 +228,7 @@ def markdown(report: dict[str, Any]) -> str:
              "|" + "|".join("---:" if h in NUMERIC else "---" for h, _ in COLUMNS) + "|"]
     for row in rows_of(report):
         cells = [cell_text(row, name) for _h, name in COLUMNS]
-        if not row.match:
+        if row.match is False:
             cells[[n for _h, n in COLUMNS].index("match")] = "**NO**"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

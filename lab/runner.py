@@ -28,7 +28,7 @@ from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
 from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
-from lab.errors import Cancelled, LabError, ScenarioError
+from lab.errors import Cancelled, ConfigError, LabError, ScenarioError
 from lab.namespace import Namespace
 from lab.report import NOT_RUN, Report, Row
 
@@ -38,20 +38,33 @@ HostsHook = Callable[[str, LabHosts], None]
 
 @dataclass(frozen=True)
 class Cell:
+    """A scenario on a build: the source's (``profile``), and the destination's when it differs."""
+
     profile: Profile
     scenario: ScenarioSpec
+    destination: Profile | None = None
+
+    @property
+    def to(self) -> Profile:
+        return self.destination or self.profile
+
+    @property
+    def profiles(self) -> list[Profile]:
+        return list(dict.fromkeys((self.profile, self.to)))
 
     @property
     def name(self) -> str:
-        return f"{self.profile.name}-{self.scenario.name}"
+        builds = self.profile.name if self.to == self.profile else f"{self.profile.name}-to-{self.to.name}"
+        return f"{builds}-{self.scenario.name}"
 
     @property
     def expected(self) -> str:
-        return self.scenario.expect[self.profile.name]
+        return self.scenario.expected(self.profile.name, self.to.name)
 
     def row(self, verdict: str, accel: str, **details: object) -> Row:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
-                      expected=self.expected, verdict=verdict, accel=accel, **details)  # type: ignore[arg-type]
+                      expected=self.expected, verdict=verdict, accel=accel, destination_profile=self.to.name,
+                      **details)  # type: ignore[arg-type]
 
 
 def _capacity(engine: Engine) -> int:
@@ -72,9 +85,17 @@ def select_profiles(cfg: LabConfig, names: list[str] | None = None) -> list[Prof
     return selected
 
 
-def select_cells(cfg: LabConfig, profiles: list[str] | None = None, scenarios: list[str] | None = None) -> list[Cell]:
-    """The selection, in the configured order (profiles outer, scenarios inner)."""
-    return [Cell(p, s) for p in select_profiles(cfg, profiles) for s in cfg.select_scenarios(scenarios)]
+def select_cells(cfg: LabConfig, profiles: list[str] | None = None, scenarios: list[str] | None = None,
+                 to: str | None = None) -> list[Cell]:
+    """The selection, in the configured order (profiles outer, scenarios inner). ``to`` names the
+    destination's build: each selected profile migrates to it (every profile, when none is named)."""
+    if to is None:
+        return [Cell(p, s) for p in select_profiles(cfg, profiles) for s in cfg.select_scenarios(scenarios)]
+    if to not in cfg.profiles:
+        raise ConfigError("--to", f"unknown profile {to!r}", f"known: {', '.join(cfg.profiles)}")
+    destination = cfg.profiles[to]
+    sources = select_profiles(cfg, profiles)
+    return [Cell(p, s, destination) for p in sources for s in cfg.select_scenarios(scenarios)]
 
 
 @dataclass(frozen=True)
@@ -215,7 +236,7 @@ class Runner:
         With ``keep``, the first cell that does not end as expected stays running (LabKept) and no
         further cell starts.
         """
-        self.prepare(list(dict.fromkeys(c.profile for c in cells)))
+        self.prepare(list(dict.fromkeys(p for c in cells for p in c.profiles)))
         assert self.accel is not None
         report = Report(config=str(self.cfg.path), run=self.ns.id, accel=self.accel.accel,
                         accel_reason=self.accel.reason,
@@ -293,6 +314,8 @@ class Runner:
         accel = self.accel.accel
         build = self.builds[cell.profile.name]
         why = scenario.unsupported_reason(cell.scenario, cell.profile.name, build.properties)
+        if cell.to != cell.profile and not why:
+            why = scenario.unsupported_reason(cell.scenario, cell.to.name, self.builds[cell.to.name].properties)
         if why:
             return cell.row(UNSUPPORTED, accel, error=why), None
         # A cell that may be kept lives in a kept lab's namespace from the start: its hosts outlive
@@ -304,7 +327,8 @@ class Runner:
         rundir = artefacts.new_rundir(ns)
         first, second = self.placements[index % len(self.placements)]
         hosts = LabHosts(first, HostSpec(image=build.images.runtime, ns=ns, devices=self.devices, ssh_key=keep_key,
-                                         published=scenario.SECONDARY_PORTS),
+                                         published=scenario.SECONDARY_PORTS,
+                                         secondary_image=self.builds[cell.to.name].images.runtime),
                          rundir, self.cfg.timeouts.host_start_s, secondary_engine=second)
         placed = {"primary": first.name, "secondary": second.name}
 
@@ -347,9 +371,11 @@ class Runner:
                     folder = artefacts.move_to(rundir, out)
                     if keep:
                         kept.forget(self.cfg, keep_name)
-        row = cell.row(outcome.verdict, accel, analysis=outcome.analysis, error=outcome.error,
+        row = cell.row(outcome.verdict, accel, analysis=outcome.analysis, guest=outcome.guest,
+                       migration=outcome.figures, lost_at=outcome.lost_at, generator_fps=outcome.generator_fps,
+                       reasons=outcome.reasons if outcome.analysis else None, error=outcome.error,
                        qemu_version=outcome.qemu_version, timings=outcome.timings, artefacts=str(folder),
-                       engines=placed)
+                       engines=placed, images={role: hosts.spec.image_of(role) for role in LabHosts.ROLES})
         artefacts.describe(Path(lab.rundir) if lab else folder, row, outcome)
         if lab is not None:
             artefacts.describe(folder, row, outcome)

@@ -6,9 +6,15 @@ The sequence, every wait bounded by lab.yaml's timeouts:
    the stream recorder in front of that indev, tcpdump on its tap;
 2. primary: QEMU with the filter under test (queue=tx, outdev to the recorder), guest boots until
    it prints its ready line;
-3. the generator sends frames into the primary's tap; migration starts; the source reaches
-   pre-switchover (its VM stopped); the hold; the generator stops; migrate-continue; completion;
-4. the destination's tap drains; both captures are analysed over first frame .. migrate-continue.
+3. the generator sends frames into the primary's tap (the source guest's clock is probed
+   meanwhile); migration starts; the source reaches pre-switchover (its VM stopped); the hold; the
+   generator stops; migrate-continue; completion;
+4. the destination's tap drains, the destination guest's clock is probed and its receiver's record
+   read; the captures are analysed over first frame .. migrate-continue.
+
+On the guest's path (``path: guest``) the destination's redirector hands what the stream brings to
+its guest instead of its tap, the verdict is the guest's, and the filter under test may start
+switched off, to be switched on over QMP at the source's STOP or just before ``migrate``.
 
 The scenario knows hosts only through lab.host's interface, and returns data: writing files and
 drawing pictures belong to lab.artefacts, deciding what to keep to lab.runner.
@@ -19,31 +25,38 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from lab.analysis import ERROR, Analysis, Frame, Sent, StopWindow, analyse
+from lab.analysis import ERROR, Analysis, Frame, GuestAnalysis, Sent, StopWindow, analyse, analyse_guest
 from lab.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
-from lab.config import LabConfig, ScenarioSpec, Timeouts
+from lab.config import NO_FILTER, LabConfig, ScenarioSpec, Timeouts
 from lab.errors import ScenarioError
+from lab.guest import GuestRecord, measure_offset, read_record
 from lab.host import Host
 from lab.migration import Migration, MigrationTimes
-from lab.qemu import MIGRATION_PORT, Filter, MachineSpec, Qemu, destination_redirector, source_filter
+from lab.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Filter, MachineSpec, Qemu, destination_redirector, source_filter
 from lab.traffic import Generator
-from lab.waiting import pause
+from lab.waiting import Deadline, pause
 
 PHASES = ("hosts", "boot", "traffic", "migrate", "hold", "drain", "analysis")
 # What the primary's QEMU opens on the secondary: the recorder (the mirror stream) and the migration.
 SECONDARY_PORTS = (RECORDER_PORT, MIGRATION_PORT)
 PhaseHook = Callable[[str], None]
+PROBE_S = 3.0  # bound of one clock probe of the guest (it answers within milliseconds)
+RECORD_S = 10.0  # bound of reading the guest's record
 
 
 @dataclass(frozen=True)
 class Captured:
-    """What the analysis saw, kept for the picture: sent frames, the stream, the stopped window."""
+    """What the analysis saw, kept for the picture: sent frames, the stream, the stopped window, and
+    the frames as the guest got them (on the hosts' clock)."""
 
     sent: Sent
     stream: list[Frame]
     window: StopWindow
+    guest: list[Frame] = field(default_factory=list)
+    resumed: float | None = None  # the destination's RESUME
 
 
 @dataclass
@@ -54,15 +67,26 @@ class Outcome:
     error: str = ""
     qemu_version: str = ""
     analysis: Analysis | None = None
+    guest: GuestAnalysis | None = None
     captured: Captured | None = None
     migration: MigrationTimes | None = None
+    figures: dict[str, float | None] = field(default_factory=dict)  # QEMU's own: downtime, RAM passes, timeline
+    lost_at: dict[str, int] | None = None
+    generator_fps: float | None = None
+    switched_on: float | None = None  # when the lab switched the filter under test on
+    reasons: list[str] = field(default_factory=list)  # what the verdict rests on
     timings: dict[str, float] = field(default_factory=dict)
 
 
 def unsupported_reason(scenario: ScenarioSpec, profile: str, properties: dict[str, list[str]]) -> str:
     """Why the build cannot run the scenario (a property its filter lacks), or ""."""
+    if scenario.filter == NO_FILTER:
+        return ""
+    wanted = [name for name, _value in scenario.properties]
+    if scenario.switch_on != "start":
+        wanted.append("status")
     offered = properties.get(scenario.filter, [])
-    lacking = [name for name, _value in scenario.properties if name not in offered]
+    lacking = [name for name in wanted if name not in offered]
     if not lacking:
         return ""
     return (f"{scenario.filter} of profile {profile} has no property {', '.join(lacking)} "
@@ -79,15 +103,18 @@ class Booted:
 
     @classmethod
     def create(cls, cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str) -> Booted:
-        def machine(name: str, filt: Filter, incoming: bool) -> MachineSpec:
+        def machine(name: str, filters: tuple[Filter, ...], incoming: bool) -> MachineSpec:
             return MachineSpec(name=name, accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
-                               filters=(filt,), incoming=incoming)
+                               filters=filters, incoming=incoming, dirty_mb_s=cfg.guest.dirty_mb_s)
 
         stream_host, stream_port = secondary.reach(RECORDER_PORT)
+        under_test = () if scenario.filter == NO_FILTER else (source_filter(
+            scenario.filter, stream_host, stream_port, scenario.properties, on=scenario.switch_on == "start"),)
+        to_guest = scenario.path == "guest"
         return cls(
-            source=Qemu(primary, machine("primary", source_filter(
-                scenario.filter, stream_host, stream_port, scenario.properties), incoming=False)),
-            destination=Qemu(secondary, machine("secondary", destination_redirector(INDEV_PORT), incoming=True)),
+            source=Qemu(primary, machine("primary", under_test, incoming=False)),
+            destination=Qemu(secondary, machine("secondary", (destination_redirector(INDEV_PORT, to_guest),),
+                                                incoming=True)),
             capture=SecondaryCapture(secondary))
 
     def start(self, t: Timeouts) -> None:
@@ -110,6 +137,7 @@ def run(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, 
         _drive(cfg, scenario, primary, secondary, accel, outcome, on_phase, keep, primary.cancel)
     except ScenarioError as exc:
         outcome.verdict, outcome.error = ERROR, str(exc)
+        outcome.reasons = [str(exc)]
     return outcome
 
 
@@ -132,10 +160,19 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Hos
         generator = Generator(primary, cfg.guest.mac, cfg.traffic.rate)
         phase("traffic")
         generator.start(max_seconds=cfg.traffic.warmup_s + t.pre_switchover_s + cfg.migration.hold_s + 30)
-        pause(cfg.traffic.warmup_s, cancel, "the warm-up")
+        # The source guest's clock, probed while the warm-up runs: no time of its own on the way.
+        with ThreadPoolExecutor(1, thread_name_prefix="lab-probe") as probing:
+            source_clock = probing.submit(measure_offset, primary, cfg.guest.mac, PROBE_S)
+            pause(cfg.traffic.warmup_s, cancel, "the warm-up")
+            on_source = source_clock.result()
+        if scenario.switch_on == "before-migrate":
+            _switch_on(src, outcome)
 
         phase("migrate")
         migration.start(t.pre_switchover_s)
+        if scenario.switch_on == "at-stop":
+            migration.wait_stopped(t.pre_switchover_s)
+            _switch_on(src, outcome)
         migration.wait_pre_switchover(t.pre_switchover_s)
         times = migration.times
         outcome.timings["migrate"] = round(times.pre_switchover - times.started, 2)
@@ -147,20 +184,31 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Hos
         outcome.timings["hold"] = round(times.continued - times.pre_switchover, 2)
         phase("drain")
         migration.wait_completed(t.completion_s)
-
-        stream = capture.stream(generator.run_id)
-        expected = len({f.seq for f in stream if f.time <= times.continued})
-        drained = capture.drain(generator.run_id, expected, t.drain_s)
-        outcome.timings["drain"] = round(times.completed - times.continued + drained, 2)
+        drain_start = time.monotonic()
+        if scenario.path == "stream":
+            stream = capture.stream(generator.run_id)
+            expected = len({f.seq for f in stream if f.time <= times.continued})
+            capture.drain(generator.run_id, expected, t.drain_s)
+        on_destination = measure_offset(secondary, cfg.guest.mac, PROBE_S)
+        record = _settled_record(secondary, t.drain_s, cancel)
+        outcome.timings["drain"] = round(times.completed - times.continued + time.monotonic() - drain_start, 2)
         phase("analysis")
         capture.stop()
-        # A verdict speaks of QEMU only when the lab's own stream path held for the whole window.
-        capture.check_stream(sent.frames[0].time if sent.frames else times.started, times.continued)
+        if scenario.filter != NO_FILTER:
+            # A verdict speaks of QEMU only when the lab's own stream path held for the whole window.
+            capture.check_stream(sent.frames[0].time if sent.frames else times.started, times.continued)
         stream = capture.stream(generator.run_id)
         window = StopWindow(stop=times.stopped, resume=times.continued)
-        outcome.analysis = analyse(sent, stream, capture.delivered(generator.run_id), window)
-        outcome.verdict = outcome.analysis.verdict
-        outcome.captured = Captured(sent, stream, window)
+        analysis = analyse(sent, stream, capture.delivered(generator.run_id), window)
+        got = [Frame(f.seq, f.time) for f in record.frames if f.run_id == generator.run_id]
+        guest = analyse_guest(sent, got, times.stopped, on_source, on_destination, record.socket_drops)
+        outcome.analysis, outcome.guest = analysis, guest
+        judged = guest if scenario.path == "guest" else analysis
+        outcome.verdict, outcome.reasons = judged.verdict, list(judged.reasons)
+        outcome.lost_at = _lost_at(scenario, sent, analysis, stream, guest, got)
+        outcome.generator_fps = sent.achieved_fps
+        outcome.figures = migration.figures() | _timeline(sent, times, outcome.switched_on)
+        outcome.captured = Captured(sent, stream, window, guest.arrivals, times.resumed)
     finally:
         # Kept unless the scenario ends as expected: an error on the way leaves them for a look too.
         src.keep = dest.keep = keep(outcome)
@@ -168,6 +216,56 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Hos
         dest.close()
 
 
+def _switch_on(src: Qemu, outcome: Outcome) -> None:
+    """The filter under test on, over QMP (it started with status=off)."""
+    src.qmp.cmd("qom-set", path=SOURCE_FILTER_ID, property="status", value="on")
+    outcome.switched_on = time.time()
+
+
+def _settled_record(host: Host, timeout: float, cancel: threading.Event | None) -> GuestRecord:
+    """The guest's record once it stops growing: the destination hands the guest what it held while
+    the source was stopped only when it runs, and the guest takes a while to read it all."""
+    deadline = Deadline("the guest's record to settle", timeout, cancel)
+    record = read_record(host, RECORD_S)
+    while not deadline.expired():
+        deadline.sleep(0.3)
+        again = read_record(host, RECORD_S)
+        if len(again.frames) == len(record.frames):
+            return again
+        record = again
+    return record
+
+
+def _timeline(sent: Sent, times: MigrationTimes, switched_on: float | None) -> dict[str, float | None]:
+    """QEMU's event times on the timeline picture's axis: seconds since the first frame was sent."""
+    t0 = sent.frames[0].time if sent.frames else times.started
+
+    def at(t: float | None) -> float | None:
+        return None if t is None else round(t - t0, 4)
+
+    return {"stop_at": at(times.stopped), "pre_switchover_at": at(times.pre_switchover),
+            "resume_at": at(times.resumed), "switched_on_at": at(switched_on)}
+
+
+def _lost_at(scenario: ScenarioSpec, sent: Sent, analysis: Analysis, stream: list[Frame], guest: GuestAnalysis,
+             got: list[Frame]) -> dict[str, int]:
+    """Where the frames that did not arrive were lost, along the scenario's path.
+
+    stream: the generator, the source (never on the stream), the destination (on the stream, never
+    out of the destination's tap). guest: the generator, the source (neither to its guest nor on the
+    stream), the destination (on the stream, never to the guest), the guest's kernel (dropped before
+    the receiver read them).
+    """
+    if scenario.path == "stream":
+        return {"generator": sent.send_errors, "source": analysis.lost, "destination": analysis.undelivered}
+    sent_seqs = {f.seq for f in sent.frames}
+    on_stream = {f.seq for f in stream} & sent_seqs
+    reached = {f.seq for f in got} & sent_seqs
+    before_stop = reached - on_stream
+    not_passed_on = len(sent_seqs - before_stop - on_stream)
+    held = max(0, len(on_stream - reached) - guest.socket_drops)
+    return {"generator": sent.send_errors, "source": not_passed_on, "destination": held,
+            "guest": guest.socket_drops}
 def _version(qemu: Qemu) -> str:
     v = qemu.qmp.cmd("query-version")
     q = v.get("qemu", {})

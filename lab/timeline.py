@@ -1,15 +1,17 @@
-"""The timeline picture of a scenario: sequence number against arrival time on the mirror stream,
-with the window in which the source VM was stopped shaded and lost frames marked at their send time.
-A gap is visible at a glance: the stream's line stops at the shaded band."""
+"""The timeline picture of a scenario: sequence number against arrival time, in three lanes of one
+axis: what the generator sent, what arrived on the mirror stream, and what reached the guest (on
+the hosts' clock), with the window in which the source VM was stopped shaded and lost frames marked
+at their send time. A gap is visible at a glance: a lane stops at the shaded band."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from lab.analysis import Analysis, Frame, Sent, StopWindow
+from lab.analysis import Analysis, Frame, GuestAnalysis, Sent, StopWindow
 
 
-def draw(path: Path, title: str, sent: Sent, stream: list[Frame], window: StopWindow, analysis: Analysis) -> Path:
+def draw(path: Path, title: str, sent: Sent, stream: list[Frame], window: StopWindow, analysis: Analysis,
+         guest: GuestAnalysis | None = None, resumed: float | None = None, verdict: str = "") -> Path:
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
@@ -21,17 +23,25 @@ def draw(path: Path, title: str, sent: Sent, stream: list[Frame], window: StopWi
         ax.axvspan(window.stop - t0, window.resume - t0, color="tab:orange", alpha=0.18,
                    label=f"source stopped ({analysis.stopped_window_ms:.0f} ms)")
     ax.axvline(window.resume - t0, color="tab:orange", lw=1, ls="--")
+    if resumed is not None:
+        ax.axvline(resumed - t0, color="tab:green", lw=1, ls=":", label="destination resumed")
     ax.plot([f.time - t0 for f in sent.frames], [f.seq for f in sent.frames], color="0.75", lw=1,
             label=f"sent ({analysis.frames_sent})")
     ax.scatter([f.time - t0 for f in stream], [f.seq for f in stream], s=2, color="tab:blue",
                label=f"arrived on the stream ({analysis.frames_captured})")
     lost = set(analysis.lost_seqs)
+    if guest is not None:
+        ax.scatter([f.time - t0 for f in guest.arrivals], [f.seq for f in guest.arrivals], s=2, marker="s",
+                   color="tab:purple", label=f"reached the guest ({guest.received})")
     if lost:
         ax.scatter([f.time - t0 for f in sent.frames if f.seq in lost], [f.seq for f in sent.frames if f.seq in lost],
-                   s=4, marker="x", color="tab:red", label=f"lost ({analysis.lost})")
+                   s=4, marker="x", color="tab:red", label=f"lost on the stream ({analysis.lost})")
     ax.set_xlabel("seconds since the first frame")
     ax.set_ylabel("sequence number")
-    ax.set_title(f"{title}: {analysis.verdict} (max gap {analysis.max_gap_ms:.0f} ms)")
+    gap = f"stream gap {analysis.max_gap_ms:.0f} ms"
+    if guest is not None and guest.max_gap_ms is not None:
+        gap += f", guest gap {guest.max_gap_ms:.0f} ms"
+    ax.set_title(f"{title}: {verdict or analysis.verdict} ({gap})")
     ax.legend(loc="upper left", fontsize=8, markerscale=3)
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -497,7 +497,11 @@ static int serve(int pfd, int ifindex, const unsigned char mac[6], struct store 
             continue;
         int asked = read_requests(p);
         if (asked < 0) {
-            d.active = 0;
+            /*
+             * A dump asked for stays asked for: the host's request can come in before the guest
+             * hears that the host connected, and until it does, writes would block and poll says
+             * POLLHUP. The dump goes out once the host is there.
+             */
             p->line_len = 0;
             p->retry_at = now_ns(CLOCK_MONOTONIC) + PORT_RETRY_NS;
             continue;

@@ -8,6 +8,7 @@ import pytest
 
 from lab import config
 from lab.analysis import ERROR, UNSUPPORTED
+from lab.config import LabConfig
 from lab.pytest_plugin import RunScenario, config_path
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +23,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def test_verdict_matches_expectation(profile: str, scenario_name: str,
-                                     run_scenario: RunScenario,
+                                     run_scenario: RunScenario, lab_config: LabConfig,
                                      record_property: Callable[[str, object], None]) -> None:
     result = run_scenario(profile, scenario_name)
     record_property("artefacts", result.artefacts)
@@ -37,8 +38,21 @@ def test_verdict_matches_expectation(profile: str, scenario_name: str,
     # Whatever the verdict, the lab must have seen traffic flow before the stop: otherwise a "gap"
     # would only say that the lab itself was broken.
     assert result.frames_sent and result.frames_sent > 0, where
-    assert result.frames_captured and result.frames_captured > 0, f"no frame reached the secondary at all; {where}"
+    scenario = lab_config.scenarios[scenario_name]
+    if scenario.path == "stream":
+        assert result.frames_captured, f"no frame reached the secondary at all; {where}"
+    else:
+        # Before the source stops (and before any switch), frames reach the guest as they would anyway.
+        assert result.guest_received, f"no frame reached the guest at all; {where}"
     assert result.stopped_window_ms and result.stopped_window_ms > 0, where
+    # Every row has the guest's view and the three downtime figures, whichever view the verdict uses.
+    assert None not in (result.guest_received, result.guest_lost, result.guest_max_gap_ms, result.max_gap_ms,
+                        result.qemu_downtime_ms), where
+    assert result.guest_clock and result.guest_clock["destination"], f"the destination's guest clock: {where}"
+    assert result.stop_at is not None and result.resume_at is not None and result.resume_at > result.stop_at
+    if scenario.switch_on in ("at-stop", "before-migrate"):
+        assert result.switched_on_at is not None, where
+        assert (result.switched_on_at >= result.stop_at) == (scenario.switch_on == "at-stop"), where
     assert result.verdict == result.expected, (
         f"{profile} x {scenario_name}: verdict {result.verdict}, expected {result.expected} "
         f"({result.why or 'continuous'}); {where}")

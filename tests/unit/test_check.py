@@ -157,7 +157,10 @@ def test_the_plan_puts_the_series_on_the_base_and_expects_check(tmp_path: Path) 
     assert p.patched.series == config.SeriesSource(ref="900", patchwork="http://127.0.0.1:1")
     assert p.patched.qemu == p.base.qemu
     assert {s: sc.expect["check-900"] for s, sc in p.cfg.scenarios.items()} == {
-        "mirror": "continuous", "redirector": "continuous", "redirector-when-stopped": "continuous"}
+        "mirror": "continuous", "redirector": "continuous", "redirector-when-stopped": "continuous",
+        # The guest's path: what the series is for; the two without `check` keep the base's verdict.
+        "guest-plain": "gap", "guest-redirect-qmp": "continuous", "guest-when-stopped": "continuous",
+        "guest-redirect-early": "continuous"}
 
 
 def test_a_scenario_without_check_expects_what_the_base_gives(tmp_path: Path) -> None:

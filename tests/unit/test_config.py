@@ -31,7 +31,8 @@ def config_error(data: object) -> ConfigError:
 def test_repo_config_loads_its_profiles_and_scenarios() -> None:
     cfg = load(REPO_CONFIG)
     assert list(cfg.profiles) == ["baseline", "control", "series-491379"]
-    assert list(cfg.scenarios) == ["mirror", "redirector", "redirector-when-stopped"]
+    assert list(cfg.scenarios) == ["mirror", "redirector", "redirector-when-stopped", "guest-plain",
+                                   "guest-redirect-qmp", "guest-when-stopped", "guest-redirect-early"]
     assert cfg.path == REPO_CONFIG
 
 
@@ -39,9 +40,17 @@ def test_repo_config_scenarios() -> None:
     cfg = load(REPO_CONFIG)
     assert cfg.scenarios["mirror"].filter == "filter-mirror"
     assert cfg.scenarios["mirror"].expect == {"baseline": "gap", "control": "continuous",
-                                              "series-491379": "continuous", "check": "continuous"}
-    # What `lab check` expects of a series: every filter keeps the stream flowing through the stop.
-    assert all(s.expect["check"] == "continuous" for s in cfg.scenarios.values())
+                                              "series-491379": "continuous", "check": "continuous",
+                                              "baseline->control": "gap", "control->baseline": "continuous"}
+    # What `lab check` expects of a series: every filter keeps the stream flowing through the stop,
+    # and a redirector switched on while stopped delivers to the guest.
+    assert all(s.expect["check"] == "continuous" for s in cfg.scenarios.values() if s.filter != "none"
+               and s.switch_on != "before-migrate")
+    plain, qmp = cfg.scenarios["guest-plain"], cfg.scenarios["guest-redirect-qmp"]
+    assert (plain.filter, plain.path) == ("none", "guest")
+    assert (qmp.filter, qmp.path, qmp.switch_on) == ("filter-redirector", "guest", "at-stop")
+    assert cfg.scenarios["guest-when-stopped"].properties == (("enable_when_stopped", "on"),)
+    assert cfg.scenarios["guest-redirect-early"].switch_on == "before-migrate"
     assert cfg.scenarios["redirector"].filter == "filter-redirector"
     assert cfg.scenarios["redirector"].expect["baseline"] == "continuous"
 
@@ -497,3 +506,61 @@ def test_load_of_text_that_is_no_yaml_is_one_line(tmp_path: Path, text: bytes, p
     with pytest.raises(ConfigError) as info:
         load(path)
     assert str(info.value).startswith(str(path)) and problem in str(info.value) and "\n" not in str(info.value)
+
+
+# --- the guest's path, switches, migrations between builds --------------------------------------
+
+def two_profiles(scenario: dict[str, Any]) -> dict[str, Any]:
+    data = minimal()
+    data["profiles"]["control"] = {"qemu": {"version": "1:10.2.2+ds-1"}}
+    data["scenarios"] = {"s": scenario}
+    return data
+
+
+def test_a_guest_scenario_may_go_without_a_filter() -> None:
+    cfg = parse(two_profiles({"filter": "none", "path": "guest", "expect": {"baseline": "gap", "control": "gap"}}))
+    s = cfg.scenarios["s"]
+    assert (s.filter, s.path, s.switch_on) == ("none", "guest", "start")
+
+
+@pytest.mark.parametrize(("scenario", "where", "problem"), [
+    ({"filter": "none"}, "scenarios.s.filter", "none needs path: guest"),
+    ({"filter": "none", "path": "guest", "switch_on": "at-stop"}, "scenarios.s.switch_on", "no filter"),
+    ({"filter": "none", "path": "guest", "properties": {"a": 1}}, "scenarios.s.properties", "no filter"),
+    ({"filter": "filter-redirector", "switch_on": "at-stop", "properties": {"status": "on"}},
+     "scenarios.s.properties.status", "set by the lab"),
+    ({"filter": "filter-redirector", "path": "tap"}, "scenarios.s.path", "'tap' is not allowed"),
+    ({"filter": "filter-redirector", "switch_on": "later"}, "scenarios.s.switch_on", "'later' is not allowed"),
+])
+def test_guest_path_and_switch_mistakes_are_named(scenario: dict[str, Any], where: str, problem: str) -> None:
+    scenario = {"expect": {"baseline": "gap", "control": "gap"}} | scenario
+    err = config_error(two_profiles(scenario))
+    assert err.where == where and problem in err.problem
+
+
+def test_an_expectation_may_name_a_pair_of_builds() -> None:
+    cfg = parse(two_profiles({"filter": "filter-redirector", "path": "guest", "switch_on": "at-stop",
+                              "expect": {"baseline": "gap", "control": "gap", "baseline->control": "continuous"}}))
+    s = cfg.scenarios["s"]
+    assert s.expected("baseline") == "gap"
+    assert s.expected("baseline", "baseline") == "gap"
+    assert s.expected("baseline", "control") == "continuous"
+    assert s.expected("control", "baseline") == ""  # nothing expected: the row reports without judging
+
+
+@pytest.mark.parametrize(("pair", "problem"), [
+    ("baseline->nope", "unknown profile 'nope'"),
+    ("baseline->baseline", "a pair of one profile"),
+    ("baseline->control->baseline", "unknown profile"),
+])
+def test_a_bad_pair_is_named(pair: str, problem: str) -> None:
+    err = config_error(two_profiles({"filter": "filter-mirror",
+                                     "expect": {"baseline": "gap", "control": "gap", pair: "gap"}}))
+    assert err.where == f"scenarios.s.expect.{pair}" and problem in err.problem
+
+
+def test_the_guest_may_dirty_its_memory() -> None:
+    data = minimal() | {"guest": {"dirty_mb_s": 64}}
+    assert parse(data).guest.dirty_mb_s == 64
+    err = config_error(minimal() | {"guest": {"dirty_mb_s": -1}})
+    assert err.where == "guest.dirty_mb_s"

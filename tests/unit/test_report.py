@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lab.analysis import ERROR, UNSUPPORTED, Sent, StopWindow, analyse
+from lab.analysis import ERROR, UNSUPPORTED, Sent, StopWindow, analyse, analyse_guest
 from lab.report import NOT_RUN, ROW_FIELDS, Report, Row, markdown, rows_of
 from tests.unit.test_analysis import CONTINUOUS_STREAM, SENT, WINDOW
+from tests.unit.test_guest_analysis import DESTINATION, SOURCE, STOP, on_destination, on_source
+from tests.unit.test_guest_analysis import SENT as GUEST_SENT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,3 +97,30 @@ def test_nothing_sent_is_no_reason_for_a_row_to_crash() -> None:
     row = Row.of(profile="p", scenario="s", filter="filter-mirror", expected="gap", verdict=analysis.verdict,
                  accel="tcg", analysis=analysis)
     assert row.frames_sent == 0
+
+
+def test_a_migration_between_builds_without_an_expectation_is_reported_not_judged() -> None:
+    analysis = analyse(SENT, CONTINUOUS_STREAM, CONTINUOUS_STREAM, WINDOW)
+    row = Row.of(profile="baseline", scenario="redirector", filter="filter-redirector", expected="",
+                 verdict=analysis.verdict, accel="tcg", analysis=analysis, destination_profile="control")
+    assert (row.source_profile, row.destination_profile, row.builds) == ("baseline", "control", "baseline->control")
+    assert row.match is None
+    report = Report(config="lab.yaml", accel="tcg", rows=[row, ran()])
+    assert report.all_match, "a row with nothing expected fails nothing"
+    assert not Report(config="lab.yaml", accel="tcg", rows=[row, ran("gap")]).all_match
+    summary = markdown(report.to_json())
+    assert "| baseline->control | redirector |  | continuous | - |" in summary
+
+
+def test_a_row_gives_the_guests_view_and_qemus_figures() -> None:
+    guest = analyse_guest(GUEST_SENT, on_source(range(40)) + on_destination(range(40, 100)), STOP, SOURCE,
+                          DESTINATION)
+    row = Row.of(profile="baseline", scenario="guest-redirect-early", filter="filter-redirector",
+                 expected="continuous", verdict=guest.verdict, accel="tcg", guest=guest,
+                 migration={"stop_at": 0.04, "resume_at": 0.15, "qemu_downtime_ms": 110, "ram_iterations": 3},
+                 lost_at={"generator": 0, "source": 0, "destination": 0, "guest": 0})
+    assert (row.guest_received, row.guest_lost, row.guest_frames_after_resume) == (100, 0, 60)
+    assert row.guest_max_gap_ms == 111.5 and row.guest_latency_ms is not None
+    assert (row.stop_at, row.resume_at, row.qemu_downtime_ms, row.ram_iterations) == (0.04, 0.15, 110, 3)
+    assert row.pre_switchover_at is None and row.dirty_rate_mb_s is None  # absent, not invented
+    assert row.match is True
