@@ -116,10 +116,10 @@ def judge(rows: list[Row], p: Plan) -> tuple[str, str]:
     patched = [r for r in rows if r.profile == p.patched.name]
     base = [r for r in rows if r.profile == p.base.name]
     undecided = [r for r in rows if r.verdict in (ERROR, NOT_RUN)]
-    wrong = [r for r in patched if not r.match and r.verdict not in (ERROR, NOT_RUN, UNSUPPORTED)]
+    wrong = [r for r in patched if r.match is False and r.verdict not in (ERROR, NOT_RUN, UNSUPPORTED)]
     if wrong:
         state = FAIL
-    elif undecided or any(not r.match for r in base) or not patched:
+    elif undecided or any(r.match is False for r in base) or not patched:
         state = WARNING
     else:
         state = SUCCESS
@@ -128,22 +128,25 @@ def judge(rows: list[Row], p: Plan) -> tuple[str, str]:
 
 def describe(state: str, patched: list[Row], base: list[Row], p: Plan, undecided: list[Row]) -> str:
     ok = sum(r.match is True for r in patched)
-    parts = [_scenario_text(r, next((b for b in base if b.scenario == r.scenario), None)) for r in patched]
+    parts = [_scenario_text(r, next((b for b in base if b.scenario == r.scenario), None),
+                            p.cfg.scenarios[r.scenario].path == "guest") for r in patched]
     lead = f"{ok}/{len(patched)} as expected"
     if state == WARNING and undecided:
         lead = f"lab could not decide ({', '.join(f'{r.profile} x {r.scenario}: {r.verdict}' for r in undecided)})"
     elif state == WARNING:
-        wrong_base = [f"{b.scenario} {b.verdict} (expected {b.expected})" for b in base if not b.match]
+        wrong_base = [f"{b.scenario} {b.verdict} (expected {b.expected})" for b in base if b.match is False]
         lead = f"base {p.base.name} off its expectations ({', '.join(wrong_base) or 'no rows'})"
     return shorten(f"{lead}: {'; '.join(parts)} | {_build_text(patched, p)}")
 
 
-def _scenario_text(r: Row, b: Row | None) -> str:
-    if r.verdict == UNSUPPORTED and not r.match:
+def _scenario_text(r: Row, b: Row | None, guest: bool) -> str:
+    if r.verdict == UNSUPPORTED and r.match is False:
         return f"{r.scenario} not run (build lacks a property it sets)"
     change = f"{b.verdict}->{r.verdict}" if b is not None and b.verdict != r.verdict else r.verdict
-    lost = f", {r.lost} of {r.frames_sent} lost" if r.lost is not None and r.frames_sent else ""
-    expected = "" if r.match else f" (expected {r.expected})"
+    # Lost where the scenario's verdict looks: on the stream, or on the way to the guest.
+    lost_count, where = (r.guest_lost, " to the guest") if guest else (r.lost, "")
+    lost = f", {lost_count} of {r.frames_sent} lost{where}" if lost_count is not None and r.frames_sent else ""
+    expected = "" if r.match is not False else f" (expected {r.expected})"
     return f"{r.scenario} {change}{lost}{expected}"
 
 

@@ -85,8 +85,11 @@ def test_a_series_that_applies(lab_docker: docker.DockerClient, check_config: Pa
                                token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     started = time.monotonic()
+    # The stream scenarios: what the control patch is for (it does not switch a redirector on while
+    # stopped, so the guest scenarios would fail it, as they should).
     rc = cli.main(["check", f"{control_series.base}/api/patches/9100011/", "--config", str(check_config),
-                   "--out", str(out)])
+                   "--out", str(out), "--scenario", "mirror", "--scenario", "redirector",
+                   "--scenario", "redirector-when-stopped"])
     seconds = time.monotonic() - started
     captured = capsys.readouterr()
     with capsys.disabled():

@@ -344,3 +344,12 @@ def test_lab_check_without_a_token(server: PatchworkServer, tmp_path: Path, no_d
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "no Patchwork token" in err
     assert [m for m, _ in server.requests] == ["GET"]
+
+
+def test_a_guest_scenario_counts_what_never_reached_the_guest(tmp_path: Path) -> None:
+    base = dataclasses.replace(row("baseline", "guest-redirect-qmp", "gap", "gap", 0), guest_lost=2100)
+    patched = dataclasses.replace(row("check-900", "guest-redirect-qmp", "continuous", "gap", 0), guest_lost=2050)
+    state, description = check.judge([base, patched], plan(tmp_path))
+    assert state == "fail"
+    assert description.startswith("0/1 as expected: guest-redirect-qmp gap, 2050 of 3000 lost to the guest "
+                                  "(expected continuous)")

@@ -1,0 +1,92 @@
+"""A booted guest, saved once per build and restored for every scenario: boot once, restore many.
+
+QEMU's own migration to a file (``migrate file:``) saves the whole running machine, and the lab's
+guest has no disk: the state file is the guest, booted, eth0 up, its receiver listening. A
+scenario's source then starts with ``-incoming file:`` and runs from there in a fraction of a boot.
+
+A snapshot is kept in the lab's state folder, named for what it holds (the runtime image, the
+accelerator and the guest's settings), and written atomically, so that runs at once share it and a
+changed image never restores an old guest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker.errors
+
+from lab.config import LabConfig
+from lab.engine import Engine
+from lab.errors import LabError, ScenarioError
+from lab.host import RUNDIR, TAP
+from lab.namespace import Namespace
+from lab.qemu import MachineSpec, Qemu
+
+STATE = "guest.state"  # in a host's run folder: what its QEMU restores from
+FOLDER = "snapshots"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    path: Path
+    seconds: float  # what making it took; 0 when it was there already
+
+    def place(self, hostdir: Path) -> str:
+        """The snapshot in a host's run folder (a link: nothing is copied); its path as the host sees it."""
+        hostdir.mkdir(parents=True, exist_ok=True)
+        target = hostdir / STATE
+        target.unlink(missing_ok=True)
+        try:
+            os.link(self.path, target)
+        except OSError:
+            target.write_bytes(self.path.read_bytes())  # another filesystem: a copy, then
+        return f"{RUNDIR}/{STATE}"
+
+
+def machine(cfg: LabConfig, accel: str, name: str = "snapshot") -> MachineSpec:
+    """The machine every snapshot of ``cfg`` is made on: a scenario's source must be the same one."""
+    return MachineSpec(name=name, accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
+                       dirty_mb_s=cfg.guest.dirty_mb_s)
+
+
+def _name(image_id: str, spec: MachineSpec) -> str:
+    what = f"{image_id}\0{spec.accel}\0{spec.memory_mb}\0{spec.mac}\0{spec.dirty_mb_s}"
+    return hashlib.sha256(what.encode()).hexdigest()[:16] + ".state"
+
+
+def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace) -> Snapshot:
+    """The snapshot of ``image``'s guest, made when it is not there yet."""
+    try:
+        image_id = str(engine.client.images.get(image).id)
+    except docker.errors.DockerException as exc:
+        raise LabError(f"cannot find {image} on engine {engine.name} for the guest snapshot: {exc}") from exc
+    spec = machine(cfg, accel)
+    folder = cfg.state_root / FOLDER
+    path = folder / _name(image_id, spec)
+    if path.is_file():
+        return Snapshot(path, 0.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with engine.throwaway(image, "snapshot", ns) as host:
+        host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
+        host.check(["ip", "link", "set", TAP, "up"])
+        try:
+            with Qemu(host, spec) as qemu:
+                qemu.launch(cfg.timeouts.boot_s)
+                qemu.wait_guest_ready(cfg.timeouts.boot_s)
+                qemu.save(f"{RUNDIR}/{STATE}", cfg.timeouts.completion_s)
+        except ScenarioError as exc:
+            raise LabError(f"cannot make the guest snapshot of {image}: {str(exc).splitlines()[0]}") from exc
+        partial = folder / f".{path.name}.{os.getpid()}"
+        try:
+            os.replace(host.path(STATE), partial)
+            os.replace(partial, path)  # whole or not at all, whoever else makes it at the same time
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+    return Snapshot(path, round(time.monotonic() - started, 2))
