@@ -139,14 +139,15 @@ def _ordering(frames: Sequence[Frame]) -> tuple[set[int], int, int]:
     """The sequence numbers seen, how many came again, and how many came after a later one."""
     seen: set[int] = set()
     duplicates = reordered = 0
-    highest = -1  # sequence numbers start at 0
+    highest: int | None = None
     for f in frames:
         if f.seq in seen:
             duplicates += 1
             continue
         seen.add(f.seq)
-        reordered += f.seq < highest
-        highest = max(highest, f.seq)
+        if highest is not None and f.seq < highest:
+            reordered += 1
+        highest = f.seq if highest is None else max(highest, f.seq)
     return seen, duplicates, reordered
 
 

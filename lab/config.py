@@ -163,6 +163,7 @@ class Guest:
     memory_mb: int = 256
     mac: str = "52:54:00:12:34:56"
     dirty_mb_s: int = 0  # a guest workload dirtying memory at this rate, so that migration iterates
+    snapshot: bool = True  # boot once per build, save the guest, start every scenario's source from it
 
 
 @dataclass(frozen=True)
@@ -422,7 +423,7 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
     gu = top.child("guest")
     guest = Guest(memory_mb=gu.integer("memory_mb", 256, 64, 4096),
                   mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE),
-                  dirty_mb_s=gu.integer("dirty_mb_s", 0, 0, 2000))
+                  dirty_mb_s=gu.integer("dirty_mb_s", 0, 0, 2000), snapshot=gu.boolean("snapshot", True))
     gu.done()
     engines = _engines(top.child("engines")) if "engines" in top.data else {"local": LOCAL_ENGINE}
     check = _check(top.child("check"))

@@ -8,6 +8,7 @@ lab's (a host that cannot be made is a LabError; a command that cannot run is a 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import shlex
@@ -412,20 +413,24 @@ class LabHosts:
         return network
 
     def _create(self) -> None:
-        ns = self.spec.ns
         for role in self.ROLES:
             self.networks[role] = self._network(role)
-            hostdir = self.rundir / role
-            hostdir.mkdir(parents=True, exist_ok=True)
-            publish = self.spec.published if self.split and role == "secondary" else ()
-            engine = self.engines[role]
-            self.hosts[role] = engine.run_container(self.spec.image_of(role), role, ns, hostdir, self.spec.devices,
-                                                    network=self.networks[role].name, publish=publish)
-        for host in self.hosts.values():
-            host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
-            host.check(["ip", "link", "set", TAP, "up"])
-            if self.spec.ssh_key:
-                self._start_sshd(host)
+        # Both hosts at once: each is a container start and a few execs, mostly waiting on the daemon.
+        with concurrent.futures.ThreadPoolExecutor(len(self.ROLES), thread_name_prefix="lab-hosts") as pool:
+            started = {role: pool.submit(self._host, role) for role in self.ROLES}
+            self.hosts.update({role: host.result() for role, host in started.items()})
+
+    def _host(self, role: str) -> DockerHost:
+        hostdir = self.rundir / role
+        hostdir.mkdir(parents=True, exist_ok=True)
+        publish = self.spec.published if self.split and role == "secondary" else ()
+        host = self.engines[role].run_container(self.spec.image_of(role), role, self.spec.ns, hostdir,
+                                                self.spec.devices, network=self.networks[role].name, publish=publish)
+        host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
+        host.check(["ip", "link", "set", TAP, "up"])
+        if self.spec.ssh_key:
+            self._start_sshd(host)
+        return host
 
     def _start_sshd(self, host: DockerHost) -> None:
         host.write_text("ssh/authorized_keys", self.spec.ssh_key + "\n")

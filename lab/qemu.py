@@ -11,7 +11,9 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
+from lab.config import Guest
 from lab.errors import ScenarioError, Timeout
 from lab.host import RUNDIR, TAP, Host, Process
 from lab.qmp import Monitor, QMPCommandError, QMPDisconnected
@@ -63,6 +65,7 @@ class MachineSpec:
     mac: str
     filters: tuple[Filter, ...] = ()
     incoming: bool = False
+    restore: str = ""  # a state file (as the host sees it) to start from instead of booting
     nic: bool = True  # False only to check that a guest without eth0 is caught
     dirty_mb_s: int = 0  # the guest dirties its memory at this rate (MB/s), so migration iterates
 
@@ -78,6 +81,14 @@ def receiver_port_args() -> list[str]:
     return ["-device", "virtio-serial-pci,id=vser0",
             "-chardev", f"socket,id={RX_CHARDEV},path={RUNDIR}/{RX_SOCKET},server=on,wait=off",
             "-device", f"virtserialport,bus=vser0.0,chardev={RX_CHARDEV},name={RX_PORT_NAME}"]
+
+
+def guest_machine(guest: Guest, accel: str, name: str, filters: tuple[Filter, ...] = (), incoming: bool = False,
+                  restore: str = "") -> MachineSpec:
+    """The lab's guest on a machine: every machine of a lab is this one, or migration (and restoring
+    a saved guest) would meet other devices than it left."""
+    return MachineSpec(name=name, accel=accel, memory_mb=guest.memory_mb, mac=guest.mac, filters=filters,
+                       incoming=incoming, restore=restore, dirty_mb_s=guest.dirty_mb_s)
 
 
 def command_line(spec: MachineSpec) -> list[str]:
@@ -101,6 +112,8 @@ def command_line(spec: MachineSpec) -> list[str]:
         argv += ["-chardev", f.chardev_arg(), "-object", f.object_arg()]
     if spec.incoming:
         argv += ["-incoming", f"tcp:0.0.0.0:{MIGRATION_PORT}"]
+    elif spec.restore:
+        argv += ["-incoming", f"file:{spec.restore}"]
     return argv
 
 
@@ -201,6 +214,36 @@ class Qemu:
 
         wait_until(f"{self.host.role}: {READY_LINE} on the guest console", ready, timeout, interval=0.1,
                    last=last_line, cancel=self.host.cancel)
+
+    def save(self, path: str, timeout: float) -> None:
+        """The running machine, whole, into the state file ``path`` (as the host sees it)."""
+        self.qmp.cmd("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+        self.qmp.cmd("migrate", uri=f"file:{path}")
+
+        def saved(event: dict[str, Any]) -> bool:
+            return event.get("data", {}).get("status") in ("completed", "failed", "cancelled")
+
+        event = self.qmp.event_wait("MIGRATION", timeout, match=saved, cancel=self.host.cancel,
+                                    what=f"the machine saved to {path}")
+        if event["data"]["status"] != "completed":
+            raise ScenarioError(f"{self.host.role}: saving the machine to {path} {event['data']['status']}: "
+                                f"{self.qmp.cmd('query-migrate').get('error-desc', 'no reason given')}")
+
+    def wait_restored(self, timeout: float) -> None:
+        """Waits until the machine started from ``spec.restore`` runs (QEMU starts it once loaded)."""
+        def running() -> bool | None:
+            status = str(self.qmp.cmd("query-status").get("status"))
+            if status == "running":
+                return True
+            if status not in ("inmigrate", "prelaunch", "restore-vm"):
+                raise ScenarioError(f"{self.host.role}: the machine did not start from {self.spec.restore} "
+                                    f"(status {status}): {self.process.tail(5) if self.process else ''}")
+            if not self.running():
+                raise self.launch_failure(f"QEMU exited while restoring {self.spec.restore}")
+            return None
+
+        wait_until(f"{self.host.role}: the machine restored from {self.spec.restore} to run", running, timeout,
+                   interval=0.05, cancel=self.host.cancel)
 
     def shutdown(self, timeout: float = 5.0) -> Shutdown:
         """Ends QEMU: ``quit`` over QMP, then SIGTERM, then SIGKILL; says which one did it."""

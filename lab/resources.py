@@ -8,6 +8,7 @@ removes only its own, and the next command can tell a dead run's leftovers from 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -151,8 +152,12 @@ def remove(client: docker.DockerClient, lab: str | None = None, ns: Namespace | 
     """Removes what ``find`` finds; returns what was removed."""
     left = find(client, lab, ns)
     flt = _filters(lab, ns)
-    for c in client.containers.list(all=True, filters=flt):
-        _quietly(c.remove, force=True, v=True)
+    containers = client.containers.list(all=True, filters=flt)
+    if containers:
+        # At once: each removal is mostly the daemon stopping a container.
+        with concurrent.futures.ThreadPoolExecutor(len(containers), thread_name_prefix="lab-remove") as pool:
+            for removal in [pool.submit(_quietly, c.remove, force=True, v=True) for c in containers]:
+                removal.result()
     for n in client.networks.list(filters=flt):
         _remove_network(n)
     for v in client.volumes.list(filters=flt):

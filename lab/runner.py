@@ -23,7 +23,7 @@ from pathlib import Path
 import docker.errors
 
 from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, resources, scenario, ssh
+from lab import artefacts, capabilities, images, kept, resources, scenario, snapshot, ssh
 from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
@@ -162,6 +162,8 @@ class Runner:
     placements: list[tuple[Engine, Engine]] = field(default_factory=list)
     _spaces: list[Namespace] = field(default_factory=list)  # every namespace a cell of this run used
     transfers: dict[str, float] = field(default_factory=dict)  # per engine: seconds copying images to it
+    # The saved guest each cell's source starts from, per (profile, engine): boot once, restore many.
+    snapshots: dict[tuple[str, str], snapshot.Snapshot] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.ns is None:
@@ -205,6 +207,12 @@ class Runner:
         for engine in self.engines[1:]:
             seconds = engine.ensure_images(self.engine, runtimes)
             self.transfers[engine.name] = round(self.transfers.get(engine.name, 0.0) + seconds, 1)
+        if self.cfg.guest.snapshot and self.accel is not None:
+            for p in profiles:
+                for engine in dict.fromkeys(first for first, _second in self.placements):
+                    if (p.name, engine.name) not in self.snapshots:
+                        self.snapshots[p.name, engine.name] = snapshot.ensure(
+                            engine, self.builds[p.name].images.runtime, self.cfg, self.accel.accel, self.ns)
         return {p.name: self.builds[p.name] for p in profiles}
 
     def leftovers(self) -> str:
@@ -341,12 +349,17 @@ class Runner:
         def keep_it(o: scenario.Outcome) -> bool:
             return keep and o.verdict != cell.expected
 
+        saved = self.snapshots.get((cell.profile.name, first.name))
+        restore = saved.place(rundir / "primary") if saved else ""
         started = time.monotonic()
         outcome = scenario.Outcome()
         try:
             phase("hosts")
             with hosts.kept_if(lambda: keep_it(outcome)):
-                outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it)
+                hosts_s = time.monotonic() - started
+                outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it,
+                                       restore)
+                outcome.timings["hosts"] = round(hosts_s, 2)
         except ScenarioError as exc:
             if first.cancelled.is_set() or second.cancelled.is_set():
                 raise Cancelled(str(exc)) from exc
@@ -358,16 +371,18 @@ class Runner:
             # An engine gone in the middle of a run: this cell's error, while cells elsewhere go on.
             outcome.verdict, outcome.error = ERROR, f"engine {', '.join(lost)} was lost: {exc}"
         finally:
-            outcome.timings["total"] = round(time.monotonic() - started, 2)
+            (rundir / "primary" / snapshot.STATE).unlink(missing_ok=True)  # the saved guest stays in one place
             lab = None
             if keep and hosts.hosts and not first.cancelled.is_set():  # kept for a person
                 lab = kept.adopt(self.cfg, keep_name, hosts, cell.profile.name, cell.scenario.name,
                                  build.images.runtime, accel)
+                outcome.timings["total"] = round(time.monotonic() - started, 2)
                 folder = artefacts.copy_to(rundir, out)
             else:
                 try:
                     hosts.close()
                 finally:
+                    outcome.timings["total"] = round(time.monotonic() - started, 2)
                     folder = artefacts.move_to(rundir, out)
                     if keep:
                         kept.forget(self.cfg, keep_name)

@@ -35,7 +35,7 @@ from lab.errors import ScenarioError
 from lab.guest import GuestRecord, measure_offset, read_record
 from lab.host import Host
 from lab.migration import Migration, MigrationTimes
-from lab.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Filter, MachineSpec, Qemu, destination_redirector, source_filter
+from lab.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Qemu, destination_redirector, guest_machine, source_filter
 from lab.traffic import Generator
 from lab.waiting import Deadline, pause
 
@@ -102,51 +102,71 @@ class Booted:
     capture: SecondaryCapture
 
     @classmethod
-    def create(cls, cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str) -> Booted:
-        def machine(name: str, filters: tuple[Filter, ...], incoming: bool) -> MachineSpec:
-            return MachineSpec(name=name, accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
-                               filters=filters, incoming=incoming, dirty_mb_s=cfg.guest.dirty_mb_s)
-
+    def create(cls, cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str,
+               restore: str = "") -> Booted:
+        """``restore``: a saved guest (lab.snapshot) the source starts from instead of booting."""
         stream_host, stream_port = secondary.reach(RECORDER_PORT)
         under_test = () if scenario.filter == NO_FILTER else (source_filter(
             scenario.filter, stream_host, stream_port, scenario.properties, on=scenario.switch_on == "start"),)
         to_guest = scenario.path == "guest"
         return cls(
-            source=Qemu(primary, machine("primary", under_test, incoming=False)),
-            destination=Qemu(secondary, machine("secondary", (destination_redirector(INDEV_PORT, to_guest),),
-                                                incoming=True)),
+            source=Qemu(primary, guest_machine(cfg.guest, accel, "primary", under_test, restore=restore)),
+            destination=Qemu(secondary, guest_machine(cfg.guest, accel, "secondary",
+                                                      (destination_redirector(INDEV_PORT, to_guest),),
+                                                      incoming=True)),
             capture=SecondaryCapture(secondary))
 
     def start(self, t: Timeouts) -> None:
-        """The destination first (its indev server), the recorder in front of it, then the source."""
+        """Both sides at once: the destination (its indev server, the recorder in front of it) and the
+        source (its filter's chardev connects to the recorder whenever that listens)."""
+        with ThreadPoolExecutor(1, thread_name_prefix="lab-destination") as pool:
+            destination = pool.submit(self._start_destination, t)
+            try:
+                self._start_source(t)
+            finally:
+                destination.result()
+
+    def _start_destination(self, t: Timeouts) -> None:
         self.destination.launch(t.boot_s)
         self.capture.start(t.host_start_s)
+
+    def _start_source(self, t: Timeouts) -> None:
         self.source.launch(t.boot_s)
-        self.source.wait_guest_ready(t.boot_s)
+        if not self.source.spec.restore:
+            self.source.wait_guest_ready(t.boot_s)
+            return
+        self.source.wait_restored(t.boot_s)
+        # Ready as booted: the receiver answers on its port (it listens on eth0 only once eth0 is up).
+        record = read_record(self.source.host, t.boot_s)
+        if record.frames:
+            raise ScenarioError(f"{self.source.host.role}: the restored guest already holds {len(record.frames)} "
+                                f"frames (from {self.source.spec.restore})")
 
 
 def run(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str,
-        on_phase: PhaseHook, keep: Callable[[Outcome], bool] = lambda o: False) -> Outcome:
+        on_phase: PhaseHook, keep: Callable[[Outcome], bool] = lambda o: False, restore: str = "") -> Outcome:
     """Runs the scenario on the hosts; one that cannot finish gives verdict ``error`` with its reason.
 
-    ``keep(outcome)`` true leaves both QEMUs running at the end (for a person to look at).
+    ``keep(outcome)`` true leaves both QEMUs running at the end (for a person to look at);
+    ``restore``: the saved guest the source starts from (lab.snapshot), instead of a boot.
     """
     outcome = Outcome()
     try:
         # The hosts' cancel flag (Ctrl-C on their run) cuts the scenario's own waits short too.
-        _drive(cfg, scenario, primary, secondary, accel, outcome, on_phase, keep, primary.cancel)
+        booted = Booted.create(cfg, scenario, primary, secondary, accel, restore)
+        _drive(cfg, scenario, booted, outcome, on_phase, keep, primary.cancel)
     except ScenarioError as exc:
         outcome.verdict, outcome.error = ERROR, str(exc)
         outcome.reasons = [str(exc)]
     return outcome
 
 
-def _drive(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str, outcome: Outcome,
-           phase: PhaseHook, keep: Callable[[Outcome], bool], cancel: threading.Event | None) -> None:
+def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outcome, phase: PhaseHook,
+           keep: Callable[[Outcome], bool], cancel: threading.Event | None) -> None:
     t = cfg.timeouts
     t_start = time.monotonic()
-    booted = Booted.create(cfg, scenario, primary, secondary, accel)
     src, dest, capture = booted.source, booted.destination, booted.capture
+    primary, secondary = src.host, dest.host
     try:
         phase("boot")
         booted.start(t)
@@ -193,6 +213,7 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Hos
         record = _settled_record(secondary, t.drain_s, cancel)
         outcome.timings["drain"] = round(times.completed - times.continued + time.monotonic() - drain_start, 2)
         phase("analysis")
+        analysis_start = time.monotonic()
         capture.stop()
         if scenario.filter != NO_FILTER:
             # A verdict speaks of QEMU only when the lab's own stream path held for the whole window.
@@ -209,6 +230,7 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Hos
         outcome.generator_fps = sent.achieved_fps
         outcome.figures = migration.figures() | _timeline(sent, times, outcome.switched_on)
         outcome.captured = Captured(sent, stream, window, guest.arrivals, times.resumed)
+        outcome.timings["analysis"] = round(time.monotonic() - analysis_start, 2)
     finally:
         # Kept unless the scenario ends as expected: an error on the way leaves them for a look too.
         src.keep = dest.keep = keep(outcome)
@@ -228,7 +250,7 @@ def _settled_record(host: Host, timeout: float, cancel: threading.Event | None) 
     deadline = Deadline("the guest's record to settle", timeout, cancel)
     record = read_record(host, RECORD_S)
     while not deadline.expired():
-        deadline.sleep(0.3)
+        deadline.sleep(0.15)
         again = read_record(host, RECORD_S)
         if len(again.frames) == len(record.frames):
             return again

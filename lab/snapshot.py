@@ -25,7 +25,7 @@ from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
 from lab.host import RUNDIR, TAP
 from lab.namespace import Namespace
-from lab.qemu import MachineSpec, Qemu
+from lab.qemu import MachineSpec, Qemu, guest_machine
 
 STATE = "guest.state"  # in a host's run folder: what its QEMU restores from
 FOLDER = "snapshots"
@@ -48,12 +48,6 @@ class Snapshot:
         return f"{RUNDIR}/{STATE}"
 
 
-def machine(cfg: LabConfig, accel: str, name: str = "snapshot") -> MachineSpec:
-    """The machine every snapshot of ``cfg`` is made on: a scenario's source must be the same one."""
-    return MachineSpec(name=name, accel=accel, memory_mb=cfg.guest.memory_mb, mac=cfg.guest.mac,
-                       dirty_mb_s=cfg.guest.dirty_mb_s)
-
-
 def _name(image_id: str, spec: MachineSpec) -> str:
     what = f"{image_id}\0{spec.accel}\0{spec.memory_mb}\0{spec.mac}\0{spec.dirty_mb_s}"
     return hashlib.sha256(what.encode()).hexdigest()[:16] + ".state"
@@ -65,7 +59,7 @@ def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace
         image_id = str(engine.client.images.get(image).id)
     except docker.errors.DockerException as exc:
         raise LabError(f"cannot find {image} on engine {engine.name} for the guest snapshot: {exc}") from exc
-    spec = machine(cfg, accel)
+    spec = guest_machine(cfg.guest, accel, "snapshot")
     folder = cfg.state_root / FOLDER
     path = folder / _name(image_id, spec)
     if path.is_file():

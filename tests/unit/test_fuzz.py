@@ -14,6 +14,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lab import config, series
-from lab.analysis import CONTINUOUS, GAP, Frame, Sent, StopWindow, analyse
+from lab.analysis import CONTINUOUS, GAP, Frame, Sent, StopWindow, analyse, analyse_guest
 from lab.errors import LabError
 from tests.unit.test_series import RECORDED_HOST, ReplayServer, Reply
 
@@ -307,3 +308,24 @@ def test_analysis_counts_add_up(run: tuple[Sent, list[Frame], list[Frame], StopW
         assert (result.lost, result.duplicates, result.reordered, result.undelivered) == (0, 0, 0, 0)
     else:
         assert result.reasons
+
+
+@dataclass(frozen=True)
+class _Clock:
+    offset_s: float
+    uncertainty_s: float = 0.0001
+
+
+@FUZZ
+@given(runs(), st.none() | st.floats(-5, 5, allow_nan=False), st.none() | st.floats(-5, 5, allow_nan=False))
+def test_the_guests_view_adds_up(run: tuple[Sent, list[Frame], list[Frame], StopWindow], source: float | None,
+                                 destination: float | None) -> None:
+    sent, received, _delivered, window = run
+    g = analyse_guest(sent, received, window.stop, None if source is None else _Clock(source),
+                      None if destination is None else _Clock(destination))
+    in_record = {f.seq for f in sent.frames}
+    assert g.received + g.lost == len(in_record) + len({f.seq for f in received} - in_record)
+    assert (g.duplicates, g.reordered) == reference_counts(received, math.inf)
+    assert 0 <= g.frames_after_resume <= len(received)
+    assert (g.latency_ms is None) or (destination is not None or g.frames_after_resume == 0)
+    assert g.verdict == (CONTINUOUS if not g.reasons else GAP)
