@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from lab import accel as accel_mod
-from lab import artefacts, doctor, images, kept, lore, resources, ssh
+from lab import artefacts, doctor, images, kept, lore, resources, snapshot, ssh
 from lab import check as check_mod
 from lab import config as config_mod
 from lab import runner as runner_mod
@@ -454,6 +454,8 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
         removed.networks += gone.networks
     if args.images:
         resources.remove_images(client)
+        if cfg is not None:  # the saved guests of those images
+            shutil.rmtree(cfg.state_root / snapshot.FOLDER, ignore_errors=True)
     if downed:
         console.print(f"took down the kept labs {', '.join(downed)}", markup=False)
     rundirs = artefacts.stray_rundirs(lab)
@@ -463,7 +465,7 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     if rundirs:
         console.print(f"removed {len(rundirs)} run folders left by interrupted runs")
     if args.images:
-        console.print("removed the lab's images")
+        console.print("removed the lab's images and the guests saved from them")
     return 0
 
 
