@@ -273,20 +273,20 @@ def _lost_at(scenario: ScenarioSpec, sent: Sent, analysis: Analysis, stream: lis
              got: list[Frame]) -> dict[str, int]:
     """Where the frames that did not arrive were lost, along the scenario's path.
 
-    stream: the generator, the source (never on the stream), the destination (on the stream, never
-    out of the destination's tap). guest: the generator, the source (neither to its guest nor on the
-    stream), the destination (on the stream, never to the guest), the guest's kernel (dropped before
-    the receiver read them).
+    stream path: the generator (not sent), the stream (never on it), the destination (on the stream,
+    never out of the destination's tap). guest path: the generator, the stream (neither taken by the
+    source's guest nor put on the stream), the destination (on the stream, never to its guest), the
+    guest (its kernel dropped them before the receiver read them).
     """
     if scenario.path == "stream":
-        return {"generator": sent.send_errors, "source": analysis.lost, "destination": analysis.undelivered}
+        return {"generator": sent.send_errors, "stream": analysis.lost, "destination": analysis.undelivered}
     sent_seqs = {f.seq for f in sent.frames}
     on_stream = {f.seq for f in stream} & sent_seqs
     reached = {f.seq for f in got} & sent_seqs
     before_stop = reached - on_stream
     not_passed_on = len(sent_seqs - before_stop - on_stream)
     held = max(0, len(on_stream - reached) - guest.socket_drops)
-    return {"generator": sent.send_errors, "source": not_passed_on, "destination": held,
+    return {"generator": sent.send_errors, "stream": not_passed_on, "destination": held,
             "guest": guest.socket_drops}
 def _version(qemu: Qemu) -> str:
     v = qemu.qmp.cmd("query-version")

@@ -50,6 +50,12 @@ def test_verdict_matches_expectation(profile: str, scenario_name: str,
                         result.qemu_downtime_ms), where
     assert result.guest_clock and result.guest_clock["destination"], f"the destination's guest clock: {where}"
     assert result.stop_at is not None and result.resume_at is not None and result.resume_at > result.stop_at
+    # Where frames were lost adds up to what the verdict's capture point lost.
+    assert result.lost_at is not None, where
+    if scenario.path == "guest":
+        assert result.lost_at["stream"] + result.lost_at["destination"] + result.lost_at["guest"] == result.guest_lost
+    else:
+        assert result.lost_at["stream"] == result.lost, where
     if scenario.switch_on in ("at-stop", "before-migrate"):
         assert result.switched_on_at is not None, where
         assert (result.switched_on_at >= result.stop_at) == (scenario.switch_on == "at-stop"), where

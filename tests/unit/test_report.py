@@ -118,7 +118,7 @@ def test_a_row_gives_the_guests_view_and_qemus_figures() -> None:
     row = Row.of(profile="baseline", scenario="guest-redirect-early", filter="filter-redirector",
                  expected="continuous", verdict=guest.verdict, accel="tcg", guest=guest,
                  migration={"stop_at": 0.04, "resume_at": 0.15, "qemu_downtime_ms": 110, "ram_iterations": 3},
-                 lost_at={"generator": 0, "source": 0, "destination": 0, "guest": 0})
+                 lost_at={"generator": 0, "stream": 0, "destination": 0, "guest": 0})
     assert (row.guest_received, row.guest_lost, row.guest_frames_after_resume) == (100, 0, 60)
     assert row.guest_max_gap_ms == 111.5 and row.guest_latency_ms is not None
     assert (row.stop_at, row.resume_at, row.qemu_downtime_ms, row.ram_iterations) == (0.04, 0.15, 110, 3)
