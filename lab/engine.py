@@ -279,6 +279,11 @@ class Engine:
                     network_mode=None if network else "none",
                     ports=ports)
         except docker.errors.DockerException as exc:
+            missing = next((d for d in devices if f'custom device "{d}"' in _why(exc)), "")
+            if missing:
+                raise LabError(f"engine {self.name} has no {missing}, which every lab host needs: on that engine's "
+                               f"machine, load its module (modprobe {Path(missing).name}) or use another engine "
+                               f"(Docker said: {_why(exc)})") from exc
             raise LabError(f"cannot start the {role} host from {image} on engine {self.name}: {_why(exc)}") from exc
         host = DockerHost(container, role, rundir, self.cancelled, self.revive)
         self._wait_running(host, 30.0)

@@ -36,3 +36,25 @@ def test_a_secondary_that_cannot_start_leaves_no_primary_and_no_network(
     finally:
         squatter.remove(force=True)
         artefacts.move_to(rundir, tmp_path / "rundir")
+
+
+def test_an_engine_without_the_hosts_device_is_named_with_what_to_do(
+        lab_config: LabConfig, lab_engine: Engine, lab_docker: docker.DockerClient,
+        lab_images: dict[str, images.ImageSet], tmp_path: Path) -> None:
+    """The engine's daemon itself refuses a device its machine does not have (/dev/net/tun cannot be
+    taken away from this machine, so the hosts ask for one that is not there)."""
+    ns = Namespace.new_run(lab_config.name)
+    runtime = next(iter(lab_images.values())).runtime
+    missing = "/dev/net/nfcl-no-such-tun"
+    rundir = artefacts.new_rundir(ns)
+    try:
+        with pytest.raises(LabError) as failure:
+            with LabHosts(lab_engine, HostSpec(image=runtime, ns=ns, devices=(missing,)), rundir, 30):
+                pytest.fail(f"the hosts came up without {missing}")
+        message = str(failure.value)
+        assert "\n" not in message
+        assert message.startswith(f"engine {lab_engine.name} has no {missing}, which every lab host needs")
+        assert "modprobe nfcl-no-such-tun" in message and "no such file or directory" in message
+        assert not resources.find(lab_docker, lab_config.name, ns=ns), "a host or the network stayed"
+    finally:
+        artefacts.move_to(rundir, tmp_path / "rundir")
