@@ -180,9 +180,14 @@ def cold_build(cfg: LabConfig, runner: Runner, profiles: list[Profile]) -> dict[
     finally:
         remove_prefixed(runner.engine.client, prefix)
     steps = unique_steps(list(built.values()))
-    return {"prefix": prefix, "seconds": seconds, "steps": steps,
-            "from_cache": sum(1 for s in steps if s["cached"]),
-            "images": {t: s for b in built.values() for t, s in b.build_seconds.items()}}
+    # With rebuild, a later profile builds the images it shares with an earlier one again, from the
+    # cache: the first profile's seconds are the build's.
+    seconds_per_image: dict[str, float] = {}
+    for image_set in built.values():
+        for tag, spent in image_set.build_seconds.items():
+            seconds_per_image.setdefault(tag, spent)
+    return {"prefix": prefix, "seconds": seconds, "steps": steps, "images": seconds_per_image,
+            "from_cache": sum(1 for s in steps if s["cached"])}
 
 
 def series_rebuild(cfg: LabConfig, runner: Runner, source: Profile, rundir: Path) -> dict[str, Any]:
