@@ -24,15 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import docker.errors
 import paramiko
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from lab import accel as accel_mod
-from lab import artefacts, doctor, images, kept, lore, resources, snapshot, ssh
+from lab import artefacts, bench, doctor, images, kept, lore, resources, snapshot, ssh
 from lab import check as check_mod
 from lab import config as config_mod
 from lab import runner as runner_mod
@@ -106,10 +107,29 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
     with BuildDisplay(console) as display:
         runner = Runner.connect(cfg, display)
         started = time.monotonic()
-        for name, built in runner.build(profiles, rebuild=args.rebuild).items():
-            console.print(f"[bold]{name}[/]: {built.runtime}")
+        built = runner.build(profiles, rebuild=args.rebuild)
+        for name, image_set in built.items():
+            console.print(f"[bold]{name}[/]: {image_set.runtime}")
+    _show_build_steps(console, bench.unique_steps(list(built.values())))
     console.print(f"images ready in {time.monotonic() - started:.0f} s")
     return 0
+
+
+def _show_build_steps(console: Console, steps: list[dict[str, Any]], at_least_s: float = 1.0) -> None:
+    """Where the build's time went: each step that took a second or more (shorter ones are summed)."""
+    if not steps:
+        return
+    table = Table(title="build steps", title_justify="left")
+    for heading in ("image", "step", "instruction", "seconds"):
+        table.add_column(heading, justify="right" if heading == "seconds" else "left")
+    short = [s for s in steps if s["seconds"] < at_least_s]
+    for s in steps:
+        if s["seconds"] >= at_least_s:
+            cached = " (cache)" if s["cached"] else ""
+            table.add_row(s["image"], s["step"], s["instruction"][:70] + cached, f"{s['seconds']:.1f}")
+    if short:
+        table.add_row("", "", f"{len(short)} shorter steps", f"{sum(s['seconds'] for s in short):.1f}")
+    console.print(table)
 
 
 @dataclass
@@ -219,6 +239,32 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     if failure is not None:
         raise failure
     return check_mod.EXIT_STATUS[state]
+
+
+def cmd_bench(args: argparse.Namespace, console: Console) -> int:
+    cfg = _load(args)
+    out = Path(args.out) if args.out else cfg.results_root / time.strftime("bench-%Y%m%d-%H%M%S")
+    options = bench.BenchOptions(out=out, profiles=args.profile, scenarios=args.scenario,
+                                 jobs=tuple(dict.fromkeys(args.jobs or (1, 2))), cold=args.cold,
+                                 series=not args.no_series)
+    # Bad input is refused before Docker is asked.
+    bench.warm_cell(select_cells(cfg, options.profiles, options.scenarios))
+    if options.series:
+        bench.series_source(cfg)
+    images.check_local_series(cfg, select_profiles(cfg, options.profiles))
+    doctor.require_tun()
+    with BuildDisplay(console) as display:
+        runner = Runner.connect(cfg, display)
+        _note_leftovers(runner)
+        result, path = bench.run(cfg, options, runner, lambda line: console.print(line, markup=False))
+    table = Table(title=f"lab bench (run {result.run}, {result.machine.get('cores')} cores)", title_justify="left")
+    table.add_column("what")
+    table.add_column("figure", justify="right")
+    for what, figure in result.rows():
+        table.add_row(what, figure)
+    console.print(table)
+    console.print(f"bench: {path}", markup=False)
+    return 0
 
 
 def _placement(cfg: LabConfig, args: argparse.Namespace) -> Placement:
@@ -505,6 +551,16 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--out", help="folder for the report and artefacts (default: a new one under results_dir)")
     k.add_argument("--patchwork", help="the Patchwork server, e.g. https://patchwork.ozlabs.org")
     k.add_argument("--dry-run", action="store_true", help="print the checks it would post (token masked); post none")
+    bn = verb("bench", cmd_bench, "measure builds, a warm scenario, the matrix and the hosts' memory; bench.json")
+    bn.add_argument("--cold", action="store_true",
+                    help="also a cold build of every image (minutes; under an image prefix of its own, removed after)")
+    bn.add_argument("--profile", action="append", help="the matrix's profiles (repeatable; default: the default ones)")
+    bn.add_argument("--scenario", action="append", help="the matrix's scenarios (repeatable; default: all); "
+                    "the first that runs is also timed alone")
+    bn.add_argument("--jobs", type=_positive, action="append", help="the matrix with this many cells at once "
+                    "(repeatable; default: 1 and 2)")
+    bn.add_argument("--no-series", action="store_true", help="skip the series rebuild")
+    bn.add_argument("--out", help="folder for bench.json and the runs' reports (default: a new one under results_dir)")
     sr = sub.add_parser("series", help="look up or fetch a patch series (Patchwork, or a mail archive with b4)",
                         description="look up or fetch a patch series (Patchwork, or a mail archive with b4)")
     sr.error = ap.error  # type: ignore[method-assign]

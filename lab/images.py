@@ -2,11 +2,15 @@
 
     base     Debian, from debootstrap + import (no registry needed) or from a registry
     qemu     QEMU built from a profile's tree (x86_64-softmmu, what tap/virtio-net/migration need)
+    qemu-series  a profile's series on top of a qemu builder: built in a container of the builder,
+             only the binary kept (images/series)
     guest    Debian's cloud kernel + a busybox initramfs that brings eth0 up
+    host     the runtime's first stage (packages, sshd): built while QEMU compiles
     runtime  a lab host: the built QEMU, the guest, firmware, tcpdump, iproute2, the in-host helpers
 
 Every tag carries a digest of what went into the image (its build context and arguments), so an
 image present under its tag is current and is reused as it is; Docker's layer cache covers the rest.
+Every build records how long each of its steps took (``ImageSet.build_steps``).
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import hashlib
 import io
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +42,7 @@ from lab import apt, lore, resources
 from lab import series as series_mod
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
+from lab.namespace import Namespace
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES_DIR = ROOT / "images"
@@ -45,6 +52,8 @@ NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 LAYER_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")  # the image a step committed (or took from the cache)
 APPLY_FAILED = "SERIES-APPLY-FAILED"  # printed by images/series/apply-series
+SERIES_BUILD = ["/usr/local/bin/build-series", "/tmp/series"]  # run in a container of the builder
+STOP_JOIN_S = 10.0  # how long a stopped build on another thread gets to notice and clean up
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,8 @@ class ImageSet:
     qemu_source: str = ""
     series: dict[str, Any] | None = None
     build_seconds: dict[str, float] = field(default_factory=dict)  # per image of this set; 0: reused
+    # Each step the builds of this set ran: image, tag, step (N/M), instruction, seconds, cached.
+    build_steps: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -91,8 +102,11 @@ class Context:
             self.add(path.relative_to(folder).as_posix(), path)
 
     def add(self, name: str, path: Path) -> None:
-        self.files[name] = path.read_bytes()
-        self.modes[name] = path.stat().st_mode & 0o777
+        self.add_bytes(name, path.read_bytes(), path.stat().st_mode & 0o777)
+
+    def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
+        self.files[name] = data
+        self.modes[name] = mode
 
     def add_tree(self, prefix: str, folder: Path, pattern: str = "*") -> None:
         for path in sorted(folder.glob(pattern)):
@@ -115,30 +129,99 @@ class Context:
         return buf
 
 
+class _Stopped(Exception):
+    """A build on another thread failed (or the foreground was interrupted): this one stops too."""
+
+
+@dataclass
+class _Background:
+    """A build on a thread of its own, beside the one in the foreground."""
+
+    what: str
+    thread: threading.Thread | None = None
+    result: str = ""
+    error: BaseException | None = None
+
+
 class ImageBuilder:
     def __init__(self, client: docker.DockerClient, cfg: LabConfig, log_dir: Path,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, ns: Namespace | None = None) -> None:
         self.client = client
         self.cfg = cfg
         self.log_dir = log_dir
-        self.progress = progress or (lambda event: None)
+        self._progress = progress or (lambda event: None)
+        # Containers a build runs (a series build) are this namespace's: removed on failure and
+        # Ctrl-C, and named by the next command as a dead run's leftovers after a SIGKILL.
+        self.ns = ns or Namespace.new_run(cfg.name)
         self._base: str | None = None
         self._mirror: str | None = None
         self.seconds: dict[str, float] = {}  # per tag: how long its build took (0: reused as it was)
+        self.steps: dict[str, list[dict[str, Any]]] = {}  # per tag: its build's steps and their seconds
+        self._lock = threading.Lock()  # progress is called from the background builds' threads too
+        self._stop = threading.Event()  # set when one of the concurrent builds fails or is interrupted
+
+    def progress(self, event: BuildEvent) -> None:
+        with self._lock:
+            self._progress(event)
 
     def ensure(self, profile: Profile, rebuild: bool = False) -> ImageSet:
         # The series is fetched and parsed before anything is built: bad input costs no build time.
         series = self.load_series(profile.series) if profile.series else None
         base = self.ensure_base()
-        qemu = self._qemu(base, profile.qemu, rebuild)
-        if series is not None:
-            qemu = self._series(qemu, profile, series, rebuild)
-        guest = self._guest(base, rebuild)
+        # The guest and the runtime's host stage do not depend on QEMU: they build while it compiles
+        # (on two cores the compile leaves room for their downloads and unpacking).
+        self._stop.clear()
+        guest_job = self._background("guest", lambda: self._guest(base, rebuild))
+        host_job = self._background("host", lambda: self._host(base, rebuild))
+        try:
+            builder = self._qemu(base, profile.qemu, rebuild)
+            qemu = self._series(builder, profile, series, rebuild) if series is not None else builder
+        except _Stopped:
+            self._join([guest_job, host_job])  # raises the background build's own error
+            raise ImageBuildError("a build stopped without saying why") from None
+        except BaseException:
+            self._stop.set()
+            self._join([guest_job, host_job], quietly=True)
+            raise
+        guest, host = self._join([guest_job, host_job])
         runtime = self._runtime(base, qemu, guest, profile, rebuild)
-        tags = [base, qemu, guest, runtime]
+        tags = list(dict.fromkeys([base, builder, qemu, guest, host, runtime]))
         return ImageSet(profile=profile.name, base=base, qemu=qemu, guest=guest, runtime=runtime,
                         qemu_source=profile.qemu.describe(), series=series.provenance() if series else None,
-                        build_seconds={t: self.seconds[t] for t in tags if t in self.seconds})
+                        build_seconds={t: self.seconds[t] for t in tags if t in self.seconds},
+                        build_steps=[step for t in tags for step in self.steps.get(t, [])])
+
+    def _background(self, what: str, build: Callable[[], str]) -> _Background:
+        job = _Background(what)
+
+        def run() -> None:
+            try:
+                job.result = build()
+            except BaseException as exc:  # noqa: BLE001 - handed to the foreground, which raises it
+                job.error = exc
+                self._stop.set()  # the foreground build stops at its next line of output
+
+        job.thread = threading.Thread(target=run, name=f"lab-build-{what}", daemon=True)
+        job.thread.start()
+        return job
+
+    def _join(self, jobs: list[_Background], quietly: bool = False) -> list[str]:
+        """The background builds' tags; raises the first one's error (a stop is no error of its own).
+        ``quietly``: the foreground failed; they get a short while to stop and clean up, no more."""
+        bound = STOP_JOIN_S if quietly else self.cfg.timeouts.image_build_s
+        deadline = time.monotonic() + bound
+        for job in jobs:
+            assert job.thread is not None
+            job.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if job.thread.is_alive() and not quietly:
+                self._stop.set()
+                raise ImageBuildError(f"image {job.what} did not build within {bound:.0f} s "
+                                      "(timeouts.image_build_s)")
+        if not quietly:
+            for job in jobs:
+                if job.error is not None and not isinstance(job.error, _Stopped):
+                    raise job.error
+        return [job.result for job in jobs]
 
     def load_series(self, source: SeriesSource) -> series_mod.Series:
         return load_series(self.cfg, source)
@@ -218,8 +301,10 @@ class ImageBuilder:
                                   "(apt-get install debootstrap, or set images.base: registry)")
         log = self._log_path(tag)
         self._event("base", f"debootstrap {suite} from {mirror}")
+        steps = self.steps[tag] = []
         with tempfile.TemporaryDirectory(prefix=f"{self.cfg.name}-rootfs-") as tmp:
             rootfs, tarball = Path(tmp) / "rootfs", Path(tmp) / "rootfs.tar"
+            started = time.monotonic()
             with log.open("w") as out:
                 rc = subprocess.run(["debootstrap", "--variant=minbase", suite, str(rootfs), mirror],
                                     stdout=out, stderr=subprocess.STDOUT, check=False,
@@ -227,12 +312,15 @@ class ImageBuilder:
             if rc != 0:
                 raise ImageBuildError(f"image {tag}: debootstrap {suite} from {mirror} failed "
                                       f"(exit {rc}): {_last_line(log)}; log: {log}")
+            steps.append(_step("base", tag, "1/2", f"debootstrap --variant=minbase {suite}", started))
+            started = time.monotonic()
             subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
             repo, _, version = tag.rpartition(":")
             self._event("base", f"importing {tag}")
             self.client.api.import_image_from_file(
                 str(tarball), repository=repo, tag=version,
                 changes=[f"LABEL {k}={v}" for k, v in self._labels("base").items()])
+            steps.append(_step("base", tag, "2/2", "docker import", started))
 
     # -- built images -------------------------------------------------------------------------
 
@@ -252,15 +340,90 @@ class ImageBuilder:
         return self._build("qemu", "", ctx, args, labels, rebuild)
 
     def _series(self, qemu: str, profile: Profile, series: series_mod.Series, rebuild: bool) -> str:
+        """The series on top of the builder ``qemu``: applied and compiled in a container of the
+        builder (only what it touches is recompiled), the binary alone into a small image. The tag's
+        digest covers the series, the scripts that apply and build it, and the builder (by its tag)."""
         ctx = Context(IMAGES_DIR / "series")
         for patch in series.patches:
             name = f"patches/{patch.index:04d}-of-{patch.total:04d}.patch"  # apply-series reads N/M here
-            ctx.files[name], ctx.modes[name] = patch.message, 0o644
+            ctx.add_bytes(name, patch.message)
         q = self.client.images.get(qemu).labels
         labels = self._labels("qemu", profile=profile.name, **{
             "qemu.version": q.get("io.nfcl.qemu.version", ""), "qemu.source": q.get("io.nfcl.qemu.source", ""),
             "series": json.dumps(series.provenance(), separators=(",", ":"))})
-        return self._build("qemu-series", f"{profile.name}-", ctx, {"QEMU_IMAGE": qemu}, labels, rebuild)
+        image = "qemu-series"
+        tag = self._tag(image, f"{profile.name}-", ctx, {"QEMU_IMAGE": qemu}, labels)
+        if not rebuild and self.exists(tag):
+            self._event(image, f"{tag} is up to date")
+            self.seconds.setdefault(tag, 0.0)
+            return tag
+        self._require_space(image)
+        log = self._log_path(tag)
+        self._event(image, f"building {tag} in a container of {qemu} (log: {log})")
+        started = time.monotonic()
+        reading = BuildStream(image, tag, log, prefix="container ")
+        with log.open("w", buffering=1) as out:
+            files = self._build_in_container(qemu, ctx, reading, out, started, profile.name)
+        packed = Context(IMAGES_DIR / "series")
+        for name, (data, mode) in files.items():
+            packed.add_bytes(name, data, mode)
+        self._build(image, "", packed, {}, labels, rebuild=True, tag=tag, append_log=True)
+        self.steps[tag] = reading.steps + self.steps.get(tag, [])
+        self.seconds[tag] = round(time.monotonic() - started, 1)
+        self._event(image, f"built {tag} in {self.seconds[tag]:.0f} s (container and image)")
+        return tag
+
+    def _build_in_container(self, builder: str, ctx: Context, reading: BuildStream, out: io.TextIOBase,
+                            started: float, profile: str) -> dict[str, tuple[bytes, int]]:
+        """Runs build-series in a container of ``builder`` (labelled with this builder's namespace,
+        removed whatever happens); returns the files of its /opt/qemu, named qemu/... ."""
+        name = self.ns.name(f"series-{re.sub(r'[^A-Za-z0-9_.-]', '_', profile)}")
+        deadline = started + self.cfg.timeouts.image_build_s
+        try:
+            with resources.uninterrupted():
+                container = self.client.containers.create(
+                    builder, SERIES_BUILD, name=name,
+                    labels=resources.labels(self.cfg.name, self.ns, role="series-build"))
+            try:
+                announced = f"build container {name} ({str(container.id)[:12]})"
+                out.write(announced + "\n")
+                self.progress(BuildEvent(reading.image, "output", announced))
+                container.put_archive("/", _series_files(ctx))
+                container.start()
+                self._follow(container, reading, out, deadline)
+                status = int(container.wait(timeout=max(1.0, deadline - time.monotonic())).get("StatusCode", -1))
+                reading.finish()
+                if status != 0:
+                    raise reading.failure(f"build-series exited with {status}: {reading.last_line}")
+                stream, _ = container.get_archive("/opt/qemu")
+                return _regular_files(b"".join(stream))
+            finally:
+                _remove_container(container)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ImageBuildError(f"image {reading.image} ({reading.tag}): its build container failed: "
+                                  f"{_tail(str(exc))}; log: {reading.log}") from exc
+
+    def _follow(self, container: Any, reading: BuildStream, out: io.TextIOBase, deadline: float) -> None:
+        """The container's output as build events until it ends; bounded by ``deadline``, and stopped
+        when a build on another thread fails."""
+        lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=_read_logs, args=(container, lines), name="lab-build-logs", daemon=True).start()
+        while True:
+            if self._stop.is_set():
+                raise _Stopped()
+            if time.monotonic() > deadline:
+                raise ImageBuildError(f"image {reading.image} ({reading.tag}) did not build within "
+                                      f"{self.cfg.timeouts.image_build_s:.0f} s (at {reading.step}); "
+                                      f"log: {reading.log}")
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if line is None:
+                return
+            event = reading.read(line)
+            out.write(line + "\n")
+            self.progress(event)
 
     def _wheels(self, dest: Path) -> list[Path]:
         """meson and pycotap, fetched by this machine's pip (its proxies and certificates apply)."""
@@ -282,6 +445,12 @@ class ImageBuilder:
         return self._build("guest", "", Context(IMAGES_DIR / "guest"), {"BASE": base},
                            self._labels("guest"), rebuild)
 
+    def _host(self, base: str, rebuild: bool) -> str:
+        """The runtime's first stage alone (its Dockerfile and sshd configuration are the context):
+        the runtime build that follows takes these layers from Docker's cache."""
+        return self._build("host", "", Context(IMAGES_DIR / "runtime"), {"BASE": base},
+                           self._labels("host"), rebuild, target="host")
+
     def _runtime(self, base: str, qemu: str, guest: str, profile: Profile, rebuild: bool) -> str:
         ctx = Context(IMAGES_DIR / "runtime")
         ctx.add_tree("agents", AGENTS_DIR, "*.py")
@@ -295,11 +464,15 @@ class ImageBuilder:
         # Images are shared by every lab name on this machine; only the managed label matters.
         return {resources.MANAGED: "true", resources.IMAGE: image, **{f"io.nfcl.{k}": v for k, v in extra.items()}}
 
-    def _build(self, image: str, tag_prefix: str, ctx: Context, args: dict[str, str],
-               labels: dict[str, str], rebuild: bool) -> str:
+    def _tag(self, image: str, tag_prefix: str, ctx: Context, args: dict[str, str], labels: dict[str, str]) -> str:
         # The base is named by its own digest, so it is part of this image's digest through args.
         digest = ctx.digest(*(f"{k}={v}" for k, v in sorted({**args, **labels}.items())))
-        tag = f"{self.cfg.image_prefix}/{image}:{tag_prefix}{digest}"
+        return f"{self.cfg.image_prefix}/{image}:{tag_prefix}{digest}"
+
+    def _build(self, image: str, tag_prefix: str, ctx: Context, args: dict[str, str],
+               labels: dict[str, str], rebuild: bool, target: str = "", tag: str = "",
+               append_log: bool = False) -> str:
+        tag = tag or self._tag(image, tag_prefix, ctx, args, labels)
         if not rebuild and self.exists(tag):
             self._event(image, f"{tag} is up to date")
             self.seconds.setdefault(tag, 0.0)
@@ -309,15 +482,18 @@ class ImageBuilder:
         self._event(image, f"building {tag} (log: {log})")
         started = time.monotonic()
         reading = BuildStream(image, tag, log)
-        with log.open("w", buffering=1) as out:  # line by line: people tail it
+        with log.open("a" if append_log else "w", buffering=1) as out:  # line by line: people tail it
             try:
                 stream = self.client.api.build(
                     fileobj=ctx.tar(), custom_context=True, tag=tag, buildargs=args, labels=labels,
-                    rm=True, forcerm=True, decode=True, timeout=int(self.cfg.timeouts.image_build_s))
+                    rm=True, forcerm=True, decode=True, timeout=int(self.cfg.timeouts.image_build_s),
+                    target=target or None)
                 for event in reading.events(stream):
                     out.write(event.line + "\n")
                     if event.kind != "error":
                         self.progress(event)
+                    if self._stop.is_set():
+                        raise _Stopped()
                     if time.monotonic() - started > self.cfg.timeouts.image_build_s:
                         raise ImageBuildError(f"image {image} ({tag}) did not build within "
                                               f"{self.cfg.timeouts.image_build_s:.0f} s (at {reading.step}); "
@@ -325,9 +501,10 @@ class ImageBuilder:
             except docker.errors.APIError as exc:
                 self._remove_layers(reading.created)
                 raise ImageBuildError(f"image {image} ({tag}) failed: {exc.explanation}; log: {log}") from exc
-            except (LabError, KeyboardInterrupt):  # Ctrl-C too: Docker drops the build, not its layers
+            except (LabError, _Stopped, KeyboardInterrupt):  # Ctrl-C too: Docker drops the build, not its layers
                 self._remove_layers(reading.created)
                 raise
+        self.steps[tag] = reading.steps
         self.seconds[tag] = round(time.monotonic() - started, 1)
         self._event(image, f"built {tag} in {self.seconds[tag]:.0f} s")
         return tag
@@ -369,38 +546,55 @@ class ImageBuilder:
 
 @dataclass
 class BuildStream:
-    """Reads the decoded chunks of a legacy-builder build (``client.api.build``), without any I/O.
+    """Reads the decoded chunks of a legacy-builder build (``client.api.build``), or the lines of a
+    build run in a container, without any I/O.
 
     ``events`` turns each line into a BuildEvent (``step``, ``ninja`` or ``output``; ``error`` for
     the build's error) and raises when the build fails: SeriesError when apply-series said which
     patch did not apply, else ImageBuildError naming the step. ``created`` lists the images the
     build committed (``" ---> <id>"`` after a step that ran, not one from the cache or a FROM).
+    ``steps`` records each step and the seconds from its line to the next one's (or the end).
     """
 
     image: str
     tag: str
     log: Path
+    prefix: str = ""  # before each step's N/M in ``steps`` (a build in a container: "container ")
+    clock: Callable[[], float] = time.monotonic
     step: str = ""
     apply_failed: str = ""
+    last_line: str = ""
     created: list[str] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
     _reused: bool = False  # the current step's image is an existing one (cache, FROM)
+    _step_started: float | None = None
 
     def events(self, chunks: Iterable[Mapping[str, Any]]) -> Iterator[BuildEvent]:
         for chunk in chunks:
             if "error" in chunk:
                 error = str(chunk["error"])
                 yield BuildEvent(self.image, "error", error)
-                raise self._failure(error)
+                self.finish()
+                raise self.failure(error)
             for line in str(chunk.get("stream", "")).splitlines():
-                yield self._read(line)
+                yield self.read(line)
+        self.finish()
 
-    def _read(self, line: str) -> BuildEvent:
+    def read(self, line: str) -> BuildEvent:
+        if line.strip():
+            self.last_line = line.strip()
         if m := STEP_RE.match(line):
+            self._end_step()
             self.step = f"step {m.group(1)}/{m.group(2)} ({m.group(3)[:60]})"
             self._reused = m.group(3).upper().startswith("FROM ")
+            self.steps.append({"image": self.image, "tag": self.tag, "step": f"{self.prefix}{m.group(1)}/{m.group(2)}",
+                               "instruction": m.group(3)[:100], "seconds": 0.0, "cached": False})
+            self._step_started = self.clock()
             return BuildEvent(self.image, "step", line, (int(m.group(1)), int(m.group(2))))
         if line.strip() == "---> Using cache":
             self._reused = True
+            if self.steps:
+                self.steps[-1]["cached"] = True
         elif m := LAYER_RE.match(line):
             if not self._reused:
                 self.created.append(m.group(1))
@@ -410,11 +604,80 @@ class BuildStream:
             return BuildEvent(self.image, "ninja", line, (int(n.group(1)), int(n.group(2))))
         return BuildEvent(self.image, "output", line)
 
-    def _failure(self, error: str) -> LabError:
+    _read = read  # the name it had
+
+    def finish(self) -> None:
+        """The build ended: the last step's seconds run to now."""
+        self._end_step()
+
+    def _end_step(self) -> None:
+        if self.steps and self._step_started is not None:
+            self.steps[-1]["seconds"] = round(self.clock() - self._step_started, 1)
+        self._step_started = None
+
+    def failure(self, error: str) -> LabError:
         if self.apply_failed:
             return series_mod.SeriesDoesNotApply(self.apply_failed, str(self.log))
         return ImageBuildError(f"image {self.image} ({self.tag}) failed at {self.step or 'its first step'}: "
                                f"{_tail(error)}; log: {self.log}")
+
+    _failure = failure
+
+
+def _step(image: str, tag: str, step: str, instruction: str, started: float) -> dict[str, Any]:
+    """A step the lab ran itself (not a Dockerfile's), in the form BuildStream records."""
+    return {"image": image, "tag": tag, "step": step, "instruction": instruction,
+            "seconds": round(time.monotonic() - started, 1), "cached": False}
+
+
+def _series_files(ctx: Context) -> bytes:
+    """What a series build container gets: the scripts, and the patches under /tmp/series."""
+    wanted = Context.__new__(Context)
+    wanted.files, wanted.modes = {}, {}
+    for name in ("apply-series", "build-series"):
+        wanted.add_bytes(f"usr/local/bin/{name}", ctx.files[name], 0o755)
+    for name in sorted(n for n in ctx.files if n.startswith("patches/")):
+        wanted.add_bytes(f"tmp/series/{name.removeprefix('patches/')}", ctx.files[name], 0o644)
+    return wanted.tar().getvalue()
+
+
+def _regular_files(archive: bytes) -> dict[str, tuple[bytes, int]]:
+    """The regular files of a tar archive (``get_archive``): name -> (content, mode)."""
+    files: dict[str, tuple[bytes, int]] = {}
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        for member in tar:
+            extracted = tar.extractfile(member) if member.isfile() else None
+            if extracted is not None:
+                files[member.name] = (extracted.read(), member.mode & 0o777)
+    return files
+
+
+def _read_logs(container: Any, lines: queue.Queue[str | None]) -> None:
+    """A container's output, line by line, into ``lines``; None when it ends (or the container went)."""
+    pending = b""
+    try:
+        for chunk in container.logs(stream=True, follow=True):
+            pending += chunk
+            *done, pending = pending.split(b"\n")
+            for line in done:
+                lines.put(line.decode(errors="replace").rstrip("\r"))
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        pass  # removed (an interrupt, a failure elsewhere): whoever waits decides what that means
+    finally:
+        if pending:
+            lines.put(pending.decode(errors="replace"))
+        lines.put(None)
+
+
+def _remove_container(container: Any) -> None:
+    # Signals wait until the daemon has answered: an interrupted removal would leave it behind.
+    with resources.uninterrupted():
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            pass  # labelled with its run: `lab clean` removes it once this process is gone
 
 
 def load_series(cfg: LabConfig, source: SeriesSource) -> series_mod.Series:

@@ -108,7 +108,8 @@ class Build:
     def provenance(self) -> dict[str, object]:
         i = self.images
         return {"runtime_image": i.runtime, "qemu_image": i.qemu, "qemu_source": i.qemu_source, "series": i.series,
-                "build_seconds": i.build_seconds, "filter_properties": self.properties}
+                "build_seconds": i.build_seconds, "build_steps": i.build_steps,
+                "filter_properties": self.properties}
 
 
 # -- what a run yields ----------------------------------------------------------------------------
@@ -186,7 +187,8 @@ class Runner:
         return cls(cfg, Engine.connect(), on_build)
 
     def builder(self) -> images.ImageBuilder:
-        return images.ImageBuilder(self.engine.client, self.cfg, self.cfg.results_root / "build-logs", self.on_build)
+        return images.ImageBuilder(self.engine.client, self.cfg, self.cfg.results_root / "build-logs", self.on_build,
+                                   ns=self.ns)
 
     def build(self, profiles: list[Profile], rebuild: bool = False) -> dict[str, images.ImageSet]:
         builder = self.builder()
