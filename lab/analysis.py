@@ -75,6 +75,23 @@ class Analysis:
     verdict: str
     reasons: list[str] = field(default_factory=list)
     lost_seqs: list[int] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)  # the reasons no accepted loss excuses
+
+
+@dataclass
+class _Reasons:
+    """Why a verdict is gap: frames lost somewhere (an expectation may accept losses at a point), and
+    faults no accepted loss excuses (duplicates, reordering, a source that never stopped)."""
+
+    reasons: list[str] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+
+    def loss(self, text: str) -> None:
+        self.reasons.append(text)
+
+    def fault(self, text: str) -> None:
+        self.reasons.append(text)
+        self.faults.append(text)
 
 
 def read_pcap(path: Path, run_id: int) -> list[Frame]:
@@ -111,28 +128,29 @@ def analyse(sent: Sent, stream: list[Frame], delivered: list[Frame], window: Sto
 
     max_gap_ms = _max_gap_ms(sent, captured)
 
-    reasons = []
+    found = _Reasons()
     if not captured:
-        reasons.append("no frame reached the secondary")
+        found.loss("no frame reached the secondary")
     if lost_seqs:
-        reasons.append(f"{len(lost_seqs)} of {len(sent_seqs)} frames lost")
+        found.loss(f"{len(lost_seqs)} of {len(sent_seqs)} frames lost")
     if unexpected:
-        reasons.append(f"{unexpected} captured frames were never sent (not in the generator's record)")
+        found.fault(f"{unexpected} captured frames were never sent (not in the generator's record)")
     if duplicates:
-        reasons.append(f"{duplicates} duplicates")
+        found.fault(f"{duplicates} duplicates")
     if reordered:
-        reasons.append(f"{reordered} frames out of order")
+        found.fault(f"{reordered} frames out of order")
     if window.stop is None:
-        reasons.append("the source never reported STOP")
+        found.fault("the source never reported STOP")
     elif not during_stop:
-        reasons.append("no frame arrived while the source was stopped")
+        found.fault("no frame arrived while the source was stopped")  # late is not lost: no loss excuses it
     if undelivered:
-        reasons.append(f"{undelivered} captured frames were not delivered by the secondary QEMU")
+        found.loss(f"{undelivered} captured frames were not delivered by the secondary QEMU")
+    reasons, faults = found.reasons, found.faults
     return Analysis(
         frames_sent=len(sent_seqs), frames_captured=len(seen) - unexpected, frames_delivered=len(delivered_seqs),
         lost=len(lost_seqs), duplicates=duplicates, reordered=reordered, frames_during_stop=during_stop,
         max_gap_ms=round(max_gap_ms, 1), stopped_window_ms=round(stopped_ms, 1), undelivered=undelivered,
-        verdict=GAP if reasons else CONTINUOUS, reasons=reasons, lost_seqs=lost_seqs)
+        verdict=GAP if reasons else CONTINUOUS, reasons=reasons, lost_seqs=lost_seqs, faults=faults)
 
 
 def _ordering(frames: Sequence[Frame]) -> tuple[set[int], int, int]:
@@ -192,6 +210,7 @@ class GuestAnalysis:
     reasons: list[str] = field(default_factory=list)
     lost_seqs: list[int] = field(default_factory=list)
     arrivals: list[Frame] = field(default_factory=list)  # on the hosts' clock, for the picture
+    faults: list[str] = field(default_factory=list)  # the reasons no accepted loss excuses
 
 
 def analyse_guest(sent: Sent, received: Sequence[Frame], stop: float | None, source: Clock | None,
@@ -218,22 +237,24 @@ def analyse_guest(sent: Sent, received: Sequence[Frame], stop: float | None, sou
     lost_seqs = sorted(set(sent_times) - seen)
     complete = len(arrivals) == len(received)
     latencies = sorted((f.time - sent_times[f.seq]) * 1000 for f in arrivals if f.seq in sent_times)
-    reasons = []
+    found = _Reasons()
     if lost_seqs:
-        reasons.append(f"{len(lost_seqs)} of {len(sent_times)} frames never reached the guest")
+        found.loss(f"{len(lost_seqs)} of {len(sent_times)} frames never reached the guest")
     if duplicates:
-        reasons.append(f"the guest received {duplicates} frames twice")
+        found.fault(f"the guest received {duplicates} frames twice")
     if reordered:
-        reasons.append(f"the guest received {reordered} frames out of order")
+        found.fault(f"the guest received {reordered} frames out of order")
     if socket_drops:
-        reasons.append(f"the guest's kernel dropped {socket_drops} frames before its receiver read them")
+        found.loss(f"the guest's kernel dropped {socket_drops} frames before its receiver read them")
+    reasons = found.reasons
     return GuestAnalysis(
         received=len(seen), lost=len(lost_seqs), duplicates=duplicates, reordered=reordered,
         max_gap_ms=round(_guest_gap_ms(sent, arrivals), 1) if complete else None,
         frames_after_resume=after_resume, latency_ms=_percentiles(latencies) if complete else None,
         socket_drops=socket_drops,
         clock={"source": _clock(source), "destination": _clock(destination)},
-        verdict=GAP if reasons else CONTINUOUS, reasons=reasons, lost_seqs=lost_seqs, arrivals=arrivals)
+        verdict=GAP if reasons else CONTINUOUS, reasons=reasons, lost_seqs=lost_seqs, arrivals=arrivals,
+        faults=found.faults)
 
 
 def _guest_gap_ms(sent: Sent, arrivals: list[Frame]) -> float:

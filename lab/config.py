@@ -25,6 +25,8 @@ PATHS = ("stream", "guest")
 # QMP at the source's STOP event or just before `migrate`, or by the filter itself (a property such
 # as the series' enable_when_stopped).
 SWITCH_ON = ("start", "at-stop", "before-migrate", "by-filter")
+# Where a frame can be lost on its way (report rows' lost_at); an expectation may accept losses at some.
+LOSS_POINTS = ("generator", "stream", "destination", "guest")
 PAIR_SEP = "->"  # an expectation for a migration between two builds: "source->destination"
 # "unsupported": the build lacks a property the scenario sets, and the lab is expected to say so.
 VERDICTS = ("continuous", "gap", "unsupported")
@@ -126,6 +128,7 @@ class ScenarioSpec:
     properties: tuple[tuple[str, str], ...] = ()  # extra properties of the filter under test
     path: str = "stream"
     switch_on: str = "start"
+    accept_loss: tuple[str, ...] = ()  # LOSS_POINTS whose losses do not make the verdict a gap
 
     def expected(self, source: str, destination: str = "") -> str:
         """The verdict expected when the guest migrates from build ``source`` to ``destination``
@@ -562,6 +565,7 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
         if filt == NO_FILTER and switch_on != "start":
             raise ConfigError(f"{where}.switch_on", "there is no filter to switch on", "leave switch_on out")
         expect = _expect(s.child("expect", required=True), where, profiles)
+        accept_loss = _points(s, "accept_loss")
         pr = s.child("properties")
         props = tuple(_property(pr, k) for k in pr.names())
         pr.done()
@@ -571,9 +575,18 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
             raise ConfigError(f"{where}.properties.status", "set by the lab when switch_on is given",
                               "leave status out")
         scenarios[name] = ScenarioSpec(name=name, filter=filt, expect=expect, description=s.text("description", ""),
-                                       properties=props, path=path, switch_on=switch_on)
+                                       properties=props, path=path, switch_on=switch_on, accept_loss=accept_loss)
         s.done()
     return scenarios
+
+
+def _points(node: _Reader, key: str) -> tuple[str, ...]:
+    node.seen.add(key)
+    value = node.data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in LOSS_POINTS for v in value):
+        raise ConfigError(node.key_path(key), f"{value!r} is not a list of loss points",
+                          f"e.g. [destination]; points: {', '.join(LOSS_POINTS)}")
+    return tuple(dict.fromkeys(value))
 
 
 def _expect(ex: _Reader, where: str, profiles: Mapping[str, Profile]) -> dict[str, str]:

@@ -28,7 +28,18 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from lab.analysis import ERROR, Analysis, Frame, GuestAnalysis, Sent, StopWindow, analyse, analyse_guest
+from lab.analysis import (
+    CONTINUOUS,
+    ERROR,
+    GAP,
+    Analysis,
+    Frame,
+    GuestAnalysis,
+    Sent,
+    StopWindow,
+    analyse,
+    analyse_guest,
+)
 from lab.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
 from lab.config import NO_FILTER, LabConfig, ScenarioSpec, Timeouts
 from lab.errors import ScenarioError
@@ -224,9 +235,9 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         got = [Frame(f.seq, f.time) for f in record.frames if f.run_id == generator.run_id]
         guest = analyse_guest(sent, got, times.stopped, on_source, on_destination, record.socket_drops)
         outcome.analysis, outcome.guest = analysis, guest
-        judged = guest if scenario.path == "guest" else analysis
-        outcome.verdict, outcome.reasons = judged.verdict, list(judged.reasons)
         outcome.lost_at = _lost_at(scenario, sent, analysis, stream, guest, got)
+        outcome.verdict, outcome.reasons = judge(scenario, guest if scenario.path == "guest" else analysis,
+                                                 outcome.lost_at)
         outcome.generator_fps = sent.achieved_fps
         outcome.figures = migration.figures() | _timeline(sent, times, outcome.switched_on)
         outcome.captured = Captured(sent, stream, window, guest.arrivals, times.resumed)
@@ -236,6 +247,17 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         src.keep = dest.keep = keep(outcome)
         src.close()
         dest.close()
+
+
+def judge(scenario: ScenarioSpec, judged: Analysis | GuestAnalysis, lost_at: dict[str, int]) -> tuple[str, list[str]]:
+    """The verdict and its reasons: the capture point's own, unless every frame it lacks was lost
+    where the scenario accepts losses (``accept_loss``) and nothing else is wrong."""
+    if judged.verdict != GAP or not scenario.accept_loss:
+        return judged.verdict, list(judged.reasons)
+    where = [point for point, count in lost_at.items() if count]
+    if judged.faults or not set(where) <= set(scenario.accept_loss):
+        return judged.verdict, list(judged.reasons)
+    return CONTINUOUS, [f"accepted, lost at {', '.join(where)}: {r}" for r in judged.reasons]
 
 
 def _switch_on(src: Qemu, outcome: Outcome) -> None:

@@ -564,3 +564,12 @@ def test_the_guest_may_dirty_its_memory() -> None:
     assert parse(data).guest.dirty_mb_s == 64
     err = config_error(minimal() | {"guest": {"dirty_mb_s": -1}})
     assert err.where == "guest.dirty_mb_s"
+
+
+def test_a_scenario_may_accept_losses_at_named_points() -> None:
+    data = minimal()
+    data["scenarios"]["mirror"]["accept_loss"] = ["destination", "guest", "destination"]
+    assert parse(data).scenarios["mirror"].accept_loss == ("destination", "guest")
+    data["scenarios"]["mirror"]["accept_loss"] = ["queue"]
+    err = config_error(data)
+    assert err.where == "scenarios.mirror.accept_loss" and "points: generator, stream, destination, guest" in err.hint
