@@ -38,7 +38,7 @@ def describe(rundir: Path, row: Row, outcome: Outcome) -> None:
     if outcome.captured is not None and outcome.analysis is not None:
         c = outcome.captured
         timeline.draw(rundir / "timeline.png", f"{row.builds} x {row.scenario} ({row.filter})",
-                      c.sent, c.stream, c.window, outcome.analysis, outcome.guest, c.resumed, row.verdict)
+                      c.sent, c.stream, c.window, outcome.analysis, outcome.guest, c.resumed, row.verdict, c.view)
 
 
 def move_to(rundir: Path, out: Path) -> Path:

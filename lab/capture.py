@@ -44,6 +44,12 @@ class SecondaryCapture:
         self._wait_for("tcpdump.log", "listening on", timeout, self.tcpdump)
         self._wait_for("recorder-events.jsonl", '"listening"', timeout, self.recorder)
 
+    def wait_connected(self, timeout: float) -> None:
+        """Until the primary's filter has connected to the recorder: its chardev retries a connection
+        every 100 ms, and frames it takes before that go nowhere."""
+        assert self.recorder is not None, "the capture was not started"
+        self._wait_for("recorder-events.jsonl", '"connected"', timeout, self.recorder)
+
     def _wait_for(self, name: str, text: str, timeout: float, proc: Process) -> None:
         def seen() -> bool | None:
             if text in self.host.read_text(name):

@@ -27,6 +27,7 @@ from typing import Any
 import docker
 import docker.errors
 import paramiko
+import requests.exceptions
 from docker.models.containers import Container
 from docker.models.networks import Network
 
@@ -82,13 +83,23 @@ class DockerHost(Host):
         try:
             return call()
         except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
-            # A dropped SSH connection to the engine is made again, once; anything else is final.
-            if not self.revive():
+            # A dropped SSH connection to the engine is made again, once, and a request the engine's
+            # end hung up on unanswered is sent again, once; anything else is final.
+            if not (self.revive() or _unanswered(exc)):
                 raise ScenarioError(f"{self.role}: cannot {what} {shlex.join(argv)}: {_why(exc)}") from exc
         try:
             return call()
         except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
             raise ScenarioError(f"{self.role}: cannot {what} {shlex.join(argv)}: {_why(exc)}") from exc
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """A request that got no response at all: over ssh://, the far end's `docker system dial-stdio`
+    can hang up before it answers; sent again, it is answered."""
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        time.sleep(0.2)
+        return True
+    return False
 
 
 def _ssh_trouble(exc: paramiko.SSHException, url: str) -> str:
@@ -238,7 +249,7 @@ class Engine:
         started = time.monotonic()
         for tag in tags:
             try:
-                self.client.images.get(tag)
+                self.has_image(tag)
                 continue
             except docker.errors.ImageNotFound:
                 pass
@@ -248,6 +259,18 @@ class Engine:
                 raise LabError(f"cannot copy {tag} from engine {source.name} to engine {self.name}: "
                                f"{_why(exc)}") from exc
         return round(time.monotonic() - started, 1)
+
+    def has_image(self, tag: str) -> str:
+        """The image's id; raises ImageNotFound, or LabError when the engine cannot say."""
+        for attempt in range(2):
+            try:
+                return str(self.client.images.get(tag).id)
+            except docker.errors.ImageNotFound:
+                raise
+            except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
+                if attempt or not (self.revive() or _unanswered(exc)):
+                    raise LabError(f"engine {self.name} cannot say whether it has {tag}: {_why(exc)}") from exc
+        raise AssertionError("unreachable")
 
     @contextlib.contextmanager
     def creating(self) -> Iterator[None]:

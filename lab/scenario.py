@@ -68,6 +68,7 @@ class Captured:
     window: StopWindow
     guest: list[Frame] = field(default_factory=list)
     resumed: float | None = None  # the destination's RESUME
+    view: str = "stream"  # the capture point the verdict looks at
 
 
 @dataclass
@@ -128,18 +129,15 @@ class Booted:
             capture=SecondaryCapture(secondary))
 
     def start(self, t: Timeouts) -> None:
-        """Both sides at once: the destination (its indev server, the recorder in front of it) and the
-        source (its filter's chardev connects to the recorder whenever that listens)."""
-        with ThreadPoolExecutor(1, thread_name_prefix="lab-destination") as pool:
-            destination = pool.submit(self._start_destination, t)
-            try:
-                self._start_source(t)
-            finally:
-                destination.result()
-
-    def _start_destination(self, t: Timeouts) -> None:
+        """The destination first (its indev server), the recorder in front of it, then the source,
+        whose filter must find the recorder listening: through a published port (split placement)
+        Docker's proxy takes the connection even when nothing listens behind it, and a filter whose
+        chardev only ever writes does not notice that it was hung up on until it sends."""
         self.destination.launch(t.boot_s)
         self.capture.start(t.host_start_s)
+        self._start_source(t)
+        if self.source.spec.filters:
+            self.capture.wait_connected(t.host_start_s)
 
     def _start_source(self, t: Timeouts) -> None:
         self.source.launch(t.boot_s)
@@ -240,7 +238,7 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
                                                  outcome.lost_at)
         outcome.generator_fps = sent.achieved_fps
         outcome.figures = migration.figures() | _timeline(sent, times, outcome.switched_on)
-        outcome.captured = Captured(sent, stream, window, guest.arrivals, times.resumed)
+        outcome.captured = Captured(sent, stream, window, guest.arrivals, times.resumed, scenario.path)
         outcome.timings["analysis"] = round(time.monotonic() - analysis_start, 2)
     finally:
         # Kept unless the scenario ends as expected: an error on the way leaves them for a look too.

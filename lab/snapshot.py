@@ -56,9 +56,9 @@ def _name(image_id: str, spec: MachineSpec) -> str:
 def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace) -> Snapshot:
     """The snapshot of ``image``'s guest, made when it is not there yet."""
     try:
-        image_id = str(engine.client.images.get(image).id)
-    except docker.errors.DockerException as exc:
-        raise LabError(f"cannot find {image} on engine {engine.name} for the guest snapshot: {exc}") from exc
+        image_id = engine.has_image(image)
+    except docker.errors.ImageNotFound as exc:
+        raise LabError(f"cannot find {image} on engine {engine.name} for the guest snapshot") from exc
     spec = guest_machine(cfg.guest, accel, "snapshot")
     folder = cfg.state_root / FOLDER
     path = folder / _name(image_id, spec)

@@ -11,7 +11,9 @@ from lab.analysis import Analysis, Frame, GuestAnalysis, Sent, StopWindow
 
 
 def draw(path: Path, title: str, sent: Sent, stream: list[Frame], window: StopWindow, analysis: Analysis,
-         guest: GuestAnalysis | None = None, resumed: float | None = None, verdict: str = "") -> Path:
+         guest: GuestAnalysis | None = None, resumed: float | None = None, verdict: str = "",
+         view: str = "stream") -> Path:
+    """``view``: the capture point the verdict looks at (stream or guest): its lost frames are marked."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display needed
@@ -29,13 +31,15 @@ def draw(path: Path, title: str, sent: Sent, stream: list[Frame], window: StopWi
             label=f"sent ({analysis.frames_sent})")
     ax.scatter([f.time - t0 for f in stream], [f.seq for f in stream], s=2, color="tab:blue",
                label=f"arrived on the stream ({analysis.frames_captured})")
-    lost = set(analysis.lost_seqs)
+    lost, lost_label = set(analysis.lost_seqs), f"lost on the stream ({analysis.lost})"
+    if view == "guest" and guest is not None:
+        lost, lost_label = set(guest.lost_seqs), f"never reached the guest ({guest.lost})"
     if guest is not None:
         ax.scatter([f.time - t0 for f in guest.arrivals], [f.seq for f in guest.arrivals], s=2, marker="s",
                    color="tab:purple", label=f"reached the guest ({guest.received})")
     if lost:
         ax.scatter([f.time - t0 for f in sent.frames if f.seq in lost], [f.seq for f in sent.frames if f.seq in lost],
-                   s=4, marker="x", color="tab:red", label=f"lost on the stream ({analysis.lost})")
+                   s=4, marker="x", color="tab:red", label=lost_label)
     ax.set_xlabel("seconds since the first frame")
     ax.set_ylabel("sequence number")
     gap = f"stream gap {analysis.max_gap_ms:.0f} ms"
