@@ -17,12 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docker
+import docker.errors
+import paramiko
 import pytest
 
 from lab import images, resources
 from lab.config import LabConfig
 from lab.namespace import Namespace
 from lab.pytest_plugin import need
+from lab.waiting import wait_until
 from tests.e2e.rundirs import config_copy, owner, phase_of
 
 # One worker for all of them under pytest-xdist (--dist loadgroup): one of them stops the engine.
@@ -173,9 +176,20 @@ def test_an_engine_lost_mid_run_errs_that_cell_and_leaves_nothing(engines_yaml: 
     assert not resources.find(lab_docker, lab_config.name, ns=run), "the cell on the first engine left something"
     # The second engine is back with its dead containers: lab clean removes them there too.
     engine = docker.DockerClient(base_url="ssh://nfcl-engine2:2222", use_ssh_client=False, timeout=60)
+    # Back up means answering its API over SSH, which a daemon just restarted on a busy machine may
+    # take a moment more to do than to answer the script's own check.
+    wait_until("the second engine to list its containers again", lambda: answers(engine), 120, interval=1.0)
     cleaned = lab("clean", "--config", str(engines_yaml), timeout=120)
     assert cleaned.returncode == 0, cleaned.stderr
     assert not resources.find(engine, lab_config.name, ns=Namespace(lab_config.name, run.id, cell="2"))
+
+
+def answers(engine: docker.DockerClient) -> bool | None:
+    try:
+        engine.containers.list(all=True)
+        return True
+    except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError):
+        return None
 
 
 def drop_ssh_sessions() -> int:
