@@ -136,14 +136,16 @@ def cache_repo(cache_root: Path, url: str, timeout: float, where: str) -> Path:
     if not (repo / "HEAD").exists():
         repo.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=repo.parent))
-        git(["init", "--quiet", "--bare", str(tmp)], timeout, where)
-        for key, value in (("remote.origin.url", url), ("remote.origin.promisor", "true"),
-                           ("remote.origin.partialclonefilter", "tree:0"), ("gc.auto", "0")):
-            git(["-C", str(tmp), "config", key, value], timeout, where)
         try:
+            git(["init", "--quiet", "--bare", str(tmp)], timeout, where)
+            for key, value in (("remote.origin.url", url), ("remote.origin.promisor", "true"),
+                               ("remote.origin.partialclonefilter", "tree:0"), ("gc.auto", "0")):
+                git(["-C", str(tmp), "config", key, value], timeout, where)
             tmp.rename(repo)  # whole or not at all: a concurrent lab may have made it meanwhile
         except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+            pass  # made meanwhile by that other lab: use it
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed; a half-made one otherwise
     return repo
 
 

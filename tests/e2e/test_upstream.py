@@ -93,6 +93,7 @@ def checkout(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_images:
     builder = builder_image(lab_docker, lab_config, lab_images, top / "logs")
     export_tree(lab_docker, lab_config, builder, repo)
     git(repo, "init", "-q", "-b", "master")
+    git(repo, "config", "gc.auto", "0")  # no packing in the background while the test copies objects
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "QEMU as the builder holds it")
     base = git(repo, "rev-parse", "HEAD")
@@ -144,9 +145,11 @@ def test_git_bisect_run_names_the_control_commit(checkout: Checkout, lab_config:
     # The commit git bisect named, tested as it is: the control patch turns the mirror continuous.
     git(repo, "checkout", "-q", checkout.control)
     try:
+        started = time.monotonic()
         bad = subprocess.run([LAB, "run", "--bisect", "--config", str(config), "--profile", "up", "--scenario",
                               "mirror", "--out", str(tmp_path / "bad")], capture_output=True, text=True,
                              timeout=BISECT_BOUND_S, check=False)
+        print(f"lab run --bisect on the control commit: {time.monotonic() - started:.1f} s")
     finally:
         git(repo, "checkout", "-q", "master")
     assert bad.returncode == 1, bad.stdout[-3000:] + bad.stderr[-3000:]
@@ -159,6 +162,21 @@ def test_git_bisect_run_names_the_control_commit(checkout: Checkout, lab_config:
     assert "/qemu-tree:up-" in built["qemu_image"] and checkout.builder in built["qemu_source"], built
 
 
+def bridge_gateway(client: docker.DockerClient) -> str:
+    """This machine's address on Docker's default bridge: the IPAM gateway when Docker names one,
+    else the bridge interface's own address (Docker 20.10 often names only the subnet)."""
+    bridge = client.networks.get("bridge").attrs
+    named = [c["Gateway"] for c in bridge["IPAM"].get("Config") or [] if c.get("Gateway")]
+    if named:
+        return str(named[0])
+    device = bridge.get("Options", {}).get("com.docker.network.bridge.name", "docker0")
+    shown = subprocess.run(["ip", "-4", "-o", "addr", "show", "dev", device], capture_output=True, text=True,
+                           check=True, timeout=30).stdout
+    found = re.search(r"\binet (\d+\.\d+\.\d+\.\d+)/", shown)
+    assert found, f"no IPv4 address on {device}: {shown!r}"
+    return found.group(1)
+
+
 @pytest.fixture
 def served(checkout: Checkout, lab_docker: docker.DockerClient, tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Checkout]]:
@@ -166,7 +184,7 @@ def served(checkout: Checkout, lab_docker: docker.DockerClient, tmp_path: Path,
     address there, which containers reach too), with a tag and a branch at the control commit."""
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    gateway = lab_docker.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+    gateway = bridge_gateway(lab_docker)
     root = tmp_path / "served"
     root.mkdir()
     bare = bare_copy(checkout.path, root, "qemu")
@@ -180,12 +198,12 @@ def test_a_git_profile_at_four_kinds_of_ref_is_one_build(served: tuple[str, Chec
                                                          lab_docker: docker.DockerClient, tmp_path: Path) -> None:
     url, checkout = served
     refs = [checkout.control, checkout.control[:10], "v10.2.2-control", "control-branch"]
-    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs")
     built: list[images.ImageSet] = []
     for ref in refs:
         profile = replace(lab_config.profiles["baseline"], name="up", qemu=QemuSource(source="git", url=url, ref=ref))
         started = time.monotonic()
-        built.append(builder.ensure(profile))
+        # A builder of its own for each, as separate `lab build`s would have.
+        built.append(images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs").ensure(profile))
         print(f"{ref}: {time.monotonic() - started:.1f} s")
     assert len({(b.qemu, b.runtime) for b in built}) == 1, [(b.qemu, b.runtime) for b in built]
     assert "/qemu-tree:up-" in built[0].qemu

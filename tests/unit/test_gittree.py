@@ -42,6 +42,7 @@ def work(tmp_path: Path) -> Path:
     repo = tmp_path / "work"
     repo.mkdir()
     run(repo, "init", "-q", "-b", "master")
+    run(repo, "config", "gc.auto", "0")  # no packing in the background while the server copies objects
     commit(repo, "base", **{"VERSION": "10.2.2\n", "net/filter-mirror.c": "int a;\n", "README": "qemu\n"})
     commit(repo, "harmless", **{"README": "qemu, the lab's copy\n"})
     commit(repo, "control", **{"net/filter-mirror.c": "int a;\nint keep_reading;\n"})
