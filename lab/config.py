@@ -159,6 +159,7 @@ class Timeouts:
     completion_s: float = 60.0
     drain_s: float = 10.0
     image_build_s: float = 2400.0
+    git_s: float = 300.0  # each git command on a git source or local checkout (ls-remote, fetch, diff)
 
 
 @dataclass(frozen=True)

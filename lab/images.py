@@ -4,6 +4,8 @@
     qemu     QEMU built from a profile's tree (x86_64-softmmu, what tap/virtio-net/migration need)
     qemu-series  a profile's series on top of a qemu builder: built in a container of the builder,
              only the binary kept (images/series)
+    qemu-tree    a profile's own tree (a local checkout, a git commit) that descends from a builder's
+             tree: its diff built the same way, in seconds instead of a full compile (lab.gittree)
     guest    Debian's cloud kernel + a busybox initramfs that brings eth0 up
     host     the runtime's first stage (packages, sshd): built while QEMU compiles
     runtime  a lab host: the built QEMU, the guest, firmware, tcpdump, iproute2, the in-host helpers
@@ -38,7 +40,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import apt, lore, resources
+from lab import apt, gittree, lore, resources
 from lab import series as series_mod
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
@@ -53,6 +55,8 @@ STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 LAYER_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")  # the image a step committed (or took from the cache)
 APPLY_FAILED = "SERIES-APPLY-FAILED"  # printed by images/series/apply-series
 SERIES_BUILD = ["/usr/local/bin/build-series", "/tmp/series"]  # run in a container of the builder
+BUILDER_TREES = "builder-trees.json"  # in the state folder: each builder image's tree id, read once
+TREE_PROBE_S = 60.0  # reading a builder's tree id in a container of it
 STOP_JOIN_S = 10.0  # how long a stopped build on another thread gets to notice and clean up
 
 
@@ -79,9 +83,30 @@ class ImageSet:
     runtime: str
     qemu_source: str = ""
     series: dict[str, Any] | None = None
+    # A tree of the profile's own built on a builder's (lab.gittree.TreeDiff.provenance), and the
+    # commit a git ref named when the lab resolved it.
+    tree: dict[str, str] | None = None
     build_seconds: dict[str, float] = field(default_factory=dict)  # per image of this set; 0: reused
     # Each step the builds of this set ran: image, tag, step (N/M), instruction, seconds, cached.
     build_steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TreeSource:
+    """The tree a profile builds, as the lab found it before building anything."""
+
+    qemu: QemuSource  # as a full build takes it: a git ref pinned to the commit it resolved to
+    describe: str  # provenance: what lab.yaml asked for, and what it named
+    label: str  # the images' io.nfcl.qemu.source: depends only on what goes into the build
+    version: str = ""
+    commit: str = ""  # a git source's resolved commit
+    diff: gittree.TreeDiff | None = None  # set when the tree is built on a builder's (incremental)
+    build_args: dict[str, str] = field(default_factory=dict)  # extra arguments of a full build
+
+    def provenance(self) -> dict[str, str] | None:
+        if not (self.diff or self.commit):
+            return None
+        return {**({"commit": self.commit} if self.commit else {}), **(self.diff.provenance() if self.diff else {})}
 
 
 def _digest(*parts: bytes | str) -> str:
@@ -168,14 +193,17 @@ class ImageBuilder:
         # The series is fetched and parsed before anything is built: bad input costs no build time.
         series = self.load_series(profile.series) if profile.series else None
         base = self.ensure_base()
+        # A git ref is resolved, and a tree compared with the builders' trees, before any build.
+        tree = self.tree_source(profile)
         # The guest and the runtime's host stage do not depend on QEMU: they build while it compiles
         # (on two cores the compile leaves room for their downloads and unpacking).
         self._stop.clear()
         guest_job = self._background("guest", lambda: self._guest(base, rebuild))
         host_job = self._background("host", lambda: self._host(base, rebuild))
         try:
-            builder = self._qemu(base, profile.qemu, rebuild)
-            qemu = self._series(builder, profile, series, rebuild) if series is not None else builder
+            builder = tree.diff.builder if tree.diff else self._qemu(base, tree, rebuild)
+            on_builder = series is not None or tree.diff is not None
+            qemu = self._on_builder(builder, profile, tree, series, rebuild) if on_builder else builder
         except _Stopped:
             self._join([guest_job, host_job])  # raises the background build's own error
             raise ImageBuildError("a build stopped without saying why") from None
@@ -187,7 +215,8 @@ class ImageBuilder:
         runtime = self._runtime(base, qemu, guest, profile, rebuild)
         tags = list(dict.fromkeys([base, builder, qemu, guest, host, runtime]))
         return ImageSet(profile=profile.name, base=base, qemu=qemu, guest=guest, runtime=runtime,
-                        qemu_source=profile.qemu.describe(), series=series.provenance() if series else None,
+                        qemu_source=tree.describe, series=series.provenance() if series else None,
+                        tree=tree.provenance(),
                         build_seconds={t: self.seconds[t] for t in tags if t in self.seconds},
                         build_steps=[step for t in tags for step in self.steps.get(t, [])])
 
@@ -324,34 +353,134 @@ class ImageBuilder:
 
     # -- built images -------------------------------------------------------------------------
 
-    def _qemu(self, base: str, q: QemuSource, rebuild: bool) -> str:
+    def _qemu(self, base: str, tree: TreeSource, rebuild: bool) -> str:
+        q = tree.qemu
         ctx = Context(IMAGES_DIR / "qemu")
         ctx.files["tree/.placeholder"], ctx.modes["tree/.placeholder"] = b"", 0o644
-        args = qemu_build_args(base, q, self.mirror() if q.source == "debian" else "")
-        version = q.upstream_version if q.source == "debian" else ""
+        args = qemu_build_args(base, q, self.mirror() if q.source == "debian" else "") | tree.build_args
+        version = q.upstream_version if q.source == "debian" else tree.version
         if q.source == "local":
-            version, local_args = local_tree(ctx, Path(q.path) if Path(q.path).is_absolute()
-                                             else self.cfg.path.parent / q.path)
+            version, local_args = local_tree(ctx, self._checkout(q))
             args |= local_args
         with tempfile.TemporaryDirectory() as tmp:
             for wheel in self._wheels(Path(tmp)):
                 ctx.add(f"wheels/{wheel.name}", wheel)
-        labels = self._labels("qemu", **{"qemu.version": version, "qemu.source": q.describe()})
+        labels = self._labels("qemu", **{"qemu.version": version, "qemu.source": tree.label})
         return self._build("qemu", "", ctx, args, labels, rebuild)
 
-    def _series(self, qemu: str, profile: Profile, series: series_mod.Series, rebuild: bool) -> str:
-        """The series on top of the builder ``qemu``: applied and compiled in a container of the
-        builder (only what it touches is recompiled), the binary alone into a small image. The tag's
-        digest covers the series, the scripts that apply and build it, and the builder (by its tag)."""
+    def _checkout(self, q: QemuSource) -> Path:
+        return Path(q.path) if Path(q.path).is_absolute() else self.cfg.path.parent / q.path
+
+    # -- trees: what a profile builds, and whether a builder's tree is where it starts ------------
+
+    def tree_source(self, profile: Profile) -> TreeSource:
+        """The profile's tree before anything is built: a git ref resolved to its commit; a local
+        checkout or git commit that descends from a builder's tree gets the diff from it."""
+        q, where = profile.qemu, f"profiles.{profile.name}.qemu"
+        if q.source == "git":
+            return self._git_tree(q, where)
+        if q.source == "local":
+            return self._local_tree(q, where)
+        return TreeSource(q, q.describe(), q.describe())
+
+    def _git_tree(self, q: QemuSource, where: str) -> TreeSource:
+        timeout = self.cfg.timeouts.git_s
+        self._event("qemu", f"resolving {q.ref} on {q.url}")
+        resolved, repo = gittree.resolve(q.url, q.ref, self.cfg.results_root / ".git-cache", timeout, where)
+        self._event("qemu", f"{q.ref} is commit {resolved.commit} ({resolved.kind})")
+        pinned = dataclasses.replace(q, ref=resolved.commit)
+        label = f"git {q.url} commit {resolved.commit}"  # the same for every ref naming that commit
+        trees = self.builder_trees()
+        found = gittree.nearest_base(repo, resolved.commit, trees, timeout)
+        if found is None:
+            carries = gittree.subprojects_in_tree(repo, resolved.commit, timeout)
+            return TreeSource(pinned, resolved.describe(), label, commit=resolved.commit,
+                              build_args={"CONFIGURE_DOWNLOAD": "--disable-download"} if carries else {})
+        base_commit, base_tree = found
+        diff = gittree.diff(repo, base_commit, resolved.commit, timeout, f"{where}.url")
+        tree = gittree.git(["-C", str(repo), "rev-parse", f"{resolved.commit}^{{tree}}"], timeout,
+                           where).stdout.decode().strip()
+        on = gittree.TreeDiff(trees[base_tree], base_tree, base_commit, tree, diff)
+        return TreeSource(pinned, f"{resolved.describe()}, built on {on.builder}", label, commit=resolved.commit,
+                          diff=on)
+
+    def _local_tree(self, q: QemuSource, where: str) -> TreeSource:
+        trees = self.builder_trees()
+        full = TreeSource(q, q.describe(), q.describe())
+        if not trees:
+            return full
+        checkout, timeout = self._checkout(q), self.cfg.timeouts.git_s
+        with tempfile.TemporaryDirectory(prefix=f"{self.cfg.name}-tree-") as tmp:
+            space = gittree.scratch(checkout, Path(tmp), timeout, f"{where}.path")
+            tree = gittree.working_tree(checkout, space, timeout, f"{where}.path")
+            found = ("", tree) if tree in trees else gittree.nearest_base(checkout, "HEAD", trees, timeout, space.env)
+            if found is None:
+                return full
+            diff = gittree.diff(checkout, found[1], tree, timeout, f"{where}.path", space.env)
+        on = gittree.TreeDiff(trees[found[1]], found[1], found[0], tree, diff)
+        version = (checkout / "VERSION").read_text(errors="replace").strip() if (checkout / "VERSION").is_file() else ""
+        return TreeSource(q, f"{q.describe()} (tree {tree}), built on {on.builder}",
+                          f"local checkout at tree {tree}", version=version, diff=on)
+
+    def builder_trees(self) -> dict[str, str]:
+        """Tree id -> tag of a builder image under this prefix whose tree is that commit's
+        (images/qemu/base-tree); the newest builder wins a tree two of them hold."""
+        cache = self.cfg.state_root / BUILDER_TREES
+        known = _read_json(cache)
+        trees: dict[str, str] = {}
+        wanted = {"label": [f"{resources.MANAGED}=true", f"{resources.IMAGE}=qemu"]}
+        found = sorted(self.client.images.list(filters=wanted), key=lambda i: str(i.attrs.get("Created", "")),
+                       reverse=True)
+        for image in found:
+            tags = sorted(t for t in image.tags if t.startswith(f"{self.cfg.image_prefix}/qemu:"))
+            if not tags:
+                continue
+            if str(image.id) not in known:
+                known[str(image.id)] = self._probe_tree(str(image.id), tags[0])
+                _write_json(cache, known)
+            if known[str(image.id)]:
+                trees.setdefault(known[str(image.id)], tags[0])
+        return trees
+
+    def _probe_tree(self, image: str, tag: str) -> str:
+        """The builder's tree id, read in a short-lived container of it ("" when its tree is no git
+        commit: an image made before base-tree). Labelled with this build's run; removed after."""
+        name = self.ns.name(f"tree-{image.removeprefix('sha256:')[:12]}")
+        try:
+            with resources.uninterrupted():
+                container = self.client.containers.create(
+                    image, ["git", "-C", "/src/qemu", "rev-parse", "--verify", "-q", "HEAD^{tree}"], name=name,
+                    network_disabled=True, labels=resources.labels(self.cfg.name, self.ns, role="tree-probe"))
+            try:
+                container.start()
+                status = container.wait(timeout=TREE_PROBE_S).get("StatusCode")
+                output = container.logs(stdout=True, stderr=False).decode(errors="replace").strip()
+            finally:
+                _remove_container(container)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise ImageBuildError(f"cannot read the tree of builder {tag} ({_tail(str(exc))}); "
+                                  "is the Docker daemon well?") from exc
+        return output if status == 0 and re.fullmatch(r"[0-9a-f]{40,64}", output) else ""
+
+    def _on_builder(self, qemu: str, profile: Profile, tree: TreeSource, series: series_mod.Series | None,
+                    rebuild: bool) -> str:
+        """The profile's own tree (its diff from the builder's) and its series on top of the builder
+        ``qemu``: applied and compiled in a container of the builder (only what they touch is
+        recompiled), the binary alone into a small image. The tag's digest covers the diff and the tree
+        it must give, the series, the scripts that apply and build them, and the builder (by its tag)."""
         ctx = Context(IMAGES_DIR / "series")
-        for patch in series.patches:
+        if tree.diff is not None:
+            ctx.add_bytes("tree.diff", tree.diff.diff)
+            ctx.add_bytes("tree.id", tree.diff.tree.encode())
+        for patch in (series.patches if series else []):
             name = f"patches/{patch.index:04d}-of-{patch.total:04d}.patch"  # apply-series reads N/M here
             ctx.add_bytes(name, patch.message)
         q = self.client.images.get(qemu).labels
+        extra = {"series": json.dumps(series.provenance(), separators=(",", ":"))} if series else {}
         labels = self._labels("qemu", profile=profile.name, **{
-            "qemu.version": q.get("io.nfcl.qemu.version", ""), "qemu.source": q.get("io.nfcl.qemu.source", ""),
-            "series": json.dumps(series.provenance(), separators=(",", ":"))})
-        image = "qemu-series"
+            "qemu.version": tree.version or q.get("io.nfcl.qemu.version", ""),
+            "qemu.source": tree.label if tree.diff else q.get("io.nfcl.qemu.source", ""), **extra})
+        image = "qemu-series" if series else "qemu-tree"
         tag = self._tag(image, f"{profile.name}-", ctx, {"QEMU_IMAGE": qemu}, labels)
         if not rebuild and self.exists(tag):
             self._event(image, f"{tag} is up to date")
@@ -631,14 +760,31 @@ def _step(image: str, tag: str, step: str, instruction: str, started: float) -> 
 
 
 def _series_files(ctx: Context) -> bytes:
-    """What a series build container gets: the scripts, and the patches under /tmp/series."""
+    """What a build container on a builder gets: the scripts, under /tmp/series the patches and the
+    profile's own tree (tree.diff, tree.id)."""
     wanted = Context.__new__(Context)
     wanted.files, wanted.modes = {}, {}
-    for name in ("apply-series", "build-series"):
+    for name in ("apply-series", "apply-tree", "build-series"):
         wanted.add_bytes(f"usr/local/bin/{name}", ctx.files[name], 0o755)
-    for name in sorted(n for n in ctx.files if n.startswith("patches/")):
+    for name in sorted(n for n in ctx.files if n.startswith("patches/") or n in ("tree.diff", "tree.id")):
         wanted.add_bytes(f"tmp/series/{name.removeprefix('patches/')}", ctx.files[name], 0o644)
     return wanted.tar().getvalue()
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: read again from the images
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: Mapping[str, str]) -> None:
+    """Whole or not at all: labs running at once may write it too (each writes what it read and found)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(dict(data), indent=1, sort_keys=True))
+    tmp.replace(path)
 
 
 def _regular_files(archive: bytes) -> dict[str, tuple[bytes, int]]:

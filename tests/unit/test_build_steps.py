@@ -67,7 +67,7 @@ def test_a_series_container_gets_the_scripts_and_the_patches_in_order() -> None:
     with tarfile.open(fileobj=io.BytesIO(_series_files(ctx))) as tar:
         members = {m.name: m for m in tar}
     assert list(members) == ["tmp/series/0001-of-0002.patch", "tmp/series/0002-of-0002.patch",
-                             "usr/local/bin/apply-series", "usr/local/bin/build-series"]
+                             "usr/local/bin/apply-series", "usr/local/bin/apply-tree", "usr/local/bin/build-series"]
     assert members["usr/local/bin/build-series"].mode == 0o755
 
 
