@@ -500,8 +500,9 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
         removed.networks += gone.networks
     if args.images:
         resources.remove_images(client)
-        if cfg is not None:  # the saved guests of those images
+        if cfg is not None:  # what was kept of those images: saved guests, builders' tree ids
             shutil.rmtree(cfg.state_root / snapshot.FOLDER, ignore_errors=True)
+            (cfg.state_root / images.BUILDER_TREES).unlink(missing_ok=True)
     if downed:
         console.print(f"took down the kept labs {', '.join(downed)}", markup=False)
     rundirs = artefacts.stray_rundirs(lab)

@@ -108,7 +108,7 @@ class Build:
     def provenance(self) -> dict[str, object]:
         i = self.images
         return {"runtime_image": i.runtime, "qemu_image": i.qemu, "qemu_source": i.qemu_source, "series": i.series,
-                "build_seconds": i.build_seconds, "build_steps": i.build_steps,
+                "build_seconds": i.build_seconds, "build_steps": i.build_steps, "tree": i.tree,
                 "filter_properties": self.properties}
 
 
