@@ -43,7 +43,7 @@ from lab.analysis import (
 from lab.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
 from lab.config import NO_FILTER, LabConfig, ScenarioSpec, Timeouts
 from lab.errors import ScenarioError
-from lab.guest import GuestRecord, measure_offset, read_record
+from lab.guest import ClockOffset, GuestRecord, measure_offset, read_record
 from lab.host import Host
 from lab.migration import Migration, MigrationTimes
 from lab.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Qemu, destination_redirector, guest_machine, source_filter
@@ -224,27 +224,42 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         phase("analysis")
         analysis_start = time.monotonic()
         capture.stop()
-        if scenario.filter != NO_FILTER:
-            # A verdict speaks of QEMU only when the lab's own stream path held for the whole window.
-            capture.check_stream(sent.frames[0].time if sent.frames else times.started, times.continued)
-        stream = capture.stream(generator.run_id)
-        window = StopWindow(stop=times.stopped, resume=times.continued)
-        analysis = analyse(sent, stream, capture.delivered(generator.run_id), window)
-        got = [Frame(f.seq, f.time) for f in record.frames if f.run_id == generator.run_id]
-        guest = analyse_guest(sent, got, times.stopped, on_source, on_destination, record.socket_drops)
-        outcome.analysis, outcome.guest = analysis, guest
-        outcome.lost_at = _lost_at(scenario, sent, analysis, stream, guest, got)
-        outcome.verdict, outcome.reasons = judge(scenario, guest if scenario.path == "guest" else analysis,
-                                                 outcome.lost_at)
-        outcome.generator_fps = sent.achieved_fps
+        _conclude(scenario, outcome, capture, sent, times, _GuestView(record, on_source, on_destination))
         outcome.figures = migration.figures() | _timeline(sent, times, outcome.switched_on)
-        outcome.captured = Captured(sent, stream, window, guest.arrivals, times.resumed, scenario.path)
         outcome.timings["analysis"] = round(time.monotonic() - analysis_start, 2)
     finally:
         # Kept unless the scenario ends as expected: an error on the way leaves them for a look too.
         src.keep = dest.keep = keep(outcome)
         src.close()
         dest.close()
+
+
+@dataclass(frozen=True)
+class _GuestView:
+    """What the guest gave: its receiver's record, and its clock on each side of the migration."""
+
+    record: GuestRecord
+    source: ClockOffset | None
+    destination: ClockOffset | None
+
+
+def _conclude(scenario: ScenarioSpec, outcome: Outcome, capture: SecondaryCapture, sent: Sent,
+              times: MigrationTimes, seen: _GuestView) -> None:
+    """The captures analysed, over first frame .. migrate-continue, into the outcome's verdict."""
+    if scenario.filter != NO_FILTER:
+        # A verdict speaks of QEMU only when the lab's own stream path held for the whole window.
+        capture.check_stream(sent.frames[0].time if sent.frames else times.started, times.continued)
+    stream = capture.stream(sent.run_id)
+    window = StopWindow(stop=times.stopped, resume=times.continued)
+    analysis = analyse(sent, stream, capture.delivered(sent.run_id), window)
+    got = [Frame(f.seq, f.time) for f in seen.record.of_run(sent.run_id)]
+    guest = analyse_guest(sent, got, times.stopped, seen.source, seen.destination, seen.record.socket_drops)
+    outcome.analysis, outcome.guest = analysis, guest
+    outcome.lost_at = _lost_at(scenario, sent, analysis, stream, guest, got)
+    outcome.verdict, outcome.reasons = judge(scenario, guest if scenario.path == "guest" else analysis,
+                                             outcome.lost_at)
+    outcome.generator_fps = sent.achieved_fps
+    outcome.captured = Captured(sent, stream, window, guest.arrivals, times.resumed, scenario.path)
 
 
 def judge(scenario: ScenarioSpec, judged: Analysis | GuestAnalysis, lost_at: dict[str, int]) -> tuple[str, list[str]]:

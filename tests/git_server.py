@@ -95,7 +95,20 @@ class GitServer:
                 self._answer("GET", b"")
 
             def do_POST(self) -> None:
-                self._answer("POST", self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self._answer("POST", self._body())
+
+            def _body(self) -> bytes:
+                """The request's body: git sends a large one in chunks (past http.postBuffer)."""
+                if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+                    return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = bytearray()
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        self.rfile.readline()  # the empty line after the last chunk
+                        return bytes(body)
+                    body += self.rfile.read(size)
+                    self.rfile.readline()  # each chunk's CRLF
 
             def _answer(self, method: str, body: bytes) -> None:
                 path, _, query = self.path.partition("?")
@@ -105,6 +118,9 @@ class GitServer:
                 for name, value in headers:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(payload)))
+                # One request a connection: nothing a request leaves unread can be taken for the next.
+                self.send_header("Connection", "close")
+                self.close_connection = True
                 self.end_headers()
                 self.wfile.write(payload)
 
