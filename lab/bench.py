@@ -313,7 +313,8 @@ class MemorySampler:
                     self._sample()
 
     def _sample(self) -> None:
-        hosts = self.client.containers.list(filters={"label": [f"{resources.RUN}={self.run}"]})
+        hosts = self.client.containers.list(ignore_removed=True,
+                                            filters={"label": [f"{resources.RUN}={self.run}"]})
         for container in hosts:
             role = container.labels.get(resources.ROLE, "")
             if role not in HOST_ROLES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import json
 import shlex
 import shutil
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -38,6 +39,7 @@ from lab.host import RUNDIR, TAP, ExecResult, Host
 from lab.namespace import Namespace
 from lab.waiting import wait_until
 
+T = TypeVar("T")
 TUN = "/dev/net/tun"
 KVM = "/dev/kvm"
 
@@ -95,11 +97,22 @@ class DockerHost(Host):
 
 def _unanswered(exc: BaseException) -> bool:
     """A request that got no response at all: over ssh://, the far end's `docker system dial-stdio`
-    can hang up before it answers; sent again, it is answered."""
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        time.sleep(0.2)
+    can hang up before it answers, and its sshd refuses a session beyond its MaxSessions (10 by
+    default) while others are open; a moment later, sent again, it is answered."""
+    if isinstance(exc, (requests.exceptions.ConnectionError, paramiko.ChannelException)):
+        time.sleep(0.5)
         return True
     return False
+
+
+def _once_more_if_refused(call: Callable[[], T]) -> T:
+    """``call``, again after a moment when the engine's sshd refused the session for it: a request
+    that never left is safe to send again, even one that creates something."""
+    try:
+        return call()
+    except paramiko.ChannelException:
+        time.sleep(0.5)
+        return call()
 
 
 def _ssh_trouble(exc: paramiko.SSHException, url: str) -> str:
@@ -186,7 +199,10 @@ class Engine:
             client = resources.connect()
         else:
             try:
-                client = docker.DockerClient(base_url=ssh_url(spec.url), timeout=120, use_ssh_client=False)
+                # Each pooled connection is a session open on the engine's sshd (MaxSessions: 10 by
+                # default): a few kept idle, the rest opened and closed as needed.
+                client = docker.DockerClient(base_url=ssh_url(spec.url), timeout=120, use_ssh_client=False,
+                                             max_pool_size=4)
                 client.ping()
             except paramiko.SSHException as exc:
                 raise LabError(f"engine {spec.name} ({spec.url}): {_ssh_trouble(exc, spec.url)}") from exc
@@ -294,13 +310,13 @@ class Engine:
         ports: Any = {f"{p}/tcp": (address, None) for p in publish} or None
         try:
             with self.creating():
-                container = self.client.containers.run(
+                container = _once_more_if_refused(lambda: self.client.containers.run(
                     image, name=ns.name(role), hostname=role, detach=True, init=True, cap_add=["NET_ADMIN"],
                     devices=[f"{d}:{d}:rwm" for d in devices],
                     volumes={str(rundir.resolve()): {"bind": RUNDIR, "mode": "rw"}},
                     labels=resources.labels(ns.lab, ns, role=role), network=network,
                     network_mode=None if network else "none",
-                    ports=ports)
+                    ports=ports))
         except docker.errors.DockerException as exc:
             missing = next((d for d in devices if f'custom device "{d}"' in _why(exc)), "")
             if missing:
@@ -483,7 +499,8 @@ class LabHosts:
         # creating a container or network and this process hearing of it.
         for engine in dict.fromkeys(self.engines.values()):
             try:
-                resources.remove(engine.client, self.spec.ns.lab, ns=self.spec.ns)
+                _once_more_if_refused(functools.partial(resources.remove, engine.client, self.spec.ns.lab,
+                                                        ns=self.spec.ns))
             except (docker.errors.DockerException, OSError, paramiko.SSHException):
                 pass  # an engine that is gone took its containers with it; `lab status` names what is left
         self.hosts.clear()

@@ -135,8 +135,9 @@ def forget(cfg: LabConfig, name: str) -> None:
 def orphans(client: docker.DockerClient, cfg: LabConfig) -> list[str]:
     """Kept labs' resources with no state left (a `lab run --keep` killed before it recorded one)."""
     known = set(names(cfg))
-    found = client.containers.list(all=True, filters={"label": [f"{resources.LAB}={cfg.name}",
-                                                                 f"{resources.KIND}={KEPT}"]})
+    # ignore_removed: a container another run removes while this one lists is none of its business.
+    found = client.containers.list(all=True, ignore_removed=True,
+                                   filters={"label": [f"{resources.LAB}={cfg.name}", f"{resources.KIND}={KEPT}"]})
     # Still being made (by a live `lab up` or `lab run --keep`): not an orphan yet.
     gone = [c for c in found if not alive(resources.owner_pid(c.labels), c.labels.get(resources.OWNER_BOOT, ""))]
     return sorted({c.labels.get(resources.RUN, "") for c in gone} - known - {""})

@@ -104,7 +104,7 @@ def find(client: docker.DockerClient, lab: str | None = None, ns: Namespace | No
     """Resources of one lab (every lab when ``lab`` is None): of one namespace, or all of them."""
     flt = _filters(lab, ns)
     return Leftovers(
-        containers=[str(c.name) for c in client.containers.list(all=True, filters=flt)],
+        containers=[str(c.name) for c in client.containers.list(all=True, filters=flt, ignore_removed=True)],
         networks=[str(n.name) for n in client.networks.list(filters=flt)],
         volumes=[str(v.name) for v in client.volumes.list(filters=flt)],
     )
@@ -139,7 +139,7 @@ def dead_runs(client: docker.DockerClient, lab: str | None) -> dict[str, Leftove
     """Per run id, what runs whose owner is gone left on this engine (found, never removed here)."""
     runs: dict[str, Leftovers] = {}
     flt = _filters(lab)
-    for c in client.containers.list(all=True, filters=flt):
+    for c in client.containers.list(all=True, filters=flt, ignore_removed=True):
         if owner_gone(c.labels):
             runs.setdefault(c.labels[RUN], Leftovers()).containers.append(str(c.name))
     for n in client.networks.list(filters=flt):
@@ -152,7 +152,7 @@ def remove(client: docker.DockerClient, lab: str | None = None, ns: Namespace | 
     """Removes what ``find`` finds; returns what was removed."""
     left = find(client, lab, ns)
     flt = _filters(lab, ns)
-    containers = client.containers.list(all=True, filters=flt)
+    containers = client.containers.list(all=True, filters=flt, ignore_removed=True)
     if containers:
         # At once: each removal is mostly the daemon stopping a container.
         with concurrent.futures.ThreadPoolExecutor(len(containers), thread_name_prefix="lab-remove") as pool:

@@ -4,6 +4,7 @@ migration source (or destination) far enough for the lab's migration driver."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -53,7 +54,13 @@ class FakeQMP:
 
     def close(self) -> None:
         self.hang_up()
+        # Woken first, then closed: a thread still blocked in accept() on a closed socket goes on
+        # waiting on its file descriptor number, and takes the connections of whatever socket gets
+        # that number next (a test's HTTP server, then answered with a QMP greeting).
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
+        self._thread.join(timeout=5)
 
     def _serve(self) -> None:
         try:
