@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import re
 import shlex
@@ -653,6 +654,10 @@ def _main(argv: list[str]) -> int:
     # Logs (CI, pipes) get a width that fits the verdict table rather than rich's default of 80.
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
     signal.signal(signal.SIGTERM, _interrupt)
+    # Libraries' own log lines (paramiko's refused channels, urllib3's full pools) would print beside
+    # the lab's; what matters of them reaches the lab as exceptions.
+    for library in ("paramiko", "urllib3"):
+        logging.getLogger(library).addHandler(logging.NullHandler())
     verb = f"lab {args.verb}"
     try:
         return int(args.fn(args, console))

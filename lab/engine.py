@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import functools
 import json
 import shlex
 import shutil
@@ -23,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import docker.errors
@@ -39,7 +38,6 @@ from lab.host import RUNDIR, TAP, ExecResult, Host
 from lab.namespace import Namespace
 from lab.waiting import wait_until
 
-T = TypeVar("T")
 TUN = "/dev/net/tun"
 KVM = "/dev/kvm"
 
@@ -97,22 +95,51 @@ class DockerHost(Host):
 
 def _unanswered(exc: BaseException) -> bool:
     """A request that got no response at all: over ssh://, the far end's `docker system dial-stdio`
-    can hang up before it answers, and its sshd refuses a session beyond its MaxSessions (10 by
-    default) while others are open; a moment later, sent again, it is answered."""
-    if isinstance(exc, (requests.exceptions.ConnectionError, paramiko.ChannelException)):
+    can hang up before it answers; a moment later, sent again, it is answered."""
+    if isinstance(exc, requests.exceptions.ConnectionError):
         time.sleep(0.5)
         return True
     return False
 
 
-def _once_more_if_refused(call: Callable[[], T]) -> T:
-    """``call``, again after a moment when the engine's sshd refused the session for it: a request
-    that never left is safe to send again, even one that creates something."""
-    try:
-        return call()
-    except paramiko.ChannelException:
-        time.sleep(0.5)
-        return call()
+SESSION_WAIT = 30.0  # seconds a refused SSH session is asked for again
+SSH_POOL = "http+docker://ssh"  # the one pool of an ssh:// client's idle connections
+
+
+def _bounded_sessions(client: docker.DockerClient) -> None:
+    """Keeps an ssh:// client within what the engine's sshd allows, and patient with its refusals.
+
+    Every request the SDK sends over ssh:// runs in a session of one SSH connection, and sshd refuses
+    sessions beyond its MaxSessions (10 by default) while others are open. The SDK keeps idle
+    connections in a pool per request URL (one per container, one per exec): a few dozen requests
+    hold every session the sshd grants and the next is refused, for good. One pool holds at most
+    ``max_pool_size`` idle sessions; a burst beyond what is left (a teardown removing containers at
+    once, cells side by side) can still meet a refusal a moment before sessions close, and a refused
+    session carried nothing: asking again is safe for every request, even one that creates something.
+    """
+    adapter = getattr(client.api, "_custom_adapter", None)
+    ssh_client = getattr(adapter, "ssh_client", None)
+    transport = ssh_client.get_transport() if ssh_client is not None else None
+    if adapter is None or transport is None:
+        return
+    if "get_connection" not in vars(adapter):
+        per_url = adapter.get_connection
+        adapter.get_connection = lambda url, proxies=None: per_url(SSH_POOL, proxies)
+    open_session = transport.open_session
+
+    def patiently(*args: Any, **kwargs: Any) -> paramiko.Channel:
+        deadline = time.monotonic() + SESSION_WAIT
+        while True:
+            try:
+                return open_session(*args, **kwargs)
+            except paramiko.SSHException:
+                # Refusals reach one of the threads opening sessions at once as ChannelException,
+                # the others as "Unable to open channel": paramiko keeps a single last error.
+                if not transport.is_active() or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    transport.open_session = patiently  # type: ignore[method-assign]
 
 
 def _ssh_trouble(exc: paramiko.SSHException, url: str) -> str:
@@ -203,6 +230,7 @@ class Engine:
                 # default): a few kept idle, the rest opened and closed as needed.
                 client = docker.DockerClient(base_url=ssh_url(spec.url), timeout=120, use_ssh_client=False,
                                              max_pool_size=4)
+                _bounded_sessions(client)
                 client.ping()
             except paramiko.SSHException as exc:
                 raise LabError(f"engine {spec.name} ({spec.url}): {_ssh_trouble(exc, spec.url)}") from exc
@@ -247,6 +275,7 @@ class Engine:
             adapter._connect()
         except (paramiko.SSHException, OSError, EOFError):
             return False
+        _bounded_sessions(self.client)
         return True
 
     def reach_address(self) -> str:
@@ -310,13 +339,13 @@ class Engine:
         ports: Any = {f"{p}/tcp": (address, None) for p in publish} or None
         try:
             with self.creating():
-                container = _once_more_if_refused(lambda: self.client.containers.run(
+                container = self.client.containers.run(
                     image, name=ns.name(role), hostname=role, detach=True, init=True, cap_add=["NET_ADMIN"],
                     devices=[f"{d}:{d}:rwm" for d in devices],
                     volumes={str(rundir.resolve()): {"bind": RUNDIR, "mode": "rw"}},
                     labels=resources.labels(ns.lab, ns, role=role), network=network,
                     network_mode=None if network else "none",
-                    ports=ports))
+                    ports=ports)
         except docker.errors.DockerException as exc:
             missing = next((d for d in devices if f'custom device "{d}"' in _why(exc)), "")
             if missing:
@@ -499,8 +528,7 @@ class LabHosts:
         # creating a container or network and this process hearing of it.
         for engine in dict.fromkeys(self.engines.values()):
             try:
-                _once_more_if_refused(functools.partial(resources.remove, engine.client, self.spec.ns.lab,
-                                                        ns=self.spec.ns))
+                resources.remove(engine.client, self.spec.ns.lab, ns=self.spec.ns)
             except (docker.errors.DockerException, OSError, paramiko.SSHException):
                 pass  # an engine that is gone took its containers with it; `lab status` names what is left
         self.hosts.clear()

@@ -6,6 +6,7 @@ reached over ssh:// through the Docker SDK's paramiko transport."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -22,7 +23,8 @@ import paramiko
 import pytest
 
 from lab import images, resources
-from lab.config import LabConfig
+from lab.config import EngineSpec, LabConfig
+from lab.engine import Engine
 from lab.namespace import Namespace
 from lab.pytest_plugin import need
 from lab.waiting import wait_until
@@ -227,3 +229,23 @@ def test_ssh_connections_dropped_mid_run_are_made_again(engines_yaml: Path, lab_
     assert not resources.find(second_engine, lab_config.name, ns=Namespace(lab_config.name,
                                                                            json.loads((out / "report.json")
                                                                                       .read_text())["lab"]["run"]))
+
+
+def test_requests_beyond_the_engines_sshd_sessions_are_answered(second_engine: docker.DockerClient) -> None:
+    # Every request over ssh:// takes a session of one SSH connection; this sshd allows 10 at once.
+    engine = Engine.connect(EngineSpec("second", SECOND))
+
+    def missing(name: str) -> bool:
+        try:
+            engine.client.images.get(name)
+        except docker.errors.ImageNotFound:
+            return True
+        return False
+
+    try:
+        # One URL each, as every container and exec has: idle sessions must not pile up per URL.
+        assert all(missing(f"nfcl/none-{n}:0") for n in range(32))
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            assert all(pool.map(missing, [f"nfcl/none-{n}:1" for n in range(48)]))
+    finally:
+        engine.client.close()
