@@ -2,8 +2,9 @@
 
 A run folder is made short, in the temporary directory (QMP's unix socket path must stay under 108
 bytes), and carries the lab's marker so that a sweep after a crash removes only what the lab made.
-At the end it gets ``result.json`` and ``timeline.png`` and moves to the artefacts folder, or, when
-its hosts are kept for a person, is copied there and stays with the running lab.
+At the end it gets ``timeline.png`` (drawn while the hosts are removed) and ``result.json`` and
+moves to the artefacts folder, or, when its hosts are kept for a person, is copied there and stays
+with the running lab.
 """
 
 from __future__ import annotations
@@ -32,13 +33,18 @@ def write_phase(rundir: Path, phase: str) -> None:
     (rundir / "phase").write_text(phase + "\n")
 
 
-def describe(rundir: Path, row: Row, outcome: Outcome) -> None:
-    """result.json (the cell's report row) and, when the scenario captured, its timeline picture."""
+def describe(rundir: Path, row: Row) -> None:
+    """result.json: the cell's report row."""
     (rundir / "result.json").write_text(json.dumps(row.to_json(), indent=2) + "\n")
-    if outcome.captured is not None and outcome.analysis is not None:
-        c = outcome.captured
-        timeline.draw(rundir / "timeline.png", f"{row.builds} x {row.scenario} ({row.filter})",
-                      c.sent, c.stream, c.window, outcome.analysis, outcome.guest, c.resumed, row.verdict, c.view)
+
+
+def picture(rundir: Path, title: str, outcome: Outcome) -> Path | None:
+    """timeline.png, when the scenario captured."""
+    c = outcome.captured
+    if c is None or outcome.analysis is None:
+        return None
+    return timeline.draw(rundir / "timeline.png", title, c.sent, c.stream, c.window, outcome.analysis,
+                         outcome.guest, c.resumed, outcome.verdict, c.view)
 
 
 def move_to(rundir: Path, out: Path) -> Path:

@@ -8,16 +8,43 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
+from lab import statefile
 from lab.config import FILTERS
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
 from lab.namespace import Namespace
 from lab.qemu import BINARY
 
+CACHE_NAME = "filter-properties.json"  # in the state folder: image id -> QEMU's answer
 
-def filter_properties(engine: Engine, image: str, ns: Namespace) -> dict[str, list[str]]:
-    """``{filter type: [property, ...]}`` from ``qom-list-properties`` of the image's QEMU."""
+
+def filter_properties(engine: Engine, image: str, ns: Namespace, cache: Path | None = None) -> dict[str, list[str]]:
+    """``{filter type: [property, ...]}`` from ``qom-list-properties`` of the image's QEMU, or, for
+    an image asked before, from ``cache`` (they are the image's: kept by its id)."""
+    image_id = engine.has_image(image) if cache is not None else ""
+    known = statefile.read(cache) if cache is not None else {}
+    kept = _kept(known.get(image_id, ""))
+    if kept is not None:
+        return kept
+    found = ask_properties(engine, image, ns)
+    if cache is not None:
+        statefile.write(cache, known | {image_id: json.dumps(found)})
+    return found
+
+
+def _kept(text: str) -> dict[str, list[str]] | None:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not all(isinstance(data.get(f), list) for f in FILTERS):
+        return None
+    return {str(f): [str(p) for p in props] for f, props in data.items()}
+
+
+def ask_properties(engine: Engine, image: str, ns: Namespace) -> dict[str, list[str]]:
     commands: list[dict[str, object]] = [{"execute": "qmp_capabilities"}]
     commands += [{"execute": "qom-list-properties", "arguments": {"typename": f}, "id": f} for f in FILTERS]
     commands += [{"execute": "quit"}]

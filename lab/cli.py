@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from lab import accel as accel_mod
-from lab import artefacts, bench, doctor, images, kept, lore, resources, snapshot, ssh
+from lab import artefacts, bench, capabilities, doctor, images, kept, lore, resources, snapshot, ssh
 from lab import check as check_mod
 from lab import config as config_mod
 from lab import runner as runner_mod
@@ -504,6 +504,7 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
         if cfg is not None:  # what was kept of those images: saved guests, builders' tree ids
             shutil.rmtree(cfg.state_root / snapshot.FOLDER, ignore_errors=True)
             (cfg.state_root / images.BUILDER_TREES).unlink(missing_ok=True)
+            (cfg.state_root / capabilities.CACHE_NAME).unlink(missing_ok=True)
     if downed:
         console.print(f"took down the kept labs {', '.join(downed)}", markup=False)
     rundirs = artefacts.stray_rundirs(lab)

@@ -40,6 +40,11 @@ from lab.waiting import wait_until
 
 TUN = "/dev/net/tun"
 KVM = "/dev/kvm"
+# A host's first act: take the lab's handshake file out of its run folder, or exit NO_HANDSHAKE when
+# the folder it was given is not the lab's (it has no such file).
+HANDSHAKE = ".handshake"
+NO_HANDSHAKE = 3
+HOST_COMMAND = ["sh", "-c", f"rm {RUNDIR}/{HANDSHAKE} 2>/dev/null || exit {NO_HANDSHAKE}; exec sleep infinity"]
 
 
 def _text(data: object) -> str:
@@ -337,10 +342,13 @@ class Engine:
         address = self.reach_address() if publish else ""
         # (address, None): bound to that address only, on a free port the engine picks.
         ports: Any = {f"{p}/tcp": (address, None) for p in publish} or None
+        rundir.mkdir(parents=True, exist_ok=True)
+        (rundir / HANDSHAKE).touch()
         try:
             with self.creating():
                 container = self.client.containers.run(
-                    image, name=ns.name(role), hostname=role, detach=True, init=True, cap_add=["NET_ADMIN"],
+                    image, HOST_COMMAND, name=ns.name(role), hostname=role, detach=True, init=True,
+                    cap_add=["NET_ADMIN"],
                     devices=[f"{d}:{d}:rwm" for d in devices],
                     volumes={str(rundir.resolve()): {"bind": RUNDIR, "mode": "rw"}},
                     labels=resources.labels(ns.lab, ns, role=role), network=network,
@@ -354,7 +362,12 @@ class Engine:
                                f"(Docker said: {_why(exc)})") from exc
             raise LabError(f"cannot start the {role} host from {image} on engine {self.name}: {_why(exc)}") from exc
         host = DockerHost(container, role, rundir, self.cancelled, self.revive)
-        self._wait_running(host, 30.0)
+        try:
+            self._wait_running(host, 30.0)
+        except BaseException:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+            raise
         if network:
             host.address = str(container.attrs["NetworkSettings"]["Networks"].get(network, {}).get("IPAddress", ""))
         if publish:
@@ -362,15 +375,24 @@ class Engine:
         return host
 
     def _wait_running(self, host: DockerHost, timeout: float) -> None:
+        """Until the host runs and has taken the handshake out of its run folder: then the lab and
+        the host see the same files (an engine on another machine would bind-mount a folder of its own)."""
         def running() -> bool | None:
             try:
                 host.container.reload()
             except docker.errors.DockerException as exc:
                 raise LabError(f"the {host.role} host went away on engine {self.name}: {_why(exc)}") from exc
             if host.container.status in ("exited", "dead"):
+                if host.container.attrs["State"].get("ExitCode") == NO_HANDSHAKE:
+                    raise LabError(f"engine {self.name} does not see this machine's files: the lab shares each "
+                                   f"host's run folder ({host.rundir}) by bind mount, so its engines must run on "
+                                   "this machine (and the lab not in a container of its own); use an engine here, "
+                                   "or run the lab on that engine's machine")
                 raise LabError(f"the {host.role} host did not start (status {host.container.status}): "
                                f"{host.container.logs(tail=10).decode(errors='replace').strip()}")
-            return True if host.container.status == "running" else None
+            if host.container.status != "running" or host.path(HANDSHAKE).exists():
+                return None
+            return True
 
         wait_until(f"the {host.role} host to run", running, timeout, interval=0.1,
                    last=lambda: str(host.container.status))

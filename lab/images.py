@@ -40,7 +40,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import apt, gittree, lore, resources
+from lab import apt, gittree, lore, resources, statefile
 from lab import series as series_mod
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
@@ -426,7 +426,7 @@ class ImageBuilder:
         """Tree id -> tag of a builder image under this prefix whose tree is that commit's
         (images/qemu/base-tree); the newest builder wins a tree two of them hold."""
         cache = self.cfg.state_root / BUILDER_TREES
-        known = _read_json(cache)
+        known = statefile.read(cache)
         trees: dict[str, str] = {}
         wanted = {"label": [f"{resources.MANAGED}=true", f"{resources.IMAGE}=qemu"]}
         found = sorted(self.client.images.list(filters=wanted), key=lambda i: str(i.attrs.get("Created", "")),
@@ -437,7 +437,7 @@ class ImageBuilder:
                 continue
             if str(image.id) not in known:
                 known[str(image.id)] = self._probe_tree(str(image.id), tags[0])
-                _write_json(cache, known)
+                statefile.write(cache, known)
             if known[str(image.id)]:
                 trees.setdefault(known[str(image.id)], tags[0])
         return trees
@@ -769,22 +769,6 @@ def _series_files(ctx: Context) -> bytes:
     for name in sorted(n for n in ctx.files if n.startswith("patches/") or n in ("tree.diff", "tree.id")):
         wanted.add_bytes(f"tmp/series/{name.removeprefix('patches/')}", ctx.files[name], 0o644)
     return wanted.tar().getvalue()
-
-
-def _read_json(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # none yet, or unreadable: read again from the images
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
-
-
-def _write_json(path: Path, data: Mapping[str, str]) -> None:
-    """Whole or not at all: labs running at once may write it too (each writes what it read and found)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(dict(data), indent=1, sort_keys=True))
-    tmp.replace(path)
 
 
 def _regular_files(archive: bytes) -> dict[str, tuple[bytes, int]]:

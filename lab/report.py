@@ -26,6 +26,11 @@ NOT_RUN = "not-run"  # a cell the run did not get to (interrupted, or a lab erro
 TIMINGS = ("boot", "migrate", "hold", "drain", "total")
 
 
+def builds_label(profile: str, destination: str = "") -> str:
+    """The build, or ``source->destination`` for a migration between two builds."""
+    return profile if destination in ("", profile) else f"{profile}->{destination}"
+
+
 @dataclass(frozen=True)
 class Row:
     """One cell of the matrix, as report.json gives it."""
@@ -102,10 +107,7 @@ class Row:
 
     @property
     def builds(self) -> str:
-        """The build, or ``source->destination`` for a migration between two builds."""
-        if self.destination_profile in ("", self.profile):
-            return self.profile
-        return f"{self.profile}->{self.destination_profile}"
+        return builds_label(self.profile, self.destination_profile)
 
     @property
     def why(self) -> str:

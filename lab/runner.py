@@ -10,6 +10,7 @@ Ctrl-C or SIGTERM in the caller cancels it, removes what the run made and still 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import queue
@@ -23,14 +24,14 @@ from pathlib import Path
 import docker.errors
 
 from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, resources, scenario, snapshot, ssh
+from lab import artefacts, capabilities, images, kept, resources, scenario, snapshot, ssh, timeline
 from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
 from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
 from lab.errors import Cancelled, ConfigError, LabError, ScenarioError
 from lab.namespace import Namespace
-from lab.report import NOT_RUN, Report, Row
+from lab.report import NOT_RUN, Report, Row, builds_label
 
 # A hook a test may give: called as each phase begins, with the cell's hosts (to inject faults).
 HostsHook = Callable[[str, LabHosts], None]
@@ -60,6 +61,10 @@ class Cell:
     @property
     def expected(self) -> str:
         return self.scenario.expected(self.profile.name, self.to.name)
+
+    @property
+    def title(self) -> str:
+        return f"{builds_label(self.profile.name, self.to.name)} x {self.scenario.name} ({self.scenario.filter})"
 
     def row(self, verdict: str, accel: str, **details: object) -> Row:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
@@ -165,6 +170,9 @@ class Runner:
     transfers: dict[str, float] = field(default_factory=dict)  # per engine: seconds copying images to it
     # The saved guest each cell's source starts from, per (profile, engine): boot once, restore many.
     snapshots: dict[tuple[str, str], snapshot.Snapshot] = field(default_factory=dict)
+    # Timeline pictures, one at a time, each drawn while its cell's hosts are removed.
+    _pictures: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lab-picture"))
 
     def __post_init__(self) -> None:
         if self.ns is None:
@@ -203,8 +211,8 @@ class Runner:
             self.accel = accel_mod.choose(self.engine, runtime, self.cfg.accel, self.ns,
                                           self.cfg.timeouts.kvm_probe_s, self.cfg.state_root / accel_mod.CACHE_NAME)
         for name, image_set in built.items():
-            self.builds[name] = Build(image_set, capabilities.filter_properties(self.engine, image_set.runtime,
-                                                                               self.ns))
+            self.builds[name] = Build(image_set, capabilities.filter_properties(
+                self.engine, image_set.runtime, self.ns, self.cfg.state_root / capabilities.CACHE_NAME))
         runtimes = [self.builds[p.name].images.runtime for p in profiles]
         for engine in self.engines[1:]:
             seconds = engine.ensure_images(self.engine, runtimes)
@@ -248,6 +256,7 @@ class Runner:
         """
         self.prepare(list(dict.fromkeys(p for c in cells for p in c.profiles)))
         assert self.accel is not None
+        self._pictures.submit(timeline.load)
         report = Report(config=str(self.cfg.path), run=self.ns.id, accel=self.accel.accel,
                         accel_reason=self.accel.reason,
                         builds={name: b.provenance() for name, b in self.builds.items()},
@@ -355,6 +364,7 @@ class Runner:
         restore = saved.place(rundir / "primary") if saved else ""
         started = time.monotonic()
         outcome = scenario.Outcome()
+        drawn: concurrent.futures.Future[Path | None] | None = None
         try:
             phase("hosts")
             with hosts.kept_if(lambda: keep_it(outcome)):
@@ -362,6 +372,7 @@ class Runner:
                 outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it,
                                        restore)
                 outcome.timings["hosts"] = round(hosts_s, 2)
+                drawn = self._pictures.submit(artefacts.picture, rundir, cell.title, outcome)  # while hosts go
         except ScenarioError as exc:
             if first.cancelled.is_set() or second.cancelled.is_set():
                 raise Cancelled(str(exc)) from exc
@@ -374,6 +385,8 @@ class Runner:
             outcome.verdict, outcome.error = ERROR, f"engine {', '.join(lost)} was lost: {exc}"
         finally:
             (rundir / "primary" / snapshot.STATE).unlink(missing_ok=True)  # the saved guest stays in one place
+            if drawn is not None:
+                drawn.result()
             lab = None
             if keep and hosts.hosts and not first.cancelled.is_set():  # kept for a person
                 lab = kept.adopt(self.cfg, keep_name, hosts, cell.profile.name, cell.scenario.name,
@@ -393,9 +406,9 @@ class Runner:
                        reasons=outcome.reasons if outcome.analysis else None, error=outcome.error,
                        qemu_version=outcome.qemu_version, timings=outcome.timings, artefacts=str(folder),
                        engines=placed, images={role: hosts.spec.image_of(role) for role in LabHosts.ROLES})
-        artefacts.describe(Path(lab.rundir) if lab else folder, row, outcome)
+        artefacts.describe(Path(lab.rundir) if lab else folder, row)
         if lab is not None:
-            artefacts.describe(folder, row, outcome)
+            artefacts.describe(folder, row)
         return row, lab
 
     def run_cell(self, cell: Cell, out: Path, hook: HostsHook | None = None) -> Row:

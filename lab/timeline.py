@@ -10,17 +10,23 @@ from pathlib import Path
 from lab.analysis import Analysis, Frame, GuestAnalysis, Sent, StopWindow
 
 
+def load() -> None:
+    """Imports what drawing needs (half a second of the first picture), ahead of it."""
+    import matplotlib.backends.backend_agg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
 def draw(path: Path, title: str, sent: Sent, stream: list[Frame], window: StopWindow, analysis: Analysis,
          guest: GuestAnalysis | None = None, resumed: float | None = None, verdict: str = "",
          view: str = "stream") -> Path:
     """``view``: the capture point the verdict looks at (stream or guest): its lost frames are marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display needed
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot's: drawn in a thread while the hosts go, with no global state
+    # (and no display: savefig picks the Agg canvas from the file name).
+    from matplotlib.figure import Figure
 
     t0 = sent.frames[0].time if sent.frames else (stream[0].time if stream else window.resume)
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    fig = Figure(figsize=(10, 4.5), dpi=100)
+    ax = fig.subplots()
     if window.stop is not None:
         ax.axvspan(window.stop - t0, window.resume - t0, color="tab:orange", alpha=0.18,
                    label=f"source stopped ({analysis.stopped_window_ms:.0f} ms)")
@@ -50,5 +56,4 @@ def draw(path: Path, title: str, sent: Sent, stream: list[Frame], window: StopWi
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path

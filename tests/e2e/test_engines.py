@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -249,3 +250,36 @@ def test_requests_beyond_the_engines_sshd_sessions_are_answered(second_engine: d
             assert all(pool.map(missing, [f"nfcl/none-{n}:1" for n in range(48)]))
     finally:
         engine.client.close()
+
+
+def test_an_engine_that_does_not_see_the_labs_folders_is_one_line(lab_config: LabConfig,
+                                                                  lab_images: dict[str, images.ImageSet],
+                                                                  lab_docker: docker.DockerClient,
+                                                                  tmp_path: Path) -> None:
+    # The lab's temporary folders on a tmpfs in a mount namespace of its own: the engine, outside it,
+    # bind-mounts a folder of its own under the same path, as an engine on another machine does (or
+    # one whose socket was handed into the container the lab runs in).
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if subprocess.run([*sudo, "unshare", "-m", "true"], capture_output=True, check=False).returncode:
+        need("cannot make a mount namespace (unshare -m) to hide the lab's folders from the engine")
+    private = tmp_path / "private-tmp"
+    private.mkdir()
+    name = f"{lab_config.name}-unseen"
+    # A lab of its own name, to find what it left; the same images (and the same results folder,
+    # where the accelerator probe's verdict is kept).
+    text = re.sub(r"(?m)^  name: \S+", f"  name: {name}", lab_config.path.read_text(), count=1)
+    text = re.sub(r"(?m)^  # prefix: \S+", f"  prefix: {lab_config.image_prefix}", text, count=1)
+    text = text.replace("results_dir: lab-results", f"results_dir: {lab_config.results_root}")
+    cfg = config_copy(lab_config.path, tmp_path / "cfg", text)
+    hidden = 'mount -t tmpfs lab-hidden "$0" && exec env TMPDIR="$0" "$@"'
+    profile = next(iter(lab_images))
+    proc = subprocess.run([*sudo, "unshare", "-m", "--propagation", "private", "sh", "-c", hidden, str(private),
+                           sys.executable, "-m", "lab", "run", "--config", str(cfg), "--profile", profile,
+                           "--scenario", "redirector", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # Above it, what the image builder said (the images were all there).
+    [line] = [text for text in proc.stderr.strip().splitlines() if text.startswith("lab ")]
+    assert proc.stderr.strip().endswith(line)
+    assert "engine local does not see this machine's files" in line and "bind mount" in line, line
+    assert not resources.find(lab_docker, name), "the lab left something on the engine"
