@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -30,8 +31,9 @@ import paramiko
 import requests.exceptions
 from docker.models.containers import Container
 from docker.models.networks import Network
+from docker.types import Mount
 
-from lab import resources
+from lab import remote, resources
 from lab.config import LOCAL_ENGINE, EngineSpec
 from lab.errors import Cancelled, LabError, ScenarioError
 from lab.host import RUNDIR, TAP, ExecResult, Host
@@ -45,6 +47,11 @@ KVM = "/dev/kvm"
 HANDSHAKE = ".handshake"
 NO_HANDSHAKE = 3
 HOST_COMMAND = ["sh", "-c", f"rm {RUNDIR}/{HANDSHAKE} 2>/dev/null || exit {NO_HANDSHAKE}; exec sleep infinity"]
+OWN_FOLDER_COMMAND = ["sh", "-c", f"mkdir -p {RUNDIR}; exec sleep infinity"]
+
+
+class _NoHandshake(LabError):
+    """The host's run folder is not the lab's: its engine does not see this machine's files."""
 
 
 def _text(data: object) -> str:
@@ -52,24 +59,67 @@ def _text(data: object) -> str:
 
 
 class DockerHost(Host):
-    """A lab host that is a container; its run folder is a folder of the lab's, bind-mounted."""
+    """A lab host that is a container. Its run folder is a folder of the lab's, bind-mounted
+    (``shared``), or, on an engine that does not see this machine's files, a folder of its own that
+    the lab reads and writes through the engine (lab.remote) and copies back when the host goes."""
 
     def __init__(self, container: Container, role: str, rundir: Path,
-                 cancel: threading.Event | None = None, revive: Callable[[], bool] = lambda: False) -> None:
+                 cancel: threading.Event | None = None, revive: Callable[[], bool] = lambda: False,
+                 shared: bool = True) -> None:
         self.revive = revive  # re-establishes its engine's connection when it dropped
         self.container = container
         self.role = role
         self.rundir = rundir
         self.cancel = cancel
+        self.shared = shared
         self.published: dict[int, tuple[str, int]] = {}
         self.address = ""  # on the lab network
+        self._relays: dict[str, remote.SocketRelay] = {}
 
     @property
     def name(self) -> str:
         return str(self.container.name)
 
     def path(self, name: str) -> Path:
+        local = self.rundir / name
+        if not self.shared:
+            self._files("read", name, lambda: remote.fetch(self.container, f"{RUNDIR}/{name}", local))
+        return local
+
+    def own(self, name: str) -> Path:
         return self.rundir / name
+
+    def remove(self, name: str) -> None:
+        if not self.shared:
+            self.check(["rm", "-f", f"{RUNDIR}/{name}"])
+        (self.rundir / name).unlink(missing_ok=True)
+
+    def write_text(self, name: str, text: str) -> None:
+        if self.shared:
+            super().write_text(name, text)
+            return
+        self.check(["mkdir", "-p", os.path.dirname(f"{RUNDIR}/{name}")])
+        self._files("write", name, lambda: remote.put(self.container, f"{RUNDIR}/{name}", text.encode()))
+
+    def socket(self, name: str) -> Path:
+        if self.shared:
+            return self.path(name)
+        if name not in self._relays:
+            self._relays[name] = remote.SocketRelay(self.container, f"{RUNDIR}/{name}", self.rundir / name)
+        return self._relays[name].local
+
+    def let_go(self, files: bool = False) -> None:
+        """The host is about to go: its sockets relayed no more and, with ``files``, its run folder's
+        files brought into the lab's (a shared one has them already; an interrupted run takes none)."""
+        for relay in self._relays.values():
+            relay.close()
+        self._relays.clear()
+        if files and not self.shared and not (self.cancel is not None and self.cancel.is_set()):
+            with contextlib.suppress(*remote.TRANSPORT_ERRORS):
+                remote.fetch_folder(self.container, RUNDIR, self.rundir)
+
+    def _files(self, what: str, name: str, call: Callable[[], Any]) -> Any:
+        return self._exec(what, [f"{RUNDIR}/{name}"], call)
 
     def reach(self, port: int) -> tuple[str, int]:
         # By address, not by name: an engine without iptables has no embedded DNS on its networks.
@@ -222,6 +272,8 @@ class Engine:
     name: str = "local"
     address: str = ""  # where containers on other engines reach the ports this one publishes
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Whether its containers see this machine's files (bind mounts): learnt at its first container.
+    sees_files: bool | None = None
     _creating: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -338,30 +390,50 @@ class Engine:
     def run_container(self, image: str, role: str, ns: Namespace, rundir: Path, devices: tuple[str, ...],
                       network: str | None = None, publish: tuple[int, ...] = ()) -> DockerHost:
         """A host container: on ``network``, or on none at all; ``publish``: ports published on this
-        engine's address (the engine picks free host ports), reached there from other engines."""
+        engine's address (the engine picks free host ports), reached there from other engines.
+
+        Its run folder is ``rundir`` bind-mounted, on an engine that sees this machine's files; the
+        first container on an engine finds out (``sees_files``): one that does not see the folder
+        it was given is made again with a folder of its own (lab.remote)."""
+        rundir.mkdir(parents=True, exist_ok=True)
+        if self.sees_files is not False:
+            try:
+                host = self._container(image, role, ns, rundir, devices, network, publish, shared=True)
+                self.sees_files = True
+                return host
+            except _NoHandshake:
+                self.sees_files = False
+                (rundir / HANDSHAKE).unlink(missing_ok=True)
+        return self._container(image, role, ns, rundir, devices, network, publish, shared=False)
+
+    def _container(self, image: str, role: str, ns: Namespace, rundir: Path, devices: tuple[str, ...],
+                   network: str | None, publish: tuple[int, ...], shared: bool) -> DockerHost:
         address = self.reach_address() if publish else ""
         # (address, None): bound to that address only, on a free port the engine picks.
         ports: Any = {f"{p}/tcp": (address, None) for p in publish} or None
-        rundir.mkdir(parents=True, exist_ok=True)
-        (rundir / HANDSHAKE).touch()
+        if shared:
+            (rundir / HANDSHAKE).touch()
         try:
             with self.creating():
                 container = self.client.containers.run(
-                    image, HOST_COMMAND, name=ns.name(role), hostname=role, detach=True, init=True,
-                    cap_add=["NET_ADMIN"],
+                    image, HOST_COMMAND if shared else OWN_FOLDER_COMMAND, name=ns.name(role), hostname=role,
+                    detach=True, init=True, cap_add=["NET_ADMIN"],
                     devices=[f"{d}:{d}:rwm" for d in devices],
-                    volumes={str(rundir.resolve()): {"bind": RUNDIR, "mode": "rw"}},
+                    # A mount, not a volume: an engine that lacks the folder refuses it instead of making it.
+                    mounts=[Mount(RUNDIR, str(rundir.resolve()), type="bind")] if shared else None,
                     labels=resources.labels(ns.lab, ns, role=role), network=network,
                     network_mode=None if network else "none",
                     ports=ports)
         except docker.errors.DockerException as exc:
+            if shared and "bind source path does not exist" in _why(exc):
+                raise _NoHandshake(f"engine {self.name} has no {rundir}") from exc
             missing = next((d for d in devices if f'custom device "{d}"' in _why(exc)), "")
             if missing:
                 raise LabError(f"engine {self.name} has no {missing}, which every lab host needs: on that engine's "
                                f"machine, load its module (modprobe {Path(missing).name}) or use another engine "
                                f"(Docker said: {_why(exc)})") from exc
             raise LabError(f"cannot start the {role} host from {image} on engine {self.name}: {_why(exc)}") from exc
-        host = DockerHost(container, role, rundir, self.cancelled, self.revive)
+        host = DockerHost(container, role, rundir, self.cancelled, self.revive, shared=shared)
         try:
             self._wait_running(host, 30.0)
         except BaseException:
@@ -375,27 +447,26 @@ class Engine:
         return host
 
     def _wait_running(self, host: DockerHost, timeout: float) -> None:
-        """Until the host runs and has taken the handshake out of its run folder: then the lab and
-        the host see the same files (an engine on another machine would bind-mount a folder of its own)."""
+        """Until the host runs and, with a shared run folder, has taken the handshake out of it:
+        then the lab and the host see the same files."""
         def running() -> bool | None:
             try:
                 host.container.reload()
             except docker.errors.DockerException as exc:
                 raise LabError(f"the {host.role} host went away on engine {self.name}: {_why(exc)}") from exc
             if host.container.status in ("exited", "dead"):
-                if host.container.attrs["State"].get("ExitCode") == NO_HANDSHAKE:
-                    raise LabError(f"engine {self.name} does not see this machine's files: the lab shares each "
-                                   f"host's run folder ({host.rundir}) by bind mount, so its engines must run on "
-                                   "this machine (and the lab not in a container of its own); use an engine here, "
-                                   "or run the lab on that engine's machine")
+                if host.shared and host.container.attrs["State"].get("ExitCode") == NO_HANDSHAKE:
+                    raise _NoHandshake(f"engine {self.name} does not see {host.rundir}")
                 raise LabError(f"the {host.role} host did not start (status {host.container.status}): "
                                f"{host.container.logs(tail=10).decode(errors='replace').strip()}")
-            if host.container.status != "running" or host.path(HANDSHAKE).exists():
+            if host.container.status != "running" or (host.shared and host.path(HANDSHAKE).exists()):
                 return None
             return True
 
         wait_until(f"the {host.role} host to run", running, timeout, interval=0.1,
                    last=lambda: str(host.container.status))
+        if not host.shared:
+            host.check(["mkdir", "-p", RUNDIR])
 
     @contextlib.contextmanager
     def throwaway(self, image: str, role: str, ns: Namespace,
@@ -408,6 +479,7 @@ class Engine:
             yield host
         finally:
             if host is not None:
+                host.let_go()
                 with contextlib.suppress(docker.errors.DockerException):
                     host.container.remove(force=True)
             shutil.rmtree(rundir, ignore_errors=True)
@@ -546,6 +618,8 @@ class LabHosts:
                    last=lambda: sshd.tail(1))
 
     def close(self) -> None:
+        for host in self.hosts.values():
+            host.let_go(files=True)
         # By label, not only what this object holds: an interrupt can land between the daemon
         # creating a container or network and this process hearing of it.
         for engine in dict.fromkeys(self.engines.values()):

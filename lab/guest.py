@@ -122,11 +122,11 @@ def read_record(host: Host, timeout: float) -> GuestRecord:
             sock.sendall(b"dump\n")
             _read_to_end(host, sock, deadline, received)
     finally:
-        host.write_text(RECORD_FILE, received.decode(errors="replace"))
+        host.own(RECORD_FILE).write_text(received.decode(errors="replace"))
     try:
         return GuestRecord.parse(received.decode(errors="replace"))
     except ScenarioError as exc:
-        raise ScenarioError(f"{host.role}: {exc} (as received: {host.path(RECORD_FILE)})") from None
+        raise ScenarioError(f"{host.role}: {exc} (as received: {host.own(RECORD_FILE)})") from None
 
 
 def _connect(host: Host, deadline: Deadline) -> socket.socket:
@@ -192,7 +192,7 @@ def _receiver_errors(host: Host) -> str:
 def measure_offset(host: Host, mac: str, timeout: float) -> ClockOffset | None:
     """Probes the guest ``mac`` from the host's tap; None when no probe was answered (a filter that
     takes every frame away from the guest, or a guest that is stopped), which is not an error."""
-    host.path(CLOCK_RECORD).unlink(missing_ok=True)
+    host.remove(CLOCK_RECORD)
     proc = host.spawn("clock", ["python3", "-m", "lab.agents.clock", "--ifname", TAP, "--dst", mac,
                                 "--record", f"{RUNDIR}/{CLOCK_RECORD}"])
     try:

@@ -59,7 +59,15 @@ class Host(abc.ABC):
 
     @abc.abstractmethod
     def path(self, name: str) -> Path:
-        """The lab-side path of the file the host sees as ``RUNDIR/<name>``."""
+        """The lab-side path of the file the host sees as ``RUNDIR/<name>``, as it is now."""
+
+    def own(self, name: str) -> Path:
+        """A file the lab writes beside the host's (a transcript, a record it received): never the host's."""
+        return self.path(name)
+
+    def remove(self, name: str) -> None:
+        """The file the host sees as ``RUNDIR/<name>`` gone, if it was there."""
+        self.path(name).unlink(missing_ok=True)
 
     def reach(self, port: int) -> tuple[str, int]:
         """Where the lab's other host reaches this host's TCP ``port``."""
@@ -89,7 +97,7 @@ class Host(abc.ABC):
         """A background process whose output goes to ``<name>.log`` and whose exit status is kept."""
         proc = Process(self, name, argv)
         for stale in (proc.pidfile, proc.rcfile, proc.logfile):
-            self.path(stale).unlink(missing_ok=True)
+            self.remove(stale)
         script = (f'"$@" > {RUNDIR}/{proc.logfile} 2>&1 & pid=$!; echo $pid > {RUNDIR}/{proc.pidfile}; '
                   f'wait $pid; echo $? > {RUNDIR}/{proc.rcfile}')
         self.start(["sh", "-c", script, "sh", *argv])

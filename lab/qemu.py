@@ -168,7 +168,7 @@ class Qemu:
     def launch(self, timeout: float) -> Qemu:
         self.argv = command_line(self.spec)
         self.process = self.host.spawn("qemu", self.argv)
-        self.monitor = Monitor(self.host.role, self.host.socket("qmp.sock"), self.host.path("qmp.jsonl"),
+        self.monitor = Monitor(self.host.role, self.host.socket("qmp.sock"), self.host.own("qmp.jsonl"),
                                timeout=self.qmp_timeout)
         try:
             self.monitor.connect(timeout, alive=self.running, cancel=self.host.cancel)

@@ -145,7 +145,7 @@ class Report:
     accel: str = ""
     accel_reason: str = ""
     builds: dict[str, dict[str, Any]] = field(default_factory=dict)
-    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: address, image transfer seconds
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: address, transfer s, sees_files
     rows: list[Row] = field(default_factory=list)
     started: float = field(default_factory=time.time)
     check: dict[str, Any] | None = None  # `lab check`: the checks posted (lab.check.Poster.record)

@@ -169,7 +169,7 @@ class Runner:
     _spaces: list[Namespace] = field(default_factory=list)  # every namespace a cell of this run used
     transfers: dict[str, float] = field(default_factory=dict)  # per engine: seconds copying images to it
     # The saved guest each cell's source starts from, per (profile, engine): boot once, restore many.
-    snapshots: dict[tuple[str, str], snapshot.Snapshot] = field(default_factory=dict)
+    snapshots: dict[tuple[str, str], snapshot.Snapshot | None] = field(default_factory=dict)
     # Timeline pictures, one at a time, each drawn while its cell's hosts are removed.
     _pictures: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lab-picture"))
@@ -304,7 +304,9 @@ class Runner:
     def _write(self, report: Report, cells: list[Cell], done: dict[int, Row], out: Path) -> Path:
         accel = self.accel.accel if self.accel else ""
         rows = [done[i] if i in done else cell.row(NOT_RUN, accel) for i, cell in enumerate(cells)]
-        return dataclasses.replace(report, rows=rows).write(out)
+        # Learnt at each engine's first container: whether hosts there share this machine's files.
+        engines = {e.name: report.engines[e.name] | {"sees_files": e.sees_files} for e in self.engines}
+        return dataclasses.replace(report, rows=rows, engines=engines).write(out)
 
     def _work(self, todo: queue.Queue[tuple[int, Cell]], total: int, out: Path, keep: bool, hook: HostsHook | None,
               events: queue.Queue[Event | BaseException | None], stop: threading.Event) -> None:
@@ -361,7 +363,6 @@ class Runner:
             return keep and o.verdict != cell.expected
 
         saved = self.snapshots.get((cell.profile.name, first.name))
-        restore = saved.place(rundir / "primary") if saved else ""
         started = time.monotonic()
         outcome = scenario.Outcome()
         drawn: concurrent.futures.Future[Path | None] | None = None
@@ -369,6 +370,8 @@ class Runner:
             phase("hosts")
             with hosts.kept_if(lambda: keep_it(outcome)):
                 hosts_s = time.monotonic() - started
+                # Hard-linked into the primary's run folder, which its QEMU then sees, when shared.
+                restore = saved.place(rundir / "primary") if saved and hosts.primary.shared else ""
                 outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it,
                                        restore)
                 outcome.timings["hosts"] = round(hosts_s, 2)
@@ -388,7 +391,8 @@ class Runner:
             if drawn is not None:
                 drawn.result()
             lab = None
-            if keep and hosts.hosts and not first.cancelled.is_set():  # kept for a person
+            # Kept for a person, who reaches its sockets in its run folder: only where they are shared.
+            if keep and hosts.hosts and all(h.shared for h in hosts.hosts.values()) and not first.cancelled.is_set():
                 lab = kept.adopt(self.cfg, keep_name, hosts, cell.profile.name, cell.scenario.name,
                                  build.images.runtime, accel)
                 outcome.timings["total"] = round(time.monotonic() - started, 2)

@@ -53,8 +53,9 @@ def _name(image_id: str, spec: MachineSpec) -> str:
     return hashlib.sha256(what.encode()).hexdigest()[:16] + ".state"
 
 
-def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace) -> Snapshot:
-    """The snapshot of ``image``'s guest, made when it is not there yet."""
+def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace) -> Snapshot | None:
+    """The snapshot of ``image``'s guest, made when it is not there yet; None on an engine that does
+    not see this machine's files."""
     try:
         image_id = engine.has_image(image)
     except docker.errors.ImageNotFound as exc:
@@ -67,6 +68,8 @@ def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with engine.throwaway(image, "snapshot", ns) as host:
+        if not host.shared:
+            return None  # a saved guest is placed by hard link in each cell's run folder: boot instead
         host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
         host.check(["ip", "link", "set", TAP, "up"])
         try:

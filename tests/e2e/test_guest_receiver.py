@@ -54,7 +54,7 @@ def test_the_guest_records_the_generators_frames_on_a_clock_the_probes_relate_to
         dump_s = time.monotonic() - started
         assert "LAB-RX-ERROR" not in qemu.console()
 
-    assert host.path(RECORD_FILE).read_text().startswith("LAB-RX 1 ")
+    assert host.own(RECORD_FILE).read_text().startswith("LAB-RX 1 ")
     assert len(sent.frames) >= 0.8 * RATE
     mine = record.of_run(sent.run_id)
     assert len(mine) == len(record.frames), "frames of another run in a fresh guest"

@@ -1,0 +1,162 @@
+"""A host on an engine that does not see this machine's files (an engine on another machine).
+
+Its run folder is a folder of the container's own: files are read and written through the Docker
+API (``get_archive``/``put_archive``), the whole folder comes back into the lab's run folder when
+the host goes, and each unix socket of it is reached through a relay: a unix socket in the lab's
+run folder whose every connection is a ``docker exec`` of ``lab.agents.relay`` in the host,
+spliced to it. Nothing is published, so what only the host's loopback offers (QMP, the guest's
+record port) stays there; the relay goes wherever the engine's own API goes (over ssh://, inside
+the SSH connection).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import paramiko
+from docker.models.containers import Container
+from docker.utils.socket import frames_iter
+
+TRANSPORT_ERRORS = (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError)
+
+
+def fetch(container: Container, inside: str, local: Path) -> bool:
+    """The file ``inside`` the container, written to ``local``; False (and ``local`` gone) when the
+    container has none."""
+    try:
+        stream, _stat = container.get_archive(inside)
+        data = b"".join(stream)
+    except docker.errors.NotFound:
+        local.unlink(missing_ok=True)
+        return False
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = next((m for m in tar if m.isfile()), None)
+        extracted = tar.extractfile(member) if member is not None else None
+        if extracted is None:
+            local.unlink(missing_ok=True)
+            return False
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(extracted.read())
+    return True
+
+
+def fetch_folder(container: Container, inside: str, local: Path) -> None:
+    """Every regular file under ``inside``, into ``local`` (files the lab wrote there itself, such
+    as the QMP transcript, are not in the container and stay as they are)."""
+    stream, _stat = container.get_archive(inside + "/.")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        files = [m for m in tar.getmembers() if m.isfile()]
+        tar.extractall(local, members=files, filter="data")
+
+
+def put(container: Container, inside: str, data: bytes, mode: int = 0o644) -> None:
+    """``data`` as the file ``inside`` the container (its folder must exist)."""
+    folder, name = os.path.split(inside)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode = len(data), mode
+        tar.addfile(info, io.BytesIO(data))
+    if not container.put_archive(folder, buffer.getvalue()):
+        raise OSError(f"the engine did not take {inside}")
+
+
+class SocketRelay:
+    """A unix socket at ``local`` that reaches the one at ``inside`` the container, a ``docker exec``
+    per connection. Closed with its host (``close``): no relay outlives the run."""
+
+    def __init__(self, container: Container, inside: str, local: Path) -> None:
+        self.container, self.inside, self.local = container, inside, local
+        local.unlink(missing_ok=True)
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(local))
+        self._listener.listen(8)
+        self._closed = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name=f"lab-relay-{local.name}", daemon=True).start()
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
+        self._listener.close()
+        with self._lock:
+            for conn in self._open:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        self.local.unlink(missing_ok=True)
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name=f"lab-relay-{self.local.name}",
+                             daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._open.add(conn)
+        try:
+            far = self._exec()
+        except TRANSPORT_ERRORS:
+            far = None  # the agent could not start: the caller sees its connection end, and tries again
+        try:
+            if far is not None:
+                _splice(conn, far)
+        finally:
+            with self._lock:
+                self._open.discard(conn)
+            conn.close()
+
+    def _exec(self) -> Any:
+        client = self.container.client
+        assert client is not None  # a container the SDK made or found has its client
+        api = client.api
+        exec_id = api.exec_create(self.container.id, ["python3", "-m", "lab.agents.relay", "unix", self.inside],
+                                  stdin=True, stdout=True, stderr=False, tty=False)["Id"]
+        return api.exec_start(exec_id, socket=True, tty=False)
+
+
+def _splice(conn: socket.socket, far: Any) -> None:
+    """Bytes both ways until either end is done: ``far`` is the exec's hijacked connection (a
+    socket, a socket's file object or an SSH channel), whose output comes in Docker's frames."""
+    raw = getattr(far, "_sock", far)
+
+    def upstream() -> None:
+        try:
+            while data := conn.recv(65536):
+                raw.sendall(data)
+        except TRANSPORT_ERRORS:
+            pass
+        finally:
+            with contextlib.suppress(*TRANSPORT_ERRORS):
+                if isinstance(raw, paramiko.Channel):
+                    raw.shutdown_write()
+                else:
+                    raw.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=upstream, name="lab-relay-up", daemon=True)
+    sender.start()
+    try:
+        for stream, data in frames_iter(far, tty=False):
+            if stream == 1 and data:
+                conn.sendall(data)
+    except TRANSPORT_ERRORS:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(*TRANSPORT_ERRORS):
+            far.close()
+        sender.join(timeout=5)
