@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+from typing import Any
 
 
 class StopFlag:
@@ -15,3 +18,10 @@ class StopFlag:
 
     def _on_signal(self, _signo: int, _frame: object) -> None:
         self.set = True
+
+
+def write_record(path: str, record: dict[str, Any]) -> None:
+    """The helper's JSON record, renamed into place so that a reader never sees half of it."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f)
+    os.replace(path + ".tmp", path)

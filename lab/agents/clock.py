@@ -11,8 +11,6 @@ all (a filter that redirects everything away from the guest) is a record with no
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import select
 import socket
@@ -21,7 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from lab.agents import StopFlag, frames
+from lab.agents import StopFlag, frames, write_record
 
 # Not every Python names it; the value is Linux's on every architecture the lab runs on.
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
@@ -108,10 +106,7 @@ def main() -> int:
     record = {"ifname": args.ifname, "dst": args.dst, "probes": len(sent), "answered": len(samples),
               "samples": [list(s) for s in samples.values()],
               "offset_ns": chosen.offset_ns if chosen else None, "rtt_ns": chosen.rtt_ns if chosen else None}
-    with open(args.record + ".tmp", "w") as f:
-        json.dump(record, f)
-    # Renamed into place so that a reader never sees half a record.
-    os.replace(args.record + ".tmp", args.record)
+    write_record(args.record, record)
     return 0
 
 

@@ -8,12 +8,10 @@ send time of every frame, which the analysis uses to judge loss and the timeline
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import socket
 import time
 
-from lab.agents import StopFlag, frames
+from lab.agents import StopFlag, frames, write_record
 
 
 def main() -> int:
@@ -49,10 +47,7 @@ def main() -> int:
     sock.close()
     record = {"run_id": args.run_id, "rate": args.rate, "ifname": args.ifname, "dst": args.dst,
               "frames_sent": len(sent), "send_errors": errors, "sent": sent}
-    with open(args.record + ".tmp", "w") as f:
-        json.dump(record, f)
-    # Renamed into place so that a reader never sees half a record.
-    os.replace(args.record + ".tmp", args.record)
+    write_record(args.record, record)
     return 0
 
 

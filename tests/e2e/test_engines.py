@@ -252,15 +252,18 @@ def test_requests_beyond_the_engines_sshd_sessions_are_answered(second_engine: d
         engine.client.close()
 
 
-def test_an_engine_that_does_not_see_the_labs_folders_runs_it_with_copied_files(
-        lab_config: LabConfig, lab_images: dict[str, images.ImageSet], lab_docker: docker.DockerClient,
-        tmp_path: Path) -> None:
-    # The lab's temporary folders on a tmpfs in a mount namespace of its own: the engine, outside it,
-    # bind-mounts a folder of its own under the same path, as an engine on another machine does (or
-    # one whose socket was handed into the container the lab runs in).
+@pytest.mark.parametrize("placement", [[], ["--split", "local,second"]], ids=["one-engine", "split"])
+def test_engines_that_do_not_see_the_labs_folders_run_it_with_copied_files(
+        placement: list[str], lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
+        lab_docker: docker.DockerClient, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    # The lab's temporary folders on a tmpfs in a mount namespace of its own: the engines, outside it,
+    # lack them, as engines on other machines do (or one whose socket was handed into the container
+    # the lab runs in). Split, the migration crosses two such engines, which is what live migration
+    # between two machines is.
     sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
     if subprocess.run([*sudo, "unshare", "-m", "true"], capture_output=True, check=False).returncode:
         need("cannot make a mount namespace (unshare -m) to hide the lab's folders from the engine")
+    engines = request.getfixturevalue("second_engine") if placement else None
     # Short: the lab's unix sockets are in it (108 bytes at most).
     private = Path(tempfile.mkdtemp(prefix="nfcl-hidden-", dir="/tmp"))
     name = f"{lab_config.name}-unseen"
@@ -269,21 +272,25 @@ def test_an_engine_that_does_not_see_the_labs_folders_runs_it_with_copied_files(
     text = re.sub(r"(?m)^  name: \S+", f"  name: {name}", lab_config.path.read_text(), count=1)
     text = re.sub(r"(?m)^  # prefix: \S+", f"  prefix: {lab_config.image_prefix}", text, count=1)
     text = text.replace("results_dir: lab-results", f"results_dir: {lab_config.results_root}")
+    if engines is not None:
+        text += f"\nengines:\n  local: {{}}\n  second:\n    url: {SECOND}\n"
     cfg = config_copy(lab_config.path, tmp_path / "cfg", text)
     hidden = 'mount -t tmpfs lab-hidden "$0" && exec env TMPDIR="$0" "$@"'
     profile, out = next(iter(lab_images)), tmp_path / "out"
     try:
         proc = subprocess.run([*sudo, "unshare", "-m", "--propagation", "private", "sh", "-c", hidden, str(private),
                                sys.executable, "-m", "lab", "run", "--config", str(cfg), "--profile", profile,
-                               "--scenario", "redirector", "--out", str(out)],
+                               "--scenario", "redirector", *placement, "--out", str(out)],
                               capture_output=True, text=True, timeout=600, check=False)
     finally:
         private.rmdir()  # the tmpfs went with its namespace
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["lab"]["engines"]["local"]["sees_files"] is False
     [row] = report["results"]
+    used = sorted(set(row["engines"].values()))
+    assert all(report["lab"]["engines"][e]["sees_files"] is False for e in used), report["lab"]["engines"]
     assert row["verdict"] == lab_config.scenarios["redirector"].expect[profile], row["reasons"]
+    print(f"files copied, {'/'.join(used)}: cell total {row['timings']['total']} s")
     # What the hosts wrote came back (captures, agents' records), beside what the lab wrote (QMP).
     cell = out / f"{profile}-redirector"
     for made in ("secondary/stream.pcap", "secondary/tap.pcap", "primary/generator.json", "primary/qmp.jsonl",
@@ -291,3 +298,5 @@ def test_an_engine_that_does_not_see_the_labs_folders_runs_it_with_copied_files(
         assert (cell / made).stat().st_size > 0, made
     assert not list(cell.rglob("*.sock")) and not list(cell.rglob(".handshake"))
     assert not resources.find(lab_docker, name), "the lab left something on the engine"
+    if engines is not None:
+        assert not resources.find(engines, name), "the lab left something on the second engine"
