@@ -482,11 +482,8 @@ class ImageBuilder:
             "qemu.source": tree.label if tree.diff else q.get("io.nfcl.qemu.source", ""), **extra})
         image = "qemu-series" if series else "qemu-tree"
         tag = self._tag(image, f"{profile.name}-", ctx, {"QEMU_IMAGE": qemu}, labels)
-        if not rebuild and self.exists(tag):
-            self._event(image, f"{tag} is up to date")
-            self.seconds.setdefault(tag, 0.0)
+        if self._up_to_date(image, tag, rebuild):
             return tag
-        self._require_space(image)
         log = self._log_path(tag)
         self._event(image, f"building {tag} in a container of {qemu} (log: {log})")
         started = time.monotonic()
@@ -598,15 +595,21 @@ class ImageBuilder:
         digest = ctx.digest(*(f"{k}={v}" for k, v in sorted({**args, **labels}.items())))
         return f"{self.cfg.image_prefix}/{image}:{tag_prefix}{digest}"
 
+    def _up_to_date(self, image: str, tag: str, rebuild: bool) -> bool:
+        """Whether ``tag`` is there to use (and said so); otherwise its build may start: there is room."""
+        if not rebuild and self.exists(tag):
+            self._event(image, f"{tag} is up to date")
+            self.seconds.setdefault(tag, 0.0)
+            return True
+        self._require_space(image)
+        return False
+
     def _build(self, image: str, tag_prefix: str, ctx: Context, args: dict[str, str],
                labels: dict[str, str], rebuild: bool, target: str = "", tag: str = "",
                append_log: bool = False) -> str:
         tag = tag or self._tag(image, tag_prefix, ctx, args, labels)
-        if not rebuild and self.exists(tag):
-            self._event(image, f"{tag} is up to date")
-            self.seconds.setdefault(tag, 0.0)
+        if self._up_to_date(image, tag, rebuild):
             return tag
-        self._require_space(image)
         log = self._log_path(tag)
         self._event(image, f"building {tag} (log: {log})")
         started = time.monotonic()
