@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import tempfile
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,13 +20,21 @@ import pytest
 LOCK_WAIT_S = 3600.0  # a group's other tests, each bounded by its own timeouts, run first
 
 
+def _lock_folder(factory: pytest.TempPathFactory) -> Path:
+    """The test run's own temporary folder, which pytest keeps or drops like its others: under
+    xdist every worker's is a folder in one the run's workers share."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(autouse=True)
-def _one_at_a_time_per_group(request: pytest.FixtureRequest) -> Iterator[None]:
+def _one_at_a_time_per_group(request: pytest.FixtureRequest,
+                             tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
                      for m in request.node.iter_markers("xdist_group")})
     with contextlib.ExitStack() as held:
         for group in groups:
-            lock = held.enter_context((Path(tempfile.gettempdir()) / f"nfcl-test-group-{group}.lock").open("w"))
+            lock = held.enter_context((_lock_folder(tmp_path_factory) / f"group-{group}.lock").open("w"))
             deadline = time.monotonic() + LOCK_WAIT_S
             while True:
                 try:
