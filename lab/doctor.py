@@ -10,7 +10,7 @@ import docker
 import docker.errors
 
 from lab import accel, apt, resources
-from lab.config import LabConfig
+from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
 from lab.errors import LabError
 from lab.namespace import Namespace
@@ -45,7 +45,31 @@ def run(cfg: LabConfig) -> list[Check]:
     except LabError as exc:
         checks.append(Check("debian mirror", False, str(exc)))
     checks.append(_kvm(cfg, client))
+    checks += [_engine(cfg, spec) for spec in cfg.engines.values()]
     return checks
+
+
+def _engine(cfg: LabConfig, spec: EngineSpec) -> Check:
+    """Whether a lab.yaml engine answers, and how its hosts get their run folders."""
+    name, where = f"engine {spec.name}", f"{spec.url}: " if spec.url else ""
+    try:
+        engine = Engine.connect(spec)
+    except LabError as exc:
+        return Check(name, False, str(exc))
+    try:
+        version = str(engine.client.version().get("Version", "?"))
+        runtime = _any_runtime_image(engine.client)
+        if runtime is None:
+            return Check(name, True, f"{where}daemon {version}; no lab image there yet, so how its hosts get "
+                                     "their run folders is found at the first run")
+        shared = engine.shares_files(runtime, Namespace.new_run(cfg.name))
+    except (LabError, docker.errors.DockerException) as exc:
+        return Check(name, False, f"{where}{exc}")
+    finally:
+        engine.client.close()
+    folders = ("run folders shared (bind mounts)" if shared else
+               "run folders copied through its API: it does not see this machine's files")
+    return Check(name, True, f"{where}daemon {version}; {folders}")
 
 
 def _tun() -> Check:

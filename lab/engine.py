@@ -468,6 +468,14 @@ class Engine:
         if not host.shared:
             host.check(["mkdir", "-p", RUNDIR])
 
+    def shares_files(self, image: str, ns: Namespace) -> bool:
+        """Whether hosts on this engine see this machine's files, found with a host of ``image``
+        when no host has told yet."""
+        if self.sees_files is None:
+            with self.throwaway(image, "files", ns, devices=()):
+                pass
+        return bool(self.sees_files)
+
     @contextlib.contextmanager
     def throwaway(self, image: str, role: str, ns: Namespace,
                   devices: tuple[str, ...] = (TUN,)) -> Iterator[DockerHost]:

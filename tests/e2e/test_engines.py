@@ -300,3 +300,24 @@ def test_engines_that_do_not_see_the_labs_folders_run_it_with_copied_files(
     assert not resources.find(lab_docker, name), "the lab left something on the engine"
     if engines is not None:
         assert not resources.find(engines, name), "the lab left something on the second engine"
+        # And `lab doctor` says so, of each engine, before any run.
+        private.mkdir()
+        doctor = subprocess.run([*sudo, "unshare", "-m", "--propagation", "private", "sh", "-c", hidden, str(private),
+                                 sys.executable, "-m", "lab", "doctor", "--config", str(cfg)],
+                                capture_output=True, text=True, timeout=300, check=False)
+        private.rmdir()
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        for engine in ("local", "second"):
+            [line] = [text for text in doctor.stdout.splitlines() if f"engine {engine}:" in text]
+            assert "run folders copied through its API" in line, line
+        assert not resources.find(lab_docker, name) and not resources.find(engines, name)
+
+
+def test_doctor_names_each_engine_and_how_its_hosts_get_their_files(engines_yaml: Path,
+                                                                   lab_images: dict[str, images.ImageSet],
+                                                                   second_engine: docker.DockerClient) -> None:
+    doctor = lab("doctor", "--config", str(engines_yaml), timeout=300)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    for engine in ("local", "second"):
+        [line] = [text for text in doctor.stdout.splitlines() if f"engine {engine}:" in text]
+        assert "run folders shared (bind mounts)" in line, line
