@@ -14,7 +14,6 @@ from pathlib import Path
 
 from lab.engine import KVM, TUN, Engine
 from lab.errors import LabError, ScenarioError
-from lab.host import TAP
 from lab.namespace import Namespace, boot_id
 from lab.qemu import MachineSpec, Qemu
 
@@ -98,7 +97,7 @@ def probe(engine: Engine, image: str, ns: Namespace, timeout: float) -> ProbeOut
     spec = MachineSpec(name="kvm-probe", accel="kvm", memory_mb=128, mac="52:54:00:00:00:01")
     try:
         with engine.throwaway(image, "kvm-probe", ns, devices=(TUN, KVM)) as host:
-            host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
+            host.add_tap()
             with Qemu(host, spec) as qemu:
                 started = time.monotonic()
                 try:

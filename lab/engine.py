@@ -36,7 +36,7 @@ from docker.types import Mount
 from lab import remote, resources
 from lab.config import LOCAL_ENGINE, EngineSpec
 from lab.errors import Cancelled, LabError, ScenarioError
-from lab.host import RUNDIR, TAP, ExecResult, Host
+from lab.host import RUNDIR, ExecResult, Host
 from lab.namespace import Namespace
 from lab.waiting import wait_until
 
@@ -463,7 +463,7 @@ class Engine:
                 return None
             return True
 
-        wait_until(f"the {host.role} host to run", running, timeout, interval=0.1,
+        wait_until(f"the {host.role} host to run", running, timeout, interval=0.02,
                    last=lambda: str(host.container.status))
         if not host.shared:
             host.check(["mkdir", "-p", RUNDIR])
@@ -601,8 +601,7 @@ class LabHosts:
         publish = self.spec.published if self.split and role == "secondary" else ()
         host = self.engines[role].run_container(self.spec.image_of(role), role, self.spec.ns, hostdir,
                                                 self.spec.devices, network=self.networks[role].name, publish=publish)
-        host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
-        host.check(["ip", "link", "set", TAP, "up"])
+        host.add_tap()
         if self.spec.ssh_key:
             self._start_sshd(host)
         return host

@@ -86,6 +86,10 @@ class Host(abc.ABC):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
+    def add_tap(self) -> None:
+        """The tap QEMU's netdev opens, up (in one command: each is a round trip to the engine)."""
+        self.check(["sh", "-c", f"ip tuntap add dev {TAP} mode tap && ip link set {TAP} up"])
+
     def check(self, argv: list[str], timeout: float = 30.0) -> ExecResult:
         result = self.run(argv, timeout)
         if not result.succeeded:

@@ -23,7 +23,7 @@ import docker.errors
 from lab.config import LabConfig
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
-from lab.host import RUNDIR, TAP
+from lab.host import RUNDIR
 from lab.namespace import Namespace
 from lab.qemu import MachineSpec, Qemu, guest_machine
 
@@ -70,8 +70,7 @@ def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace
     with engine.throwaway(image, "snapshot", ns) as host:
         if not host.shared:
             return None  # a saved guest is placed by hard link in each cell's run folder: boot instead
-        host.check(["ip", "tuntap", "add", "dev", TAP, "mode", "tap"])
-        host.check(["ip", "link", "set", TAP, "up"])
+        host.add_tap()
         try:
             with Qemu(host, spec) as qemu:
                 qemu.launch(cfg.timeouts.boot_s)
