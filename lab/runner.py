@@ -398,6 +398,9 @@ class Runner:
                 outcome.timings["total"] = round(time.monotonic() - started, 2)
                 folder = artefacts.copy_to(rundir, out)
             else:
+                if keep and hosts.hosts:  # what it would have kept: on engines that copy run folders
+                    outcome.reasons.append("not kept: its engines do not see this machine's files, and a kept lab "
+                                           "is reached through its run folder here")
                 try:
                     hosts.close()
                 finally:
@@ -443,6 +446,10 @@ class Runner:
                                                ssh_key=pubkey), rundir, self.cfg.timeouts.host_start_s)
         try:
             hosts.__enter__()
+            if not hosts.primary.shared:
+                raise LabError(f"engine {self.engine.name} does not see this machine's files, and a kept "
+                               "lab is reached through its run folder here (QMP, console, ssh config); run the "
+                               "lab on that engine's machine")
             booted = scenario.Booted.create(self.cfg, cell.scenario, hosts.primary, hosts.secondary, self.accel.accel)
             booted.source.keep = booted.destination.keep = True
             try:
@@ -452,7 +459,7 @@ class Runner:
                 booted.destination.close()
         except ScenarioError as exc:
             self._discard(hosts, rundir)
-            raise LabError(f"lab up: {cell.name} did not come up: {str(exc).splitlines()[0]}; "
+            raise LabError(f"{cell.name} did not come up: {str(exc).splitlines()[0]}; "
                            "`lab run --keep` keeps a run that fails, to look at") from exc
         except BaseException:
             self._discard(hosts, rundir)

@@ -252,20 +252,30 @@ def test_requests_beyond_the_engines_sshd_sessions_are_answered(second_engine: d
         engine.client.close()
 
 
+def hidden(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``argv`` with the lab's temporary folders on a tmpfs in a mount namespace of its own: the
+    engines, outside it, lack them, as engines on other machines do (or one whose socket was handed
+    into the container the lab runs in)."""
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if subprocess.run([*sudo, "unshare", "-m", "true"], capture_output=True, check=False).returncode:
+        need("cannot make a mount namespace (unshare -m) to hide the lab's folders from the engine")
+    # Short: the lab's unix sockets are in it (108 bytes at most).
+    private = Path(tempfile.mkdtemp(prefix="nfcl-hidden-", dir="/tmp"))
+    script = 'mount -t tmpfs lab-hidden "$0" && exec env TMPDIR="$0" "$@"'
+    try:
+        return subprocess.run([*sudo, "unshare", "-m", "--propagation", "private", "sh", "-c", script, str(private),
+                               *argv], capture_output=True, text=True, timeout=timeout, check=False)
+    finally:
+        private.rmdir()  # the tmpfs went with its namespace
+
+
 @pytest.mark.parametrize("placement", [[], ["--split", "local,second"]], ids=["one-engine", "split"])
 def test_engines_that_do_not_see_the_labs_folders_run_it_with_copied_files(
         placement: list[str], lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
         lab_docker: docker.DockerClient, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    # The lab's temporary folders on a tmpfs in a mount namespace of its own: the engines, outside it,
-    # lack them, as engines on other machines do (or one whose socket was handed into the container
-    # the lab runs in). Split, the migration crosses two such engines, which is what live migration
-    # between two machines is.
-    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    if subprocess.run([*sudo, "unshare", "-m", "true"], capture_output=True, check=False).returncode:
-        need("cannot make a mount namespace (unshare -m) to hide the lab's folders from the engine")
+    # Split, the migration crosses two such engines, which is what live migration between two
+    # machines is.
     engines = request.getfixturevalue("second_engine") if placement else None
-    # Short: the lab's unix sockets are in it (108 bytes at most).
-    private = Path(tempfile.mkdtemp(prefix="nfcl-hidden-", dir="/tmp"))
     name = f"{lab_config.name}-unseen"
     # A lab of its own name, to find what it left; the same images (and the same results folder,
     # where the accelerator probe's verdict is kept).
@@ -275,15 +285,9 @@ def test_engines_that_do_not_see_the_labs_folders_run_it_with_copied_files(
     if engines is not None:
         text += f"\nengines:\n  local: {{}}\n  second:\n    url: {SECOND}\n"
     cfg = config_copy(lab_config.path, tmp_path / "cfg", text)
-    hidden = 'mount -t tmpfs lab-hidden "$0" && exec env TMPDIR="$0" "$@"'
     profile, out = next(iter(lab_images)), tmp_path / "out"
-    try:
-        proc = subprocess.run([*sudo, "unshare", "-m", "--propagation", "private", "sh", "-c", hidden, str(private),
-                               sys.executable, "-m", "lab", "run", "--config", str(cfg), "--profile", profile,
-                               "--scenario", "redirector", *placement, "--out", str(out)],
-                              capture_output=True, text=True, timeout=600, check=False)
-    finally:
-        private.rmdir()  # the tmpfs went with its namespace
+    proc = hidden(sys.executable, "-m", "lab", "run", "--config", str(cfg), "--profile", profile,
+                  "--scenario", "redirector", *placement, "--out", str(out))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     [row] = report["results"]
@@ -298,19 +302,22 @@ def test_engines_that_do_not_see_the_labs_folders_run_it_with_copied_files(
         assert (cell / made).stat().st_size > 0, made
     assert not list(cell.rglob("*.sock")) and not list(cell.rglob(".handshake"))
     assert not resources.find(lab_docker, name), "the lab left something on the engine"
-    if engines is not None:
-        assert not resources.find(engines, name), "the lab left something on the second engine"
-        # And `lab doctor` says so, of each engine, before any run.
-        private.mkdir()
-        doctor = subprocess.run([*sudo, "unshare", "-m", "--propagation", "private", "sh", "-c", hidden, str(private),
-                                 sys.executable, "-m", "lab", "doctor", "--config", str(cfg)],
-                                capture_output=True, text=True, timeout=300, check=False)
-        private.rmdir()
-        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
-        for engine in ("local", "second"):
-            [line] = [text for text in doctor.stdout.splitlines() if f"engine {engine}:" in text]
-            assert "run folders copied through its API" in line, line
-        assert not resources.find(lab_docker, name) and not resources.find(engines, name)
+    if engines is None:
+        # A kept lab is reached through its run folder here: not on such an engine.
+        up = hidden(sys.executable, "-m", "lab", "up", "--config", str(cfg), "--profile", profile)
+        assert up.returncode == 2, up.stdout[-2000:] + up.stderr[-2000:]
+        [line] = [text for text in up.stderr.strip().splitlines() if text.startswith("lab ")]
+        assert "does not see this machine's files" in line, line
+        assert not resources.find(lab_docker, name), "lab up left something on the engine"
+        return
+    assert not resources.find(engines, name), "the lab left something on the second engine"
+    # And `lab doctor` says so, of each engine, before any run.
+    doctor = hidden(sys.executable, "-m", "lab", "doctor", "--config", str(cfg), timeout=300)
+    assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+    for engine in ("local", "second"):
+        [line] = [text for text in doctor.stdout.splitlines() if f"engine {engine}:" in text]
+        assert "run folders copied through its API" in line, line
+    assert not resources.find(lab_docker, name) and not resources.find(engines, name)
 
 
 def test_doctor_names_each_engine_and_how_its_hosts_get_their_files(engines_yaml: Path,
