@@ -488,6 +488,7 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
         (cfg.state_root / accel_mod.CACHE_NAME).unlink(missing_ok=True)
     # Only what dead runs left: a run in progress (another terminal, a CI job) keeps its hosts.
     removed = resources.remove_dead_runs(client, lab)
+    forgotten = snapshot.prune(client, cfg) if cfg is not None and not args.images else 0
     for spec in (cfg.engines.values() if cfg is not None else []):
         if not spec.url:
             continue
@@ -515,6 +516,8 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
         console.print(f"removed {len(rundirs)} run folders left by interrupted runs")
     if args.images:
         console.print("removed the lab's images and the guests saved from them")
+    elif forgotten:
+        console.print(f"removed {forgotten} saved guest{'s' if forgotten > 1 else ''} whose image is gone")
     return 0
 
 

@@ -18,8 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import docker.errors
 
+from lab import resources, statefile
 from lab.config import LabConfig
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
@@ -29,6 +31,7 @@ from lab.qemu import MachineSpec, Qemu, guest_machine
 
 STATE = "guest.state"  # in a host's run folder: what its QEMU restores from
 FOLDER = "snapshots"
+INDEX = "index.json"  # in FOLDER: each saved guest's file name -> the id of the image it was saved from
 
 
 @dataclass(frozen=True)
@@ -85,4 +88,20 @@ def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
+    statefile.write(folder / INDEX, statefile.read(folder / INDEX) | {path.name: image_id})
     return Snapshot(path, round(time.monotonic() - started, 2))
+
+
+def prune(client: docker.DockerClient, cfg: LabConfig) -> int:
+    """Removes the saved guests whose image is gone (`lab clean`); how many it removed."""
+    folder = cfg.state_root / FOLDER
+    saved = statefile.read(folder / INDEX)
+    if not saved:
+        return 0
+    present = {str(image.id) for image in client.images.list(filters={"label": f"{resources.MANAGED}=true"})}
+    gone = {name for name, image_id in saved.items() if image_id not in present}
+    for name in gone:
+        (folder / name).unlink(missing_ok=True)
+    # Read again: a run may have saved a guest meanwhile.
+    statefile.write(folder / INDEX, {n: i for n, i in statefile.read(folder / INDEX).items() if n not in gone})
+    return len(gone)

@@ -18,6 +18,7 @@ import yaml
 
 from lab import cli
 from lab.config import LabConfig
+from tests.e2e import made_images
 from tests.patchwork_server import MAINTAINER, PatchworkServer, ServedPatch, ServedSeries, seed_patch_mbox
 
 # Failing builds: one worker for them under pytest-xdist, with the test that counts dangling images.
@@ -41,6 +42,12 @@ def check_config(lab_config: LabConfig, tmp_path: Path) -> Path:
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+@pytest.fixture(autouse=True)
+def _no_images_left(lab_docker: docker.DockerClient, lab_config: LabConfig) -> Iterator[None]:
+    with made_images.removed_after(lab_docker, lab_config, "check-"):
+        yield
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ import yaml
 
 from lab import cli, images, resources
 from lab.config import LabConfig, QemuSource
+from tests.e2e import made_images
 from tests.git_server import GitServer, bare_copy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("image-builds")]
@@ -80,6 +81,12 @@ def export_tree(client: docker.DockerClient, cfg: LabConfig, builder: str, dest:
         with tarfile.open(fileobj=inner, mode="r|") as tree:
             tree.extractall(dest, filter="tar")
     archive.unlink()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_images_left(lab_docker: docker.DockerClient, lab_config: LabConfig) -> Iterator[None]:
+    with made_images.removed_after(lab_docker, lab_config, "up-"):
+        yield
 
 
 @pytest.fixture(scope="module")
