@@ -47,7 +47,6 @@ KVM = "/dev/kvm"
 HANDSHAKE = ".handshake"
 NO_HANDSHAKE = 3
 HOST_COMMAND = ["sh", "-c", f"rm {RUNDIR}/{HANDSHAKE} 2>/dev/null || exit {NO_HANDSHAKE}; exec sleep infinity"]
-OWN_FOLDER_COMMAND = ["sh", "-c", f"mkdir -p {RUNDIR}; exec sleep infinity"]
 
 
 class _NoHandshake(LabError):
@@ -416,7 +415,8 @@ class Engine:
         try:
             with self.creating():
                 container = self.client.containers.run(
-                    image, HOST_COMMAND if shared else OWN_FOLDER_COMMAND, name=ns.name(role), hostname=role,
+                    # Without a shared folder, the image's own command; the folder is made once it runs.
+                    image, HOST_COMMAND if shared else None, name=ns.name(role), hostname=role,
                     detach=True, init=True, cap_add=["NET_ADMIN"],
                     devices=[f"{d}:{d}:rwm" for d in devices],
                     # A mount, not a volume: an engine that lacks the folder refuses it instead of making it.

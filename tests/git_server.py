@@ -16,10 +16,11 @@ import http.server
 import os
 import shutil
 import subprocess
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.serving import Serving
 
 BACKEND_TIMEOUT_S = 120  # one request of git http-backend (a pack of a few hundred MB at most)
 
@@ -33,18 +34,14 @@ class GitServer:
     requests: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.httpd = http.server.ThreadingHTTPServer((self.address, 0), self._handler())
-        self.base = f"http://{self.address}:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="git-http", daemon=True)
-        self.thread.start()
+        self.serving = Serving(self.address, self._handler(), "git-http")
+        self.base = self.serving.base
 
     def url(self, name: str) -> str:
         return f"{self.base}/{name}.git"
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        self.serving.close()
 
     def __enter__(self) -> GitServer:
         return self

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.serving import Serving
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RECORDED_PATCH = FIXTURES / "patchwork-api-patch-2194230.json"
 RECORDED_SERIES = FIXTURES / "patchwork" / "series-491379.json"
@@ -76,16 +78,12 @@ class PatchworkServer:
 
     def __post_init__(self) -> None:
         self.release = threading.Event()
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="patchwork", daemon=True)
-        self.thread.start()
+        self.serving = Serving("127.0.0.1", self._handler(), "patchwork")
+        self.base = self.serving.base
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        self.serving.close()
 
     def __enter__(self) -> PatchworkServer:
         return self

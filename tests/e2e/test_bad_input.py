@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import yaml
 
 from lab import cli, doctor, resources
 from lab.errors import LabError
+from tests.serving import Serving
 
 pytestmark = pytest.mark.e2e
 
@@ -137,13 +137,11 @@ class _Broken(http.server.BaseHTTPRequestHandler):
                          ids=["answers-500", "answers-garbage"])
 def test_patchwork_failures(garbage: bool, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
     handler = type("Handler", (_Broken,), {"garbage": garbage})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = Serving("127.0.0.1", handler, "broken-patchwork")
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/api/patches/1/"
-        assert expected in one_line_exit_2(["series", "show", url], capsys)
+        assert expected in one_line_exit_2(["series", "show", f"{server.base}/api/patches/1/"], capsys)
     finally:
-        server.shutdown()
+        server.close()
 
 
 def test_docker_socket_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

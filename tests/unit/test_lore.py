@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import http.server
-import threading
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from lab import cli, config, images, lore
 from lab.series import SeriesError, parse_mbox
+from tests.serving import Serving
 
 pytestmark = pytest.mark.usefixtures("only_loopback")
 LIST = "qemu-devel"
@@ -63,10 +63,8 @@ class PublicInbox:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.archive = f"http://127.0.0.1:{self.httpd.server_address[1]}/{LIST}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.serving = Serving("127.0.0.1", Handler, "public-inbox")
+        self.archive = f"{self.serving.base}/{LIST}"
 
     def answer(self, path: str) -> tuple[int, bytes]:
         parts = path.strip("/").split("/")
@@ -78,8 +76,7 @@ class PublicInbox:
         return 404, b"404 Not Found\n"
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serving.close()
 
 
 @pytest.fixture

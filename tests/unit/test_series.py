@@ -24,6 +24,7 @@ import pytest
 
 from lab import cli, series
 from lab.series import Patchwork, SeriesError, SeriesInfo
+from tests.serving import Serving
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -87,11 +88,8 @@ class ReplayServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="patchwork-replay",
-                                       daemon=True)
-        self.thread.start()
+        self.serving = Serving("127.0.0.1", Handler, "patchwork-replay")
+        self.base = self.serving.base
 
     def json(self, path: str, record: dict[str, Any] | list[Any]) -> None:
         self.routes[path] = Reply(body=json.dumps(record).encode())
@@ -101,9 +99,7 @@ class ReplayServer:
 
     def close(self) -> None:
         self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
+        self.serving.close()
 
 
 def seed_patch() -> dict[str, Any]:
