@@ -52,6 +52,7 @@ DEFAULT_ARCHIVE = "https://lore.kernel.org/qemu-devel"  # a public-inbox archive
 # A Message-ID as people paste it: <local@domain> or local@domain; never an option (a leading '-')
 # nor a path (a '/').
 _MSGID = r"[A-Za-z0-9!#$%&'*+=?^_`{|}~.][^\s<>@/]*@[^\s<>@/]+"
+PATCH_RANGE_RE = re.compile(r"^([1-9][0-9]{0,3})-([1-9][0-9]{0,3})$")
 MSGID_RE = re.compile(rf"^(?:<({_MSGID})>|({_MSGID}))$")
 
 
@@ -103,6 +104,7 @@ class SeriesSource:
     note: str = ""
     lore: str = ""
     archive: str = DEFAULT_ARCHIVE
+    patches: tuple[int, int] | None = None  # only patches FIRST..LAST of the series (``patches: 1-11``)
 
     def describe(self) -> str:
         if self.lore:
@@ -522,7 +524,8 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
             ref = sr.integer("ref", 0, 1, 10**9) if isinstance(sr.data.get("ref"), int) else sr.text("ref", "")
             series = SeriesSource(ref=str(ref or ""), patchwork=sr.text("patchwork", ""), mbox=sr.text("mbox", ""),
                                   note=sr.text("note", ""), lore=sr.text("lore", ""),
-                                  archive=sr.text("archive", DEFAULT_ARCHIVE, pattern=HTTP_URL_RE))
+                                  archive=sr.text("archive", DEFAULT_ARCHIVE, pattern=HTTP_URL_RE),
+                                  patches=_patch_range(sr, f"profiles.{name}.series.patches"))
             sr.done()
             if series.lore and not MSGID_RE.fullmatch(series.lore):
                 raise ConfigError(f"profiles.{name}.series.lore", f"{series.lore!r} is not a Message-ID",
@@ -541,6 +544,17 @@ def _profiles(node: _Reader) -> dict[str, Profile]:
         raise ConfigError(node.where, "every profile has default: false",
                           "set default: true (or leave default out) on at least one profile")
     return profiles
+
+
+def _patch_range(series: _Reader, where: str) -> tuple[int, int] | None:
+    """``patches: FIRST-LAST``: a part of the series, in its own N/M numbers."""
+    text = series.text("patches", "")
+    if not text:
+        return None
+    m = PATCH_RANGE_RE.fullmatch(text)
+    if m is None or int(m.group(1)) > int(m.group(2)):
+        raise ConfigError(where, f"{text!r} is not a range of patches", "write FIRST-LAST, e.g. 1-11")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _git_source(qemu: QemuSource, where: str) -> None:

@@ -814,7 +814,13 @@ def _remove_container(container: Any) -> None:
 
 
 def load_series(cfg: LabConfig, source: SeriesSource) -> series_mod.Series:
-    """A profile's series, read and checked (a local mbox or folder, or fetched from Patchwork)."""
+    """A profile's series, read and checked (a local mbox or folder, or fetched from Patchwork), or the
+    part of it that ``series.patches`` names."""
+    whole = _whole_series(cfg, source)
+    return whole.only(source.patches) if source.patches else whole
+
+
+def _whole_series(cfg: LabConfig, source: SeriesSource) -> series_mod.Series:
     if source.mbox:
         path = Path(source.mbox)
         loaded = series_mod.load_local(path if path.is_absolute() else cfg.path.parent / path)

@@ -1,15 +1,20 @@
-"""Patch series: from Patchwork (REST API), an mbox file, or a folder of `git format-patch` files.
+"""Patch series: from Patchwork (REST API), an mbox file, or a folder of `git format-patch` files
+and Patchwork patch records.
 
 Whatever the source, a series ends up as the same thing: an ordered list of patches, each one full
 email as `git am` takes it, with its subject and a hash of its diff for the record. Patchwork is
 spoken to through its REST API: a patch record names its series, a series record has an mbox link
-and says whether every patch has arrived (``received_all``).
+and says whether every patch has arrived (``received_all``). A patch record kept in a folder (the
+``/api/patches/ID/`` answer, as JSON) becomes the mail Patchwork's own mbox view makes of it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import email
 import email.policy
+import email.utils
 import hashlib
 import http.client
 import itertools
@@ -60,6 +65,16 @@ class Patch:
     total: int
 
     @property
+    def msgid(self) -> str:
+        return _header(self.message, "Message-ID")
+
+    @property
+    def patchwork_id(self) -> int | None:
+        """Patchwork's id of the patch, as its mbox view names it (``X-Patchwork-Id``)."""
+        value = _header(self.message, "X-Patchwork-Id")
+        return int(value) if value.isdigit() else None
+
+    @property
     def diff_hash(self) -> str:
         """sha1 of the patch's diff (from its first ``diff --git``), to tell versions apart."""
         text = self.message.decode(errors="replace")
@@ -80,8 +95,22 @@ class Series:
     def provenance(self) -> dict[str, Any]:
         return {"origin": self.origin, "name": self.name, "version": self.version,
                 "patchwork_id": self.patchwork_id, "mbox": self.mbox_url,
-                "patches": [{"n": f"{p.index}/{p.total}", "subject": p.subject, "hash": p.diff_hash}
-                            for p in self.patches], **self.extra}
+                "patches": [_patch_provenance(p) for p in self.patches], **self.extra}
+
+    def only(self, numbers: tuple[int, int]) -> Series:
+        """The series' patches ``first..last`` (its own N/M numbers), e.g. to see what the rest adds."""
+        first, last = numbers
+        if last > len(self.patches):
+            raise SeriesError(f"{self.origin}: patches {first}-{last} asked for, the series has "
+                              f"{len(self.patches)}; fix series.patches")
+        return dataclasses.replace(self, patches=self.patches[first - 1:last])
+
+
+def _patch_provenance(patch: Patch) -> dict[str, Any]:
+    where: dict[str, Any] = {"msgid": patch.msgid} if patch.msgid else {}
+    if patch.patchwork_id is not None:
+        where["patchwork_id"] = patch.patchwork_id
+    return {"n": f"{patch.index}/{patch.total}", "subject": patch.subject, "hash": patch.diff_hash, **where}
 
 
 @dataclass(frozen=True)
@@ -309,9 +338,14 @@ def _messages(data: bytes, file: str | None) -> list[_Message]:
 
 
 def _subject(chunk: bytes) -> str:
-    msg = email.message_from_bytes(chunk, policy=email.policy.default)
-    subject = str(msg.get("Subject", ""))
-    return " ".join(subject.split())
+    return _header(chunk, "Subject")
+
+
+def _header(chunk: bytes, name: str) -> str:
+    """One header of a mail, unfolded into one line ("" when it has none)."""
+    head = chunk.split(b"\n\n", 1)[0]
+    msg = email.message_from_bytes(head, policy=email.policy.compat32)
+    return " ".join(str(msg.get(name, "")).split())
 
 
 def _numbered(messages: list[_Message], origin: str) -> list[Patch]:
@@ -358,12 +392,13 @@ def _numbered(messages: list[_Message], origin: str) -> list[Patch]:
 
 
 def load_local(path: Path) -> Series:
-    """An mbox file, or a folder of `git format-patch` files (``*.patch``, in name order)."""
+    """An mbox file, or a folder of `git format-patch` files (``*.patch``) and Patchwork patch records
+    (``*.json``), numbered by their subjects or else in name order."""
     if path.is_dir():
-        files = sorted(path.glob("*.patch"))
+        files = sorted([*path.glob("*.patch"), *path.glob("*.json")])
         if not files:
-            raise SeriesError(f"{path}: no *.patch file in this folder")
-        messages = [m for f in files for m in _messages(_read(f), f.name)]
+            raise SeriesError(f"{path}: no *.patch file or Patchwork record (*.json) in this folder")
+        messages = [m for f in files for m in _messages(_read_patch_file(f), f.name)]
         patches = _numbered(messages, str(path))
     elif path.is_file():
         patches = parse_mbox(_read(path), str(path))
@@ -371,6 +406,54 @@ def load_local(path: Path) -> Series:
         raise SeriesError(f"{path}: no such mbox file or patch folder")
     name = BRACKETS.sub("", patches[0].subject) if patches else path.name
     return Series(origin=str(path), name=name, patches=tuple(patches))
+
+
+def _read_patch_file(path: Path) -> bytes:
+    if path.suffix != ".json":
+        return _read(path)
+    return record_mail(json_object(_read(path), str(path)), str(path))
+
+
+# Patchwork's mbox view (patchwork/views/utils.py) sets these itself; a record's copies are the
+# original mail's, which may have been base64 or multipart.
+_OWN_HEADERS = ("content-type", "content-transfer-encoding")
+_POSTSCRIPT = re.compile(r"^-{2,3} ?$", re.MULTILINE)
+
+
+def record_mail(record: dict[str, Any], origin: str) -> bytes:
+    """A Patchwork patch record (``/api/patches/ID/``) as the mail Patchwork's mbox view makes of it:
+    the original headers, the message up to its ``---``, the postscript (diffstat), then the diff."""
+    fields = {key: record.get(key) for key in ("id", "content", "diff", "headers", "date")}
+    if not _is_count(fields["id"], 1) or not isinstance(fields["diff"], str) or not fields["diff"]:
+        raise SeriesError(f"{origin}: not a Patchwork patch record (it needs an id and a diff); keep the "
+                          "/api/patches/ID/ answer as it came, or use git format-patch files")
+    headers = fields["headers"] if isinstance(fields["headers"], dict) else {}
+    body, postscript = _split_postscript(str(fields["content"] or ""))
+    text = body + (f"---{postscript}\n" if postscript else "") + "\n" + fields["diff"]
+    lines = [f"From patchwork {_ctime(fields['date'])}", f"X-Patchwork-Id: {fields['id']}"]
+    for key, value in headers.items():
+        if key.lower() in _OWN_HEADERS:
+            continue
+        for one in value if isinstance(value, list) else [value]:
+            lines.append(f"{key}: {one}")
+    lines += ["Content-Type: text/plain; charset=\"utf-8\"", "Content-Transfer-Encoding: 8bit"]
+    return ("\n".join(lines) + "\n\n" + text).encode()
+
+
+def _ctime(date: object) -> str:
+    """An mbox From line's date, as Patchwork writes it (``Sat Feb  7 13:47:28 2026``)."""
+    try:
+        return datetime.datetime.fromisoformat(str(date)).ctime()
+    except ValueError:
+        return "Thu Jan  1 00:00:00 1970"
+
+
+def _split_postscript(content: str) -> tuple[str, str]:
+    """The commit message and what follows its ``---`` line (the diffstat), as Patchwork splits them."""
+    parts = _POSTSCRIPT.split(content.strip() + "\n", maxsplit=1)
+    if len(parts) == 2:
+        return parts[0].strip() + "\n", parts[1].rstrip()
+    return parts[0], ""
 
 
 def _read(path: Path) -> bytes:

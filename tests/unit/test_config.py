@@ -30,7 +30,8 @@ def config_error(data: object) -> ConfigError:
 
 def test_repo_config_loads_its_profiles_and_scenarios() -> None:
     cfg = load(REPO_CONFIG)
-    assert list(cfg.profiles) == ["baseline", "control", "series-491379"]
+    assert list(cfg.profiles) == ["baseline", "control", "series-491379-offline", "series-491379-offline-1-11",
+                                  "series-491379"]
     assert list(cfg.scenarios) == ["mirror", "redirector", "redirector-when-stopped", "guest-plain",
                                    "guest-redirect-qmp", "guest-when-stopped", "guest-redirect-early"]
     assert cfg.path == REPO_CONFIG
