@@ -8,6 +8,7 @@ unpatched QEMU is not built again.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import docker
 import pytest
 import yaml
 
-from lab import cli
+from lab import cli, series
 from lab.config import LabConfig
 from tests.e2e import made_images
 from tests.patchwork_server import MAINTAINER, PatchworkServer, ServedPatch, ServedSeries, seed_patch_mbox
@@ -27,6 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("image-builds")]
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7"
 CONTROL_PATCH = next((ROOT / "series" / "control").glob("*.patch"))
+BRACKETED = re.compile(r"^\[[^\]]*\]\s*")
 
 
 @pytest.fixture
@@ -134,4 +136,35 @@ def test_a_series_that_does_not_apply(lab_docker: docker.DockerClient, check_con
     assert "keep mirroring while stopped" in final["description"] and len(final["description"]) <= 255
     report = json.loads((out / "report.json").read_text())
     assert report["check"]["state"] == "fail" and report["results"] == []
+    assert_token_nowhere(out, captured)
+
+
+@pytest.fixture
+def offline_series() -> Iterator[PatchworkServer]:
+    """Series 491379 as the lab builds it offline: its 11 patches, then patch 12/12 from Patchwork's record
+    (the server's mbox gives 12/12 as Patchwork's mbox view does, X-Patchwork-Id included)."""
+    patches = series.load_local(ROOT / "series" / "491379-offline").patches
+    served = [ServedPatch(p.patchwork_id or 2194200 + p.index, BRACKETED.sub(f"[{p.index:02d}/12] ", p.subject),
+                          p.message) for p in patches]
+    yield from serve(ServedSeries(491379, "[01/12] net: introduce read_poll/write_poll", served))
+
+
+def test_the_offline_series_gets_a_check_on_each_of_its_twelve_patches(
+        lab_docker: docker.DockerClient, check_config: Path, offline_series: PatchworkServer, token: str,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    rc = cli.main(["check", f"{offline_series.base}/api/patches/2194230/", "--config", str(check_config),
+                   "--out", str(out), "--scenario", "redirector-when-stopped"])
+    captured = capsys.readouterr()
+    patch_ids = [p.id for p in offline_series.series[0].patches]
+    assert len(patch_ids) == 12 and patch_ids[-1] == 2194230
+    for patch_id in patch_ids:
+        states = [c["state"] for c in offline_series.checks_on(patch_id)]
+        assert states == ["pending", "success"], (patch_id, states, captured.err)
+    assert rc == 0
+    report = json.loads((out / "report.json").read_text())
+    provenance = report["lab"]["builds"]["check-491379"]["series"]["patches"]
+    assert [p["n"] for p in provenance] == [f"{n}/12" for n in range(1, 13)]
+    assert provenance[-1]["patchwork_id"] == 2194230
+    assert provenance[-1]["msgid"] == "<20260207134728.1495932-12-lulu@redhat.com>"
     assert_token_nowhere(out, captured)
