@@ -282,22 +282,22 @@ def _placement(cfg: LabConfig, args: argparse.Namespace) -> Placement:
 
 
 def _show(console: Console, event: Event) -> None:
+    # With --jobs, cells finish in any order: each line names its cell, never relying on the line above.
     if isinstance(event, CellStarted):
-        c = event.cell
-        builds = c.profile.name if c.to == c.profile else f"{c.profile.name} -> {c.to.name}"
-        console.print(f"running [bold]{builds}[/] x [bold]{c.scenario.name}[/] ({c.scenario.filter}) ...")
+        console.print(f"[{event.index}/{event.total}] {event.cell.title} started", markup=False)
     elif isinstance(event, CellFinished):
-        console.print(_verdict_line(event.row), markup=False)
+        console.print(_verdict_line(event.row), markup=False, soft_wrap=True)
 
 
 def _verdict_line(row: Row) -> str:
+    """One cell's result, whole on one line: its cell, its verdict against the expectation, its figures."""
     total = row.timings.get("total", 0)
+    head = f"{row.builds} x {row.scenario}: {row.verdict} (expected {row.expected or 'nothing'})"
     if row.frames_sent is None:
-        return f"  {row.verdict} (expected {row.expected}): {row.why} [{total:.1f} s]"
+        return f"{head}: {row.why} [{total:.1f} s]"
     guest = f", guest got {row.guest_received}" if row.guest_received is not None else ""
-    return (f"  {row.verdict} (expected {row.expected or 'nothing'}): sent {row.frames_sent}, captured "
-            f"{row.frames_captured}, delivered {row.frames_delivered}, during stop {row.frames_during_stop}{guest}"
-            f" [{total:.1f} s]")
+    return (f"{head}: sent {row.frames_sent}, captured {row.frames_captured}, delivered {row.frames_delivered}, "
+            f"during stop {row.frames_during_stop}{guest} [{total:.1f} s]")
 
 
 def cmd_series(args: argparse.Namespace, console: Console) -> int:
