@@ -295,9 +295,10 @@ def _verdict_line(row: Row) -> str:
     head = f"{row.builds} x {row.scenario}: {row.verdict} (expected {row.expected or 'nothing'})"
     if row.frames_sent is None:
         return f"{head}: {row.why} [{total:.1f} s]"
-    guest = f", guest got {row.guest_received}" if row.guest_received is not None else ""
-    return (f"{head}: sent {row.frames_sent}, captured {row.frames_captured}, delivered {row.frames_delivered}, "
-            f"during stop {row.frames_during_stop}{guest} [{total:.1f} s]")
+    f = row.figures
+    during = f", during stop {f.during_stop}" if f.during_stop is not None else ""
+    return (f"{head}: {row.view} got {f.received_of_sent}, lost {f.lost}{during}, max gap {f.max_gap_ms} ms"
+            f" [{total:.1f} s]")
 
 
 def cmd_series(args: argparse.Namespace, console: Console) -> int:

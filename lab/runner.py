@@ -69,7 +69,7 @@ class Cell:
     def row(self, verdict: str, accel: str, **details: object) -> Row:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
                       expected=self.expected, verdict=verdict, accel=accel, destination_profile=self.to.name,
-                      **details)  # type: ignore[arg-type]
+                      view=self.scenario.path, **details)  # type: ignore[arg-type]
 
 
 def _capacity(engine: Engine) -> int:

@@ -27,10 +27,12 @@ def log_console(width: int = 80) -> tuple[Console, io.StringIO]:
 
 
 def finished(cell: Cell, index: int, verdict: str, sent: int) -> CellFinished:
-    row = ran()
-    figures = {"frames_sent": sent, "frames_captured": sent - 1, "frames_delivered": sent - 2}
-    row = Row(**(row.to_json() | figures | {"profile": cell.profile.name, "scenario": cell.scenario.name,
-                                            "destination_profile": cell.to.name, "verdict": verdict}))
+    """A row whose stream got all but one frame and whose guest got 1000 fewer: each view tells apart."""
+    figures = {"frames_sent": sent, "frames_captured": sent - 1, "guest_received": sent - 1000,
+               "guest_lost": 1000, "guest_max_gap_ms": 3012.5}
+    row = Row(**(ran().to_json() | figures | {"profile": cell.profile.name, "scenario": cell.scenario.name,
+                                              "destination_profile": cell.to.name, "verdict": verdict,
+                                              "view": cell.scenario.path}))
     return CellFinished(cell, row, index)
 
 
@@ -44,10 +46,10 @@ def test_each_result_line_names_its_cell_whatever_order_they_finish_in(cells: li
     for event in events:
         cli._show(console, event)
     results = [line for line in out.getvalue().splitlines() if "started" not in line]
-    assert results[0].startswith("baseline x guest-plain: gap ") and "sent 4702" in results[0]
-    assert results[1].startswith("baseline x redirector: continuous ") and "sent 4725" in results[1]
-    assert results[2].startswith("control x guest-plain: gap ") and "sent 4600" in results[2]
-    assert results[3].startswith("control x redirector: continuous ") and "sent 4500" in results[3]
+    assert results[0].startswith("baseline x guest-plain: gap ") and "guest got 3702/4702, lost 1000" in results[0]
+    assert results[1].startswith("baseline x redirector: continuous ") and "stream got 4724/4725" in results[1]
+    assert results[2].startswith("control x guest-plain: gap ") and "guest got 3600/4600" in results[2]
+    assert results[3].startswith("control x redirector: continuous ") and "stream got 4499/4500" in results[3]
 
 
 def test_a_start_line_names_its_cell_and_place(cells: list[Cell]) -> None:
