@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import docker.errors
 import paramiko
@@ -286,13 +286,13 @@ def _show(console: Console, event: Event) -> None:
     if isinstance(event, CellStarted):
         console.print(f"[{event.index}/{event.total}] {event.cell.title} started", markup=False)
     elif isinstance(event, CellFinished):
-        console.print(_verdict_line(event.row), markup=False, soft_wrap=True)
+        console.print(_verdict_line(event.row), markup=False)
 
 
 def _verdict_line(row: Row) -> str:
     """One cell's result, whole on one line: its cell, its verdict against the expectation, its figures."""
     total = row.timings.get("total", 0)
-    head = f"{row.builds} x {row.scenario}: {row.verdict} (expected {row.expected or 'nothing'})"
+    head = f"{row.builds} x {row.scenario}: {row.verdict} ({row.mark})"
     if row.frames_sent is None:
         return f"{head}: {row.why} [{total:.1f} s]"
     f = row.figures
@@ -651,13 +651,19 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_BISECT_SKIP if rc == EXIT_LAB_ERROR and argv[:1] == ["run"] and "--bisect" in argv else rc
 
 
+def make_console(file: TextIO | None = None, width: int | None = None) -> Console:
+    """The console lab prints on. Logs (CI, pipes) are read at COLUMNS, else 80 (rich's default): a
+    table wider than that is printed as a block per cell. soft_wrap: a long line stays one line (a
+    URL, a result line to grep); tables still fit the width."""
+    return Console(file=file, width=width, highlight=False, soft_wrap=True)
+
+
 def _main(argv: list[str]) -> int:
     try:
         args = parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a bad command line (one line already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_LAB_ERROR
-    # Logs (CI, pipes) get a width that fits the verdict table rather than rich's default of 80.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    console = make_console()
     signal.signal(signal.SIGTERM, _interrupt)
     # Libraries' own log lines (paramiko's refused channels, urllib3's full pools) would print beside
     # the lab's; what matters of them reaches the lab as exceptions.

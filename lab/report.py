@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from lab.analysis import Analysis, GuestAnalysis
 
@@ -118,6 +119,11 @@ class Row:
         return "; ".join(self.reasons)
 
     @property
+    def mark(self) -> str:
+        """The verdict against its expectation, in a word or two."""
+        return {True: "ok", None: "nothing expected"}.get(self.match, f"expected {self.expected}")
+
+    @property
     def figures(self) -> Figures:
         """The figures of the view the verdict judged: a guest cell's stream may be whole while its
         guest lost half, and the other way round."""
@@ -207,41 +213,84 @@ class Report:
         for heading, _name in COLUMNS:
             t.add_column(heading, justify="right" if heading in NUMERIC else "left", no_wrap=True)
         for r in self.rows:
-            style = {True: "green", False: "red", None: "yellow"}[r.match]
-            t.add_row(*(f"[{style}]{cell_text(r, name)}[/]" if name in ("verdict", "match") else cell_text(r, name)
+            t.add_row(*(Text(cell_text(r, name), MATCH_STYLE[r.match] if name in ("verdict", "match") else "")
                         for _heading, name in COLUMNS))
         return t
+
+    def blocks(self) -> list[Text]:
+        """The table as one block per cell, for a console too narrow for it: names are never cut."""
+        lines = []
+        for r in self.rows:
+            head = Text.assemble(f"{r.builds} x {r.scenario}: ", _verdict(r))
+            figures = [_figure(heading, cell_text(r, name)) for heading, name in COLUMNS if heading in NUMERIC]
+            lines += [head, Text(f"    {r.view}: {', '.join(f for f in figures if f)}")]
+        return lines
 
     def reasons(self) -> list[str]:
         return [f"{r.builds} x {r.scenario}: {r.why}" for r in self.rows if r.why]
 
+    def _ab(self) -> tuple[list[str], dict[str, dict[str, Text]]]:
+        """Profiles, and per scenario each profile's verdict against its expectation and its figures."""
+        profiles = list(dict.fromkeys(r.builds for r in self.rows))
+        cells: dict[str, dict[str, Text]] = {}
+        for r in self.rows:
+            counts = f" {r.figures.received_of_sent}" if r.frames_sent is not None else ""
+            cells.setdefault(r.scenario, {})[r.builds] = Text.assemble(_verdict(r), counts)
+        return profiles, cells
+
     def ab_table(self) -> Table:
         """Scenarios as rows, profiles as columns: what a series changes, at a glance."""
-        profiles = list(dict.fromkeys(r.builds for r in self.rows))
+        profiles, cells = self._ab()
         t = Table(title=f"A/B: {' vs '.join(profiles)} ({self.accel})", title_justify="left")
-        t.add_column("scenario")
+        t.add_column("scenario", no_wrap=True)
         for p in profiles:
-            t.add_column(p)
-        for sc in dict.fromkeys(r.scenario for r in self.rows):
-            cells = []
-            for p in profiles:
-                r = next((r for r in self.rows if r.builds == p and r.scenario == sc), None)
-                if r is None:
-                    cells.append("-")
-                    continue
-                style, mark = {True: ("green", "ok"), None: ("yellow", "nothing expected")}.get(
-                    r.match, ("red", f"expected {r.expected}"))
-                counts = f" {r.figures.received_of_sent}" if r.frames_sent is not None else ""
-                cells.append(f"[{style}]{r.verdict} ({mark})[/]{counts}")
-            t.add_row(sc, *cells)
+            t.add_column(p, no_wrap=True)
+        for scenario, by_profile in cells.items():
+            t.add_row(scenario, *(by_profile.get(p, Text("-")) for p in profiles))
         return t
 
+    def ab_blocks(self) -> list[Text]:
+        """The A/B table as one block per scenario, a line per profile."""
+        profiles, cells = self._ab()
+        lines = []
+        for scenario, by_profile in cells.items():
+            lines.append(Text(scenario))
+            lines += [Text.assemble(f"    {p}: ", by_profile[p]) for p in profiles if p in by_profile]
+        return lines
+
     def print(self, console: Console) -> None:
+        """The tables, or where the console is too narrow for one, its blocks."""
         if len({r.builds for r in self.rows}) > 1:
-            console.print(self.ab_table())
-        console.print(self.table())
+            _table_or_blocks(console, self.ab_table(), self.ab_blocks())
+        _table_or_blocks(console, self.table(), self.blocks())
         for line in self.reasons():
             console.print(f"  {line}", markup=False)
+
+
+MATCH_STYLE = {True: "green", False: "red", None: "yellow"}
+
+
+def _verdict(r: Row) -> Text:
+    return Text(f"{r.verdict} ({r.mark})", MATCH_STYLE[r.match])
+
+
+def _figure(heading: str, value: str) -> str:
+    """A table's figure as a block says it: "max gap 12.5 ms" for "max gap ms", nothing for none."""
+    if value == "-":
+        return ""
+    label = heading.removesuffix(" ms").removesuffix("/sent")
+    return f"{label} {value} ms" if label != heading and heading.endswith(" ms") else f"{label} {value}"
+
+
+def _table_or_blocks(console: Console, table: Table, blocks: list[Text]) -> None:
+    # Measured unbounded: a measurement within the console's width is clamped to it.
+    if console.measure(table, options=console.options.update_width(10**4)).maximum <= console.width:
+        console.print(table)
+        return
+    if table.title:
+        console.print(Text(str(table.title)))
+    for line in blocks:
+        console.print(line)
 
 
 def rows_of(report: dict[str, Any]) -> list[Row]:

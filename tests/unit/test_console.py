@@ -23,7 +23,7 @@ def cells() -> list[Cell]:
 
 def log_console(width: int = 80) -> tuple[Console, io.StringIO]:
     out = io.StringIO()
-    return Console(file=out, width=width, force_terminal=False, highlight=False), out
+    return cli.make_console(out, width), out
 
 
 def finished(cell: Cell, index: int, verdict: str, sent: int) -> CellFinished:
@@ -58,7 +58,7 @@ def test_a_start_line_names_its_cell_and_place(cells: list[Cell]) -> None:
     assert out.getvalue() == "[2/4] baseline x guest-plain (none) started\n"
 
 
-def test_a_result_line_is_one_line_at_80_columns(cells: list[Cell]) -> None:
+def test_a_result_line_is_one_line_at_80_columns_in_a_log(cells: list[Cell]) -> None:
     console, out = log_console(80)
     cli._show(console, finished(cells[0], 0, "continuous", 4725))
     [line] = out.getvalue().splitlines()

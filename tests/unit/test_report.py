@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lab import config
+from lab import cli, config
 from lab.analysis import ERROR, UNSUPPORTED, Sent, StopWindow, analyse, analyse_guest
 from lab.report import GUEST_VIEW, NOT_RUN, ROW_FIELDS, STREAM, Report, Row, markdown, rows_of
 from lab.runner import select_cells
@@ -171,3 +171,42 @@ def render(table: Table, width: int = 200) -> str:
     console = Console(file=io.StringIO(), width=width, force_terminal=False)
     console.print(table)
     return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def every_cell() -> Report:
+    """Every profile x scenario of the repository's lab.yaml, and a migration between two builds."""
+    cfg = config.load(ROOT / "lab.yaml")
+    cells = select_cells(cfg, list(cfg.profiles)) + select_cells(cfg, ["baseline"], None, to=list(cfg.profiles)[-1])
+    figures = dataclasses.asdict(guest_cell(1654, 3085).figures)
+    rows = [dataclasses.replace(c.row("gap", "tcg"), frames_sent=figures["sent"], frames_captured=4739,
+                                guest_received=1654, lost=0, guest_lost=3085, max_gap_ms=1.5, qemu_downtime_ms=110.25)
+            for c in cells]
+    return Report(config="lab.yaml", accel="tcg", rows=rows)
+
+
+def at_80_columns(report: Report) -> str:
+    console = cli.make_console(io.StringIO(), 80)
+    report.print(console)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_the_tables_are_readable_at_80_columns() -> None:
+    report = every_cell()
+    out = at_80_columns(report)
+    assert "…" not in out and all(len(line) <= 80 for line in out.splitlines())
+    for row in report.rows:
+        for name in (row.builds, row.profile, row.scenario):
+            assert re.search(rf"(?<![\w>-]){re.escape(name)}(?![\w-])", out), f"{name} is not whole"
+        assert f"{row.builds} x {row.scenario}: gap" in out
+
+
+def test_at_80_columns_each_cell_is_a_block_with_its_views_figures() -> None:
+    out = at_80_columns(every_cell())
+    assert "baseline x guest-plain: gap (ok)\n    guest: got 1654/4739, lost 3085, downtime 110.25 ms\n" in out
+    assert "baseline x mirror: gap (ok)\n    stream: got 4739/4739, lost 0, max gap 1.5 ms, downtime 110.25 ms\n" in out
+    assert "baseline x redirector: gap (expected continuous)\n" in out
+
+
+def test_a_console_wide_enough_gets_the_tables() -> None:
+    out = render(every_cell().table(), width=400)
+    assert "got/sent" in out.splitlines()[2] and "guest-redirect-early" in out
