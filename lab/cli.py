@@ -30,8 +30,10 @@ from typing import Any, NoReturn, TextIO
 import docker.errors
 import paramiko
 from rich.console import Console
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from lab import accel as accel_mod
 from lab import artefacts, bench, capabilities, doctor, images, kept, lore, resources, snapshot, ssh
@@ -44,7 +46,17 @@ from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
 from lab.report import NOT_RUN, Report, Row
-from lab.runner import CellFinished, CellStarted, Event, LabKept, ReportWritten, Runner, select_cells, select_profiles
+from lab.runner import (
+    CellFinished,
+    CellStarted,
+    Event,
+    LabKept,
+    Pace,
+    ReportWritten,
+    Runner,
+    select_cells,
+    select_profiles,
+)
 
 EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2
@@ -166,9 +178,10 @@ def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console
     console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
                   f"{len(cells)} cells, {jobs} at a time")
     # closing: an interrupt landing here, outside the generator, still stops the cells at once.
-    with contextlib.closing(runner.run(cells, out, keep=keep, jobs=jobs)) as events:
+    with contextlib.closing(runner.run(cells, out, keep=keep, jobs=jobs)) as events, \
+            RunDisplay(console, len(cells)) as display:
         for event in events:
-            _show(console, event)
+            display(event)
             if isinstance(event, ReportWritten):
                 run.written = event
             elif isinstance(event, LabKept):
@@ -279,6 +292,50 @@ def _placement(cfg: LabConfig, args: argparse.Namespace) -> Placement:
                            f"(configured: {', '.join(cfg.engines)})")
         return cfg.select_engines(names), True
     return cfg.select_engines(args.engine), False
+
+
+class RunDisplay:
+    """lab run's cells as they start and finish, each line naming its cell. On a terminal, a status
+    line under them, redrawn in place: cells done/total, the running ones, elapsed time and ETA.
+    Elsewhere (CI logs, pipes) the lines alone, without cursor control."""
+
+    def __init__(self, console: Console, total: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console
+        self.clock = clock
+        self.pace = Pace(total, clock())
+        self.live = Live(console=console, transient=True, refresh_per_second=2, get_renderable=self.status) \
+            if console.is_terminal else None
+
+    def __enter__(self) -> RunDisplay:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def __call__(self, event: Event) -> None:
+        self.pace.note(event)
+        _show(self.console, event)
+        if self.live is not None:
+            self.live.refresh()
+
+    def status(self) -> Text:
+        return Text(status_line(self.pace, self.clock()), style="bold", no_wrap=True, overflow="ellipsis")
+
+
+def status_line(pace: Pace, now: float) -> str:
+    eta = pace.eta_s(now)
+    # A copy in one step: the status is drawn on rich's refresh thread while events change the pace.
+    running = ", ".join(c.label for c in list(pace.running.values())) or "-"
+    return (f"cells {pace.done}/{pace.total}, {_clock(pace.elapsed_s(now))} elapsed, ETA "
+            f"{_clock(eta) if eta is not None else '?'}; running: {running}")
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}"
 
 
 def _show(console: Console, event: Event) -> None:

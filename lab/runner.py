@@ -63,8 +63,13 @@ class Cell:
         return self.scenario.expected(self.profile.name, self.to.name)
 
     @property
+    def label(self) -> str:
+        """How every line names the cell: ``PROFILE x SCENARIO`` (``SOURCE->DESTINATION x SCENARIO``)."""
+        return f"{builds_label(self.profile.name, self.to.name)} x {self.scenario.name}"
+
+    @property
     def title(self) -> str:
-        return f"{builds_label(self.profile.name, self.to.name)} x {self.scenario.name} ({self.scenario.filter})"
+        return f"{self.label} ({self.scenario.filter})"
 
     def row(self, verdict: str, accel: str, **details: object) -> Row:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
@@ -152,6 +157,34 @@ class LabKept:
 
 
 Event = CellStarted | PhaseChanged | CellFinished | ReportWritten | LabKept
+
+
+@dataclass
+class Pace:
+    """Where a run stands, from its events: cells done of all, those running, and when it should end
+    at the pace of the cells done so far."""
+
+    total: int
+    started: float  # time.monotonic() as the first cell started
+    done: int = 0
+    running: dict[int, Cell] = field(default_factory=dict)  # by 0-based index, in the order they started
+
+    def note(self, event: Event) -> None:
+        if isinstance(event, CellStarted):
+            self.running[event.index - 1] = event.cell
+        elif isinstance(event, CellFinished):
+            self.running.pop(event.index, None)
+            self.done += 1
+
+    def elapsed_s(self, now: float) -> float:
+        return now - self.started
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds still to go, at the pace so far (with --jobs, the pace of all workers together);
+        None before any cell is done."""
+        if not self.done:
+            return None
+        return self.elapsed_s(now) / self.done * (self.total - self.done)
 
 
 @dataclass

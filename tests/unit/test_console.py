@@ -10,7 +10,7 @@ from rich.console import Console
 
 from lab import cli, config
 from lab.report import Row
-from lab.runner import Cell, CellFinished, CellStarted, select_cells
+from lab.runner import Cell, CellFinished, CellStarted, Pace, select_cells
 from tests.unit.test_report import ran
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "lab.yaml"
@@ -63,3 +63,50 @@ def test_a_result_line_is_one_line_at_80_columns_in_a_log(cells: list[Cell]) -> 
     cli._show(console, finished(cells[0], 0, "continuous", 4725))
     [line] = out.getvalue().splitlines()
     assert len(line) > 80, "the line is long enough to test that it is not wrapped"
+
+
+class Clock:
+    """A clock the test moves: the display's times are the test's, never the machine's."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_pace_gives_done_running_and_an_eta_from_the_cells_done(cells: list[Cell]) -> None:
+    pace = Pace(total=4, started=100.0)
+    assert pace.eta_s(110.0) is None, "no ETA before a cell is done"
+    for event in (CellStarted(cells[0], 1, 4), CellStarted(cells[1], 2, 4), finished(cells[1], 1, "gap", 10)):
+        pace.note(event)
+    assert (pace.done, list(pace.running.values())) == (1, [cells[0]])
+    assert pace.eta_s(130.0) == 90.0  # 30 s a cell so far, 3 to go
+    line = cli.status_line(pace, 130.0)
+    assert line == "cells 1/4, 0:30 elapsed, ETA 1:30; running: baseline x redirector"
+
+
+def test_without_a_terminal_the_run_prints_plain_lines(cells: list[Cell]) -> None:
+    console, out = log_console()
+    with cli.RunDisplay(console, 2, Clock()) as display:
+        display(CellStarted(cells[0], 1, 2))
+        display(finished(cells[0], 0, "continuous", 4725))
+    assert "\x1b" not in out.getvalue(), "no cursor control nor colour in a log"
+    assert out.getvalue().splitlines()[0] == "[1/2] baseline x redirector (filter-redirector) started"
+    assert "cells 1/2" not in out.getvalue(), "the status line is for a terminal"
+
+
+def test_on_a_terminal_the_run_shows_its_progress_live(cells: list[Cell]) -> None:
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=True, highlight=False, soft_wrap=True)
+    clock = Clock()
+    with cli.RunDisplay(console, 2, clock) as display:
+        display(CellStarted(cells[0], 1, 2))
+        display(CellStarted(cells[1], 2, 2))
+        clock.now += 40
+        display(finished(cells[1], 1, "gap", 4702))
+        assert display.status().plain == "cells 1/2, 0:40 elapsed, ETA 0:40; running: baseline x redirector"
+    text = out.getvalue()
+    assert "cells 0/2, 0:00 elapsed, ETA ?; running: baseline x redirector, baseline x guest-plain" in text
+    assert "cells 1/2, 0:40 elapsed, ETA 0:40; running: baseline x redirector" in text
+    assert "baseline x guest-plain: gap" in text and "\x1b[" in text
