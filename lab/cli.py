@@ -442,9 +442,8 @@ def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
     lab = kept.load(cfg, args.lab)
     client = ssh.connect(_container(lab, args.role), kept.keys(cfg, lab.name))
     try:
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        if command:
-            result = ssh.run(client, shlex.join(command))
+        if args.command:
+            result = ssh.run(client, shlex.join(args.command))
             sys.stdout.write(result.stdout)
             sys.stderr.write(result.stderr)
             return result.exit_status
@@ -650,7 +649,7 @@ def parser() -> argparse.ArgumentParser:
         v.add_argument("--lab", help="which kept lab (needed when more than one is up)")
         v.add_argument("role", choices=("primary", "secondary"))
         if name == "ssh":
-            v.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... (default: a shell)")
+            v.add_argument("command", nargs="*", help="-- COMMAND... (default: a shell)")
         elif name == "qmp":
             v.add_argument("execute", help="the QMP command, e.g. query-migrate")
             v.add_argument("arguments", nargs="?", help="its arguments as a JSON object")
@@ -663,6 +662,18 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--kept", action="store_true", help="take every kept lab down as well (lab down N: one)")
     c.add_argument("--all", action="store_true", help="every lab on this machine, not only the configured name")
     return ap
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line. `lab ssh` takes its options anywhere before `--`, and what follows `--` is the
+    remote command, whole (argparse alone would give options after the host to the command, or
+    take the command's own options as lab's)."""
+    if argv[:1] != ["ssh"] or "--" not in argv:
+        return parser().parse_args(argv)
+    dashes = argv.index("--")
+    args = parser().parse_args(argv[:dashes])
+    args.command = [*args.command, *argv[dashes + 1:]]
+    return args
 
 
 def _positive(text: str) -> int:
@@ -717,7 +728,7 @@ def make_console(file: TextIO | None = None, width: int | None = None) -> Consol
 
 def _main(argv: list[str]) -> int:
     try:
-        args = parser().parse_args(argv)
+        args = parse_args(argv)
     except SystemExit as exc:  # --help, or a bad command line (one line already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_LAB_ERROR
     console = make_console()
