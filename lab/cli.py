@@ -1,15 +1,13 @@
 """`lab`: build the images, run the scenarios, check the machine, clean up.
 
-Exit status: 0 every verdict matched its expectation; 1 some did not; 2 the lab could not run (the
-one line printed says what, where and what to do); 130 interrupted (after cleaning up). `lab run
---bisect` answers `git bisect run`: 125 instead of 2, and for a cell without a verdict.
-`lab check`: 0 success, 1 fail, 2 warning or no check posted.
+Exit statuses: EXIT_STATUSES below, which `lab --help` prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -36,7 +34,20 @@ from rich.table import Table
 from rich.text import Text
 
 from lab import accel as accel_mod
-from lab import artefacts, bench, capabilities, doctor, images, kept, lore, resources, snapshot, ssh
+from lab import (
+    artefacts,
+    bench,
+    capabilities,
+    completion,
+    doctor,
+    images,
+    kept,
+    lore,
+    resources,
+    snapshot,
+    ssh,
+    version,
+)
 from lab import check as check_mod
 from lab import config as config_mod
 from lab import runner as runner_mod
@@ -62,6 +73,14 @@ EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2
 EXIT_BISECT_SKIP = 125  # `git bisect run`: this commit cannot be tested
 EXIT_INTERRUPTED = 130
+EXIT_STATUSES = f"""exit status:
+  0    every verdict as expected (lab check: success); any other verb: done
+  {EXIT_MISMATCH}    some verdict not as expected (lab check: fail)
+  {EXIT_LAB_ERROR}    the lab could not run, or bad input: one line says what, where and what to do
+       (lab check: warning, or no check posted; lab doctor: a check failed)
+  {EXIT_BISECT_SKIP}  lab run --bisect instead of 2, and for a cell without a verdict: git bisect run skips
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM), after removing the lab's containers and networks
+"""
 
 
 class BuildDisplay:
@@ -491,25 +510,32 @@ def cmd_console(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
-    up_now = [args.lab] if args.lab else kept.names(cfg)
-    if not up_now:
+    client = resources.connect()
+    labs = [kept.load(cfg, name) for name in ([args.lab] if args.lab else kept.names(cfg))]
+    hosts = {lab.name: kept.status(client, lab) for lab in labs}
+    dead = resources.dead_runs(client, cfg.name) if args.lab is None else {}
+    if args.json:
+        _print_json({"labs": [dataclasses.asdict(lab) | {"hosts": hosts[lab.name]} for lab in labs],
+                     "dead_runs": {run: dataclasses.asdict(left) for run, left in sorted(dead.items())}})
+        return 0
+    if not labs:
         console.print("no lab is up (lab up --name NAME starts one)")
-    client = resources.connect() if up_now else None
-    for name in up_now:
-        lab = kept.load(cfg, name)
+    for lab in labs:
         console.print(f"lab {lab.name}: {lab.profile} x {lab.scenario}, {lab.accel}, image {lab.image}",
                       markup=False)
-        assert client is not None
-        for row in kept.status(client, lab):
+        for row in hosts[lab.name]:
             filters = ", ".join(str(f) for f in row.get("filters", [])) or "-"  # type: ignore[attr-defined]
             console.print(f"  {row['role']:<9} {row['container']:<24} host {row['host']:<8} "
                           f"QEMU {row.get('runstate', '-')}  filters: {filters}", markup=False)
         console.print(f"  ssh_config: {lab.ssh_config}   files: {lab.rundir}", markup=False)
-    if client is not None or args.lab is None:
-        left = resources.dead_runs(client or resources.connect(), cfg.name)
-        for run, stuff in sorted(left.items()):
-            console.print(f"dead run {run} left {stuff.describe()} (lab clean removes it)", markup=False)
+    for run, stuff in sorted(dead.items()):
+        console.print(f"dead run {run} left {stuff.describe()} (lab clean removes it)", markup=False)
     return 0
+
+
+def _print_json(data: object) -> None:
+    """--json: plain JSON on stdout, for a program to read (no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def _container(lab: kept.KeptLab, role: str) -> str:
@@ -521,10 +547,13 @@ def _container(lab: kept.KeptLab, role: str) -> str:
 def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     checks = doctor.run(cfg)
+    missing = [c for c in checks if not c.ok]
+    if args.json:
+        _print_json({"ok": not missing, "checks": [dataclasses.asdict(c) for c in checks]})
+        return EXIT_LAB_ERROR if missing else 0
     for c in checks:
         mark = "[green]ok[/]" if c.ok else "[red]MISSING[/]"
         console.print(f"{mark:>20}  {c.name}: {c.detail}")
-    missing = [c for c in checks if not c.ok]
     if missing:
         console.print(f"{len(missing)} of {len(checks)} checks failed")
         return EXIT_LAB_ERROR
@@ -578,8 +607,27 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_completion(args: argparse.Namespace, console: Console) -> int:
+    sys.stdout.write(completion.script(args.shell, parser()))
+    return 0
+
+
+class _Version(argparse.Action):
+    """--version, described only when asked: it may run git."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(version.describe())
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="lab", description="The netfilter continuity lab.")
+    ap = OneLineParser(prog="lab", description="The netfilter continuity lab.", epilog=EXIT_STATUSES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action=_Version, help="the lab's version (and its git description in a checkout)")
     sub = ap.add_subparsers(dest="verb", required=True)
 
     def verb(name: str, fn: Callable[[argparse.Namespace, Console], int], help: str) -> argparse.ArgumentParser:
@@ -642,6 +690,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("name", nargs="?", help="which (default: the one that is up)")
     st = verb("status", cmd_status, "kept labs: hosts, QEMU runstates, filters; dead runs' leftovers")
     st.add_argument("--lab", help="only this kept lab")
+    st.add_argument("--json", action="store_true", help="as JSON: each kept lab with its hosts, dead runs' leftovers")
     for name, fn, what in (("ssh", cmd_ssh, "a shell (or one command) in a host of the running lab"),
                            ("qmp", cmd_qmp, "one QMP command to a host's QEMU, pretty-printed"),
                            ("console", cmd_console, "the guest's serial console (attach; or --log, -f)")):
@@ -656,11 +705,17 @@ def parser() -> argparse.ArgumentParser:
         else:
             v.add_argument("--log", action="store_true", help="print what the console has shown, do not attach")
             v.add_argument("-f", "--follow", action="store_true", help="print it, then keep printing what comes")
-    verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
+    dr = verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
+    dr.add_argument("--json", action="store_true", help="as JSON: every check's name, ok and detail")
     c = verb("clean", cmd_clean, "remove what dead runs left (never a run in progress; kept labs with --kept)")
     c.add_argument("--images", action="store_true", help="remove the lab's images as well")
     c.add_argument("--kept", action="store_true", help="take every kept lab down as well (lab down N: one)")
     c.add_argument("--all", action="store_true", help="every lab on this machine, not only the configured name")
+    what = "a shell completion script: eval \"$(lab completion bash)\", or source <(lab completion zsh)"
+    co = sub.add_parser("completion", help=what, description=what)
+    co.error = ap.error  # type: ignore[method-assign]
+    co.add_argument("shell", choices=completion.SHELLS)
+    co.set_defaults(fn=cmd_completion)
     return ap
 
 
