@@ -27,7 +27,7 @@ from typing import Any, NoReturn, TextIO
 
 import docker.errors
 import paramiko
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -43,6 +43,7 @@ from lab import (
     images,
     kept,
     lore,
+    page,
     resources,
     snapshot,
     ssh,
@@ -207,7 +208,8 @@ def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console
                 run.kept = event
     assert run.written is not None
     run.written.report.print(console)
-    console.print(f"report: {run.written.path}")
+    console.print(f"report: {run.written.path}", markup=False)
+    console.print(f"page: {run.written.path.parent / page.PAGE}", markup=False)
     return run
 
 
@@ -265,7 +267,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         poster.post_all(info.patches, check(state, description))
     finally:  # report.json says what was posted, also when a post failed
         report.check = poster.record(cfg.check.context, url) | {"state": state, "description": description}
-        path = report.write(out)
+        path = runner_mod.write_report(report, out)
     verb = "would be posted" if args.dry_run else "posted"
     patches = f"{len(info.patches)} patch{'es' if len(info.patches) != 1 else ''}"
     console.print(f"check {state} {verb} on {patches}: {description} (report: {path})", markup=False)
@@ -340,16 +342,19 @@ class RunDisplay:
         if self.live is not None:
             self.live.refresh()
 
-    def status(self) -> Text:
-        return Text(status_line(self.pace, self.clock()), style="bold", no_wrap=True, overflow="ellipsis")
+    def status(self) -> Group:
+        head, *running = status_lines(self.pace, self.clock())
+        return Group(Text(head, style="bold"), *(Text(line) for line in running))
 
 
-def status_line(pace: Pace, now: float) -> str:
+def status_lines(pace: Pace, now: float) -> list[str]:
+    """The run in a line, then a line per running cell with its phase (a cell's name is never cut)."""
     eta = pace.eta_s(now)
-    # A copy in one step: the status is drawn on rich's refresh thread while events change the pace.
-    running = ", ".join(c.label for c in list(pace.running.values())) or "-"
-    return (f"cells {pace.done}/{pace.total}, {_clock(pace.elapsed_s(now))} elapsed, ETA "
-            f"{_clock(eta) if eta is not None else '?'}; running: {running}")
+    # Copies in one step: the status is drawn on rich's refresh thread while events change the pace.
+    running, phases = list(pace.running.items()), dict(pace.phases)
+    head = (f"cells {pace.done}/{pace.total} done, {len(running)} running, {_clock(pace.elapsed_s(now))} elapsed, "
+            f"ETA {_clock(eta) if eta is not None else '?'}")
+    return [head, *(f"  {cell.label}: {phases.get(index, 'starting')}" for index, cell in running)]
 
 
 def _clock(seconds: float) -> str:
@@ -607,6 +612,11 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    console.print(f"page: {page.write(Path(args.report))}", markup=False)
+    return 0
+
+
 def cmd_completion(args: argparse.Namespace, console: Console) -> int:
     sys.stdout.write(completion.script(args.shell, parser()))
     return 0
@@ -711,6 +721,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--images", action="store_true", help="remove the lab's images as well")
     c.add_argument("--kept", action="store_true", help="take every kept lab down as well (lab down N: one)")
     c.add_argument("--all", action="store_true", help="every lab on this machine, not only the configured name")
+    rp = sub.add_parser("report", help="draw report.html again from a report.json (a merged one, say)",
+                        description="draw report.html again from a report.json (a merged one, say)")
+    rp.error = ap.error  # type: ignore[method-assign]
+    rp.add_argument("format", choices=("html",))
+    rp.add_argument("report", metavar="REPORT.json", help="the report; the page is written beside it")
+    rp.set_defaults(fn=cmd_report)
     what = "a shell completion script: eval \"$(lab completion bash)\", or source <(lab completion zsh)"
     co = sub.add_parser("completion", help=what, description=what)
     co.error = ap.error  # type: ignore[method-assign]

@@ -24,7 +24,7 @@ from pathlib import Path
 import docker.errors
 
 from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, resources, scenario, snapshot, ssh, timeline
+from lab import artefacts, capabilities, images, kept, page, resources, scenario, snapshot, ssh, timeline
 from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
@@ -122,6 +122,13 @@ class Build:
                 "filter_properties": self.properties}
 
 
+def write_report(report: Report, out: Path) -> Path:
+    """report.json, and the page a person opens beside it (report.html)."""
+    path = report.write(out)
+    page.write(path)
+    return path
+
+
 # -- what a run yields ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -168,12 +175,16 @@ class Pace:
     started: float  # time.monotonic() as the first cell started
     done: int = 0
     running: dict[int, Cell] = field(default_factory=dict)  # by 0-based index, in the order they started
+    phases: dict[int, str] = field(default_factory=dict)  # each running cell's phase
 
     def note(self, event: Event) -> None:
         if isinstance(event, CellStarted):
             self.running[event.index - 1] = event.cell
+        elif isinstance(event, PhaseChanged):
+            self.phases.update((i, event.phase) for i, cell in self.running.items() if cell == event.cell)
         elif isinstance(event, CellFinished):
             self.running.pop(event.index, None)
+            self.phases.pop(event.index, None)
             self.done += 1
 
     def elapsed_s(self, now: float) -> float:
@@ -332,14 +343,14 @@ class Runner:
                         resources.remove(engine.client, self.cfg.name, ns=space)
                 self._write(report, cells, done, out)
         if not done:
-            yield ReportWritten(report.write(out), report)
+            yield ReportWritten(write_report(report, out), report)
 
     def _write(self, report: Report, cells: list[Cell], done: dict[int, Row], out: Path) -> Path:
         accel = self.accel.accel if self.accel else ""
         rows = [done[i] if i in done else cell.row(NOT_RUN, accel) for i, cell in enumerate(cells)]
         # Learnt at each engine's first container: whether hosts there share this machine's files.
         engines = {e.name: report.engines[e.name] | {"sees_files": e.sees_files} for e in self.engines}
-        return dataclasses.replace(report, rows=rows, engines=engines).write(out)
+        return write_report(dataclasses.replace(report, rows=rows, engines=engines), out)
 
     def _work(self, todo: queue.Queue[tuple[int, Cell]], total: int, out: Path, keep: bool, hook: HostsHook | None,
               events: queue.Queue[Event | BaseException | None], stop: threading.Event) -> None:

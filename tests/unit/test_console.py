@@ -10,7 +10,7 @@ from rich.console import Console
 
 from lab import cli, config
 from lab.report import Row
-from lab.runner import Cell, CellFinished, CellStarted, Pace, select_cells
+from lab.runner import Cell, CellFinished, CellStarted, Pace, PhaseChanged, select_cells
 from tests.unit.test_report import ran
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "lab.yaml"
@@ -78,12 +78,13 @@ class Clock:
 def test_the_pace_gives_done_running_and_an_eta_from_the_cells_done(cells: list[Cell]) -> None:
     pace = Pace(total=4, started=100.0)
     assert pace.eta_s(110.0) is None, "no ETA before a cell is done"
-    for event in (CellStarted(cells[0], 1, 4), CellStarted(cells[1], 2, 4), finished(cells[1], 1, "gap", 10)):
+    for event in (CellStarted(cells[0], 1, 4), CellStarted(cells[1], 2, 4), PhaseChanged(cells[0], "migrate"),
+                  PhaseChanged(cells[1], "boot"), finished(cells[1], 1, "gap", 10)):
         pace.note(event)
-    assert (pace.done, list(pace.running.values())) == (1, [cells[0]])
+    assert (pace.done, list(pace.running.values()), pace.phases) == (1, [cells[0]], {0: "migrate"})
     assert pace.eta_s(130.0) == 90.0  # 30 s a cell so far, 3 to go
-    line = cli.status_line(pace, 130.0)
-    assert line == "cells 1/4, 0:30 elapsed, ETA 1:30; running: baseline x redirector"
+    assert cli.status_lines(pace, 130.0) == ["cells 1/4 done, 1 running, 0:30 elapsed, ETA 1:30",
+                                             "  baseline x redirector: migrate"]
 
 
 def test_without_a_terminal_the_run_prints_plain_lines(cells: list[Cell]) -> None:
@@ -93,20 +94,21 @@ def test_without_a_terminal_the_run_prints_plain_lines(cells: list[Cell]) -> Non
         display(finished(cells[0], 0, "continuous", 4725))
     assert "\x1b" not in out.getvalue(), "no cursor control nor colour in a log"
     assert out.getvalue().splitlines()[0] == "[1/2] baseline x redirector (filter-redirector) started"
-    assert "cells 1/2" not in out.getvalue(), "the status line is for a terminal"
+    assert "done" not in out.getvalue(), "the status line is for a terminal"
 
 
 def test_on_a_terminal_the_run_shows_its_progress_live(cells: list[Cell]) -> None:
     out = io.StringIO()
-    console = Console(file=out, width=120, force_terminal=True, highlight=False, soft_wrap=True)
+    console = Console(file=out, width=60, force_terminal=True, highlight=False, soft_wrap=True)
     clock = Clock()
     with cli.RunDisplay(console, 2, clock) as display:
         display(CellStarted(cells[0], 1, 2))
         display(CellStarted(cells[1], 2, 2))
+        display(PhaseChanged(cells[1], "hold"))
         clock.now += 40
         display(finished(cells[1], 1, "gap", 4702))
-        assert display.status().plain == "cells 1/2, 0:40 elapsed, ETA 0:40; running: baseline x redirector"
     text = out.getvalue()
-    assert "cells 0/2, 0:00 elapsed, ETA ?; running: baseline x redirector, baseline x guest-plain" in text
-    assert "cells 1/2, 0:40 elapsed, ETA 0:40; running: baseline x redirector" in text
+    assert "cells 0/2 done, 2 running, 0:00 elapsed, ETA ?" in text
+    assert "  baseline x redirector: starting\n  baseline x guest-plain: hold" in text, "each running cell whole"
+    assert "cells 1/2 done, 1 running, 0:40 elapsed, ETA 0:40" in text
     assert "baseline x guest-plain: gap" in text and "\x1b[" in text
