@@ -57,7 +57,7 @@ from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
-from lab.report import NOT_RUN, Report, Row
+from lab.report import NOT_RUN, Report, Row, figures_text
 from lab.runner import (
     CellFinished,
     CellStarted,
@@ -376,10 +376,7 @@ def _verdict_line(row: Row) -> str:
     head = f"{row.builds} x {row.scenario}: {row.verdict} ({row.mark})"
     if row.frames_sent is None:
         return f"{head}: {row.why} [{total:.1f} s]"
-    f = row.figures
-    during = f", during stop {f.during_stop}" if f.during_stop is not None else ""
-    return (f"{head}: {row.view} got {f.received_of_sent}, lost {f.lost}{during}, max gap {f.max_gap_ms} ms"
-            f" [{total:.1f} s]")
+    return f"{head}; {row.view}: {figures_text(row)} [{total:.1f} s]"
 
 
 def cmd_series(args: argparse.Namespace, console: Console) -> int:
@@ -518,7 +515,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     client = resources.connect()
     labs = [kept.load(cfg, name) for name in ([args.lab] if args.lab else kept.names(cfg))]
     hosts = {lab.name: kept.status(client, lab) for lab in labs}
-    dead = resources.dead_runs(client, cfg.name) if args.lab is None else {}
+    dead = resources.dead_runs(client, cfg.name)
     if args.json:
         _print_json({"labs": [dataclasses.asdict(lab) | {"hosts": hosts[lab.name]} for lab in labs],
                      "dead_runs": {run: dataclasses.asdict(left) for run, left in sorted(dead.items())}})

@@ -222,8 +222,7 @@ class Report:
         lines = []
         for r in self.rows:
             head = Text.assemble(f"{r.builds} x {r.scenario}: ", _verdict(r))
-            figures = [_figure(heading, cell_text(r, name)) for heading, name in COLUMNS if heading in NUMERIC]
-            lines += [head, Text(f"    {r.view}: {', '.join(f for f in figures if f)}")]
+            lines += [head, Text(f"    {r.view}: {figures_text(r)}")]
         return lines
 
     def reasons(self) -> list[str]:
@@ -272,6 +271,12 @@ MATCH_STYLE = {True: "green", False: "red", None: "yellow"}
 
 def _verdict(r: Row) -> Text:
     return Text(f"{r.verdict} ({r.mark})", MATCH_STYLE[r.match])
+
+
+def figures_text(row: Row) -> str:
+    """The judged view's figures in words, as a block or a result line says them."""
+    figures = [_figure(heading, cell_text(row, name)) for heading, name in COLUMNS if heading in NUMERIC]
+    return ", ".join(f for f in figures if f)
 
 
 def _figure(heading: str, value: str) -> str:

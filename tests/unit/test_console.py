@@ -46,10 +46,10 @@ def test_each_result_line_names_its_cell_whatever_order_they_finish_in(cells: li
     for event in events:
         cli._show(console, event)
     results = [line for line in out.getvalue().splitlines() if "started" not in line]
-    assert results[0].startswith("baseline x guest-plain: gap ") and "guest got 3702/4702, lost 1000" in results[0]
-    assert results[1].startswith("baseline x redirector: continuous ") and "stream got 4724/4725" in results[1]
-    assert results[2].startswith("control x guest-plain: gap ") and "guest got 3600/4600" in results[2]
-    assert results[3].startswith("control x redirector: continuous ") and "stream got 4499/4500" in results[3]
+    assert results[0].startswith("baseline x guest-plain: gap (ok); guest: got 3702/4702, lost 1000, max gap 3012.5")
+    assert results[1].startswith("baseline x redirector: continuous (ok); stream: got 4724/4725, lost 0")
+    assert results[2].startswith("control x guest-plain: gap (ok); guest: got 3600/4600")
+    assert results[3].startswith("control x redirector: continuous (ok); stream: got 4499/4500")
 
 
 def test_a_start_line_names_its_cell_and_place(cells: list[Cell]) -> None:
@@ -112,3 +112,11 @@ def test_on_a_terminal_the_run_shows_its_progress_live(cells: list[Cell]) -> Non
     assert "  baseline x redirector: starting\n  baseline x guest-plain: hold" in text, "each running cell whole"
     assert "cells 1/2 done, 1 running, 0:40 elapsed, ETA 0:40" in text
     assert "baseline x guest-plain: gap" in text and "\x1b[" in text
+
+
+def test_a_cell_without_figures_names_itself_and_says_why(cells: list[Cell]) -> None:
+    console, out = log_console()
+    row = cells[0].row("error", "tcg", error="migration failed: broken pipe")
+    cli._show(console, CellFinished(cells[0], row, 0))
+    assert out.getvalue() == ("baseline x redirector: error (expected continuous): migration failed: broken pipe"
+                              " [0.0 s]\n")
