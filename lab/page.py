@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
-from lab.report import COLUMNS, FIGURES, ROW_FIELDS, Row, cell_text, rows_of
+from lab.report import COLUMNS, NUMERIC, ROW_FIELDS, Row, cell_text, rows_of
 
 PAGE = "report.html"
 # A cell's files, in the order a person looks for them; each host's own folder has the same names.
@@ -101,7 +101,7 @@ def _matrix(rows: list[Row]) -> str:
 
 
 def _cell(row: Row, folder: Path) -> str:
-    shown = [(heading, cell_text(row, name)) for heading, name in COLUMNS if name in (*FIGURES, "qemu_downtime_ms")]
+    shown = [(heading, cell_text(row, name)) for heading, name in COLUMNS if heading in NUMERIC]
     # Every field of the row, as report.json names it (the other view's figures among them), folded.
     rest = [f for f in ROW_FIELDS if f not in ("profile", "scenario", "reasons", "artefacts")]
     shown_rows = [[escape(f"{heading} ({row.view})"), escape(value)] for heading, value in shown]
