@@ -11,6 +11,8 @@ setup:
 lab: setup
 	$(TOX) run -e lab
 
+# The run page's browser test needs chromium: setup installs it for the tests.
+test: export LAB_SETUP_BROWSER := 1
 test: setup
 	scripts/second-engine up
 	$(TOX) run -e lint,type,unit,e2e,infra

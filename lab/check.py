@@ -33,7 +33,7 @@ from typing import Any
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import CHECK, LabConfig, Profile, SeriesSource
 from lab.errors import LabError
-from lab.report import NOT_RUN, Row
+from lab.report import GUEST_VIEW, NOT_RUN, Row
 from lab.series import Patchwork, PatchworkHTTPError, SeriesDoesNotApply, SeriesInfo
 
 PENDING, SUCCESS, FAIL, WARNING = "pending", "success", "fail", "warning"
@@ -128,8 +128,7 @@ def judge(rows: list[Row], p: Plan) -> tuple[str, str]:
 
 def describe(state: str, patched: list[Row], base: list[Row], p: Plan, undecided: list[Row]) -> str:
     ok = sum(r.match is True for r in patched)
-    parts = [_scenario_text(r, next((b for b in base if b.scenario == r.scenario), None),
-                            p.cfg.scenarios[r.scenario].path == "guest") for r in patched]
+    parts = [_scenario_text(r, next((b for b in base if b.scenario == r.scenario), None)) for r in patched]
     lead = f"{ok}/{len(patched)} as expected"
     if state == WARNING and undecided:
         lead = f"lab could not decide ({', '.join(f'{r.profile} x {r.scenario}: {r.verdict}' for r in undecided)})"
@@ -139,12 +138,12 @@ def describe(state: str, patched: list[Row], base: list[Row], p: Plan, undecided
     return shorten(f"{lead}: {'; '.join(parts)} | {_build_text(patched, p)}")
 
 
-def _scenario_text(r: Row, b: Row | None, guest: bool) -> str:
+def _scenario_text(r: Row, b: Row | None) -> str:
     if r.verdict == UNSUPPORTED and r.match is False:
         return f"{r.scenario} not run (build lacks a property it sets)"
     change = f"{b.verdict}->{r.verdict}" if b is not None and b.verdict != r.verdict else r.verdict
     # Lost where the scenario's verdict looks: on the stream, or on the way to the guest.
-    lost_count, where = (r.guest_lost, " to the guest") if guest else (r.lost, "")
+    lost_count, where = r.figures.lost, " to the guest" if r.view == GUEST_VIEW else ""
     lost = f", {lost_count} of {r.frames_sent} lost{where}" if lost_count is not None and r.frames_sent else ""
     expected = "" if r.match is not False else f" (expected {r.expected})"
     return f"{r.scenario} {change}{lost}{expected}"

@@ -1,15 +1,13 @@
 """`lab`: build the images, run the scenarios, check the machine, clean up.
 
-Exit status: 0 every verdict matched its expectation; 1 some did not; 2 the lab could not run (the
-one line printed says what, where and what to do); 130 interrupted (after cleaning up). `lab run
---bisect` answers `git bisect run`: 125 instead of 2, and for a cell without a verdict.
-`lab check`: 0 success, 1 fail, 2 warning or no check posted.
+Exit statuses: EXIT_STATUSES below, which `lab --help` prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -25,16 +23,32 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import docker.errors
 import paramiko
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from lab import accel as accel_mod
-from lab import artefacts, bench, capabilities, doctor, images, kept, lore, resources, snapshot, ssh
+from lab import (
+    artefacts,
+    bench,
+    capabilities,
+    completion,
+    doctor,
+    images,
+    kept,
+    lore,
+    page,
+    resources,
+    snapshot,
+    ssh,
+    version,
+)
 from lab import check as check_mod
 from lab import config as config_mod
 from lab import runner as runner_mod
@@ -43,13 +57,31 @@ from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
-from lab.report import NOT_RUN, Report, Row
-from lab.runner import CellFinished, CellStarted, Event, LabKept, ReportWritten, Runner, select_cells, select_profiles
+from lab.report import NOT_RUN, Report, Row, figures_text
+from lab.runner import (
+    CellFinished,
+    CellStarted,
+    Event,
+    LabKept,
+    Pace,
+    ReportWritten,
+    Runner,
+    select_cells,
+    select_profiles,
+)
 
 EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2
 EXIT_BISECT_SKIP = 125  # `git bisect run`: this commit cannot be tested
 EXIT_INTERRUPTED = 130
+EXIT_STATUSES = f"""exit status:
+  0    every verdict as expected (lab check: success); any other verb: done
+  {EXIT_MISMATCH}    some verdict not as expected (lab check: fail)
+  {EXIT_LAB_ERROR}    the lab could not run, or bad input: one line says what, where and what to do
+       (lab check: warning, or no check posted; lab doctor: a check failed)
+  {EXIT_BISECT_SKIP}  lab run --bisect instead of 2, and for a cell without a verdict: git bisect run skips
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C, SIGTERM), after removing the lab's containers and networks
+"""
 
 
 class BuildDisplay:
@@ -166,16 +198,18 @@ def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console
     console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
                   f"{len(cells)} cells, {jobs} at a time")
     # closing: an interrupt landing here, outside the generator, still stops the cells at once.
-    with contextlib.closing(runner.run(cells, out, keep=keep, jobs=jobs)) as events:
+    with contextlib.closing(runner.run(cells, out, keep=keep, jobs=jobs)) as events, \
+            RunDisplay(console, len(cells)) as display:
         for event in events:
-            _show(console, event)
+            display(event)
             if isinstance(event, ReportWritten):
                 run.written = event
             elif isinstance(event, LabKept):
                 run.kept = event
     assert run.written is not None
     run.written.report.print(console)
-    console.print(f"report: {run.written.path}")
+    console.print(f"report: {run.written.path}", markup=False)
+    console.print(f"page: {run.written.path.parent / page.PAGE}", markup=False)
     return run
 
 
@@ -233,7 +267,7 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
         poster.post_all(info.patches, check(state, description))
     finally:  # report.json says what was posted, also when a post failed
         report.check = poster.record(cfg.check.context, url) | {"state": state, "description": description}
-        path = report.write(out)
+        path = runner_mod.write_report(report, out)
     verb = "would be posted" if args.dry_run else "posted"
     patches = f"{len(info.patches)} patch{'es' if len(info.patches) != 1 else ''}"
     console.print(f"check {state} {verb} on {patches}: {description} (report: {path})", markup=False)
@@ -281,23 +315,68 @@ def _placement(cfg: LabConfig, args: argparse.Namespace) -> Placement:
     return cfg.select_engines(args.engine), False
 
 
+class RunDisplay:
+    """lab run's cells as they start and finish, each line naming its cell. On a terminal, a status
+    line under them, redrawn in place: cells done/total, the running ones, elapsed time and ETA.
+    Elsewhere (CI logs, pipes) the lines alone, without cursor control."""
+
+    def __init__(self, console: Console, total: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console
+        self.clock = clock
+        self.pace = Pace(total, clock())
+        self.live = Live(console=console, transient=True, refresh_per_second=2, get_renderable=self.status) \
+            if console.is_terminal else None
+
+    def __enter__(self) -> RunDisplay:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def __call__(self, event: Event) -> None:
+        self.pace.note(event)
+        _show(self.console, event)
+        if self.live is not None:
+            self.live.refresh()
+
+    def status(self) -> Group:
+        head, *running = status_lines(self.pace, self.clock())
+        return Group(Text(head, style="bold"), *(Text(line) for line in running))
+
+
+def status_lines(pace: Pace, now: float) -> list[str]:
+    """The run in a line, then a line per running cell with its phase (a cell's name is never cut)."""
+    eta = pace.eta_s(now)
+    # Copies in one step: the status is drawn on rich's refresh thread while events change the pace.
+    running, phases = list(pace.running.items()), dict(pace.phases)
+    head = (f"cells {pace.done}/{pace.total} done, {len(running)} running, {_clock(pace.elapsed_s(now))} elapsed, "
+            f"ETA {_clock(eta) if eta is not None else '?'}")
+    return [head, *(f"  {cell.label}: {phases.get(index, 'starting')}" for index, cell in running)]
+
+
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
 def _show(console: Console, event: Event) -> None:
+    # With --jobs, cells finish in any order: each line names its cell, never relying on the line above.
     if isinstance(event, CellStarted):
-        c = event.cell
-        builds = c.profile.name if c.to == c.profile else f"{c.profile.name} -> {c.to.name}"
-        console.print(f"running [bold]{builds}[/] x [bold]{c.scenario.name}[/] ({c.scenario.filter}) ...")
+        console.print(f"[{event.index}/{event.total}] {event.cell.title} started", markup=False)
     elif isinstance(event, CellFinished):
         console.print(_verdict_line(event.row), markup=False)
 
 
 def _verdict_line(row: Row) -> str:
+    """One cell's result, whole on one line: its cell, its verdict against the expectation, its figures."""
     total = row.timings.get("total", 0)
+    head = f"{row.builds} x {row.scenario}: {row.verdict} ({row.mark})"
     if row.frames_sent is None:
-        return f"  {row.verdict} (expected {row.expected}): {row.why} [{total:.1f} s]"
-    guest = f", guest got {row.guest_received}" if row.guest_received is not None else ""
-    return (f"  {row.verdict} (expected {row.expected or 'nothing'}): sent {row.frames_sent}, captured "
-            f"{row.frames_captured}, delivered {row.frames_delivered}, during stop {row.frames_during_stop}{guest}"
-            f" [{total:.1f} s]")
+        return f"{head}: {row.why} [{total:.1f} s]"
+    return f"{head}; {row.view}: {figures_text(row)} [{total:.1f} s]"
 
 
 def cmd_series(args: argparse.Namespace, console: Console) -> int:
@@ -384,9 +463,8 @@ def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
     lab = kept.load(cfg, args.lab)
     client = ssh.connect(_container(lab, args.role), kept.keys(cfg, lab.name))
     try:
-        command = args.command[1:] if args.command[:1] == ["--"] else args.command
-        if command:
-            result = ssh.run(client, shlex.join(command))
+        if args.command:
+            result = ssh.run(client, shlex.join(args.command))
             sys.stdout.write(result.stdout)
             sys.stderr.write(result.stderr)
             return result.exit_status
@@ -434,25 +512,32 @@ def cmd_console(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
-    up_now = [args.lab] if args.lab else kept.names(cfg)
-    if not up_now:
+    client = resources.connect()
+    labs = [kept.load(cfg, name) for name in ([args.lab] if args.lab else kept.names(cfg))]
+    hosts = {lab.name: kept.status(client, lab) for lab in labs}
+    dead = resources.dead_runs(client, cfg.name)
+    if args.json:
+        _print_json({"labs": [dataclasses.asdict(lab) | {"hosts": hosts[lab.name]} for lab in labs],
+                     "dead_runs": {run: dataclasses.asdict(left) for run, left in sorted(dead.items())}})
+        return 0
+    if not labs:
         console.print("no lab is up (lab up --name NAME starts one)")
-    client = resources.connect() if up_now else None
-    for name in up_now:
-        lab = kept.load(cfg, name)
+    for lab in labs:
         console.print(f"lab {lab.name}: {lab.profile} x {lab.scenario}, {lab.accel}, image {lab.image}",
                       markup=False)
-        assert client is not None
-        for row in kept.status(client, lab):
+        for row in hosts[lab.name]:
             filters = ", ".join(str(f) for f in row.get("filters", [])) or "-"  # type: ignore[attr-defined]
             console.print(f"  {row['role']:<9} {row['container']:<24} host {row['host']:<8} "
                           f"QEMU {row.get('runstate', '-')}  filters: {filters}", markup=False)
         console.print(f"  ssh_config: {lab.ssh_config}   files: {lab.rundir}", markup=False)
-    if client is not None or args.lab is None:
-        left = resources.dead_runs(client or resources.connect(), cfg.name)
-        for run, stuff in sorted(left.items()):
-            console.print(f"dead run {run} left {stuff.describe()} (lab clean removes it)", markup=False)
+    for run, stuff in sorted(dead.items()):
+        console.print(f"dead run {run} left {stuff.describe()} (lab clean removes it)", markup=False)
     return 0
+
+
+def _print_json(data: object) -> None:
+    """--json: plain JSON on stdout, for a program to read (no colour, no wrapping)."""
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def _container(lab: kept.KeptLab, role: str) -> str:
@@ -464,10 +549,13 @@ def _container(lab: kept.KeptLab, role: str) -> str:
 def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     checks = doctor.run(cfg)
+    missing = [c for c in checks if not c.ok]
+    if args.json:
+        _print_json({"ok": not missing, "checks": [dataclasses.asdict(c) for c in checks]})
+        return EXIT_LAB_ERROR if missing else 0
     for c in checks:
         mark = "[green]ok[/]" if c.ok else "[red]MISSING[/]"
         console.print(f"{mark:>20}  {c.name}: {c.detail}")
-    missing = [c for c in checks if not c.ok]
     if missing:
         console.print(f"{len(missing)} of {len(checks)} checks failed")
         return EXIT_LAB_ERROR
@@ -521,8 +609,32 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    console.print(f"page: {page.write(Path(args.report))}", markup=False)
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace, console: Console) -> int:
+    sys.stdout.write(completion.script(args.shell, parser()))
+    return 0
+
+
+class _Version(argparse.Action):
+    """--version, described only when asked: it may run git."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(version.describe())
+        parser.exit()
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = OneLineParser(prog="lab", description="The netfilter continuity lab.")
+    ap = OneLineParser(prog="lab", description="The netfilter continuity lab.", epilog=EXIT_STATUSES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action=_Version, help="the lab's version (and its git description in a checkout)")
     sub = ap.add_subparsers(dest="verb", required=True)
 
     def verb(name: str, fn: Callable[[argparse.Namespace, Console], int], help: str) -> argparse.ArgumentParser:
@@ -585,6 +697,7 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("name", nargs="?", help="which (default: the one that is up)")
     st = verb("status", cmd_status, "kept labs: hosts, QEMU runstates, filters; dead runs' leftovers")
     st.add_argument("--lab", help="only this kept lab")
+    st.add_argument("--json", action="store_true", help="as JSON: each kept lab with its hosts, dead runs' leftovers")
     for name, fn, what in (("ssh", cmd_ssh, "a shell (or one command) in a host of the running lab"),
                            ("qmp", cmd_qmp, "one QMP command to a host's QEMU, pretty-printed"),
                            ("console", cmd_console, "the guest's serial console (attach; or --log, -f)")):
@@ -592,19 +705,43 @@ def parser() -> argparse.ArgumentParser:
         v.add_argument("--lab", help="which kept lab (needed when more than one is up)")
         v.add_argument("role", choices=("primary", "secondary"))
         if name == "ssh":
-            v.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND... (default: a shell)")
+            v.add_argument("command", nargs="*", help="-- COMMAND... (default: a shell)")
         elif name == "qmp":
             v.add_argument("execute", help="the QMP command, e.g. query-migrate")
             v.add_argument("arguments", nargs="?", help="its arguments as a JSON object")
         else:
             v.add_argument("--log", action="store_true", help="print what the console has shown, do not attach")
             v.add_argument("-f", "--follow", action="store_true", help="print it, then keep printing what comes")
-    verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
+    dr = verb("doctor", cmd_doctor, "check that this machine can run the lab, and say what is missing")
+    dr.add_argument("--json", action="store_true", help="as JSON: every check's name, ok and detail")
     c = verb("clean", cmd_clean, "remove what dead runs left (never a run in progress; kept labs with --kept)")
     c.add_argument("--images", action="store_true", help="remove the lab's images as well")
     c.add_argument("--kept", action="store_true", help="take every kept lab down as well (lab down N: one)")
     c.add_argument("--all", action="store_true", help="every lab on this machine, not only the configured name")
+    rp = sub.add_parser("report", help="draw report.html again from a report.json (a merged one, say)",
+                        description="draw report.html again from a report.json (a merged one, say)")
+    rp.error = ap.error  # type: ignore[method-assign]
+    rp.add_argument("format", choices=("html",))
+    rp.add_argument("report", metavar="REPORT.json", help="the report; the page is written beside it")
+    rp.set_defaults(fn=cmd_report)
+    what = "a shell completion script: eval \"$(lab completion bash)\", or source <(lab completion zsh)"
+    co = sub.add_parser("completion", help=what, description=what)
+    co.error = ap.error  # type: ignore[method-assign]
+    co.add_argument("shell", choices=completion.SHELLS)
+    co.set_defaults(fn=cmd_completion)
     return ap
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line. `lab ssh` takes its options anywhere before `--`, and what follows `--` is the
+    remote command, whole (argparse alone would give options after the host to the command, or
+    take the command's own options as lab's)."""
+    if argv[:1] != ["ssh"] or "--" not in argv:
+        return parser().parse_args(argv)
+    dashes = argv.index("--")
+    args = parser().parse_args(argv[:dashes])
+    args.command = [*args.command, *argv[dashes + 1:]]
+    return args
 
 
 def _positive(text: str) -> int:
@@ -650,13 +787,19 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_BISECT_SKIP if rc == EXIT_LAB_ERROR and argv[:1] == ["run"] and "--bisect" in argv else rc
 
 
+def make_console(file: TextIO | None = None, width: int | None = None) -> Console:
+    """The console lab prints on. Logs (CI, pipes) are read at COLUMNS, else 80 (rich's default): a
+    table wider than that is printed as a block per cell. soft_wrap: a long line stays one line (a
+    URL, a result line to grep); tables still fit the width."""
+    return Console(file=file, width=width, highlight=False, soft_wrap=True)
+
+
 def _main(argv: list[str]) -> int:
     try:
-        args = parser().parse_args(argv)
+        args = parse_args(argv)
     except SystemExit as exc:  # --help, or a bad command line (one line already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_LAB_ERROR
-    # Logs (CI, pipes) get a width that fits the verdict table rather than rich's default of 80.
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    console = make_console()
     signal.signal(signal.SIGTERM, _interrupt)
     # Libraries' own log lines (paramiko's refused channels, urllib3's full pools) would print beside
     # the lab's; what matters of them reaches the lab as exceptions.

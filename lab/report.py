@@ -19,10 +19,14 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from lab.analysis import Analysis, GuestAnalysis
 
 NOT_RUN = "not-run"  # a cell the run did not get to (interrupted, or a lab error in an earlier cell)
+# What a verdict judged (a scenario's ``path``): the mirror stream as it reached the secondary, or
+# what the destination's guest received.
+STREAM, GUEST_VIEW = "stream", "guest"
 TIMINGS = ("boot", "migrate", "hold", "drain", "total")
 
 
@@ -41,6 +45,7 @@ class Row:
     expected: str  # "" when nothing is expected of this pair of builds
     verdict: str
     match: bool | None  # None: nothing was expected
+    view: str  # STREAM or GUEST_VIEW: whose figures the verdict judged
     source_profile: str
     destination_profile: str
     frames_sent: int | None
@@ -88,7 +93,7 @@ class Row:
            generator_fps: float | None = None, error: str = "", qemu_version: str = "",
            timings: dict[str, float] | None = None, artefacts: str = "",
            engines: dict[str, str] | None = None, images: dict[str, str] | None = None,
-           destination_profile: str = "",
+           destination_profile: str = "", view: str = STREAM,
            reasons: list[str] | None = None) -> Row:
         counts: dict[str, Any] = {k: getattr(analysis, k) if analysis else None for k in COUNTS}
         seen: dict[str, Any] = {f"guest_{k}": getattr(guest, k) if guest else None for k in GUEST}
@@ -96,7 +101,7 @@ class Row:
         if reasons is None:
             reasons = list(analysis.reasons) if analysis else ([error] if error else [])
         return cls(profile=profile, scenario=scenario, filter=filter, expected=expected, verdict=verdict,
-                   match=(verdict == expected) if expected else None, source_profile=profile,
+                   match=(verdict == expected) if expected else None, view=view, source_profile=profile,
                    destination_profile=destination_profile or profile, **counts, **seen,
                    lost_at=lost_at, generator_fps=generator_fps, **times, reasons=reasons, accel=accel,
                    engines=dict(engines or {}), images=dict(images or {}), qemu_version=qemu_version,
@@ -113,6 +118,34 @@ class Row:
     def why(self) -> str:
         return "; ".join(self.reasons)
 
+    @property
+    def mark(self) -> str:
+        """The verdict against its expectation, in a word or two."""
+        return {True: "ok", None: "nothing expected"}.get(self.match, f"expected {self.expected}")
+
+    @property
+    def figures(self) -> Figures:
+        """The figures of the view the verdict judged: a guest cell's stream may be whole while its
+        guest lost half, and the other way round."""
+        if self.view == GUEST_VIEW:
+            return Figures(self.frames_sent, self.guest_received, self.guest_lost, self.guest_max_gap_ms, None)
+        return Figures(self.frames_sent, self.frames_captured, self.lost, self.max_gap_ms, self.frames_during_stop)
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What one view saw of the frames sent."""
+
+    sent: int | None
+    received: int | None
+    lost: int | None
+    max_gap_ms: float | None
+    during_stop: int | None  # the stream's only: frames that reached the secondary while the source was stopped
+
+    @property
+    def received_of_sent(self) -> str:
+        return "-" if self.sent is None else f"{self.received}/{self.sent}"
+
 
 COUNTS = ("frames_sent", "frames_captured", "frames_delivered", "lost", "duplicates", "reordered",
           "frames_during_stop", "max_gap_ms", "stopped_window_ms")
@@ -120,17 +153,17 @@ GUEST = ("received", "lost", "duplicates", "reordered", "max_gap_ms", "frames_af
 MIGRATION = ("stop_at", "pre_switchover_at", "resume_at", "switched_on_at", "qemu_downtime_ms", "ram_iterations",
              "dirty_rate_mb_s")
 ROW_FIELDS = tuple(f.name for f in dataclasses.fields(Row))
-# The verdict table: (column heading, row field); the CLI's table and the CI summary both use it.
-COLUMNS = (("profile", "profile"), ("scenario", "scenario"), ("expected", "expected"), ("verdict", "verdict"),
-           ("match", "match"), ("sent", "frames_sent"), ("captured", "frames_captured"),
-           ("delivered", "frames_delivered"), ("lost", "lost"), ("during stop", "frames_during_stop"),
-           ("max gap ms", "max_gap_ms"), ("guest got", "guest_received"), ("guest lost", "guest_lost"),
-           ("guest gap ms", "guest_max_gap_ms"), ("downtime ms", "qemu_downtime_ms"))
-NUMERIC = {heading for heading, name in COLUMNS if name not in ("profile", "scenario", "expected", "verdict", "match")}
+# The verdict table: (column heading, what it shows); the CLI's table and the CI summary both use it.
+# Figures are the judged view's (Row.figures), under the same heading for either view.
+COLUMNS = (("profile", "profile"), ("scenario", "scenario"), ("view", "view"), ("expected", "expected"),
+           ("verdict", "verdict"), ("match", "match"), ("got/sent", "received_of_sent"), ("lost", "lost"),
+           ("during stop", "during_stop"), ("max gap ms", "max_gap_ms"), ("downtime ms", "qemu_downtime_ms"))
+FIGURES = ("received_of_sent", "lost", "during_stop", "max_gap_ms")
+NUMERIC = {heading for heading, name in COLUMNS if name in (*FIGURES, "qemu_downtime_ms")}
 
 
 def cell_text(row: Row, name: str) -> str:
-    value = getattr(row, name)
+    value = getattr(row.figures if name in FIGURES else row, name)
     if name == "profile":
         return row.builds
     if name == "match":
@@ -180,46 +213,96 @@ class Report:
         for heading, _name in COLUMNS:
             t.add_column(heading, justify="right" if heading in NUMERIC else "left", no_wrap=True)
         for r in self.rows:
-            style = {True: "green", False: "red", None: "yellow"}[r.match]
-            t.add_row(*(f"[{style}]{cell_text(r, name)}[/]" if name in ("verdict", "match") else cell_text(r, name)
+            t.add_row(*(Text(cell_text(r, name), MATCH_STYLE[r.match] if name in ("verdict", "match") else "")
                         for _heading, name in COLUMNS))
         return t
+
+    def blocks(self) -> list[Text]:
+        """The table as one block per cell, for a console too narrow for it: names are never cut."""
+        lines = []
+        for r in self.rows:
+            head = Text.assemble(f"{r.builds} x {r.scenario}: ", _verdict(r))
+            lines += [head, Text(f"    {r.view}: {figures_text(r)}")]
+        return lines
 
     def reasons(self) -> list[str]:
         return [f"{r.builds} x {r.scenario}: {r.why}" for r in self.rows if r.why]
 
+    def _ab(self) -> tuple[list[str], dict[str, dict[str, Text]]]:
+        """Profiles, and per scenario each profile's verdict against its expectation and its figures."""
+        profiles = list(dict.fromkeys(r.builds for r in self.rows))
+        cells: dict[str, dict[str, Text]] = {}
+        for r in self.rows:
+            counts = f" {r.figures.received_of_sent}" if r.frames_sent is not None else ""
+            cells.setdefault(r.scenario, {})[r.builds] = Text.assemble(_verdict(r), counts)
+        return profiles, cells
+
     def ab_table(self) -> Table:
         """Scenarios as rows, profiles as columns: what a series changes, at a glance."""
-        profiles = list(dict.fromkeys(r.builds for r in self.rows))
+        profiles, cells = self._ab()
         t = Table(title=f"A/B: {' vs '.join(profiles)} ({self.accel})", title_justify="left")
-        t.add_column("scenario")
+        t.add_column("scenario", no_wrap=True)
         for p in profiles:
-            t.add_column(p)
-        for sc in dict.fromkeys(r.scenario for r in self.rows):
-            cells = []
-            for p in profiles:
-                r = next((r for r in self.rows if r.builds == p and r.scenario == sc), None)
-                if r is None:
-                    cells.append("-")
-                    continue
-                style, mark = {True: ("green", "ok"), None: ("yellow", "nothing expected")}.get(
-                    r.match, ("red", f"expected {r.expected}"))
-                counts = f" {r.frames_captured}/{r.frames_sent}" if r.frames_sent is not None else ""
-                cells.append(f"[{style}]{r.verdict} ({mark})[/]{counts}")
-            t.add_row(sc, *cells)
+            t.add_column(p, no_wrap=True)
+        for scenario, by_profile in cells.items():
+            t.add_row(scenario, *(by_profile.get(p, Text("-")) for p in profiles))
         return t
 
+    def ab_blocks(self) -> list[Text]:
+        """The A/B table as one block per scenario, a line per profile."""
+        profiles, cells = self._ab()
+        lines = []
+        for scenario, by_profile in cells.items():
+            lines.append(Text(scenario))
+            lines += [Text.assemble(f"    {p}: ", by_profile[p]) for p in profiles if p in by_profile]
+        return lines
+
     def print(self, console: Console) -> None:
+        """The tables, or where the console is too narrow for one, its blocks."""
         if len({r.builds for r in self.rows}) > 1:
-            console.print(self.ab_table())
-        console.print(self.table())
+            _table_or_blocks(console, self.ab_table(), self.ab_blocks())
+        _table_or_blocks(console, self.table(), self.blocks())
         for line in self.reasons():
             console.print(f"  {line}", markup=False)
 
 
+MATCH_STYLE = {True: "green", False: "red", None: "yellow"}
+
+
+def _verdict(r: Row) -> Text:
+    return Text(f"{r.verdict} ({r.mark})", MATCH_STYLE[r.match])
+
+
+def figures_text(row: Row) -> str:
+    """The judged view's figures in words, as a block or a result line says them."""
+    figures = [_figure(heading, cell_text(row, name)) for heading, name in COLUMNS if heading in NUMERIC]
+    return ", ".join(f for f in figures if f)
+
+
+def _figure(heading: str, value: str) -> str:
+    """A table's figure as a block says it: "max gap 12.5 ms" for "max gap ms", nothing for none."""
+    if value == "-":
+        return ""
+    label = heading.removesuffix(" ms").removesuffix("/sent")
+    return f"{label} {value} ms" if label != heading and heading.endswith(" ms") else f"{label} {value}"
+
+
+def _table_or_blocks(console: Console, table: Table, blocks: list[Text]) -> None:
+    # Measured unbounded: a measurement within the console's width is clamped to it.
+    if console.measure(table, options=console.options.update_width(10**4)).maximum <= console.width:
+        console.print(table)
+        return
+    if table.title:
+        console.print(Text(str(table.title)))
+    for line in blocks:
+        console.print(line)
+
+
 def rows_of(report: dict[str, Any]) -> list[Row]:
     """The rows of a report.json (as written by ``Report.write``)."""
-    return [Row(**{k: r.get(k) for k in ROW_FIELDS}) for r in report.get("results", [])]
+    # Reports from before rows named their view judged the stream.
+    return [Row(**{k: r.get(k) for k in ROW_FIELDS} | {"view": r.get("view", STREAM)})
+            for r in report.get("results", [])]
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import docker.errors
 
 from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, resources, scenario, snapshot, ssh, timeline
+from lab import artefacts, capabilities, images, kept, page, resources, scenario, snapshot, ssh, timeline
 from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
@@ -63,13 +63,18 @@ class Cell:
         return self.scenario.expected(self.profile.name, self.to.name)
 
     @property
+    def label(self) -> str:
+        """How every line names the cell: ``PROFILE x SCENARIO`` (``SOURCE->DESTINATION x SCENARIO``)."""
+        return f"{builds_label(self.profile.name, self.to.name)} x {self.scenario.name}"
+
+    @property
     def title(self) -> str:
-        return f"{builds_label(self.profile.name, self.to.name)} x {self.scenario.name} ({self.scenario.filter})"
+        return f"{self.label} ({self.scenario.filter})"
 
     def row(self, verdict: str, accel: str, **details: object) -> Row:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
                       expected=self.expected, verdict=verdict, accel=accel, destination_profile=self.to.name,
-                      **details)  # type: ignore[arg-type]
+                      view=self.scenario.path, **details)  # type: ignore[arg-type]
 
 
 def _capacity(engine: Engine) -> int:
@@ -117,6 +122,13 @@ class Build:
                 "filter_properties": self.properties}
 
 
+def write_report(report: Report, out: Path) -> Path:
+    """report.json, and the page a person opens beside it (report.html)."""
+    path = report.write(out)
+    page.write(path)
+    return path
+
+
 # -- what a run yields ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -152,6 +164,38 @@ class LabKept:
 
 
 Event = CellStarted | PhaseChanged | CellFinished | ReportWritten | LabKept
+
+
+@dataclass
+class Pace:
+    """Where a run stands, from its events: cells done of all, those running, and when it should end
+    at the pace of the cells done so far."""
+
+    total: int
+    started: float  # time.monotonic() as the first cell started
+    done: int = 0
+    running: dict[int, Cell] = field(default_factory=dict)  # by 0-based index, in the order they started
+    phases: dict[int, str] = field(default_factory=dict)  # each running cell's phase
+
+    def note(self, event: Event) -> None:
+        if isinstance(event, CellStarted):
+            self.running[event.index - 1] = event.cell
+        elif isinstance(event, PhaseChanged):
+            self.phases.update((i, event.phase) for i, cell in self.running.items() if cell == event.cell)
+        elif isinstance(event, CellFinished):
+            self.running.pop(event.index, None)
+            self.phases.pop(event.index, None)
+            self.done += 1
+
+    def elapsed_s(self, now: float) -> float:
+        return now - self.started
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds still to go, at the pace so far (with --jobs, the pace of all workers together);
+        None before any cell is done."""
+        if not self.done:
+            return None
+        return self.elapsed_s(now) / self.done * (self.total - self.done)
 
 
 @dataclass
@@ -299,14 +343,14 @@ class Runner:
                         resources.remove(engine.client, self.cfg.name, ns=space)
                 self._write(report, cells, done, out)
         if not done:
-            yield ReportWritten(report.write(out), report)
+            yield ReportWritten(write_report(report, out), report)
 
     def _write(self, report: Report, cells: list[Cell], done: dict[int, Row], out: Path) -> Path:
         accel = self.accel.accel if self.accel else ""
         rows = [done[i] if i in done else cell.row(NOT_RUN, accel) for i, cell in enumerate(cells)]
         # Learnt at each engine's first container: whether hosts there share this machine's files.
         engines = {e.name: report.engines[e.name] | {"sees_files": e.sees_files} for e in self.engines}
-        return dataclasses.replace(report, rows=rows, engines=engines).write(out)
+        return write_report(dataclasses.replace(report, rows=rows, engines=engines), out)
 
     def _work(self, todo: queue.Queue[tuple[int, Cell]], total: int, out: Path, keep: bool, hook: HostsHook | None,
               events: queue.Queue[Event | BaseException | None], stop: threading.Event) -> None:

@@ -37,6 +37,8 @@ def test_lab_run_reports_one_scenario(lab_config: LabConfig, lab_images: dict[st
                      "secondary/stream.pcap", "secondary/tap.pcap", "secondary/qmp.jsonl", "timeline.png",
                      "result.json"):
         assert (lab_out / f"{profile}-redirector" / artefact).is_file(), artefact
+    # The run's page beside the report, its picture linked relatively.
+    assert f'src="{profile}-redirector/timeline.png"' in (lab_out / "report.html").read_text()
     # QEMU's own events gave the times: the transcript has the source's STOP and MIGRATION statuses.
     events = [json.loads(line).get("event", {}).get("event")
               for line in (lab_out / f"{profile}-redirector" / "primary" / "qmp.jsonl").read_text().splitlines()]

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
 import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from lab import config, kept
+from tests.unit.qmp_server import FakeQMP
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -21,3 +32,28 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(address, *args, **kwargs)
 
     monkeypatch.setattr(socket, "create_connection", loopback_only)
+
+
+@pytest.fixture
+def lab_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "lab.yaml"
+    path.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/control", f"mbox: {ROOT}/series/control"))
+    return path
+
+
+@pytest.fixture
+def kept_lab(lab_yaml: Path) -> Iterator[tuple[kept.KeptLab, Path]]:
+    """A kept lab's state whose primary QMP socket is a QMP server (the secondary's QEMU is gone)."""
+    cfg = config.load(lab_yaml)
+    rundir = Path(tempfile.mkdtemp(prefix="nfcl-t-"))
+    (rundir / "primary").mkdir()
+    (rundir / "secondary").mkdir()
+    server = FakeQMP(rundir / "primary" / "qmp.sock")
+    lab = kept.KeptLab(name="dev", profile="baseline", scenario="mirror", image="img", accel="tcg",
+                       rundir=str(rundir), containers={"primary": "nfcl-primary", "secondary": "nfcl-secondary"},
+                       ssh_config="", started=0.0)
+    kept.state_dir(cfg, lab.name).mkdir(parents=True)
+    (kept.state_dir(cfg, lab.name) / "state.json").write_text(json.dumps(dataclasses.asdict(lab)))
+    yield lab, lab_yaml
+    server.close()
+    shutil.rmtree(rundir, ignore_errors=True)

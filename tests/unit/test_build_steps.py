@@ -11,7 +11,7 @@ import pytest
 
 from lab import bench, cli
 from lab.images import IMAGES_DIR, BuildStream, Context, ImageSet, _regular_files, _series_files
-from tests.unit.test_cli_errors import lab_yaml, one_line  # noqa: F401 - a fixture
+from tests.unit.test_cli_errors import one_line
 
 
 class Clock:

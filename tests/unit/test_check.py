@@ -147,7 +147,8 @@ def plan(tmp_path: Path) -> check.Plan:
 
 def row(profile: str, scenario: str, expected: str, verdict: str, lost: int | None = 0) -> Row:
     r = Row.of(profile=profile, scenario=scenario, filter="filter-mirror", expected=expected, verdict=verdict,
-               accel="tcg", qemu_version="10.2.2 (Debian 1:10.2.2+ds-1)")
+               accel="tcg", qemu_version="10.2.2 (Debian 1:10.2.2+ds-1)",
+               view="guest" if scenario.startswith("guest") else "stream")
     return dataclasses.replace(r, lost=lost, frames_sent=3000 if lost is not None else None)
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import docker.errors
@@ -15,7 +12,6 @@ import pytest
 
 from lab import cli, config, kept
 from lab.errors import LabError, ScenarioError
-from tests.unit.qmp_server import FakeQMP
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,31 +23,6 @@ def one_line(argv: list[str], capsys: pytest.CaptureFixture[str], status: int = 
     assert err.count("\n") == 1 and err.startswith("lab"), err
     assert "Traceback" not in err
     return err
-
-
-@pytest.fixture
-def lab_yaml(tmp_path: Path) -> Path:
-    path = tmp_path / "lab.yaml"
-    path.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/control", f"mbox: {ROOT}/series/control"))
-    return path
-
-
-@pytest.fixture
-def kept_lab(lab_yaml: Path) -> Iterator[tuple[kept.KeptLab, Path]]:
-    """A kept lab's state whose primary QMP socket is a QMP server (the secondary's QEMU is gone)."""
-    cfg = config.load(lab_yaml)
-    rundir = Path(tempfile.mkdtemp(prefix="nfcl-t-"))
-    (rundir / "primary").mkdir()
-    (rundir / "secondary").mkdir()
-    server = FakeQMP(rundir / "primary" / "qmp.sock")
-    lab = kept.KeptLab(name="dev", profile="baseline", scenario="mirror", image="img", accel="tcg",
-                       rundir=str(rundir), containers={"primary": "nfcl-primary", "secondary": "nfcl-secondary"},
-                       ssh_config="", started=0.0)
-    kept.state_dir(cfg, lab.name).mkdir(parents=True)
-    (kept.state_dir(cfg, lab.name) / "state.json").write_text(json.dumps(dataclasses.asdict(lab)))
-    yield lab, lab_yaml
-    server.close()
-    shutil.rmtree(rundir, ignore_errors=True)
 
 
 def test_bad_command_line(capsys: pytest.CaptureFixture[str]) -> None:
