@@ -137,9 +137,9 @@ class PatchworkServer:
         if path == "/api/patches/":
             wanted = urllib.parse.parse_qs(query)
             msgid = f"<{wanted.get('msgid', [''])[0]}>"
-            found = [self.patch_record(s, p) for s in self.series for p in s.patches
-                     if p.msgid == msgid and wanted.get("project", [self.project]) == [self.project]]
-            return 200, _json(found), "application/json"
+            matches = [self.patch_record(s, p) for s in self.series for p in s.patches
+                       if p.msgid == msgid and wanted.get("project", [self.project]) == [self.project]]
+            return 200, _json(matches), "application/json"
         if m := re.fullmatch(r"/api/patches/(\d+)/", path):
             found = self._find(int(m.group(1)))
             return (200, _json(self.patch_record(*found)), "application/json") if found else _not_found()
