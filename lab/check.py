@@ -285,7 +285,9 @@ class Poster:
         try:
             yield
         except BaseException as exc:
-            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else one_line(exc)
+            why = one_line(exc)
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C says nothing; SIGTERM says "signal 15"
+                why = f"interrupted ({exc})" if str(exc) else "interrupted"
             for patch_id in self.still_pending():
                 # What stopped the lab is what the user must see; a post failing now adds nothing to it.
                 with contextlib.suppress(LabError):
