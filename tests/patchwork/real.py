@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,16 +25,10 @@ from typing import Any
 
 SRC_ENV = "LAB_PATCHWORK_SRC"
 SETTINGS = '''
-import importlib.util
-
 from patchwork.settings.dev import *  # noqa: F403
 
 DATABASES = {{"default": {{"ENGINE": "django.db.backends.sqlite3", "NAME": {database!r}}}}}
 ENABLE_REST_API = True
-# The development settings may name apps this server does without.
-if importlib.util.find_spec("debug_toolbar") is None:
-    INSTALLED_APPS = [a for a in INSTALLED_APPS if a != "debug_toolbar"]  # noqa: F405
-    MIDDLEWARE = [m for m in MIDDLEWARE if not m.startswith("debug_toolbar")]  # noqa: F405
 '''
 SEED = '''
 from django.contrib.auth.models import User
@@ -111,14 +106,15 @@ class RealPatchwork:
 
     def page(self, msgid: str) -> str:
         """A patch's web page, by its Message-ID (as Patchwork links it: without <>)."""
-        return f"{self.base}/project/{self.project}/patch/{msgid.strip('<>')}/"
+        return f"{self.base}/project/{self.project}/patch/{urllib.parse.quote(msgid.strip('<>'), safe='@')}/"
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.base}{path}", timeout=20) as answer:
             return json.load(answer)
 
     def patch_id(self, msgid: str) -> int:
-        found = self.get(f"/api/patches/?project={self.project}&msgid={msgid.strip('<>')}")
+        query = urllib.parse.urlencode({"project": self.project, "msgid": msgid.strip("<>")})
+        found = self.get(f"/api/patches/?{query}")
         assert len(found) == 1, found
         return int(found[0]["id"])
 
