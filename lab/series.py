@@ -200,8 +200,8 @@ class Patchwork:
             reason = getattr(exc, "reason", exc)
             raise SeriesError(f"cannot reach Patchwork at {url} ({reason}); {hint}") from exc
         if len(data) > self.read_limit:
-            raise SeriesError(f"Patchwork's answer at {url} is larger than {_size(self.read_limit)}, the most the "
-                              "lab reads from a server; is that Patchwork's API? (or use a local mbox, series.mbox)")
+            raise too_large(f"Patchwork's answer at {url}", "is that Patchwork's API? (or use a local mbox, "
+                            "series.mbox)", self.read_limit)
         return data
 
     def get_json(self, path: str) -> dict[str, Any]:
@@ -340,8 +340,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _size(n: int) -> str:
-    return f"{n // 2**20} MiB" if n >= 2**20 else f"{n} bytes"
+def too_large(what: str, hint: str, limit: int = READ_LIMIT) -> SeriesError:
+    """``what``, from a server, is past the most the lab reads of one answer; the error names the cap."""
+    size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit} bytes"
+    return SeriesError(f"{what} is larger than {size}, the most the lab reads from a server; {hint}")
 
 
 def is_http(url: str) -> bool:
