@@ -331,6 +331,12 @@ def _one_line(text: object, default: str) -> str:
     return " ".join(text.split()) or default if isinstance(text, str) else default
 
 
+def _server(url: str) -> tuple[str, int]:
+    """Host and port of a URL (the scheme's default port when it names none)."""
+    parsed = urllib.parse.urlsplit(url)
+    return (parsed.hostname or "", parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0))
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -369,6 +375,10 @@ def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesIn
     if not is_http(ref):
         raise SeriesError(f"{excerpt(ref)!r} is neither a Patchwork URL nor a series ID")
     parsed = urllib.parse.urlparse(ref)
+    if patchwork and _server(patchwork) != _server(ref):
+        # Its IDs are another server's: looked up here they would name another series.
+        raise SeriesError(f"{excerpt(ref)} is on {parsed.netloc}, not on the Patchwork server {patchwork} "
+                          "(--patchwork or check.patchwork); give a reference on that server, or its series ID")
     pw = Patchwork(patchwork or f"{parsed.scheme}://{parsed.netloc}")
     if m := re.search(r"/api/(?:[\d.]+/)?patches/(\d+)", parsed.path):
         return pw, pw.series_of_patch(int(m.group(1)))

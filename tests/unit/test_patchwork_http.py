@@ -116,6 +116,13 @@ def test_the_token_goes_to_the_patchwork_server_only(server: PatchworkServer, el
     assert elsewhere.headers == []
 
 
+def test_a_reference_on_another_server_than_the_configured_one_is_refused(server: PatchworkServer,
+                                                                         elsewhere: Elsewhere) -> None:
+    with pytest.raises(SeriesError, match=f"is on 127.0.0.2:.*, not on the Patchwork server {server.base}"):
+        series.resolve(f"{elsewhere.base}/api/patches/9001/", server.base)
+    assert server.requests == [] and elsewhere.headers == []
+
+
 @pytest.mark.parametrize("base", ["http://192.0.2.10", "http://patchwork.example.org", "http://[2001:db8::1]:8000"])
 def test_plain_http_with_a_token_is_refused_off_this_machine(base: str) -> None:
     # only_loopback fails the test if anything is sent: the refusal comes first.
