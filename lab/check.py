@@ -17,28 +17,34 @@ States, and what they mean:
 - ``warning``: the lab could not decide: Docker, a build error unrelated to the series, an ``error``
   verdict, or the unpatched base not giving its own expected verdicts. It says nothing about the series.
 
-The token comes from ``PATCHWORK_TOKEN`` or the file ``check.token_file`` names; it goes into the
-Authorization header and nowhere else: not printed (``--dry-run`` masks it), not in report.json.
+The token comes from ``PATCHWORK_TOKEN`` or the file ``check.token_file`` names (readable by its owner
+only); it goes into the Authorization header and nowhere else: not printed (``--dry-run`` masks it),
+not in report.json. What is posted is public: a description quotes no path, URL or user name of this
+machine, and ``target_url`` is the CI run's page or nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import getpass
 import os
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import CHECK, LabConfig, Profile, SeriesSource
-from lab.errors import LabError
+from lab.errors import LabError, excerpt, one_line
 from lab.report import GUEST_VIEW, NOT_RUN, Row
-from lab.series import Patchwork, PatchworkHTTPError, SeriesDoesNotApply, SeriesInfo
+from lab.series import Patchwork, PatchworkHTTPError, SeriesDoesNotApply, SeriesInfo, is_http
 
 PENDING, SUCCESS, FAIL, WARNING = "pending", "success", "fail", "warning"
 EXIT_STATUS = {SUCCESS: 0, FAIL: 1, WARNING: 2}
 DESCRIPTION_MAX = 255  # what a reviewer sees next to the patch: one line
+TARGET_URL_MAX = 200  # Patchwork's Check.target_url is a URLField of 200 characters
 TOKEN_ENV = "PATCHWORK_TOKEN"
 MASK = "Token ********"
 
@@ -55,8 +61,8 @@ class Check:
     context: str
 
     def body(self) -> dict[str, str]:
-        return {"state": self.state, "target_url": self.target_url, "context": self.context,
-                "description": self.description}
+        body = {"state": self.state, "context": self.context, "description": self.description}
+        return body | {"target_url": self.target_url} if self.target_url else body
 
 
 @dataclass(frozen=True)
@@ -157,11 +163,39 @@ def _build_text(rows: list[Row], p: Plan) -> str:
 
 
 def does_not_apply(exc: SeriesDoesNotApply, p: Plan) -> str:
-    return shorten(f"series does not apply to {p.base.name}: {exc.detail}")
+    return shorten(f"series does not apply to {p.base.name}: {scrub(exc.detail)}")
 
 
 def lab_failed(line: str) -> str:
-    return shorten(f"the lab could not run (says nothing about the series): {line}")
+    return shorten(f"the lab could not run (says nothing about the series): {scrub(line)}")
+
+
+def lab_stopped(line: str) -> str:
+    return shorten(f"the lab stopped (says nothing about the series): {scrub(line)}")
+
+
+URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://\S*")
+# An absolute or home path; not the a/b of "net/filter-mirror" or "1/2".
+PATH = re.compile(r"(?<![\w.~/-])(?:~[\w.-]*)?/[^\s:;,()'\"\[\]]+")
+USER_AT = re.compile(r"\b[\w.-]+@(?=[\w-])")
+
+
+def scrub(text: str, env: Mapping[str, str] = os.environ) -> str:
+    """An error line fit for Patchwork, where anyone reads it: the URLs (engines, servers), paths and
+    user names of this machine replaced by placeholders."""
+    text = URL.sub("<url>", text)
+    text = PATH.sub("<path>", text)
+    text = USER_AT.sub("<user>@", text)
+    for name in sorted(_local_users(env), key=len, reverse=True):
+        text = re.sub(rf"\b{re.escape(name)}\b", "<user>", text)
+    return text
+
+
+def _local_users(env: Mapping[str, str]) -> set[str]:
+    names = {env.get(k, "") for k in ("USER", "LOGNAME", "SUDO_USER")}
+    with contextlib.suppress(OSError, KeyError):  # no passwd entry (a container's uid)
+        names.add(getpass.getuser())
+    return {n for n in names if n}
 
 
 def pending(p: Plan, scenarios: list[str]) -> str:
@@ -169,20 +203,22 @@ def pending(p: Plan, scenarios: list[str]) -> str:
 
 
 def shorten(text: str, limit: int = DESCRIPTION_MAX) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
+    return excerpt(text, limit)
 
 
 # -- where the check points, and the token ------------------------------------------------------
 
-def target_url(configured: str, out: Path, env: Mapping[str, str]) -> str:
-    """lab.yaml's ``check.target_url``; in GitHub Actions the run's page; else the artefacts folder."""
+def target_url(configured: str, env: Mapping[str, str]) -> str:
+    """lab.yaml's ``check.target_url``, else the CI run's page; else "" (none is posted): a path of
+    this machine means nothing to a reviewer, and Patchwork refuses a file:// URL."""
     if configured:
+        if len(configured) > TARGET_URL_MAX:
+            raise LabError(f"check.target_url is {len(configured)} characters long; Patchwork takes at most "
+                           f"{TARGET_URL_MAX}: give a shorter URL, or none")
         return configured
     run = [env.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")]
-    if env.get("GITHUB_ACTIONS") == "true" and all(run):
-        return f"{run[0]}/{run[1]}/actions/runs/{run[2]}"
-    return out.resolve().as_uri()
+    url = f"{run[0].rstrip('/')}/{run[1]}/actions/runs/{run[2]}" if all(run) else ""
+    return url if is_http(url) and len(url) <= TARGET_URL_MAX else ""
 
 
 def read_token(cfg: LabConfig, env: Mapping[str, str] = os.environ) -> str:
@@ -191,16 +227,26 @@ def read_token(cfg: LabConfig, env: Mapping[str, str] = os.environ) -> str:
     if not token and cfg.check.token_file:
         path = Path(cfg.check.token_file).expanduser()
         path = path if path.is_absolute() else cfg.path.parent / path
-        try:
-            token, where = path.read_text().strip(), f"check.token_file ({path})"
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LabError(f"check.token_file: cannot read {path} ({getattr(exc, 'strerror', None) or exc}); "
-                           f"set it to a readable file, or set {TOKEN_ENV}") from None
+        token, where = _read_secret(path).strip(), f"check.token_file ({path})"
     if token and not (token.isascii() and token.isprintable() and " " not in token):
         # It goes into an HTTP header: one word, or it could add headers of its own.
         raise LabError(f"the Patchwork token in {where} is not one word of printable ASCII; put the API token "
                        "alone there (Patchwork: your profile, API token)")
     return token
+
+
+def _read_secret(path: Path) -> str:
+    """The file's text, when only its owner may read it (mode 0600 or stricter)."""
+    try:
+        with path.open() as f:  # the mode looked at is that of the file read
+            mode = os.fstat(f.fileno()).st_mode & 0o777
+            if mode & 0o077:
+                raise LabError(f"check.token_file: {path} has mode {mode:04o}, so others may read the token; "
+                               f"chmod 600 {path}")
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabError(f"check.token_file: cannot read {path} ({getattr(exc, 'strerror', None) or exc}); "
+                       f"set it to a readable file, or set {TOKEN_ENV}") from None
 
 
 # -- posting ------------------------------------------------------------------------------------
@@ -215,6 +261,7 @@ class Poster:
     dry_run: bool = False
     say: Callable[[str], None] = print
     posted: list[dict[str, Any]] = field(default_factory=list)
+    tried: dict[int, str] = field(default_factory=dict)  # each patch's last state sent (answered or not)
 
     def __post_init__(self) -> None:
         if not self.token and not self.dry_run:
@@ -225,30 +272,71 @@ class Poster:
         for patch_id in patch_ids:
             self.post(patch_id, check)
 
+    def still_pending(self) -> tuple[int, ...]:
+        """The patches whose last check sent is ``pending``: also one whose answer never came (an
+        interrupt while waiting for it), as Patchwork may have stored it all the same."""
+        return tuple(patch for patch, state in self.tried.items() if state == PENDING)
+
+    @contextlib.contextmanager
+    def none_left_pending(self, stopped: Callable[[str], Check]) -> Iterator[None]:
+        """However the block ends (an error, Ctrl-C, SIGTERM), a patch it left ``pending`` gets the check
+        ``stopped(why)``: a reviewer must not wait for a verdict that will never come."""
+        try:
+            yield
+        except BaseException as exc:
+            why = one_line(exc)
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C says nothing; SIGTERM says "signal 15"
+                why = f"interrupted ({exc})" if str(exc) else "interrupted"
+            for patch_id in self.still_pending():
+                # What stopped the lab is what the user must see; a post failing now adds nothing to it.
+                with contextlib.suppress(LabError):
+                    self.post(patch_id, stopped(why))
+            raise
+
     def post(self, patch_id: int, check: Check) -> None:
         path = f"patches/{patch_id}/checks/"
         if self.dry_run:
             self.say(f"would POST {self.patchwork.url(path)} (Authorization: {MASK}) {check.body()}")
         else:
+            before = self.tried.get(patch_id)
+            self.tried[patch_id] = check.state
             try:
                 self.patchwork.post_json(path, check.body(), self.token)
             except PatchworkHTTPError as exc:
+                self._forget(patch_id, before)  # refused: not stored
                 raise self._refused(patch_id, exc) from None
             except LabError as exc:
                 raise CheckError(f"check {check.state} on patch {patch_id} not posted: {exc}") from None
         self.posted.append({"patch": patch_id, "state": check.state, "description": check.description,
                             "posted": not self.dry_run})
 
+    def _forget(self, patch_id: int, before: str | None) -> None:
+        if before is None:
+            del self.tried[patch_id]
+        else:
+            self.tried[patch_id] = before
+
     def _refused(self, patch_id: int, exc: PatchworkHTTPError) -> CheckError:
         where = f"patch {patch_id} ({exc.url})"
-        if exc.code in (401, 403):
+        # Patchwork's reason, quoted short; the token is never in it, even if a server echoed it.
+        said = excerpt(exc.body.replace(self.token, "********")) if self.token else excerpt(exc.body)
+        status = f"HTTP {exc.code}" + (f" {said}" if said else "")
+        if exc.detail.startswith("You do not have permission"):
             project = f"project {self.project}" if self.project else "this project"
-            return CheckError(f"Patchwork refused the check on {where} with HTTP {exc.code}: the token is not a "
+            return CheckError(f"Patchwork refused the check on {where} with {status}: the token is not a "
                               f"maintainer's for {project}; use a maintainer's API token ({TOKEN_ENV} or "
                               "check.token_file)")
+        if exc.code == 401 or (exc.code == 403 and re.search(r"token|credentials|user inactive", exc.detail, re.I)):
+            return CheckError(f"Patchwork refused the token on {where} with {status}: the token is wrong or "
+                              f"revoked; set {TOKEN_ENV} or check.token_file to your API token (Patchwork: your "
+                              "profile, API token)")
         if exc.code == 404:
             return CheckError(f"Patchwork has no {where} (HTTP 404); check the series and the Patchwork URL")
-        return CheckError(f"Patchwork answered HTTP {exc.code} to the check on {where}; try again later")
+        if exc.code == 400:
+            return CheckError(f"Patchwork refused the check on {where} with {status}; fix what it names "
+                              "(lab.yaml's check: section)")
+        return CheckError(f"Patchwork answered HTTP {exc.code} to the check on {where}"
+                          + (f" ({said})" if said else "") + "; try again later")
 
     def record(self, context: str, url: str) -> dict[str, Any]:
         """The report's ``check`` section: what was posted (never the token)."""

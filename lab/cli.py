@@ -56,7 +56,7 @@ from lab import series as series_mod
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
-from lab.errors import LabError, ScenarioError
+from lab.errors import LabError, ScenarioError, one_line
 from lab.report import NOT_RUN, Report, Row, figures_text
 from lab.runner import (
     CellFinished,
@@ -245,29 +245,33 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     cells = select_cells(plan.cfg, plan.profiles, args.scenario)
     poster = check_mod.Poster(patchwork, check_mod.read_token(cfg), info.project, args.dry_run,
                               lambda line: console.print(line, markup=False, soft_wrap=True))
-    url = check_mod.target_url(cfg.check.target_url, out, os.environ)
+    url = check_mod.target_url(cfg.check.target_url, os.environ)
 
     def check(state: str, description: str) -> check_mod.Check:
         return check_mod.Check(state, description, url, cfg.check.context)
 
     console.print(f"series {info.id}: {info.name} ({len(info.patches)} patches) on {plan.base.name}", markup=False)
     scenarios = list(dict.fromkeys(c.scenario.name for c in cells))
-    poster.post_all(info.patches, check(check_mod.PENDING, check_mod.pending(plan, scenarios)))
-    run, failure = MatrixRun(), None
-    try:
-        _run_matrix(plan.cfg, cells, out, console, run)
-        assert run.written is not None
-        state, description = check_mod.judge(run.written.report.rows, plan)
-    except series_mod.SeriesDoesNotApply as exc:
-        state, description = check_mod.FAIL, check_mod.does_not_apply(exc, plan)
-    except (LabError, ScenarioError, docker.errors.DockerException) as exc:
-        state, description, failure = check_mod.WARNING, check_mod.lab_failed(_one_line(exc)), exc
-    report = run.written.report if run.written else Report(config=str(cfg.path))
-    try:
-        poster.post_all(info.patches, check(state, description))
-    finally:  # report.json says what was posted, also when a post failed
-        report.check = poster.record(cfg.check.context, url) | {"state": state, "description": description}
-        path = runner_mod.write_report(report, out)
+    failure: Exception | None = None
+    with poster.none_left_pending(lambda why: check(check_mod.WARNING, check_mod.lab_stopped(why))):
+        poster.post_all(info.patches, check(check_mod.PENDING, check_mod.pending(plan, scenarios)))
+        run = MatrixRun()
+        try:
+            _run_matrix(plan.cfg, cells, out, console, run)
+            assert run.written is not None
+            state, description = check_mod.judge(run.written.report.rows, plan)
+        except series_mod.SeriesDoesNotApply as exc:
+            state, description = check_mod.FAIL, check_mod.does_not_apply(exc, plan)
+        except (LabError, ScenarioError, docker.errors.DockerException) as exc:
+            state, description, failure = check_mod.WARNING, check_mod.lab_failed(one_line(exc)), exc
+        except (OSError, paramiko.SSHException) as exc:
+            state, description, failure = check_mod.WARNING, check_mod.lab_stopped(one_line(exc)), exc
+        report = run.written.report if run.written else Report(config=str(cfg.path))
+        try:
+            poster.post_all(info.patches, check(state, description))
+        finally:  # report.json says what was posted, also when a post failed
+            report.check = poster.record(cfg.check.context, url) | {"state": state, "description": description}
+            path = runner_mod.write_report(report, out)
     verb = "would be posted" if args.dry_run else "posted"
     patches = f"{len(info.patches)} patch{'es' if len(info.patches) != 1 else ''}"
     console.print(f"check {state} {verb} on {patches}: {description} (report: {path})", markup=False)
@@ -767,11 +771,6 @@ def _interrupt(signo: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signo}")
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[0].strip() if lines else type(exc).__name__
-
-
 def _crash_report(verb: str) -> Path:
     """An unexpected error's traceback, kept in a file: the user sees one line that names it."""
     fd, name = tempfile.mkstemp(prefix=f"lab-{verb}-crash-", suffix=".txt")
@@ -812,16 +811,16 @@ def _main(argv: list[str]) -> int:
         print(f"{verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (LabError, ScenarioError) as exc:
-        print(f"{verb}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{verb}: error: {one_line(exc)}", file=sys.stderr)
     except docker.errors.DockerException as exc:
-        print(f"{verb}: error: Docker: {_one_line(exc)}; is the daemon up? (lab doctor)", file=sys.stderr)
+        print(f"{verb}: error: Docker: {one_line(exc)}; is the daemon up? (lab doctor)", file=sys.stderr)
     except paramiko.SSHException as exc:
-        print(f"{verb}: error: SSH: {_one_line(exc)}; is the lab up? (lab status)", file=sys.stderr)
+        print(f"{verb}: error: SSH: {one_line(exc)}; is the lab up? (lab status)", file=sys.stderr)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"{verb}: error: {exc.strerror or _one_line(exc)}{where}", file=sys.stderr)
+        print(f"{verb}: error: {exc.strerror or one_line(exc)}{where}", file=sys.stderr)
     except Exception as exc:
         path = _crash_report(args.verb)
-        print(f"{verb}: internal error: {type(exc).__name__}: {_one_line(exc)}; traceback in {path}",
+        print(f"{verb}: internal error: {type(exc).__name__}: {one_line(exc)}; traceback in {path}",
               file=sys.stderr)
     return EXIT_LAB_ERROR

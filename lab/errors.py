@@ -47,3 +47,16 @@ class Timeout(ScenarioError):
 
 class Cancelled(ScenarioError):
     """The run was cancelled (Ctrl-C, SIGTERM) while a cell was waiting."""
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type when it says nothing)."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def excerpt(text: str, limit: int = 120) -> str:
+    """Outside text (a server's answer, a name, a command's output) as a short piece of one line:
+    whatever size it came in, the message quoting it stays readable."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 3].rstrip() + "..."

@@ -20,7 +20,8 @@ import tempfile
 from pathlib import Path
 
 from lab.config import DEFAULT_ARCHIVE, MSGID_RE
-from lab.series import BRACKETS, Series, SeriesError, is_http, parse_mbox
+from lab.errors import excerpt
+from lab.series import BRACKETS, READ_LIMIT, Series, SeriesError, is_http, parse_mbox, too_large
 
 
 def message_id(text: str) -> str:
@@ -60,8 +61,8 @@ def b4_environment(archive: str, home: Path) -> dict[str, str]:
     return env
 
 
-def fetch(msgid: str, archive: str = DEFAULT_ARCHIVE, timeout: float = 300.0) -> Series:
-    """The newest series of the thread ``msgid`` belongs to, as b4 gives it."""
+def fetch(msgid: str, archive: str = DEFAULT_ARCHIVE, timeout: float = 300.0, read_limit: int = READ_LIMIT) -> Series:
+    """The newest series of the thread ``msgid`` belongs to, as b4 gives it (at most ``read_limit`` bytes)."""
     msgid = message_id(msgid)
     if not is_http(archive):
         raise SeriesError(f"{archive!r}: the mail archive must be an http(s) URL (series.archive or --archive)")
@@ -78,6 +79,8 @@ def fetch(msgid: str, archive: str = DEFAULT_ARCHIVE, timeout: float = 300.0) ->
         if proc.returncode != 0 or not mbox.is_file():
             raise SeriesError(f"b4 could not fetch the series of {msgid} from {archive}: {_last(proc.stderr)}; "
                               "check the Message-ID and series.archive (or --archive)")
+        if mbox.stat().st_size > read_limit:
+            raise too_large(f"the series b4 fetched from {origin}", "use a local mbox (series.mbox)", read_limit)
         patches = parse_mbox(mbox.read_bytes(), origin)
         cover = out / "series.cover"
         subject = _subject(cover.read_text(errors="replace")) if cover.is_file() else patches[0].subject
@@ -92,4 +95,4 @@ def _subject(text: str) -> str:
 
 def _last(text: str) -> str:
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("---")]
-    return lines[-1] if lines else "(b4 said nothing)"
+    return excerpt(lines[-1]) if lines else "(b4 said nothing)"

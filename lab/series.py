@@ -10,6 +10,7 @@ and says whether every patch has arrived (``received_all``). A patch record kept
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import email
@@ -17,6 +18,7 @@ import email.policy
 import email.utils
 import hashlib
 import http.client
+import ipaddress
 import itertools
 import json
 import re
@@ -27,9 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.errors import LabError
+from lab.errors import LabError, excerpt
 
 USER_AGENT = "netfilter-continuity-lab"
+READ_LIMIT = 32 * 2**20  # of one answer: a series' mbox of a hundred patches is a few MiB
+ERROR_READ = 4096  # of an error answer: Patchwork's JSON reason fits many times over
+API_ROOT = re.compile(r"/api(?:/[\d.]+)?$")  # --patchwork given as the API's URL
+NAME_MAX = 255  # Patchwork's own limit on a series' name
 FROM_LINE = re.compile(rb"^From [^\n]*\d{4}\s*$", re.MULTILINE)
 PREFIX = re.compile(r"^\s*\[[^\]]*?([0-9]{1,6})/([0-9]{1,6})\]\s*")
 BRACKETS = re.compile(r"^\s*\[[^\]]*\]\s*")
@@ -40,12 +46,51 @@ class SeriesError(LabError):
 
 
 class PatchworkHTTPError(SeriesError):
-    """Patchwork answered with an HTTP error status (``code``)."""
+    """Patchwork answered with an HTTP error status (``code``); ``body`` is the start of its answer."""
 
-    def __init__(self, message: str, code: int, url: str) -> None:
+    def __init__(self, message: str, code: int, url: str, body: str = "") -> None:
         super().__init__(message)
         self.code = code
         self.url = url
+        self.body = body
+
+    @property
+    def detail(self) -> str:
+        """The reason Patchwork's API gives in ``{"detail": ...}`` (401, 403, 404); "" when none."""
+        with contextlib.suppress(ValueError, RecursionError):
+            data = json.loads(self.body)
+            if isinstance(data, dict) and isinstance(data.get("detail"), str):
+                return str(data["detail"])
+        return ""
+
+
+def http_error(exc: urllib.error.HTTPError, url: str) -> PatchworkHTTPError:
+    """An error status as one line that quotes the start of the server's reason."""
+    body = b""
+    with contextlib.suppress(OSError, http.client.HTTPException, AttributeError):
+        body = exc.read(ERROR_READ)
+    text = body.decode(errors="replace")
+    what = "not found" if exc.code == 404 else f"answered HTTP {exc.code}"
+    said = f": {excerpt(text)}" if text.strip() and exc.code != 404 else ""
+    return PatchworkHTTPError(f"Patchwork {what}: {url}{said}", exc.code, url, text)
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is followed to http(s) only, and never with the token: urllib would send the
+    Authorization header on to wherever the Location points, even another host over plain http."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> urllib.request.Request | None:
+        if req.has_header("Authorization"):
+            fp.close()
+            raise SeriesError(f"Patchwork answered {req.full_url} with a redirect (HTTP {code}) to "
+                              f"{excerpt(newurl)}; the token is not sent on: set check.patchwork (or --patchwork) "
+                              "to the server's own https:// URL")
+        if not is_http(newurl):
+            fp.close()
+            raise SeriesError(f"Patchwork answered {req.full_url} with a redirect to {excerpt(newurl)!r}, "
+                              "not an http(s) URL; check --patchwork or series.patchwork")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class SeriesDoesNotApply(SeriesError):
@@ -129,9 +174,16 @@ class SeriesInfo:
 
 
 class Patchwork:
-    def __init__(self, base_url: str, timeout: float = 20.0) -> None:
-        self.base_url = base_url.rstrip("/")
+    """Patchwork's REST API at ``base_url`` (the server's root; its API's own URL is taken as well).
+
+    The token goes to that server alone: over https (plain http only to a loopback address, for
+    tests), and never on after a redirect. No answer is read past ``read_limit`` bytes."""
+
+    def __init__(self, base_url: str, timeout: float = 20.0, read_limit: int = READ_LIMIT) -> None:
+        self.base_url = API_ROOT.sub("", base_url.rstrip("/"))
         self.timeout = timeout
+        self.read_limit = read_limit
+        self._opener = urllib.request.build_opener(_Redirects)
 
     def url(self, path: str) -> str:
         return path if "://" in path else f"{self.base_url}/api/{path.lstrip('/')}"
@@ -143,8 +195,18 @@ class Patchwork:
         """POSTs ``data`` as JSON with ``Authorization: Token <token>``; Patchwork's answer."""
         request = self._request(path, json.dumps(data).encode(), {"Content-Type": "application/json",
                                                                     "Authorization": f"Token {token}"})
+        self._may_carry_token(request.full_url)
         return json_object(self._open(request, "check the network and the Patchwork URL, then try again"),
                            request.full_url)
+
+    def _may_carry_token(self, url: str) -> None:
+        target, home = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self.base_url)
+        if (target.scheme, target.netloc) != (home.scheme, home.netloc):
+            raise SeriesError(f"{url}: not on the Patchwork server {self.base_url}; the token is sent to that "
+                              "server only")
+        if target.scheme != "https" and not is_loopback(target.hostname or ""):
+            raise SeriesError(f"{self.base_url}: plain http would show the Patchwork token to the network; "
+                              "use the server's https:// URL (check.patchwork or --patchwork)")
 
     def _request(self, path: str, data: bytes | None = None,
                  headers: dict[str, str] | None = None) -> urllib.request.Request:
@@ -159,20 +221,37 @@ class Patchwork:
     def _open(self, request: urllib.request.Request, hint: str) -> bytes:
         url = request.full_url
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return bytes(response.read())
+            with self._opener.open(request, timeout=self.timeout) as response:
+                data = bytes(response.read(self.read_limit + 1))
         except urllib.error.HTTPError as exc:
-            what = "not found" if exc.code == 404 else f"answered HTTP {exc.code}"
-            raise PatchworkHTTPError(f"Patchwork {what}: {url}", exc.code, url) from exc
+            raise http_error(exc, url) from None
         except (urllib.error.URLError, http.client.HTTPException, TimeoutError, ConnectionError) as exc:
             reason = getattr(exc, "reason", exc)
             raise SeriesError(f"cannot reach Patchwork at {url} ({reason}); {hint}") from exc
+        if len(data) > self.read_limit:
+            raise too_large(f"Patchwork's answer at {url}", "is that Patchwork's API? (or use a local mbox, "
+                            "series.mbox)", self.read_limit)
+        return data
 
     def get_json(self, path: str) -> dict[str, Any]:
         return json_object(self.get(path), self.url(path))
 
     def series_of_patch(self, patch_id: int) -> SeriesInfo:
         entry = patch_series(self.get_json(f"patches/{patch_id}/"), patch_id)
+        return self.series(entry["id"], fallback=entry)
+
+    def series_of_message(self, project: str, msgid: str) -> SeriesInfo:
+        """The series of the patch with Message-ID ``msgid`` (without <>) in ``project`` (its link name)."""
+        query = urllib.parse.urlencode({"project": project, "msgid": msgid})
+        url = self.url(f"patches/?{query}")
+        found = json_value(self.get(url), url)
+        if not isinstance(found, list):
+            raise SeriesError(f"Patchwork's answer at {url} is not a JSON list of patches")
+        record = found[0] if found else None
+        if not isinstance(record, dict) or not _is_count(record.get("id"), 1):
+            raise SeriesError(f"Patchwork has no patch with Message-ID <{excerpt(msgid)}> in project "
+                              f"{excerpt(project)} ({url}); check the URL")
+        entry = patch_series(record, record["id"])
         return self.series(entry["id"], fallback=entry)
 
     def series(self, series_id: int, fallback: dict[str, Any] | None = None) -> SeriesInfo:
@@ -191,8 +270,8 @@ class Patchwork:
         if not info.mbox:
             raise SeriesError(f"Patchwork series {info.id} has no mbox link")
         if not is_http(info.mbox):
-            raise SeriesError(f"Patchwork series {info.id}: its mbox link {info.mbox!r} is not an http(s) URL; "
-                              "the lab fetches mboxes over http(s) only (or use a local mbox, series.mbox)")
+            raise SeriesError(f"Patchwork series {info.id}: its mbox link {excerpt(info.mbox)!r} is not an http(s) "
+                              "URL; the lab fetches mboxes over http(s) only (or use a local mbox, series.mbox)")
         patches = parse_mbox(self.get(info.mbox), info.mbox)
         if info.total and len(patches) != info.total:
             raise SeriesError(f"Patchwork series {info.id}: the mbox holds {len(patches)} patches, "
@@ -203,17 +282,21 @@ class Patchwork:
 
 def require_complete(info: SeriesInfo) -> None:
     if info.received_all is False:
-        raise SeriesError(f"Patchwork series {info.id} ({info.name}) is incomplete: "
+        raise SeriesError(f"Patchwork series {info.id} ({excerpt(info.name)}) is incomplete: "
                           f"received_all is false (expected {info.total or '?'} patches); wait for the "
                           "missing patches or use a local mbox")
 
 
-def json_object(body: bytes, url: str) -> dict[str, Any]:
-    """Patchwork's answer at ``url`` as the JSON object every API record is."""
+def json_value(body: bytes, url: str) -> Any:
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise SeriesError(f"Patchwork's answer at {url} is not JSON (starts with {body[:40]!r})") from exc
+
+
+def json_object(body: bytes, url: str) -> dict[str, Any]:
+    """Patchwork's answer at ``url`` as the JSON object every API record is."""
+    data = json_value(body, url)
     if not isinstance(data, dict):
         raise SeriesError(f"Patchwork's answer at {url} is not a JSON object")
     return data
@@ -223,7 +306,8 @@ def patch_series(record: dict[str, Any], patch_id: int) -> dict[str, Any]:
     """The entry of the first series a patch record names (a mapping with an integer ``id``)."""
     series = record.get("series")
     if not series:
-        raise SeriesError(f"Patchwork patch {patch_id} ({_one_line(record.get('name'), '?')}) belongs to no series")
+        name = excerpt(_one_line(record.get("name"), "?"))
+        raise SeriesError(f"Patchwork patch {patch_id} ({name}) belongs to no series")
     entry = series[0] if isinstance(series, list) else None
     if not isinstance(entry, dict) or not _is_count(entry.get("id"), 1):
         raise SeriesError(f"Patchwork patch {patch_id}: its series field is not a list of series records "
@@ -246,8 +330,8 @@ def series_info(record: dict[str, Any], series_id: int, api_url: str) -> SeriesI
         if not ok:
             found = _one_line(json.dumps(record.get(key)), "")[:60]
             raise SeriesError(f"Patchwork's answer at {api_url}: {key} is {found}, expected {expected}")
-    return SeriesInfo(id=record["id"], name=_one_line(name, f"series {series_id}"), version=version or 1,
-                      mbox=mbox or "", received_all=received_all, total=total, api_url=api_url,
+    return SeriesInfo(id=record["id"], name=_one_line(name, f"series {series_id}")[:NAME_MAX],
+                      version=version or 1, mbox=mbox or "", received_all=received_all, total=total, api_url=api_url,
                       patches=_patch_ids(record.get("patches"), api_url), project=_project(record.get("project")))
 
 
@@ -276,6 +360,27 @@ def _one_line(text: object, default: str) -> str:
     return " ".join(text.split()) or default if isinstance(text, str) else default
 
 
+def _server(url: str) -> tuple[str, int]:
+    """Host and port of a URL (the scheme's default port when it names none)."""
+    parsed = urllib.parse.urlsplit(url)
+    return (parsed.hostname or "", parsed.port or {"http": 80, "https": 443}.get(parsed.scheme, 0))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def too_large(what: str, hint: str, limit: int = READ_LIMIT) -> SeriesError:
+    """``what``, from a server, is past the most the lab reads of one answer; the error names the cap."""
+    size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit} bytes"
+    return SeriesError(f"{what} is larger than {size}, the most the lab reads from a server; {hint}")
+
+
 def is_http(url: str) -> bool:
     if not url.isprintable() or any(ch.isspace() for ch in url):
         return False  # urllib drops some of these silently; a URL with them is not Patchwork's
@@ -288,7 +393,8 @@ def is_http(url: str) -> bool:
 
 
 def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesInfo]:
-    """A patch or series, by API URL, web URL or bare series ID (with ``patchwork``)."""
+    """A patch or series, by API URL, web URL (a patch's by Message-ID too) or bare series ID (with
+    ``patchwork``)."""
     ref = ref.strip()
     if ref.isdigit():
         if not patchwork:
@@ -296,8 +402,12 @@ def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesIn
         pw = Patchwork(patchwork)
         return pw, pw.series(int(ref))
     if not is_http(ref):
-        raise SeriesError(f"{ref!r} is neither a Patchwork URL nor a series ID")
+        raise SeriesError(f"{excerpt(ref)!r} is neither a Patchwork URL nor a series ID")
     parsed = urllib.parse.urlparse(ref)
+    if patchwork and _server(patchwork) != _server(ref):
+        # Its IDs are another server's: looked up here they would name another series.
+        raise SeriesError(f"{excerpt(ref)} is on {parsed.netloc}, not on the Patchwork server {patchwork} "
+                          "(--patchwork or check.patchwork); give a reference on that server, or its series ID")
     pw = Patchwork(patchwork or f"{parsed.scheme}://{parsed.netloc}")
     if m := re.search(r"/api/(?:[\d.]+/)?patches/(\d+)", parsed.path):
         return pw, pw.series_of_patch(int(m.group(1)))
@@ -305,8 +415,15 @@ def resolve(ref: str, patchwork: str | None = None) -> tuple[Patchwork, SeriesIn
         return pw, pw.series(int(m.group(1)))
     if m := re.search(r"(?:^|&)series=(\d+)", parsed.query):
         return pw, pw.series(int(m.group(1)))
-    raise SeriesError(f"{ref}: not a Patchwork patch or series URL (expected .../api/patches/ID/ or "
-                      ".../api/series/ID/)")
+    # The web page of a patch: /project/LINKNAME/patch/MSGID/ (older servers: /patch/ID/).
+    if m := re.search(r"/project/([^/]+)/patch/([^/]+)", parsed.path):
+        project, msgid = (urllib.parse.unquote(g) for g in m.groups())
+        return pw, (pw.series_of_patch(int(msgid)) if msgid.isdigit()
+                    else pw.series_of_message(project, msgid.strip("<>")))
+    if m := re.search(r"/patch/(\d+)", parsed.path):
+        return pw, pw.series_of_patch(int(m.group(1)))
+    raise SeriesError(f"{excerpt(ref)}: not a Patchwork patch or series URL (expected .../api/patches/ID/, "
+                      ".../api/series/ID/ or a patch's page .../project/NAME/patch/MESSAGE-ID/)")
 
 
 @dataclass(frozen=True)

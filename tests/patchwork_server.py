@@ -2,16 +2,22 @@
 
     GET  /api/patches/ID/           a patch record, in the shape of the recorded one
                                     (tests/fixtures/patchwork-api-patch-2194230.json)
+    GET  /api/patches/?project=P&msgid=M   the patches with that Message-ID (without <>), a list
     GET  /api/series/ID/            a series record, in the shape of tests/fixtures/patchwork/series-491379.json
     GET  /series/ID/mbox/           the series as one mbox
     GET  /api/patches/ID/checks/    the checks posted on a patch
     POST /api/patches/ID/checks/    a new check: needs ``Authorization: Token <t>`` of a maintainer of the
-                                    project (401 without a token or with an unknown one, 403 for a user who
-                                    is not a maintainer, 400 for a state or context Patchwork refuses);
-                                    201 with the check record
+                                    project; 201 with the check record
+
+It answers as Patchwork does (measured against the real one, served locally): 403 with
+``{"detail": "Invalid token."}`` for an unknown token and "Authentication credentials were not
+provided." without one (session authentication runs first, so never 401), 403 "You do not have
+permission to perform this action." for a user who is not a maintainer, 400 with the fields it refuses
+(a state, a context that is no slug, a target_url that is no http(s) URL or longer than 200
+characters), and a GET without its trailing slash gets a 301 to the path with it.
 
 It listens on 127.0.0.1 only and records every request (method, path, whether it was authorised) and
-every check it accepted. ``faults`` makes a path answer an error status or never answer.
+every check it accepted. ``faults`` makes a path answer an error status, a redirect, or never answer.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import http.server
 import json
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,8 @@ RECORDED_SERIES = FIXTURES / "patchwork" / "series-491379.json"
 RECORDED_HOST = "http://patchwork.ozlabs.org"
 STATES = ("pending", "success", "warning", "fail")  # Patchwork's Check.STATE_CHOICES
 CONTEXT_RE = re.compile(r"^[-a-zA-Z0-9_]+$")  # a SlugField
+URL_RE = re.compile(r"^(?:https?|ftps?)://[^\s/?#]+\S*$", re.IGNORECASE)  # the schemes Django's URLField takes
+URL_MAX = 200  # Check.target_url's max_length
 MAINTAINER, USER = "maintainer", "user"
 
 
@@ -41,6 +50,7 @@ class ServedPatch:
     id: int
     name: str  # Patchwork's name: the subject without "[PATCH", e.g. "[1/1] net: ..."
     message: bytes  # the patch as one mbox message
+    msgid: str = ""  # its Message-ID, with <>
 
 
 @dataclass
@@ -56,6 +66,7 @@ class ServedSeries:
 class Fault:
     status: int = 500
     hang: bool = False  # read the request, never answer (until the server closes)
+    location: str = ""  # a redirect (with a 30x status) to there
 
 
 @dataclass
@@ -98,7 +109,7 @@ class PatchworkServer:
 
     def patch_record(self, s: ServedSeries, p: ServedPatch) -> dict[str, Any]:
         record: dict[str, Any] = json.loads(RECORDED_PATCH.read_text().replace(RECORDED_HOST, self.base))
-        record.update(id=p.id, url=f"{self.base}/api/patches/{p.id}/", name=p.name, check="pending",
+        record.update(id=p.id, url=f"{self.base}/api/patches/{p.id}/", name=p.name, check="pending", msgid=p.msgid,
                       checks=f"{self.base}/api/patches/{p.id}/checks/", series=[self._series_entry(s)],
                       mbox=f"{self.base}/patch/{p.id}/mbox/")
         return record
@@ -122,7 +133,13 @@ class PatchworkServer:
 
     # -- answers ----------------------------------------------------------------------------------
 
-    def get(self, path: str) -> tuple[int, bytes, str]:
+    def get(self, path: str, query: str = "") -> tuple[int, bytes, str]:
+        if path == "/api/patches/":
+            wanted = urllib.parse.parse_qs(query)
+            msgid = f"<{wanted.get('msgid', [''])[0]}>"
+            matches = [self.patch_record(s, p) for s in self.series for p in s.patches
+                       if p.msgid == msgid and wanted.get("project", [self.project]) == [self.project]]
+            return 200, _json(matches), "application/json"
         if m := re.fullmatch(r"/api/patches/(\d+)/", path):
             found = self._find(int(m.group(1)))
             return (200, _json(self.patch_record(*found)), "application/json") if found else _not_found()
@@ -146,10 +163,10 @@ class PatchworkServer:
             return 405, _json({"detail": 'Method "POST" not allowed.'}), "application/json"
         scheme, _, token = authorization.partition(" ")
         if scheme != "Token" or not token:
-            return 401, _json({"detail": "Authentication credentials were not provided."}), "application/json"
+            return 403, _json({"detail": "Authentication credentials were not provided."}), "application/json"
         role = self.tokens.get(token)
         if role is None:
-            return 401, _json({"detail": "Invalid token."}), "application/json"
+            return 403, _json({"detail": "Invalid token."}), "application/json"
         found = self._find(int(m.group(1)))
         if found is None:
             return _not_found()
@@ -164,6 +181,11 @@ class PatchworkServer:
             errors["state"] = [f'"{data.get("state")}" is not a valid choice.']
         if not CONTEXT_RE.fullmatch(str(data.get("context", "default"))):
             errors["context"] = ["Enter a valid slug."]
+        url = str(data.get("target_url", ""))
+        url_errors = ([] if not url or URL_RE.fullmatch(url) else ["Enter a valid URL."]) + (
+            [f"Ensure this field has no more than {URL_MAX} characters."] if len(url) > URL_MAX else [])
+        if url_errors:
+            errors["target_url"] = url_errors
         if errors:
             return 400, _json(errors), "application/json"
         self.checks.append(Posted(int(m.group(1)), copy.deepcopy(data), role))
@@ -176,7 +198,8 @@ class PatchworkServer:
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self._answer("GET", lambda path: server.get(path))
+                query = self.path.partition("?")[2]
+                self._answer("GET", lambda path: server.get(path, query))
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -189,9 +212,18 @@ class PatchworkServer:
                 if fault is not None and fault.hang:
                     server.release.wait(timeout=30)
                     return
-                status, body, content_type = ((fault.status, b"<h1>Server Error</h1>", "text/html") if fault
-                                              else answer(path))
+                query = self.path.partition("?")[2]
+                if fault is None and method == "GET" and not path.endswith("/"):
+                    # Django's APPEND_SLASH, as Patchwork runs it
+                    fault = Fault(301, location=f"{path}/" + (f"?{query}" if query else ""))
+                if fault is None:
+                    status, body, content_type = answer(path)
+                else:
+                    status, content_type = fault.status, "text/html"
+                    body = b"" if fault.location else b"<h1>Server Error</h1>"
                 self.send_response(status)
+                if fault is not None and fault.location:
+                    self.send_header("Location", fault.location)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

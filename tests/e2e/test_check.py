@@ -111,7 +111,7 @@ def test_a_series_that_applies(lab_docker: docker.DockerClient, check_config: Pa
     description = final["description"]
     assert "mirror gap->continuous, 0 of " in description and "redirector continuous" in description
     assert "redirector-when-stopped not run" in description and "series 910001" in description
-    assert len(description) <= 255 and final["target_url"] == out.resolve().as_uri()
+    assert len(description) <= 255 and "target_url" not in final  # no page of this machine is posted
     report = json.loads((out / "report.json").read_text())
     assert report["check"]["state"] == "success"
     assert [(e["patch"], e["state"]) for e in report["check"]["posted"]] == [(9100011, "pending"),

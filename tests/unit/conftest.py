@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import shutil
 import socket
@@ -21,13 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No proxy, and any connection to an address other than 127.0.0.1 fails the test."""
+    """No proxy, and any connection to an address other than a loopback one (127.0.0.0/8) fails the test."""
     for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
     real = socket.create_connection
 
     def loopback_only(address: tuple[str, int], *args: Any, **kwargs: Any) -> socket.socket:
-        if address[0] != "127.0.0.1":
+        if not _is_loopback(address[0]):
             raise AssertionError(f"a test tried to connect to {address!r}")
         return real(address, *args, **kwargs)
 
@@ -57,3 +58,8 @@ def kept_lab(lab_yaml: Path) -> Iterator[tuple[kept.KeptLab, Path]]:
     yield lab, lab_yaml
     server.close()
     shutil.rmtree(rundir, ignore_errors=True)
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback and ipaddress.ip_address(host).version == 4
+    except ValueError:  # a name: it would be looked up
+        return False

@@ -7,11 +7,22 @@ tries to connect anywhere else. The run itself needs Docker: here the lab finds 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from lab import check, cli, config
@@ -71,20 +82,12 @@ def test_no_token_is_refused_before_anything_is_sent(server: PatchworkServer) ->
     assert server.requests == []
 
 
-def test_the_server_refuses_a_post_without_a_token(server: PatchworkServer) -> None:
-    """The local server is honest about its auth check: no header, 401."""
-    with pytest.raises(check.LabError, match="HTTP 401"):
-        Patchwork(server.base).post_json("patches/9001/checks/", CHECK.body(), "")
-    assert server.checks == []
-
-
-@pytest.mark.parametrize(("token", "code"), [(USER_TOKEN, 403), ("not-a-token-patchwork-knows", 401)])
-def test_a_token_that_is_not_a_maintainers(server: PatchworkServer, token: str, code: int) -> None:
+def test_a_token_that_is_not_a_maintainers(server: PatchworkServer) -> None:
     with pytest.raises(CheckError) as caught:
-        poster(server, token=token).post(9001, CHECK)
+        poster(server, token=USER_TOKEN).post(9001, CHECK)
     message = str(caught.value)
-    assert f"HTTP {code}" in message and "the token is not a maintainer's for project qemu-devel" in message
-    assert "patch 9001" in message and token not in message and "\n" not in message
+    assert "HTTP 403" in message and "the token is not a maintainer's for project qemu-devel" in message
+    assert "patch 9001" in message and USER_TOKEN not in message and "\n" not in message
     assert server.checks == []
 
 
@@ -235,12 +238,25 @@ def test_descriptions_are_one_line_of_at_most_255_characters() -> None:
 
 # --- where the check points, and the token ------------------------------------------------------
 
-def test_target_url(tmp_path: Path) -> None:
-    assert check.target_url("https://ci.example/1", tmp_path, {}) == "https://ci.example/1"
-    github = {"GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r",
-              "GITHUB_RUN_ID": "42"}
-    assert check.target_url("", tmp_path, github) == "https://github.com/o/r/actions/runs/42"
-    assert check.target_url("", tmp_path, {}) == tmp_path.resolve().as_uri()
+def test_target_url() -> None:
+    assert check.target_url("https://ci.example/1", {}) == "https://ci.example/1"
+    github = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "42"}
+    assert check.target_url("", github) == "https://github.com/o/r/actions/runs/42"
+
+
+def test_no_target_url_of_this_machine_is_posted(tmp_path: Path) -> None:
+    """Outside CI there is no page to point at: none is posted (Patchwork refuses file://, 400)."""
+    assert check.target_url("", {}) == ""
+    assert "target_url" not in Check("pending", "x", check.target_url("", {}), "ctx").body()
+    long_repo = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/" + "r" * 200,
+                 "GITHUB_RUN_ID": "42"}
+    assert check.target_url("", long_repo) == ""  # longer than Patchwork takes: left out
+    assert check.target_url("", {**long_repo, "GITHUB_SERVER_URL": "file:///srv", "GITHUB_REPOSITORY": "o/r"}) == ""
+
+
+def test_a_configured_target_url_longer_than_patchwork_takes_is_refused() -> None:
+    with pytest.raises(check.LabError, match="check.target_url is 219 characters long; Patchwork takes at most 200"):
+        check.target_url("https://ci.example/" + "x" * 200, {})
 
 
 def test_token_from_the_environment_else_the_file(tmp_path: Path) -> None:
@@ -250,6 +266,7 @@ def test_token_from_the_environment_else_the_file(tmp_path: Path) -> None:
     path = lab_config(tmp_path)
     path.write_text(path.read_text().replace('  token_file: ""', "  token_file: token"))
     (tmp_path / "token").write_text(TOKEN + "\n")
+    (tmp_path / "token").chmod(0o600)
     cfg = config.load(path)
     assert check.read_token(cfg, {}) == TOKEN
     assert check.read_token(cfg, {"PATCHWORK_TOKEN": USER_TOKEN}) == USER_TOKEN
@@ -289,7 +306,7 @@ def test_lab_check_posts_pending_then_a_warning_when_the_lab_cannot_run(
         pending, final = server.checks_on(patch)
         assert pending["state"] == "pending" and final["state"] == "warning"
         assert final["description"].startswith("the lab could not run (says nothing about the series): no Docker")
-        assert final["context"] == "netfilter-continuity" and final["target_url"] == out.resolve().as_uri()
+        assert final["context"] == "netfilter-continuity" and "target_url" not in final
     report = json.loads((out / "report.json").read_text())
     assert report["check"]["state"] == "warning" and report["check"]["context"] == "netfilter-continuity"
     assert [(e["patch"], e["state"]) for e in report["check"]["posted"]] == [
@@ -334,7 +351,7 @@ def test_lab_check_with_a_users_token_stops_before_the_run(server: PatchworkServ
                    "--out", str(out)])
     captured = capsys.readouterr()
     assert rc == 2 and captured.err.count("\n") == 1
-    assert "HTTP 403: the token is not a maintainer's for project qemu-devel" in captured.err
+    assert "HTTP 403" in captured.err and "the token is not a maintainer's for project qemu-devel" in captured.err
     assert USER_TOKEN not in captured.out + captured.err
     assert server.checks == [] and not out.exists()  # no run happened
 
@@ -354,3 +371,111 @@ def test_a_guest_scenario_counts_what_never_reached_the_guest(tmp_path: Path) ->
     assert state == "fail"
     assert description.startswith("0/1 as expected: guest-redirect-qmp gap, 2050 of 3000 lost to the guest "
                                   "(expected continuous)")
+
+
+# --- what is posted is public; the token file is private -----------------------------------------
+
+def test_a_token_file_others_may_read_is_refused(tmp_path: Path) -> None:
+    path = lab_config(tmp_path)
+    path.write_text(path.read_text().replace('  token_file: ""', "  token_file: token"))
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    cfg = config.load(path)
+    for mode in (0o644, 0o640, 0o604, 0o660):
+        (tmp_path / "token").chmod(mode)
+        with pytest.raises(check.LabError) as caught:
+            check.read_token(cfg, {})
+        assert str(caught.value) == (f"check.token_file: {tmp_path / 'token'} has mode {mode:04o}, so others may "
+                                     f"read the token; chmod 600 {tmp_path / 'token'}")
+        assert TOKEN not in str(caught.value)
+    for mode in (0o600, 0o400):
+        (tmp_path / "token").chmod(mode)
+        assert check.read_token(cfg, {}) == TOKEN
+
+
+def test_a_warning_quotes_no_path_engine_url_or_user_name() -> None:
+    line = ("cannot copy /home/alice/lab-results/run-1/tap.pcap from engine ssh://alice@10.0.0.5:22 "
+            "(tcp://10.0.0.6:2376 refused); log: ~/lab/build.log; bob@builder; alice's net/filter-mirror.c:210")
+    env = {"USER": "alice", "SUDO_USER": "bob"}
+    scrubbed = check.scrub(line, env)
+    for secret in ("/home", "alice", "bob", "10.0.0.5", "10.0.0.6", "ssh://", "tcp://", "~/lab"):
+        assert secret not in scrubbed, secret
+    assert "net/filter-mirror.c:210" in scrubbed and "<path>" in scrubbed and "<url>" in scrubbed
+    # What the lab posts goes through it, with this machine's own user name.
+    user = check._local_users(os.environ)
+    posted = check.lab_failed(f"{line} for {' '.join(user)}")
+    assert "/home/alice" not in posted and "ssh://" not in posted
+    assert not any(re.search(rf"\b{re.escape(u)}\b", posted) for u in user)
+
+
+# --- no patch stays pending, whichever way lab check ends --------------------------------------------
+
+@pytest.mark.parametrize(("failure", "rc"), [
+    (OSError(errno.ENOSPC, "No space left on device", "/home/dev/lab-results/check-1/report.json"), 2),
+    (paramiko.SSHException("Error reading SSH protocol banner from ssh://dev@10.0.0.5:22"), 2),
+    (KeyboardInterrupt("signal 15"), cli.EXIT_INTERRUPTED),
+], ids=["OSError", "SSH", "interrupt"])
+def test_lab_check_finalises_its_pending_checks_on_every_way_out(
+        server: PatchworkServer, tmp_path: Path, no_docker: None, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], failure: BaseException, rc: int) -> None:
+    def run_stops(*args: object, **kwargs: object) -> None:
+        assert [c["state"] for c in server.checks_on(9001)] == ["pending"]  # the run starts after pending
+        raise failure
+
+    monkeypatch.setenv("PATCHWORK_TOKEN", TOKEN)
+    monkeypatch.setattr(cli, "_run_matrix", run_stops)
+    assert cli.main(["check", "900", "--patchwork", server.base, "--config", str(lab_config(tmp_path)),
+                     "--out", str(tmp_path / "out")]) == rc
+    assert capsys.readouterr().err.count("\n") == 1
+    for patch in (9001, 9002):
+        states = server.checks_on(patch)
+        assert [c["state"] for c in states] == ["pending", "warning"]
+        assert states[1]["description"].startswith("the lab stopped (says nothing about the series): ")
+        assert "/home/dev" not in states[1]["description"] and "ssh://" not in states[1]["description"]
+
+
+class SilentDocker:
+    """A Docker socket that takes connections and never answers: the lab waits on it."""
+
+    def __init__(self, path: Path) -> None:
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(str(path))
+        self.listener.listen()
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.listener.close()
+
+
+@pytest.mark.parametrize("signo", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_during_the_run_leaves_no_patch_pending(server: PatchworkServer, tmp_path: Path,
+                                                         signo: signal.Signals) -> None:
+    docker_socket = SilentDocker(tmp_path / "docker.sock")
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k != "GITHUB_ACTIONS"}
+    env.update(PATCHWORK_TOKEN=TOKEN, DOCKER_HOST=f"unix://{tmp_path / 'docker.sock'}")
+    argv = [sys.executable, "-c", "import sys; from lab.cli import main; sys.exit(main())", "check", "900",
+            "--patchwork", server.base, "--config", str(lab_config(tmp_path)), "--out", str(tmp_path / "out")]
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as lab:
+        try:
+            deadline = time.monotonic() + 60
+            while len(server.checks) < 2 and lab.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert [c.body["state"] for c in server.checks] == ["pending", "pending"], lab.poll()
+            lab.send_signal(signo)
+            _, err = lab.communicate(timeout=60)
+        finally:
+            lab.kill()
+            docker_socket.close()
+    assert lab.returncode == cli.EXIT_INTERRUPTED, err
+    assert err.count("\n") == 1 and "interrupted" in err
+    why = "interrupted (signal 15)" if signo == signal.SIGTERM else "interrupted"
+    for patch in (9001, 9002):
+        assert [(c["state"], c["description"]) for c in server.checks_on(patch)][1:] == [
+            ("warning", f"the lab stopped (says nothing about the series): {why}")]

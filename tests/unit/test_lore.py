@@ -116,6 +116,13 @@ def test_an_unknown_message_id_is_one_line(inbox: PublicInbox) -> None:
     assert "\n" not in message and "nobody@lab.localhost" in message and inbox.archive in message
 
 
+def test_a_series_past_the_cap_is_refused_and_says_so(inbox: PublicInbox) -> None:
+    with pytest.raises(SeriesError) as caught:
+        lore.fetch(P1, inbox.archive, read_limit=100)
+    assert str(caught.value) == (f"the series b4 fetched from {inbox.archive}/{P1}/ is larger than 100 bytes, the "
+                                 "most the lab reads from a server; use a local mbox (series.mbox)")
+
+
 @pytest.mark.parametrize("text", ["--help@x", "no-at-sign", "<a@b", "a@b/c", "a b@c", "http://x@y/"])
 def test_what_is_not_a_message_id_is_refused_before_b4_runs(text: str) -> None:
     with pytest.raises(SeriesError, match="not a Message-ID"):

@@ -68,7 +68,14 @@ class ReplayServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 replay.requests.append(self.path)
-                reply = replay.routes.get(self.path.split("?", 1)[0])
+                path = self.path.split("?", 1)[0]
+                reply = replay.routes.get(path)
+                if reply is None and f"{path}/" in replay.routes:  # Django's APPEND_SLASH, as Patchwork runs it
+                    self.send_response(301)
+                    self.send_header("Location", f"{path}/")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if reply is None:
                     reply = Reply(404, b'{"detail": "Not found."}')
                 if reply.hang:
