@@ -35,7 +35,8 @@ def test_to_migrates_each_selected_build_to_one(cfg: config.LabConfig) -> None:
 
 def test_to_without_profiles_takes_every_default_build_to_it(cfg: config.LabConfig) -> None:
     cells = select_cells(cfg, None, ["redirector"], to="baseline")
-    assert [(c.profile.name, c.to.name) for c in cells] == [("baseline", "baseline"), ("control", "baseline")]
+    assert [(c.profile.name, c.to.name) for c in cells] == [("baseline", "baseline"), ("control", "baseline"),
+                                                            ("series-491379-offline", "baseline")]
     # Migrating to the same build is the plain cell.
     assert cells[0].name == "baseline-redirector"
 

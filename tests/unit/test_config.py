@@ -41,7 +41,7 @@ def test_repo_config_scenarios() -> None:
     cfg = load(REPO_CONFIG)
     assert cfg.scenarios["mirror"].filter == "filter-mirror"
     assert cfg.scenarios["mirror"].expect == {"baseline": "gap", "control": "continuous",
-                                              "series-491379": "continuous", "check": "continuous",
+                                              "series-491379-offline": "gap", "check": "continuous",
                                               "baseline->control": "gap", "control->baseline": "continuous"}
     # What `lab check` expects of a series: every filter keeps the stream flowing through the stop,
     # and a redirector switched on while stopped delivers to the guest.
@@ -353,9 +353,9 @@ def test_select_unknown_scenario_names_the_flag() -> None:
 
 # --- series, sources and defaults ---------------------------------------------------------------
 
-def test_repo_config_runs_baseline_and_control_by_default_not_the_upstream_series() -> None:
+def test_repo_config_runs_baseline_control_and_the_offline_series_by_default_not_the_upstream_one() -> None:
     cfg = load(REPO_CONFIG)
-    assert [p.name for p in cfg.select_profiles(None)] == ["baseline", "control"]
+    assert [p.name for p in cfg.select_profiles(None)] == ["baseline", "control", "series-491379-offline"]
     assert [p.name for p in cfg.select_profiles(["series-491379"])] == ["series-491379"]
 
 
