@@ -139,7 +139,7 @@ def test_a_wrong_token(patchwork: RealPatchwork, check_config: Path, token: str,
     wrong = "0" * 40
     monkeypatch.setenv("PATCHWORK_TOKEN", wrong)
     err = refused(patchwork, CONTROL_MSGID, check_config, tmp_path, capsys)
-    assert 'HTTP 403 {"detail": "Invalid token."}: the token is wrong or revoked' in err and wrong not in err
+    assert 'HTTP 403 {"detail":"Invalid token."}: the token is wrong or revoked' in err and wrong not in err
 
 
 def test_a_token_that_is_not_a_maintainers(patchwork: RealPatchwork, check_config: Path, token: str,
