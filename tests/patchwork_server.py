@@ -9,12 +9,14 @@
     POST /api/patches/ID/checks/    a new check: needs ``Authorization: Token <t>`` of a maintainer of the
                                     project; 201 with the check record
 
-It answers as Patchwork does (measured against the real one, served locally): 403 with
-``{"detail": "Invalid token."}`` for an unknown token and "Authentication credentials were not
-provided." without one (session authentication runs first, so never 401), 403 "You do not have
-permission to perform this action." for a user who is not a maintainer, 400 with the fields it refuses
-(a state, a context that is no slug, a target_url that is no http(s) URL or longer than 200
-characters), and a GET without its trailing slash gets a 301 to the path with it.
+It answers as Patchwork does (measured against the real one, served locally), in its compact JSON
+(``{"detail":"Invalid token."}``): 403 "Invalid token." for an unknown token and "Invalid token
+header. No credentials provided." for an empty one (session authentication runs first, so never 401);
+then 404 "No Patch matches the given query." for an unknown patch; then 403 "You do not have
+permission to perform this action." for a user who is not a maintainer, or a request without a token;
+then 400 with the fields it refuses (no state, a state it does not know, a context that is no slug, a
+target_url that is no http(s) URL or longer than 200 characters). A GET without its trailing slash gets
+a 301 to the path with it; a page that is not there outside the API is Django's HTML 404.
 
 It listens on 127.0.0.1 only and records every request (method, path, whether it was authorised) and
 every check it accepted. ``faults`` makes a path answer an error status, a redirect, or never answer.
@@ -23,6 +25,8 @@ every check it accepted. ``faults`` makes a path answer an error status, a redir
 from __future__ import annotations
 
 import copy
+import datetime
+import email.utils
 import http.server
 import json
 import re
@@ -142,13 +146,14 @@ class PatchworkServer:
             return 200, _json(matches), "application/json"
         if m := re.fullmatch(r"/api/patches/(\d+)/", path):
             found = self._find(int(m.group(1)))
-            return (200, _json(self.patch_record(*found)), "application/json") if found else _not_found()
+            return (200, _json(self.patch_record(*found)), "application/json") if found else _not_found("Patch")
         if m := re.fullmatch(r"/api/patches/(\d+)/checks/", path):
-            found = self._find(int(m.group(1)))
-            return (200, _json(self.checks_on(int(m.group(1)))), "application/json") if found else _not_found()
+            if self._find(int(m.group(1))) is None:
+                return _not_found("Patch")
+            return 200, _json(self.checks_on(int(m.group(1)))), "application/json"
         if m := re.fullmatch(r"/api/series/(\d+)/", path):
             s = next((s for s in self.series if s.id == int(m.group(1))), None)
-            return (200, _json(self.series_record(s)), "application/json") if s else _not_found()
+            return (200, _json(self.series_record(s)), "application/json") if s else _not_found("Series")
         if m := re.fullmatch(r"/series/(\d+)/mbox/", path):
             s = next((s for s in self.series if s.id == int(m.group(1))), None)
             if s is None:
@@ -162,36 +167,46 @@ class PatchworkServer:
         if m is None:
             return 405, _json({"detail": 'Method "POST" not allowed.'}), "application/json"
         scheme, _, token = authorization.partition(" ")
-        if scheme != "Token" or not token:
-            return 403, _json({"detail": "Authentication credentials were not provided."}), "application/json"
-        role = self.tokens.get(token)
-        if role is None:
-            return 403, _json({"detail": "Invalid token."}), "application/json"
-        found = self._find(int(m.group(1)))
-        if found is None:
-            return _not_found()
+        role = None
+        if scheme == "Token":  # rest_framework's TokenAuthentication; another scheme is no user at all
+            if not token.strip():
+                return 403, _json({"detail": "Invalid token header. No credentials provided."}), "application/json"
+            role = self.tokens.get(token)
+            if role is None:
+                return 403, _json({"detail": "Invalid token."}), "application/json"
+        if self._find(int(m.group(1))) is None:
+            return _not_found("Patch")
         if role != MAINTAINER:
             return 403, _json({"detail": "You do not have permission to perform this action."}), "application/json"
         try:
             data = json.loads(body)
-        except ValueError:
-            return 400, _json({"detail": "JSON parse error"}), "application/json"
-        errors = {k: ["This field is required."] for k in ("state",) if k not in data}
-        if data.get("state") not in STATES:
-            errors["state"] = [f'"{data.get("state")}" is not a valid choice.']
+        except ValueError as exc:
+            return 400, _json({"detail": f"JSON parse error - {exc}"}), "application/json"
+        errors = self._invalid(data)
+        if errors:
+            return 400, _json(errors), "application/json"
+        self.checks.append(Posted(int(m.group(1)), copy.deepcopy(data), MAINTAINER))
+        record = {"id": len(self.checks), "url": f"{self.base}{path}{len(self.checks)}/",
+                  "user": {"username": MAINTAINER}, "date": "2026-11-28T12:00:00", "target_url": None,
+                  "context": "default", "description": None} | data
+        return 201, _json(record), "application/json"
+
+    @staticmethod
+    def _invalid(data: dict[str, Any]) -> dict[str, list[str]]:
+        """The fields of a check Patchwork refuses, with its words for why."""
+        if not data.get("state"):  # its CheckSerializer asks for a state before anything else
+            return {"state": ["A check must have a state."]}
+        errors: dict[str, list[str]] = {}
+        if data["state"] not in STATES:
+            errors["state"] = [f'"{data["state"]}" is not a valid choice.']
         if not CONTEXT_RE.fullmatch(str(data.get("context", "default"))):
-            errors["context"] = ["Enter a valid slug."]
+            errors["context"] = ['Enter a valid "slug" consisting of letters, numbers, underscores or hyphens.']
         url = str(data.get("target_url", ""))
         url_errors = ([] if not url or URL_RE.fullmatch(url) else ["Enter a valid URL."]) + (
             [f"Ensure this field has no more than {URL_MAX} characters."] if len(url) > URL_MAX else [])
         if url_errors:
             errors["target_url"] = url_errors
-        if errors:
-            return 400, _json(errors), "application/json"
-        self.checks.append(Posted(int(m.group(1)), copy.deepcopy(data), role))
-        record = {"id": len(self.checks), "url": f"{self.base}{path}{len(self.checks)}/",
-                  "user": {"username": role}, "date": "2026-11-28T12:00:00"} | data
-        return 201, _json(record), "application/json"
+        return errors
 
     def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
         server = self
@@ -236,11 +251,15 @@ class PatchworkServer:
 
 
 def _json(data: object) -> bytes:
-    return json.dumps(data).encode()
+    # rest_framework's JSONRenderer writes compact JSON: an error quoted by the lab reads as Patchwork's.
+    return json.dumps(data, separators=(",", ":")).encode()
 
 
-def _not_found() -> tuple[int, bytes, str]:
-    return 404, _json({"detail": "Not found."}), "application/json"
+def _not_found(model: str = "") -> tuple[int, bytes, str]:
+    """The API's 404 for a record (``model``: Patch, Series), else Django's page for a path it has not."""
+    if model:
+        return 404, _json({"detail": f"No {model} matches the given query."}), "application/json"
+    return 404, b"<!DOCTYPE html>\n<title>Page not found</title>", "text/html; charset=utf-8"
 
 
 def seed_patch_mbox() -> bytes:
@@ -249,7 +268,10 @@ def seed_patch_mbox() -> bytes:
     rec = json.loads(RECORDED_PATCH.read_text())
     subject = rec["name"].replace("[12/12]", "[PATCH 1/1]", 1)
     assert subject != rec["name"]
+    # The API gives the date in ISO 8601 (UTC); a mail has it in RFC 2822, and Patchwork's parser takes
+    # no other (it would date the patch when it read it).
+    date = email.utils.format_datetime(datetime.datetime.fromisoformat(rec["date"]).replace(tzinfo=datetime.UTC))
     return (f"From {rec['hash']} Mon Sep 17 00:00:00 2001\n"
             f"From: {rec['submitter']['name']} <{rec['submitter']['email']}>\n"
-            f"Date: {rec['date']}\nSubject: {subject}\nMessage-Id: {rec['msgid']}\n\n"
+            f"Date: {date}\nSubject: {subject}\nMessage-Id: {rec['msgid']}\n\n"
             f"{rec['content']}\n{rec['diff']}").encode()

@@ -61,6 +61,8 @@ class RealPatchwork:
     def start(self) -> None:
         (self.work / "lab_patchwork_settings.py").write_text(SETTINGS.format(database=str(self.work / "db.sqlite3")))
         self.manage("migrate", "--no-input")
+        # Its parser files every patch under a State and tags it: with no states, every mail is an error.
+        self.manage("loaddata", "default_tags", "default_states")
         tokens = self.manage("shell", "-c", SEED.format(project=self.project, listid=self.listid)).split()
         self.maintainer_token, self.user_token = tokens[-2:]
         with socket.socket() as s:
@@ -92,17 +94,25 @@ class RealPatchwork:
                 "PYTHONPATH": os.pathsep.join([str(self.work), str(self.src)])}
 
     def manage(self, *args: str) -> str:
+        return self._manage(*args).stdout
+
+    def _manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([sys.executable, str(self.src / "manage.py"), *args], env=self.env(), cwd=self.work,
                               capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"manage.py {args[0]} failed ({done.returncode}): {done.stderr[-2000:]}")
-        return done.stdout
+        return done
 
     def receive(self, name: str, *mails: bytes) -> None:
         """The mails, as the list delivered them, through Patchwork's own parser."""
         mbox = self.work / f"{name}.mbox"
         mbox.write_bytes(b"".join(m if m.endswith(b"\n") else m + b"\n" for m in mails))
-        self.manage("parsearchive", f"--list-id={self.listid}", str(mbox))
+        done = self._manage("parsearchive", f"--list-id={self.listid}", str(mbox))
+        # parsearchive exits 0 whatever it refused: what it took is in its summary, why not in its log.
+        taken = re.search(r"^Total: (\d+) new entries", done.stdout, re.MULTILINE)
+        if taken is None or int(taken.group(1)) != len(mails):
+            raise RuntimeError(f"Patchwork's parser took {taken.group(1) if taken else 'none'} of the {len(mails)} "
+                               f"mails of {mbox}: {done.stdout[-1000:]} {done.stderr[-1000:]}")
 
     def page(self, msgid: str) -> str:
         """A patch's web page, by its Message-ID (as Patchwork links it: without <>)."""
@@ -119,6 +129,7 @@ class RealPatchwork:
         return int(found[0]["id"])
 
     def checks(self, patch_id: int) -> list[dict[str, Any]]:
+        """The checks stored on a patch, oldest first (Patchwork lists them by id)."""
         found: list[dict[str, Any]] = self.get(f"/api/patches/{patch_id}/checks/")
         return found
 

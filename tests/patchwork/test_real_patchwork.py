@@ -20,7 +20,7 @@ import pytest
 from lab import cli
 from lab.config import LabConfig
 from tests.e2e import made_images
-from tests.e2e.test_check import CONTROL_PATCH, check_config
+from tests.e2e.test_check import CONTROL_PATCH, assert_token_nowhere, check_config
 from tests.patchwork.real import SRC_ENV, RealPatchwork, as_posted
 from tests.patchwork_server import RECORDED_PATCH, seed_patch_mbox
 
@@ -107,7 +107,7 @@ def test_pending_then_success_stored_by_patchwork(patchwork: RealPatchwork, chec
     assert rc == 0
     assert "mirror gap->continuous" in checks[1]["description"]
     assert_posted_by_the_maintainer(checks)
-    assert token not in captured.out + captured.err
+    assert_token_nowhere(tmp_path / "out", captured, token)
 
 
 @pytest.mark.e2e
@@ -121,6 +121,7 @@ def test_a_series_that_does_not_apply_fails_on_patchwork(patchwork: RealPatchwor
     assert rc == 1
     assert checks[1]["description"].startswith("series does not apply to baseline: patch 1/1: ")
     assert_posted_by_the_maintainer(checks)
+    assert_token_nowhere(tmp_path / "out", captured, token)
 
 
 def refused(patchwork: RealPatchwork, msgid: str, config: Path, tmp_path: Path,
@@ -139,7 +140,7 @@ def test_a_wrong_token(patchwork: RealPatchwork, check_config: Path, token: str,
     wrong = "0" * 40
     monkeypatch.setenv("PATCHWORK_TOKEN", wrong)
     err = refused(patchwork, CONTROL_MSGID, check_config, tmp_path, capsys)
-    assert 'HTTP 403 {"detail": "Invalid token."}: the token is wrong or revoked' in err and wrong not in err
+    assert 'HTTP 403 {"detail":"Invalid token."}: the token is wrong or revoked' in err and wrong not in err
 
 
 def test_a_token_that_is_not_a_maintainers(patchwork: RealPatchwork, check_config: Path, token: str,

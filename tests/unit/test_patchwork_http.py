@@ -213,7 +213,7 @@ def test_a_refused_check_quotes_what_patchwork_says(server: PatchworkServer) -> 
     with pytest.raises(CheckError) as caught:
         poster(server).post(9001, refused)
     message = str(caught.value)
-    assert 'HTTP 400 {"target_url": ["Enter a valid URL."]}' in message and "try again later" not in message
+    assert 'HTTP 400 {"target_url":["Enter a valid URL."]}' in message and "try again later" not in message
     assert server.checks == []
 
 
@@ -221,7 +221,7 @@ def test_an_invalid_token_is_said_to_be_wrong(server: PatchworkServer) -> None:
     with pytest.raises(CheckError) as caught:
         poster(server, token="not-a-token-patchwork-knows").post(9001, CHECK)
     message = str(caught.value)
-    assert 'HTTP 403 {"detail": "Invalid token."}: the token is wrong or revoked' in message
+    assert 'HTTP 403 {"detail":"Invalid token."}: the token is wrong or revoked' in message
     assert "maintainer" not in message and "not-a-token-patchwork-knows" not in message
 
 
@@ -232,8 +232,23 @@ def test_a_users_token_is_said_not_to_be_a_maintainers(server: PatchworkServer) 
     assert "the token is not a maintainer's for project qemu-devel" in str(caught.value)
 
 
-def test_the_fake_answers_a_request_without_a_token_as_patchwork_does(server: PatchworkServer) -> None:
+def post_refused(server: PatchworkServer, patch_id: int, token: str, body: dict[str, str]) -> tuple[int, object]:
     with pytest.raises(series.PatchworkHTTPError) as caught:
-        Patchwork(server.base).post_json("patches/9001/checks/", CHECK.body(), "")
-    assert caught.value.code == 403
-    assert json.loads(caught.value.body) == {"detail": "Authentication credentials were not provided."}
+        Patchwork(server.base).post_json(f"patches/{patch_id}/checks/", body, token)
+    return caught.value.code, json.loads(caught.value.body)
+
+
+def test_the_fake_refuses_as_patchwork_does_and_in_its_order(server: PatchworkServer) -> None:
+    # Each answer as the real Patchwork gave it to the same request: the token first, then the patch,
+    # then the user's rights, then the fields.
+    assert post_refused(server, 9001, "", CHECK.body()) == (
+        403, {"detail": "Invalid token header. No credentials provided."})
+    assert post_refused(server, 404404, "wrong", CHECK.body()) == (403, {"detail": "Invalid token."})
+    assert post_refused(server, 404404, USER_TOKEN, CHECK.body()) == (
+        404, {"detail": "No Patch matches the given query."})
+    assert post_refused(server, 9001, USER_TOKEN, {}) == (
+        403, {"detail": "You do not have permission to perform this action."})
+    assert post_refused(server, 9001, TOKEN, {"context": "a b"}) == (400, {"state": ["A check must have a state."]})
+    assert post_refused(server, 9001, TOKEN, {"state": "pending", "context": "a b"}) == (
+        400, {"context": ['Enter a valid "slug" consisting of letters, numbers, underscores or hyphens.']})
+    assert server.checks == []
