@@ -130,6 +130,9 @@ class ScenarioSpec:
     properties: tuple[tuple[str, str], ...] = ()  # extra properties of the filter under test
     path: str = "stream"
     switch_on: str = "start"
+    # at-stop: how long after the source's STOP the lab switches the filter on. A fixed wait, so that
+    # what reached the tap before the switch is a property of the scenario, not of the lab's speed.
+    switch_after_ms: int = 0
     accept_loss: tuple[str, ...] = ()  # LOSS_POINTS whose losses do not make the verdict a gap
 
     def expected(self, source: str, destination: str = "") -> str:
@@ -574,6 +577,10 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
         filt = s.text("filter", "", (*FILTERS, NO_FILTER))
         path = s.text("path", "stream", PATHS)
         switch_on = s.text("switch_on", "start", SWITCH_ON)
+        switch_after_ms = s.integer("switch_after_ms", 0, 0, 10_000)
+        if switch_after_ms and switch_on != "at-stop":
+            raise ConfigError(f"{where}.switch_after_ms", "only switch_on: at-stop waits after the stop",
+                              "leave switch_after_ms out, or set switch_on: at-stop")
         if filt == NO_FILTER and path != "guest":
             raise ConfigError(f"{where}.filter", f"{NO_FILTER} needs path: guest",
                               "a stream scenario measures the stream a filter sends")
@@ -590,7 +597,8 @@ def _scenarios(node: _Reader, profiles: Mapping[str, Profile]) -> dict[str, Scen
             raise ConfigError(f"{where}.properties.status", "set by the lab when switch_on is given",
                               "leave status out")
         scenarios[name] = ScenarioSpec(name=name, filter=filt, expect=expect, description=s.text("description", ""),
-                                       properties=props, path=path, switch_on=switch_on, accept_loss=accept_loss)
+                                       properties=props, path=path, switch_on=switch_on,
+                                       switch_after_ms=switch_after_ms, accept_loss=accept_loss)
         s.done()
     return scenarios
 

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,7 +294,9 @@ def _table_or_blocks(console: Console, table: Table, blocks: list[Text]) -> None
         console.print(table)
         return
     if table.title:
-        console.print(Text(str(table.title)))
+        # Long lines stay whole on this console (a result line is one line to grep): wrap the title here.
+        for line in textwrap.wrap(str(table.title), console.width, break_long_words=False):
+            console.print(Text(line))
     for line in blocks:
         console.print(line)
 

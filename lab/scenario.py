@@ -201,6 +201,8 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         migration.start(t.pre_switchover_s)
         if scenario.switch_on == "at-stop":
             migration.wait_stopped(t.pre_switchover_s)
+            if scenario.switch_after_ms:
+                pause(scenario.switch_after_ms / 1000, cancel, "the wait before the switch")
             _switch_on(src, outcome)
         migration.wait_pre_switchover(t.pre_switchover_s)
         times = migration.times

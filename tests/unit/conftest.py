@@ -38,7 +38,7 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def lab_yaml(tmp_path: Path) -> Path:
     path = tmp_path / "lab.yaml"
-    path.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/control", f"mbox: {ROOT}/series/control"))
+    path.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/", f"mbox: {ROOT}/series/"))
     return path
 
 

@@ -52,7 +52,7 @@ def test_a_lab_that_cannot_run_is_skip(tmp_path: Path, monkeypatch: pytest.Monke
                                        capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path / 'no-docker.sock'}")
     config = tmp_path / "lab.yaml"
-    config.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/control", f"mbox: {ROOT}/series/control"))
+    config.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/", f"mbox: {ROOT}/series/"))
     rc, err = run(["run", "--bisect", "--config", str(config), "--profile", "baseline"], capsys)
     assert rc == 125 and err.count("\n") == 1
 

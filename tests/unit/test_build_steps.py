@@ -156,6 +156,7 @@ def test_bench_json_and_its_table_carry_every_figure() -> None:
 def test_bench_refuses_bad_input_in_one_line(lab_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     assert "not a positive whole number" in one_line(["bench", "--config", str(lab_yaml), "--jobs", "0"], capsys)
     assert "unknown name 'nope'" in one_line(["bench", "--config", str(lab_yaml), "--scenario", "nope"], capsys)
-    err = one_line(["bench", "--config", str(lab_yaml), "--scenario", "redirector-when-stopped"], capsys)
+    err = one_line(["bench", "--config", str(lab_yaml), "--profile", "baseline", "--profile", "control",
+                    "--scenario", "redirector-when-stopped"], capsys)
     assert "every selected cell is expected unsupported" in err
     assert cli.EXIT_LAB_ERROR == 2

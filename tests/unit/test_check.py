@@ -133,7 +133,7 @@ def test_dry_run_needs_no_token(server: PatchworkServer) -> None:
 
 def lab_config(tmp_path: Path) -> Path:
     path = tmp_path / "lab.yaml"
-    path.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/control", f"mbox: {ROOT}/series/control")
+    path.write_text((ROOT / "lab.yaml").read_text().replace("mbox: series/", f"mbox: {ROOT}/series/")
                     .replace("  results_dir: lab-results", f"  results_dir: {tmp_path / 'results'}"))
     return path
 

@@ -115,3 +115,16 @@ def test_a_patch_range_that_is_no_range_names_its_key(value: str) -> None:
     with pytest.raises(ConfigError) as exc:
         config.parse(data)
     assert "profiles.p.series.patches" in str(exc.value)
+
+
+def test_a_wait_before_the_switch_is_for_switches_at_the_stop_only() -> None:
+    def scenario(**keys: object) -> dict[str, object]:
+        return {"profiles": {"p": {}}, "scenarios": {"s": {"filter": "filter-redirector", "path": "guest",
+                                                          "expect": {"p": "gap"}, **keys}}}
+    assert config.parse(scenario(switch_on="at-stop", switch_after_ms=20)).scenarios["s"].switch_after_ms == 20
+    assert config.load(ROOT / "lab.yaml").scenarios["guest-redirect-qmp"].switch_after_ms == 20
+    for keys in ({"switch_on": "before-migrate", "switch_after_ms": 20}, {"switch_after_ms": 5},
+                 {"switch_on": "at-stop", "switch_after_ms": -1}):
+        with pytest.raises(ConfigError) as exc:
+            config.parse(scenario(**keys))
+        assert "scenarios.s.switch_after_ms" in str(exc.value)
