@@ -328,6 +328,10 @@ class ImageBuilder:
         if shutil.which("debootstrap") is None:
             raise ImageBuildError("the base image needs debootstrap, which is not installed "
                                   "(apt-get install debootstrap, or set images.base: registry)")
+        if os.geteuid() != 0:
+            raise ImageBuildError(f"the base image {tag} is made with debootstrap, which needs root: run `lab build` "
+                                  "once as root (the images then serve every user of this Docker engine), or set "
+                                  "images.base: registry")
         log = self._log_path(tag)
         self._event("base", f"debootstrap {suite} from {mirror}")
         steps = self.steps[tag] = []

@@ -80,6 +80,7 @@ def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace
                 qemu.launch(cfg.timeouts.boot_s)
                 qemu.wait_guest_ready(cfg.timeouts.boot_s)
                 qemu.save(f"{RUNDIR}/{STATE}", cfg.timeouts.completion_s)
+            host.hand_over(STATE)  # QEMU wrote it for root alone
         except ScenarioError as exc:
             raise LabError(f"cannot make the guest snapshot of {image}: {str(exc).splitlines()[0]}") from exc
         partial = folder / f".{path.name}.{os.getpid()}"
