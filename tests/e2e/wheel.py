@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -17,8 +18,10 @@ def build(work: Path) -> Path:
     checkout would leave build/ there)."""
     source = work / "source"
     shutil.copytree(CHECKOUT, source, symlinks=True, ignore=shutil.ignore_patterns(*NOT_SOURCES))
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-                            str(work / "dist"), str(source)], capture_output=True, text=True, timeout=600, check=False)
+    # With this environment's setuptools when it has one (nothing to download); else pip fetches it.
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-w", str(work / "dist"),
+                            str(source)], capture_output=True, text=True, timeout=600, check=False)
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     [wheel] = (work / "dist").glob("*.whl")
     return wheel
