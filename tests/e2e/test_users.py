@@ -29,14 +29,19 @@ from tests.e2e.users import User, docker_member, with_lab
 pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
-def user(lab_wheel: Path) -> User:
+def user(lab_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
     found, why = docker_member()
-    if found is not None:
-        found, why = with_lab(found, lab_wheel)
     if found is None:
         need(why)
     assert found is not None
-    return found
+    folder = found.folder(tmp_path_factory.mktemp("user"))
+    ready, why = with_lab(found, lab_wheel, folder / "venv")
+    if ready is None:
+        need(why)
+    assert ready is not None
+    yield ready
+    removed = ready.run(["rm", "-rf", str(folder)], cwd=Path("/"), timeout=120)
+    assert removed.returncode == 0, removed.stderr
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import grp
-import hashlib
 import os
 import pwd
 import secrets
@@ -22,6 +21,7 @@ DOCKER_SOCKET = Path("/var/run/docker.sock")
 # What `lab` needs on its path as that user: the docker CLI (`lab ssh`'s proxy command) and a shell's tools.
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 PASSED_ON = ("CI", "DOCKER_HOST", "TERM", "LANG")
+USER_EXISTS = 9  # useradd's exit status
 
 
 @dataclass(frozen=True)
@@ -88,18 +88,20 @@ def docker_member() -> tuple[User | None, str]:
     try:
         pwd.getpwnam(RUNNER)
     except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--groups", DOCKER_GROUP, RUNNER],
-                       check=True, capture_output=True, timeout=60)
+        made = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--groups", DOCKER_GROUP, RUNNER],
+                              capture_output=True, text=True, timeout=60, check=False)
+        if made.returncode not in (0, USER_EXISTS):  # another test worker may have made it meanwhile
+            return None, f"cannot make the user {RUNNER}: {made.stderr.strip()}"
     subprocess.run(["usermod", "--append", "--groups", DOCKER_GROUP, RUNNER], check=True, capture_output=True,
                    timeout=60)
     entry = pwd.getpwnam(RUNNER)
     return User(RUNNER, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir), switch=True), ""
 
 
-def with_lab(user: User, wheel: Path) -> tuple[User | None, str]:
-    """The user with the lab installed where it can run it: a venv of its own in its home, from the
-    lab's wheel (this test environment may be in root's home; dependencies come from pip's index
-    the first time, and from the user's pip cache after). Kept for the next run of the same wheel."""
+def with_lab(user: User, wheel: Path, venv: Path) -> tuple[User | None, str]:
+    """The user with the lab installed where it can run it: for another user, the lab's wheel in the
+    venv ``venv`` (this test environment may be in root's home, and the lab in it editable, which
+    another user cannot read); its dependencies come from pip's index, or the user's pip cache."""
     if not user.switch:
         return user, ""
     python = next((p for p in (os.path.realpath(sys.executable), shutil.which("python3", path=SYSTEM_PATH))
@@ -107,18 +109,12 @@ def with_lab(user: User, wheel: Path) -> tuple[User | None, str]:
                                      cwd=Path("/"), timeout=60).returncode == 0), None)
     if python is None:
         return None, f"{user.name} can run no Python 3.11 or later with venv (python3-venv)"
-    venv = user.home / ".nfcl-tests-venv"
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if (venv / "wheel.sha256").exists() and (venv / "wheel.sha256").read_text() == digest:
-        return dataclasses.replace(user, python=str(venv / "bin" / "python")), ""
-    shutil.rmtree(venv, ignore_errors=True)
-    venv.mkdir()
-    shutil.copy(wheel, venv / wheel.name)
-    user.give(venv)
+    venv.mkdir(parents=True)
+    shutil.copy(wheel, venv.parent / wheel.name)
+    user.give(venv.parent)
     for argv in ([python, "-m", "venv", str(venv)], [str(venv / "bin" / "pip"), "install", "--quiet",
-                                                    "--disable-pip-version-check", str(venv / wheel.name)]):
-        made = user.run(argv, cwd=venv, timeout=900)
+                                                    "--disable-pip-version-check", str(venv.parent / wheel.name)]):
+        made = user.run(argv, cwd=venv.parent, timeout=900)
         if made.returncode != 0:
             return None, f"cannot install the lab for {user.name}: {(made.stderr or made.stdout).strip()[-500:]}"
-    (venv / "wheel.sha256").write_text(digest)
     return dataclasses.replace(user, python=str(venv / "bin" / "python")), ""
