@@ -74,9 +74,10 @@ def stray_rundirs(lab: str | None) -> list[Path]:
     found = []
     for path in Path(tempfile.gettempdir()).glob(pattern):
         marker = path / MARKER
-        if not (path.is_dir() and not path.is_symlink() and marker.is_file()):
-            continue
         try:
+            # Another user's run folder cannot be looked into (is_file raises then): not this one's to remove.
+            if not (path.is_dir() and not path.is_symlink() and marker.is_file()):
+                continue
             owner = json.loads(marker.read_text())
             mine = lab is None or owner["lab"] == lab
             dead = owner.get("kind") == RUN and not alive(int(owner.get("owner.pid", 0)), owner.get("owner.boot", ""))

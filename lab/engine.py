@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -47,6 +48,15 @@ KVM = "/dev/kvm"
 HANDSHAKE = ".handshake"
 NO_HANDSHAKE = 3
 HOST_COMMAND = ["sh", "-c", f"rm {RUNDIR}/{HANDSHAKE} 2>/dev/null || exit {NO_HANDSHAKE}; exec sleep infinity"]
+# QEMU and the helpers run as root in a host, and what they make in a shared run folder is for the
+# user who runs the lab, who may not be root (a member of the docker group): the folder is setgid, so
+# that files take that user's group, and every command runs under this umask, so that the group may
+# connect to QEMU's sockets (QMP, the console, the guest's record port) and read what they write.
+UMASK = "0002"
+
+
+def _with_umask(argv: list[str]) -> list[str]:
+    return ["sh", "-c", f'umask {UMASK} && exec "$@"', "sh", *argv]
 
 
 class _NoHandshake(LabError):
@@ -113,9 +123,20 @@ class DockerHost(Host):
         for relay in self._relays.values():
             relay.close()
         self._relays.clear()
+        if files and self.shared:
+            with contextlib.suppress(ScenarioError):  # a host that is gone already hands nothing over
+                self.hand_over()
         if files and not self.shared and not (self.cancel is not None and self.cancel.is_set()):
             with contextlib.suppress(*remote.TRANSPORT_ERRORS):
                 remote.fetch_folder(self.container, RUNDIR, self.rundir)
+
+    def hand_over(self, name: str = "") -> None:
+        """What root made in the shared run folder (all of it, or ``name``) made the lab user's own:
+        some files are written for their owner alone (QEMU saves a guest 0600). A folder of the
+        lab's own (not shared) holds only what the lab itself fetched."""
+        uid, gid = os.geteuid(), os.getegid()
+        if self.shared and uid != 0:
+            self.check(["chown", "-R", f"{uid}:{gid}", os.path.join(RUNDIR, name)])
 
     def _files(self, what: str, name: str, call: Callable[[], Any]) -> Any:
         return self._exec(what, [f"{RUNDIR}/{name}"], call)
@@ -126,12 +147,12 @@ class DockerHost(Host):
 
     def run(self, argv: list[str], timeout: float = 30.0) -> ExecResult:
         # docker exec has no timeout of its own; coreutils' does, inside the host.
-        wrapped = ["timeout", "-k", "2", str(int(timeout) + 1), *argv]
+        wrapped = _with_umask(["timeout", "-k", "2", str(int(timeout) + 1), *argv])
         rc, (out, err) = self._exec("run", argv, lambda: self.container.exec_run(wrapped, demux=True))
         return ExecResult(shlex.join(argv), -1 if rc is None else rc, _text(out), _text(err))
 
     def start(self, argv: list[str]) -> None:
-        self._exec("start", argv, lambda: self.container.exec_run(argv, detach=True))
+        self._exec("start", argv, lambda: self.container.exec_run(_with_umask(argv), detach=True))
 
     def _exec(self, what: str, argv: list[str], call: Callable[[], Any]) -> Any:
         try:
@@ -395,6 +416,7 @@ class Engine:
         first container on an engine finds out (``sees_files``): one that does not see the folder
         it was given is made again with a folder of its own (lab.remote)."""
         rundir.mkdir(parents=True, exist_ok=True)
+        rundir.chmod(rundir.stat().st_mode | stat.S_ISGID)  # what the host makes in it takes its group
         if self.sees_files is not False:
             try:
                 host = self._container(image, role, ns, rundir, devices, network, publish, shared=True)

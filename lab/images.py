@@ -46,9 +46,10 @@ from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
 from lab.namespace import Namespace
 
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES_DIR = ROOT / "images"
-AGENTS_DIR = ROOT / "lab" / "agents"
+PACKAGE = Path(__file__).resolve().parent
+# What the images are built from, package data of an installed lab (in a checkout, a link to images/).
+IMAGES_DIR = PACKAGE / "buildfiles"
+AGENTS_DIR = PACKAGE / "agents"
 MESON_VERSION = "1.9.0"
 NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)")
@@ -127,7 +128,9 @@ class Context:
             self.add(path.relative_to(folder).as_posix(), path)
 
     def add(self, name: str, path: Path) -> None:
-        self.add_bytes(name, path.read_bytes(), path.stat().st_mode & 0o777)
+        # Executable or not, as git keeps it: the same files installed under another umask (a wheel,
+        # a clone) give the same tags.
+        self.add_bytes(name, path.read_bytes(), 0o755 if path.stat().st_mode & 0o111 else 0o644)
 
     def add_bytes(self, name: str, data: bytes, mode: int = 0o644) -> None:
         self.files[name] = data
@@ -328,6 +331,10 @@ class ImageBuilder:
         if shutil.which("debootstrap") is None:
             raise ImageBuildError("the base image needs debootstrap, which is not installed "
                                   "(apt-get install debootstrap, or set images.base: registry)")
+        if os.geteuid() != 0:
+            raise ImageBuildError(f"the base image {tag} is made with debootstrap, which needs root: run `lab build` "
+                                  "once as root (the images then serve every user of this Docker engine), or set "
+                                  "images.base: registry")
         log = self._log_path(tag)
         self._event("base", f"debootstrap {suite} from {mirror}")
         steps = self.steps[tag] = []
@@ -823,6 +830,10 @@ def load_series(cfg: LabConfig, source: SeriesSource) -> series_mod.Series:
 def _whole_series(cfg: LabConfig, source: SeriesSource) -> series_mod.Series:
     if source.mbox:
         path = Path(source.mbox)
+        if not path.is_absolute() and not (cfg.path.parent / path).exists():
+            raise series_mod.SeriesError(
+                f"series.mbox {source.mbox!r}: no such mbox file or patch folder beside {cfg.path} (a relative "
+                "path is taken from the folder of lab.yaml: copy the series there, or give an absolute path)")
         loaded = series_mod.load_local(path if path.is_absolute() else cfg.path.parent / path)
         # As lab.yaml names it: the same series gives the same image wherever the checkout lies.
         return dataclasses.replace(loaded, origin=source.mbox)

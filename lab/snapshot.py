@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ class Snapshot:
         try:
             os.link(self.path, target)
         except OSError:
-            target.write_bytes(self.path.read_bytes())  # another filesystem: a copy, then
+            shutil.copyfile(self.path, target)  # another filesystem: a copy, then
         return f"{RUNDIR}/{STATE}"
 
 
@@ -79,12 +80,16 @@ def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace
                 qemu.launch(cfg.timeouts.boot_s)
                 qemu.wait_guest_ready(cfg.timeouts.boot_s)
                 qemu.save(f"{RUNDIR}/{STATE}", cfg.timeouts.completion_s)
+            host.hand_over(STATE)  # QEMU wrote it for root alone
         except ScenarioError as exc:
             raise LabError(f"cannot make the guest snapshot of {image}: {str(exc).splitlines()[0]}") from exc
         partial = folder / f".{path.name}.{os.getpid()}"
         try:
-            os.replace(host.path(STATE), partial)
-            os.replace(partial, path)  # whole or not at all, whoever else makes it at the same time
+            # The run folder is in the temporary folder, often another filesystem (a tmpfs /tmp): a
+            # rename when it can be, else a copy; then a rename within the folder, whole or not at
+            # all, whoever else makes it at the same time.
+            shutil.move(host.path(STATE), partial)
+            os.replace(partial, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()

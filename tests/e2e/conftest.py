@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import wheel
+
 LOCK_WAIT_S = 3600.0  # a group's other tests, each bounded by its own timeouts, run first
 
 
@@ -45,3 +47,9 @@ def _one_at_a_time_per_group(request: pytest.FixtureRequest,
                         pytest.fail(f"the test group {group} stayed locked for {LOCK_WAIT_S:.0f} s")
                     time.sleep(0.5)
         yield
+
+
+@pytest.fixture(scope="session")
+def lab_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lab's wheel, built once per test run."""
+    return wheel.build(tmp_path_factory.mktemp("wheel"))

@@ -132,3 +132,10 @@ def test_a_kept_lab_name_that_is_not_a_name(lab_yaml: Path, capsys: pytest.Captu
 
 def test_jobs_must_be_a_positive_number(capsys: pytest.CaptureFixture[str]) -> None:
     assert "is not a positive whole number" in one_line(["run", "--jobs", "0"], capsys)
+
+
+def test_a_copy_of_lab_yaml_without_its_series_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """lab.yaml copied elsewhere alone: its relative series path is taken from there, and missed, in one line."""
+    (tmp_path / "lab.yaml").write_text((ROOT / "lab.yaml").read_text())
+    err = one_line(["build", "--config", str(tmp_path / "lab.yaml"), "--profile", "control"], capsys)
+    assert "series.mbox 'series/control'" in err and str(tmp_path / "lab.yaml") in err and "copy the series" in err
