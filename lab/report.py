@@ -295,10 +295,10 @@ def _table_or_blocks(console: Console, table: Table, blocks: list[Text]) -> None
         return
     if table.title:
         # Long lines stay whole on this console (a result line is one line to grep): wrap the title here.
-        for line in textwrap.wrap(str(table.title), console.width, break_long_words=False):
-            console.print(Text(line))
-    for line in blocks:
-        console.print(line)
+        for title_line in textwrap.wrap(str(table.title), console.width, break_long_words=False):
+            console.print(Text(title_line))
+    for block in blocks:
+        console.print(block)
 
 
 def rows_of(report: dict[str, Any]) -> list[Row]:
