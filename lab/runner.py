@@ -393,7 +393,8 @@ class Runner:
         first, second = self.placements[index % len(self.placements)]
         hosts = LabHosts(first, HostSpec(image=build.images.runtime, ns=ns, devices=self.devices, ssh_key=keep_key,
                                          published=scenario.SECONDARY_PORTS,
-                                         secondary_image=self.builds[cell.to.name].images.runtime),
+                                         secondary_image=self.builds[cell.to.name].images.runtime,
+                                         limits=self.cfg.limits),
                          rundir, self.cfg.timeouts.host_start_s, secondary_engine=second)
         placed = {"primary": first.name, "secondary": second.name}
 
@@ -487,7 +488,8 @@ class Runner:
         ns = kept.namespace(self.cfg, name)
         rundir = artefacts.new_rundir(ns)
         hosts = LabHosts(self.engine, HostSpec(image=build.images.runtime, ns=ns, devices=self.devices,
-                                               ssh_key=pubkey), rundir, self.cfg.timeouts.host_start_s)
+                                               ssh_key=pubkey, limits=self.cfg.limits), rundir,
+                         self.cfg.timeouts.host_start_s)
         try:
             hosts.__enter__()
             if not hosts.primary.shared:
