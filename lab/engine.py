@@ -127,7 +127,7 @@ class DockerHost(Host):
             with contextlib.suppress(ScenarioError):  # a host that is gone already hands nothing over
                 self.hand_over()
         if files and not self.shared and not (self.cancel is not None and self.cancel.is_set()):
-            with contextlib.suppress(*remote.TRANSPORT_ERRORS):
+            with contextlib.suppress(*remote.TRANSPORT_ERRORS):  # not ArchiveError: the caller's to say
                 remote.fetch_folder(self.container, RUNDIR, self.rundir)
 
     def hand_over(self, name: str = "") -> None:
@@ -653,8 +653,21 @@ class LabHosts:
                    last=lambda: sshd.tail(1))
 
     def close(self) -> None:
-        for host in self.hosts.values():
-            host.let_go(files=True)
+        """Each host's files brought in, then everything of the namespace removed: the removal also
+        when bringing the files in failed (an archive the lab refused), whose error then follows."""
+        refused: list[remote.ArchiveError] = []
+        try:
+            for host in self.hosts.values():
+                try:
+                    host.let_go(files=True)
+                except remote.ArchiveError as exc:
+                    refused.append(exc)  # the other host's files still come in
+        finally:
+            self._remove()
+        if refused:
+            raise refused[0]
+
+    def _remove(self) -> None:
         # By label, not only what this object holds: an interrupt can land between the daemon
         # creating a container or network and this process hearing of it.
         for engine in dict.fromkeys(self.engines.values()):
