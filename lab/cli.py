@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -22,7 +21,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 import docker.errors
@@ -766,11 +764,6 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_LAB_ERROR)
 
 
-def _interrupt(signo: int, _frame: FrameType | None) -> None:
-    # SIGTERM takes the same path as Ctrl-C: the context managers remove what the lab made.
-    raise KeyboardInterrupt(f"signal {signo}")
-
-
 def _crash_report(verb: str) -> Path:
     """An unexpected error's traceback, kept in a file: the user sees one line that names it."""
     fd, name = tempfile.mkstemp(prefix=f"lab-{verb}-crash-", suffix=".txt")
@@ -799,7 +792,7 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help, or a bad command line (one line already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_LAB_ERROR
     console = make_console()
-    signal.signal(signal.SIGTERM, _interrupt)
+    resources.Interrupts(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True)).install()
     # Libraries' own log lines (paramiko's refused channels, urllib3's full pools) would print beside
     # the lab's; what matters of them reaches the lab as exceptions.
     for library in ("paramiko", "urllib3"):
@@ -808,7 +801,8 @@ def _main(argv: list[str]) -> int:
     try:
         return int(args.fn(args, console))
     except KeyboardInterrupt:
-        print(f"{verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
+        with contextlib.suppress(OSError):  # a terminal that hung up (SIGHUP) takes no line
+            print(f"{verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (LabError, ScenarioError) as exc:
         print(f"{verb}: error: {one_line(exc)}", file=sys.stderr)

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
 
 import docker
 import docker.errors
@@ -70,11 +71,36 @@ class Leftovers:
         return "; ".join(parts)
 
 
+# What stops the lab the way Ctrl-C does: SIGTERM, and SIGHUP (a terminal or SSH session that dropped).
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass
+class Interrupts:
+    """The process's handler of STOPPING: the first signal raises KeyboardInterrupt, so that the
+    context managers remove what the lab made; any later one only says that cleanup goes on, so a
+    second Ctrl-C cannot cut it short (and leave containers behind)."""
+
+    say: Callable[[str], None]
+    received: int = 0
+
+    def install(self) -> None:
+        for signo in STOPPING:
+            signal.signal(signo, self.handle)
+
+    def handle(self, signo: int, _frame: FrameType | None) -> None:
+        self.received += 1
+        if self.received == 1:  # Ctrl-C says nothing, as Python's own; another signal names itself
+            raise KeyboardInterrupt() if signo == signal.SIGINT else KeyboardInterrupt(f"signal {signo}")
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            self.say("cleaning up, please wait")
+
+
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until a creation is answered: otherwise the daemon may make a
+    """Ctrl-C, SIGTERM and SIGHUP wait until a creation is answered: otherwise the daemon may make a
     container or network after the interrupted lab has already cleaned up, and leave it behind."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOPPING))
     try:
         yield
     finally:
