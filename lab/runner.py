@@ -29,7 +29,7 @@ from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
 from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
-from lab.errors import Cancelled, ConfigError, LabError, ScenarioError
+from lab.errors import Cancelled, ConfigError, LabError, ScenarioError, one_line
 from lab.namespace import Namespace
 from lab.report import NOT_RUN, Report, Row, builds_label
 
@@ -75,6 +75,16 @@ class Cell:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
                       expected=self.expected, verdict=verdict, accel=accel, destination_profile=self.to.name,
                       view=self.scenario.path, **details)  # type: ignore[arg-type]
+
+
+def _drawn(drawn: concurrent.futures.Future[Path | None]) -> list[str]:
+    """The timeline is a picture of the verdict, not part of it: one that could not be drawn is a
+    note in the cell's reasons, and the matrix goes on."""
+    try:
+        drawn.result()
+    except Exception as exc:  # matplotlib's own errors, a full disk: whatever it is, the verdict stands
+        return [f"the timeline was not drawn: {type(exc).__name__}: {one_line(exc)}"]
+    return []
 
 
 def _capacity(engine: Engine) -> int:
@@ -434,7 +444,7 @@ class Runner:
         finally:
             (rundir / "primary" / snapshot.STATE).unlink(missing_ok=True)  # the saved guest stays in one place
             if drawn is not None:
-                drawn.result()
+                outcome.reasons += _drawn(drawn)
             lab = None
             # Kept for a person, who reaches its sockets in its run folder: only where they are shared.
             if keep and hosts.hosts and all(h.shared for h in hosts.hosts.values()) and not first.cancelled.is_set():
