@@ -20,7 +20,7 @@ from typing import Any
 import docker
 import docker.errors
 
-from lab import resources, ssh, terminal
+from lab import artefacts, resources, ssh, terminal
 from lab.config import LabConfig
 from lab.engine import LabHosts
 from lab.errors import LabError, LeftoverLab, ScenarioError
@@ -121,7 +121,10 @@ def down(client: docker.DockerClient, cfg: LabConfig, name: str) -> resources.Le
     state = state_dir(cfg, name) / "state.json"
     if state.exists():
         with contextlib.suppress(LabError):
-            shutil.rmtree(load(cfg, name).rundir, ignore_errors=True)
+            # A path from a file: removed only when it is this lab's run folder (artefacts.own_rundir).
+            rundir = artefacts.own_rundir(Path(load(cfg, name).rundir), namespace(cfg, name))
+            if rundir is not None:
+                shutil.rmtree(rundir, ignore_errors=True)
         state.unlink()
     (state_dir(cfg, name) / "ssh_config").unlink(missing_ok=True)
     return removed
