@@ -463,7 +463,7 @@ def cmd_down(args: argparse.Namespace, console: Console) -> int:
 def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     lab = kept.load(cfg, args.lab)
-    client = ssh.connect(_container(lab, args.role), kept.keys(cfg, lab.name))
+    client = ssh.connect(_container(lab, args.role), kept.keys(cfg, lab.name), engine_url=lab.engine_url(args.role))
     try:
         if args.command:
             result = ssh.run(client, shlex.join(args.command))
