@@ -578,6 +578,7 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
         (cfg.state_root / accel_mod.CACHE_NAME).unlink(missing_ok=True)
     # Only what dead runs left: a run in progress (another terminal, a CI job) keeps its hosts.
     removed = resources.remove_dead_runs(client, lab)
+    others = resources.others_runs(client, lab)
     forgotten = snapshot.prune(client, cfg) if cfg is not None and not args.images else 0
     for spec in (cfg.engines.values() if cfg is not None else []):
         if not spec.url:
@@ -588,6 +589,7 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
             console.print(f"engine {spec.name} skipped: {exc}", markup=False)
             continue
         gone = resources.remove_dead_runs(other.client, lab)
+        others |= resources.others_runs(other.client, lab)
         removed.containers += gone.containers
         removed.networks += gone.networks
     if args.images:
@@ -602,6 +604,8 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     for path in rundirs:
         shutil.rmtree(path, ignore_errors=True)
     console.print(f"removed {removed.describe()}" if removed else "no container, network or volume to remove")
+    for run, (owner, left) in sorted(others.items()):
+        console.print(f"not removed: run {run} of {owner} ({left.describe()}): another machine's", markup=False)
     if rundirs:
         console.print(f"removed {len(rundirs)} run folders left by interrupted runs")
     if args.images:

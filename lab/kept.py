@@ -24,7 +24,7 @@ from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine, LabHosts
 from lab.errors import LabError, LeftoverLab, ScenarioError
 from lab.host import RUNDIR
-from lab.namespace import KEPT, Namespace, alive
+from lab.namespace import DEAD, KEPT, Namespace
 from lab.qemu import CONSOLE_LOG, CONSOLE_SOCKET
 from lab.qmp import Monitor
 
@@ -175,7 +175,7 @@ def orphans(client: docker.DockerClient, cfg: LabConfig) -> list[str]:
     found = client.containers.list(all=True, ignore_removed=True,
                                    filters={"label": [f"{resources.LAB}={cfg.name}", f"{resources.KIND}={KEPT}"]})
     # Still being made (by a live `lab up` or `lab run --keep`): not an orphan yet.
-    gone = [c for c in found if not alive(resources.owner_pid(c.labels), c.labels.get(resources.OWNER_BOOT, ""))]
+    gone = [c for c in found if resources.owner_state(c.labels) == DEAD]  # another machine's is not ours to judge
     return sorted({c.labels.get(resources.RUN, "") for c in gone} - known - {""})
 
 
