@@ -103,3 +103,27 @@ def test_a_timeline_that_cannot_be_drawn_is_a_note_and_the_matrix_goes_on(
         rows[0].reasons
     assert not any("timeline" in why for why in rows[1].reasons or [])
     assert not resources.find(lab_docker, lab_config.name, ns=runner.ns)
+
+
+def test_a_starved_source_gives_no_false_verdict(lab_config: LabConfig, lab_docker: docker.DockerClient,
+                                                 lab_runner: Runner, lab_images: dict[str, images.ImageSet],
+                                                 lab_out: Path) -> None:
+    """The overload made on purpose: the destination host gets a twentieth of a core from the hold
+    on, so its QEMU delivers the frames it holds slower than the drain waits. The redirector is
+    continuous; a starved cell must not say gap."""
+    cfg = dataclasses.replace(lab_config, timeouts=dataclasses.replace(lab_config.timeouts, drain_s=2))
+    profile = cfg.profiles[next(iter(lab_images))]
+    throttled: list[str] = []
+
+    def on_phase(name: str, hosts: LabHosts) -> None:
+        if name == "hold":
+            hosts.secondary.container.update(cpu_period=100000, cpu_quota=15000)
+            throttled.append(name)
+
+    runner = Runner(cfg, lab_runner.engine, builds=lab_runner.builds, accel=lab_runner.accel)
+    cell = Cell(profile, cfg.scenarios["redirector"])
+    result = runner.run_cell(cell, lab_out, hook=on_phase)
+    assert throttled
+    assert result.verdict in (cell.expected, ERROR), f"{result.verdict}: {result.why}"
+    print(f"starved cell: {result.verdict}: {result.why}")
+    assert not resources.find(lab_docker, lab_config.name, ns=runner.ns)

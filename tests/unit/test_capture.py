@@ -106,6 +106,7 @@ def test_a_recorder_that_died_is_an_error(capture: tuple[SecondaryCapture, int, 
 def test_drain_returns_once_the_tap_is_quiet_without_blaming_anyone(host: FolderHost) -> None:
     cap = SecondaryCapture(host)
     started = time.monotonic()
-    waited = cap.drain(run_id=7, expected=100, timeout=5.0, quiet_s=0.3)
+    drained = cap.drain(run_id=7, expected=100, timeout=5.0, quiet_s=0.3)
     # Nothing delivered: the drain runs to its bound and returns; the analysis reports the loss.
-    assert 5.0 <= waited < 6.0 and time.monotonic() - started < 6.5
+    assert 5.0 <= drained.seconds < 6.0 and time.monotonic() - started < 6.5
+    assert not drained.cut  # nothing was still arriving
