@@ -165,6 +165,7 @@ class Timeouts:
     drain_s: float = 10.0
     image_build_s: float = 2400.0
     git_s: float = 300.0  # each git command on a git source or local checkout (ls-remote, fetch, diff)
+    slot_s: float = 1800.0  # a cell waiting for a free slot of its engine (other runs' cells hold them)
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,17 @@ import contextlib
 import dataclasses
 import queue
 import shutil
+import sys
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker.errors
 
 from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, page, resources, scenario, snapshot, ssh, timeline
+from lab import artefacts, capabilities, images, kept, page, resources, scenario, slots, snapshot, ssh, timeline
 from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
@@ -227,6 +228,9 @@ class Runner:
     # Timeline pictures, one at a time, each drawn while its cell's hosts are removed.
     _pictures: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lab-picture"))
+    # Each engine's slots, shared with every other run on this machine (lab.slots).
+    _slots: dict[str, slots.Slots] = field(default_factory=dict)
+    _slots_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if self.ns is None:
@@ -370,8 +374,9 @@ class Runner:
                     index, cell = todo.get_nowait()
                 except queue.Empty:
                     break
-                events.put(CellStarted(cell, index + 1, total))
-                row, lab = self._cell(cell, index, out / cell.name, keep, hook, events.put)
+                with self._slot(index):
+                    events.put(CellStarted(cell, index + 1, total))
+                    row, lab = self._cell(cell, index, out / cell.name, keep, hook, events.put)
                 events.put(CellFinished(cell, row, index))
                 if lab is not None:
                     stop.set()
@@ -382,6 +387,30 @@ class Runner:
             events.put(exc)
         finally:
             events.put(None)
+
+    @contextlib.contextmanager
+    def _slot(self, index: int) -> Iterator[None]:
+        """A slot on each engine of the cell's placement (in one order: no two runs wait on each other)."""
+        with contextlib.ExitStack() as held:
+            for engine in sorted(set(self.placements[index % len(self.placements)]), key=lambda e: e.name):
+                held.enter_context(self._slots_of(engine).take(self.cfg.timeouts.slot_s, self._say, engine.cancelled))
+            yield
+
+    def _slots_of(self, engine: Engine) -> slots.Slots:
+        with self._slots_lock:
+            if engine.name not in self._slots:
+                try:
+                    engine_id = str(engine.client.info().get("ID") or engine.name)
+                except docker.errors.DockerException:
+                    engine_id = engine.name
+                self._slots[engine.name] = slots.Slots.of(engine.name, engine_id, _capacity(engine))
+            return self._slots[engine.name]
+
+    def _say(self, line: str) -> None:
+        if self.on_build is not None:
+            self.on_build(images.BuildEvent("slots", "info", line))
+        else:
+            print(f"lab: {line}", file=sys.stderr, flush=True)
 
     def _cell(self, cell: Cell, index: int, out: Path, keep: bool, hook: HostsHook | None,
               emit: Callable[[Event], None]) -> tuple[Row, kept.KeptLab | None]:
