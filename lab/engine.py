@@ -447,7 +447,7 @@ class Engine:
                     mounts=[Mount(RUNDIR, str(rundir.resolve()), type="bind")] if shared else None,
                     labels=resources.labels(ns.lab, ns, role=role), network=network,
                     network_mode=None if network else "none",
-                    # Swap as much as memory: the cap is the cap (memswap_limit of twice would let it swap).
+                    # memswap equal to memory: no swap on top of the cap (Docker's default doubles it).
                     mem_limit=f"{limits.host_memory_mb}m", memswap_limit=f"{limits.host_memory_mb}m",
                     pids_limit=limits.host_pids, ports=ports)
         except docker.errors.DockerException as exc:
