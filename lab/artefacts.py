@@ -29,6 +29,21 @@ def new_rundir(ns: Namespace) -> Path:
     return path
 
 
+def own_rundir(path: Path, ns: Namespace) -> Path | None:
+    """``path`` (resolved) when it is a run folder the lab made for ``ns``: right in the temporary
+    folder, named with the namespace's prefix, carrying the lab's marker for that namespace (its
+    owner aside: another process made it). A path read from a state file is removed only then."""
+    try:
+        resolved = path.resolve(strict=True)
+        marker = json.loads((resolved / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    inside = resolved.parent == Path(tempfile.gettempdir()).resolve() and resolved.name.startswith(f"{ns.prefix}-")
+    whose = {"lab": ns.lab, **{k: v for k, v in ns.labels().items() if not k.startswith("owner.")}}
+    ours = isinstance(marker, dict) and {k: marker.get(k) for k in whose} == whose
+    return resolved if inside and ours else None
+
+
 def write_phase(rundir: Path, phase: str) -> None:
     (rundir / "phase").write_text(phase + "\n")
 

@@ -27,6 +27,14 @@ RECORDER_PORT = 9000  # the primary's outdev connects here
 INDEV_PORT = 9001  # the destination QEMU's indev chardev server, on the host's loopback
 
 
+@dataclass(frozen=True)
+class Drained:
+    """How a drain ended: its seconds, and ``cut`` when its bound ran out while frames still came."""
+
+    seconds: float
+    cut: bool
+
+
 @dataclass
 class SecondaryCapture:
     host: Host
@@ -66,22 +74,23 @@ class SecondaryCapture:
     def delivered(self, run_id: int) -> list[Frame]:
         return read_pcap(self.host.path(TAP_PCAP), run_id)
 
-    def drain(self, run_id: int, expected: int, timeout: float, quiet_s: float = 1.0) -> float:
+    def drain(self, run_id: int, expected: int, timeout: float, quiet_s: float = 1.0) -> Drained:
         """Waits until the tap has delivered ``expected`` frames or has been quiet for ``quiet_s``."""
-        # Not an error when it runs out: frames the destination never delivers are a finding.
+        # Not an error when it runs out on a quiet tap: frames the destination never delivers are a
+        # finding. One still delivering when the bound came was cut short (Drained.cut).
         start = time.monotonic()
         deadline = Deadline("the destination tap to drain", timeout)
         count, changed = -1, start
         while not deadline.expired():
             now_count = len({f.seq for f in self.delivered(run_id)})
             if now_count >= expected:
-                break
+                return Drained(time.monotonic() - start, cut=False)
             if now_count != count:
                 count, changed = now_count, time.monotonic()
             elif count > 0 and time.monotonic() - changed >= quiet_s:
-                break
+                return Drained(time.monotonic() - start, cut=False)
             deadline.sleep(0.1)
-        return time.monotonic() - start
+        return Drained(time.monotonic() - start, cut=count > 0 and time.monotonic() - changed < quiet_s)
 
     def check_stream(self, start: float, end: float) -> None:
         """Raises when the recorder died or its stream broke between ``start`` and ``end``."""

@@ -14,7 +14,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -22,7 +21,6 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn, TextIO
 
 import docker.errors
@@ -465,7 +463,7 @@ def cmd_down(args: argparse.Namespace, console: Console) -> int:
 def cmd_ssh(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     lab = kept.load(cfg, args.lab)
-    client = ssh.connect(_container(lab, args.role), kept.keys(cfg, lab.name))
+    client = ssh.connect(_container(lab, args.role), kept.keys(cfg, lab.name), engine_url=lab.engine_url(args.role))
     try:
         if args.command:
             result = ssh.run(client, shlex.join(args.command))
@@ -580,6 +578,7 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
         (cfg.state_root / accel_mod.CACHE_NAME).unlink(missing_ok=True)
     # Only what dead runs left: a run in progress (another terminal, a CI job) keeps its hosts.
     removed = resources.remove_dead_runs(client, lab)
+    others = resources.others_runs(client, lab)
     forgotten = snapshot.prune(client, cfg) if cfg is not None and not args.images else 0
     for spec in (cfg.engines.values() if cfg is not None else []):
         if not spec.url:
@@ -590,6 +589,7 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
             console.print(f"engine {spec.name} skipped: {exc}", markup=False)
             continue
         gone = resources.remove_dead_runs(other.client, lab)
+        others |= resources.others_runs(other.client, lab)
         removed.containers += gone.containers
         removed.networks += gone.networks
     if args.images:
@@ -604,6 +604,8 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
     for path in rundirs:
         shutil.rmtree(path, ignore_errors=True)
     console.print(f"removed {removed.describe()}" if removed else "no container, network or volume to remove")
+    for run, (owner, left) in sorted(others.items()):
+        console.print(f"not removed: run {run} of {owner} ({left.describe()}): another machine's", markup=False)
     if rundirs:
         console.print(f"removed {len(rundirs)} run folders left by interrupted runs")
     if args.images:
@@ -766,11 +768,6 @@ class OneLineParser(argparse.ArgumentParser):
         raise SystemExit(EXIT_LAB_ERROR)
 
 
-def _interrupt(signo: int, _frame: FrameType | None) -> None:
-    # SIGTERM takes the same path as Ctrl-C: the context managers remove what the lab made.
-    raise KeyboardInterrupt(f"signal {signo}")
-
-
 def _crash_report(verb: str) -> Path:
     """An unexpected error's traceback, kept in a file: the user sees one line that names it."""
     fd, name = tempfile.mkstemp(prefix=f"lab-{verb}-crash-", suffix=".txt")
@@ -799,7 +796,7 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help, or a bad command line (one line already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_LAB_ERROR
     console = make_console()
-    signal.signal(signal.SIGTERM, _interrupt)
+    resources.Interrupts(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True)).install()
     # Libraries' own log lines (paramiko's refused channels, urllib3's full pools) would print beside
     # the lab's; what matters of them reaches the lab as exceptions.
     for library in ("paramiko", "urllib3"):
@@ -808,7 +805,8 @@ def _main(argv: list[str]) -> int:
     try:
         return int(args.fn(args, console))
     except KeyboardInterrupt:
-        print(f"{verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
+        with contextlib.suppress(OSError):  # a terminal that hung up (SIGHUP) takes no line
+            print(f"{verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (LabError, ScenarioError) as exc:
         print(f"{verb}: error: {one_line(exc)}", file=sys.stderr)

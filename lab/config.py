@@ -165,6 +165,7 @@ class Timeouts:
     drain_s: float = 10.0
     image_build_s: float = 2400.0
     git_s: float = 300.0  # each git command on a git source or local checkout (ls-remote, fetch, diff)
+    slot_s: float = 1800.0  # a cell waiting for a free slot of its engine (other runs' cells hold them)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,17 @@ class Guest:
     mac: str = "52:54:00:12:34:56"
     dirty_mb_s: int = 0  # a guest workload dirtying memory at this rate, so that migration iterates
     snapshot: bool = True  # boot once per build, save the guest, start every scenario's source from it
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Memory (MiB) and process caps of what the lab starts: a host container, and the container that
+    builds a series (untrusted code: meson and ninja run what a patch says). Measured peaks are in
+    lab.yaml; the defaults leave several times that."""
+    host_memory_mb: int = 2048
+    host_pids: int = 1024
+    build_memory_mb: int = 8192
+    build_pids: int = 4096
 
 
 @dataclass(frozen=True)
@@ -215,6 +227,7 @@ class LabConfig:
     migration: MigrationSettings = MigrationSettings()
     timeouts: Timeouts = Timeouts()
     guest: Guest = Guest()
+    limits: Limits = Limits()
     check: CheckSettings = CheckSettings()
     engines: Mapping[str, EngineSpec] = field(default_factory=lambda: {"local": LOCAL_ENGINE})
 
@@ -434,12 +447,21 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
                   mac=gu.text("mac", "52:54:00:12:34:56", pattern=MAC_RE),
                   dirty_mb_s=gu.integer("dirty_mb_s", 0, 0, 2000), snapshot=gu.boolean("snapshot", True))
     gu.done()
+    li = top.child("limits")
+    limits = Limits(host_memory_mb=li.integer("host_memory_mb", Limits.host_memory_mb, 256, 1 << 20),
+                    host_pids=li.integer("host_pids", Limits.host_pids, 64, 1 << 22),
+                    build_memory_mb=li.integer("build_memory_mb", Limits.build_memory_mb, 512, 1 << 20),
+                    build_pids=li.integer("build_pids", Limits.build_pids, 64, 1 << 22))
+    li.done()
+    if limits.host_memory_mb < guest.memory_mb + 512:  # QEMU's own, sshd, tcpdump and the agents beside the guest
+        raise ConfigError("limits.host_memory_mb", f"{limits.host_memory_mb} MiB cannot hold a guest of "
+                          f"{guest.memory_mb} MiB", f"give at least guest.memory_mb + 512: {guest.memory_mb + 512}")
     engines = _engines(top.child("engines")) if "engines" in top.data else {"local": LOCAL_ENGINE}
     check = _check(top.child("check"))
     top.done()
     return LabConfig(path=path, name=name, results_dir=results_dir, accel=accel, images=images,
                      profiles=profiles, scenarios=scenarios, traffic=traffic, migration=migration,
-                     timeouts=timeouts, guest=guest, engines=engines, check=check)
+                     timeouts=timeouts, guest=guest, limits=limits, engines=engines, check=check)
 
 
 def _engines(node: _Reader) -> dict[str, EngineSpec]:

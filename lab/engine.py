@@ -35,7 +35,7 @@ from docker.models.networks import Network
 from docker.types import Mount
 
 from lab import remote, resources
-from lab.config import LOCAL_ENGINE, EngineSpec
+from lab.config import LOCAL_ENGINE, EngineSpec, Limits
 from lab.errors import Cancelled, LabError, ScenarioError
 from lab.host import RUNDIR, ExecResult, Host
 from lab.namespace import Namespace
@@ -127,7 +127,7 @@ class DockerHost(Host):
             with contextlib.suppress(ScenarioError):  # a host that is gone already hands nothing over
                 self.hand_over()
         if files and not self.shared and not (self.cancel is not None and self.cancel.is_set()):
-            with contextlib.suppress(*remote.TRANSPORT_ERRORS):
+            with contextlib.suppress(*remote.TRANSPORT_ERRORS):  # not ArchiveError: the caller's to say
                 remote.fetch_folder(self.container, RUNDIR, self.rundir)
 
     def hand_over(self, name: str = "") -> None:
@@ -408,27 +408,29 @@ class Engine:
         return resources.remove(self.client, ns.lab, ns=ns)
 
     def run_container(self, image: str, role: str, ns: Namespace, rundir: Path, devices: tuple[str, ...],
-                      network: str | None = None, publish: tuple[int, ...] = ()) -> DockerHost:
+                      network: str | None = None, publish: tuple[int, ...] = (),
+                      limits: Limits | None = None) -> DockerHost:
         """A host container: on ``network``, or on none at all; ``publish``: ports published on this
         engine's address (the engine picks free host ports), reached there from other engines.
 
         Its run folder is ``rundir`` bind-mounted, on an engine that sees this machine's files; the
         first container on an engine finds out (``sees_files``): one that does not see the folder
         it was given is made again with a folder of its own (lab.remote)."""
+        limits = limits or Limits()
         rundir.mkdir(parents=True, exist_ok=True)
         rundir.chmod(rundir.stat().st_mode | stat.S_ISGID)  # what the host makes in it takes its group
         if self.sees_files is not False:
             try:
-                host = self._container(image, role, ns, rundir, devices, network, publish, shared=True)
+                host = self._container(image, role, ns, rundir, devices, network, publish, limits, shared=True)
                 self.sees_files = True
                 return host
             except _NoHandshake:
                 self.sees_files = False
                 (rundir / HANDSHAKE).unlink(missing_ok=True)
-        return self._container(image, role, ns, rundir, devices, network, publish, shared=False)
+        return self._container(image, role, ns, rundir, devices, network, publish, limits, shared=False)
 
     def _container(self, image: str, role: str, ns: Namespace, rundir: Path, devices: tuple[str, ...],
-                   network: str | None, publish: tuple[int, ...], shared: bool) -> DockerHost:
+                   network: str | None, publish: tuple[int, ...], limits: Limits, shared: bool) -> DockerHost:
         address = self.reach_address() if publish else ""
         # (address, None): bound to that address only, on a free port the engine picks.
         ports: Any = {f"{p}/tcp": (address, None) for p in publish} or None
@@ -445,7 +447,9 @@ class Engine:
                     mounts=[Mount(RUNDIR, str(rundir.resolve()), type="bind")] if shared else None,
                     labels=resources.labels(ns.lab, ns, role=role), network=network,
                     network_mode=None if network else "none",
-                    ports=ports)
+                    # memswap equal to memory: no swap on top of the cap (Docker's default doubles it).
+                    mem_limit=f"{limits.host_memory_mb}m", memswap_limit=f"{limits.host_memory_mb}m",
+                    pids_limit=limits.host_pids, ports=ports)
         except docker.errors.DockerException as exc:
             if shared and "bind source path does not exist" in _why(exc):
                 raise _NoHandshake(f"engine {self.name} has no {rundir}") from exc
@@ -523,6 +527,7 @@ class HostSpec:
     ssh_key: str = ""  # an authorized public key: the hosts then run sshd (key-only, loopback)
     published: tuple[int, ...] = ()  # the secondary's ports the primary uses, published when split
     secondary_image: str = ""  # the secondary's, when it runs another build than the primary's
+    limits: Limits = Limits()  # each host's memory and processes
 
     def image_of(self, role: str) -> str:
         return self.secondary_image if role == "secondary" and self.secondary_image else self.image
@@ -622,7 +627,8 @@ class LabHosts:
         hostdir.mkdir(parents=True, exist_ok=True)
         publish = self.spec.published if self.split and role == "secondary" else ()
         host = self.engines[role].run_container(self.spec.image_of(role), role, self.spec.ns, hostdir,
-                                                self.spec.devices, network=self.networks[role].name, publish=publish)
+                                                self.spec.devices, network=self.networks[role].name, publish=publish,
+                                                limits=self.spec.limits)
         host.add_tap()
         if self.spec.ssh_key:
             self._start_sshd(host)
@@ -647,8 +653,21 @@ class LabHosts:
                    last=lambda: sshd.tail(1))
 
     def close(self) -> None:
-        for host in self.hosts.values():
-            host.let_go(files=True)
+        """Each host's files brought in, then everything of the namespace removed: the removal also
+        when bringing the files in failed (an archive the lab refused), whose error then follows."""
+        refused: list[remote.ArchiveError] = []
+        try:
+            for host in self.hosts.values():
+                try:
+                    host.let_go(files=True)
+                except remote.ArchiveError as exc:
+                    refused.append(exc)  # the other host's files still come in
+        finally:
+            self._remove()
+        if refused:
+            raise refused[0]
+
+    def _remove(self) -> None:
         # By label, not only what this object holds: an interrupt can land between the daemon
         # creating a container or network and this process hearing of it.
         for engine in dict.fromkeys(self.engines.values()):

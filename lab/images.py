@@ -18,12 +18,14 @@ Every build records how long each of its steps took (``ImageSet.build_steps``).
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import io
 import json
 import os
 import queue
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -54,7 +56,8 @@ MESON_VERSION = "1.9.0"
 NINJA_RE = re.compile(r"^\[(\d+)/(\d+)\]")
 STEP_RE = re.compile(r"^Step (\d+)/(\d+) : (.*)")
 LAYER_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")  # the image a step committed (or took from the cache)
-APPLY_FAILED = "SERIES-APPLY-FAILED"  # printed by images/series/apply-series
+APPLY_FAILED = "SERIES-APPLY-FAILED"  # printed by images/series/apply-series, with the build's nonce
+NONCE_FILE = "tmp/series/.nonce"  # read, then removed, by build-series before anything of a patch runs
 SERIES_BUILD = ["/usr/local/bin/build-series", "/tmp/series"]  # run in a container of the builder
 BUILDER_TREES = "builder-trees.json"  # in the state folder: each builder image's tree id, read once
 TREE_PROBE_S = 60.0  # reading a builder's tree id in a container of it
@@ -494,7 +497,8 @@ class ImageBuilder:
         log = self._log_path(tag)
         self._event(image, f"building {tag} in a container of {qemu} (log: {log})")
         started = time.monotonic()
-        reading = BuildStream(image, tag, log, prefix="container ")
+        # Only apply-series knows the nonce: what a patch's build prints cannot pass for its verdict.
+        reading = BuildStream(image, tag, log, prefix="container ", nonce=secrets.token_hex(16))
         with log.open("w", buffering=1) as out:
             files = self._build_in_container(qemu, ctx, reading, out, started, profile.name)
         packed = Context(IMAGES_DIR / "series")
@@ -512,16 +516,21 @@ class ImageBuilder:
         removed whatever happens); returns the files of its /opt/qemu, named qemu/... ."""
         name = self.ns.name(f"series-{re.sub(r'[^A-Za-z0-9_.-]', '_', profile)}")
         deadline = started + self.cfg.timeouts.image_build_s
+        limits = self.cfg.limits
         try:
             with resources.uninterrupted():
+                # A series is untrusted code (meson and ninja run what its patches say): no network,
+                # and bounded memory (no swap beyond it) and processes.
                 container = self.client.containers.create(
-                    builder, SERIES_BUILD, name=name,
+                    builder, SERIES_BUILD, name=name, network_mode="none",
+                    mem_limit=f"{limits.build_memory_mb}m", memswap_limit=f"{limits.build_memory_mb}m",
+                    pids_limit=limits.build_pids,
                     labels=resources.labels(self.cfg.name, self.ns, role="series-build"))
             try:
                 announced = f"build container {name} ({str(container.id)[:12]})"
                 out.write(announced + "\n")
                 self.progress(BuildEvent(reading.image, "output", announced))
-                container.put_archive("/", _series_files(ctx))
+                container.put_archive("/", _series_files(ctx, reading.nonce))
                 container.start()
                 self._follow(container, reading, out, deadline)
                 status = int(container.wait(timeout=max(1.0, deadline - time.monotonic())).get("StatusCode", -1))
@@ -619,7 +628,7 @@ class ImageBuilder:
             return tag
         log = self._log_path(tag)
         self._event(image, f"building {tag} (log: {log})")
-        started = time.monotonic()
+        started, since = time.monotonic(), time.time()
         reading = BuildStream(image, tag, log)
         with log.open("a" if append_log else "w", buffering=1) as out:  # line by line: people tail it
             try:
@@ -638,10 +647,10 @@ class ImageBuilder:
                                               f"{self.cfg.timeouts.image_build_s:.0f} s (at {reading.step}); "
                                               f"log: {log}")
             except docker.errors.APIError as exc:
-                self._remove_layers(reading.created)
+                self._remove_layers(reading.created, since)
                 raise ImageBuildError(f"image {image} ({tag}) failed: {exc.explanation}; log: {log}") from exc
             except (LabError, _Stopped, KeyboardInterrupt):  # Ctrl-C too: Docker drops the build, not its layers
-                self._remove_layers(reading.created)
+                self._remove_layers(reading.created, since)
                 raise
         self.steps[tag] = reading.steps
         self.seconds[tag] = round(time.monotonic() - started, 1)
@@ -656,11 +665,15 @@ class ImageBuilder:
                                   f"(images.min_free_gb: {need:g}); free some space (docker system prune) or "
                                   "lower that setting")
 
-    def _remove_layers(self, created: list[str]) -> None:
+    def _remove_layers(self, created: list[str], since: float) -> None:
         """The images a failed build committed, newest first, each only while it is still untagged:
         the legacy builder leaves them behind as dangling images. Cached layers are not in the list;
-        an image something else has come to depend on stays (Docker refuses, and nothing is forced)."""
+        an image something else has come to depend on stays (Docker refuses, and nothing is forced).
+        The ids come from the build's text, which a RUN step can also print: one is removed only when
+        the engine says it was made after ``since`` (the build's start, wall clock)."""
         for image_id in reversed(created):
+            if not self._made_since(image_id, since):
+                continue
             # An interrupted build's last step container may still be going away (Docker drops it
             # once it hears the client is gone); until then its image is in use: wait, bounded.
             deadline = time.monotonic() + 15
@@ -674,6 +687,13 @@ class ImageBuilder:
                     if not in_use or time.monotonic() > deadline:
                         break  # gone already, or another image's parent now: not this build's to remove
                     time.sleep(0.2)
+
+    def _made_since(self, image_id: str, since: float) -> bool:
+        try:
+            created = str(self.client.images.get(image_id).attrs.get("Created", ""))
+        except docker.errors.DockerException:
+            return False
+        return _timestamp(created) >= since - 1.0  # the engine's clock rounds; a second of slack
 
     def _event(self, image: str, line: str) -> None:
         self.progress(BuildEvent(image, "info", line))
@@ -700,6 +720,9 @@ class BuildStream:
     log: Path
     prefix: str = ""  # before each step's N/M in ``steps`` (a build in a container: "container ")
     clock: Callable[[], float] = time.monotonic
+    # A build's own secret: apply-series prints "SERIES-APPLY-FAILED:<nonce> ...". Without one (a
+    # Dockerfile build, where no series is applied) no line is taken for a series' failure.
+    nonce: str = ""
     step: str = ""
     apply_failed: str = ""
     last_line: str = ""
@@ -737,8 +760,8 @@ class BuildStream:
         elif m := LAYER_RE.match(line):
             if not self._reused:
                 self.created.append(m.group(1))
-        elif line.startswith(APPLY_FAILED):
-            self.apply_failed = line.split(" ", 1)[1] if " " in line else line
+        elif self.nonce and line.startswith(f"{APPLY_FAILED}:{self.nonce} "):
+            self.apply_failed = line.split(" ", 1)[1]
         if n := NINJA_RE.match(line):
             return BuildEvent(self.image, "ninja", line, (int(n.group(1)), int(n.group(2))))
         return BuildEvent(self.image, "output", line)
@@ -769,11 +792,13 @@ def _step(image: str, tag: str, step: str, instruction: str, started: float) -> 
             "seconds": round(time.monotonic() - started, 1), "cached": False}
 
 
-def _series_files(ctx: Context) -> bytes:
+def _series_files(ctx: Context, nonce: str = "") -> bytes:
     """What a build container on a builder gets: the scripts, under /tmp/series the patches and the
-    profile's own tree (tree.diff, tree.id)."""
+    profile's own tree (tree.diff, tree.id), and the build's nonce (mode 0600: read once, then gone)."""
     wanted = Context.__new__(Context)
     wanted.files, wanted.modes = {}, {}
+    if nonce:
+        wanted.add_bytes(NONCE_FILE, nonce.encode(), 0o600)
     for name in ("apply-series", "apply-tree", "build-series"):
         wanted.add_bytes(f"usr/local/bin/{name}", ctx.files[name], 0o755)
     for name in sorted(n for n in ctx.files if n.startswith("patches/") or n in ("tree.diff", "tree.id")):
@@ -890,6 +915,15 @@ def add_checkout(ctx: Context, tree: Path) -> None:
         path = tree / name
         if path.is_file() and not path.is_symlink():
             ctx.add(f"tree/{name}", path)
+
+
+def _timestamp(iso: str) -> float:
+    """Seconds since the epoch of Docker's RFC 3339 time (nanoseconds cut); 0 when unreadable."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)$", iso)
+    if not m:
+        return 0.0
+    zone = "+00:00" if m.group(2) == "Z" else m.group(2)
+    return datetime.datetime.fromisoformat(m.group(1) + zone).timestamp()
 
 
 def _tail(text: str) -> str:

@@ -6,26 +6,25 @@ so that every later `lab` command finds the lab it is about.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 
-from lab import resources, ssh, terminal
-from lab.config import LabConfig
-from lab.engine import LabHosts
+from lab import artefacts, resources, ssh, terminal
+from lab.config import EngineSpec, LabConfig
+from lab.engine import Engine, LabHosts
 from lab.errors import LabError, LeftoverLab, ScenarioError
 from lab.host import RUNDIR
-from lab.namespace import KEPT, Namespace, alive
+from lab.namespace import DEAD, KEPT, Namespace
 from lab.qemu import CONSOLE_LOG, CONSOLE_SOCKET
 from lab.qmp import Monitor
 
@@ -41,6 +40,21 @@ class KeptLab:
     containers: dict[str, str]
     ssh_config: str
     started: float
+    # Each role's engine (name, and its URL as lab.yaml gave it then: "" for the default engine), so
+    # that every later command reaches the hosts where they run; a state from before has neither.
+    engines: dict[str, str] = field(default_factory=dict)
+    engine_urls: dict[str, str] = field(default_factory=dict)
+
+    def engine_url(self, role: str) -> str:
+        return self.engine_urls.get(role, "")
+
+    def client(self, role: str, default: docker.DockerClient) -> docker.DockerClient:
+        """The Docker client of ``role``'s engine (``default`` when that is the default engine)."""
+        url = self.engine_url(role)
+        if not url:
+            return default
+        spec = EngineSpec(name=self.engines.get(role, url), url=url)
+        return Engine.connect(spec).client
 
     def qmp_socket(self, role: str) -> Path:
         return Path(self.rundir) / role / "qmp.sock"
@@ -108,23 +122,45 @@ def adopt(cfg: LabConfig, name: str, hosts: LabHosts, profile: str, scenario: st
           accel: str) -> KeptLab:
     """Records running hosts (started by `lab up`, or kept by `lab run --keep`) as the kept lab ``name``."""
     containers = {role: host.name for role, host in hosts.hosts.items()}
-    config = ssh.write_config(state_dir(cfg, name) / "ssh_config", keys(cfg, name), containers)
+    engines = {role: hosts.engines[role].name for role in containers}
+    urls = {role: cfg.engines[e].url if e in cfg.engines else "" for role, e in engines.items()}
+    config = ssh.write_config(state_dir(cfg, name) / "ssh_config", keys(cfg, name), containers, urls)
     lab = KeptLab(name=name, profile=profile, scenario=scenario, image=image, accel=accel,
-                  rundir=str(hosts.rundir), containers=containers, ssh_config=str(config), started=time.time())
+                  rundir=str(hosts.rundir), containers=containers, ssh_config=str(config), started=time.time(),
+                  engines=engines, engine_urls=urls)
     (state_dir(cfg, name) / "state.json").write_text(json.dumps(asdict(lab), indent=2) + "\n")
     return lab
 
 
 def down(client: docker.DockerClient, cfg: LabConfig, name: str) -> resources.Leftovers:
-    """Removes the kept lab's containers and network, its run folder and its state (not its keys)."""
+    """Removes the kept lab's containers and network (on its engines: ``client`` is the default
+    one's), its run folder and its state (not its keys)."""
     removed = resources.remove(client, cfg.name, ns=namespace(cfg, name))
     state = state_dir(cfg, name) / "state.json"
+    lab = _state(cfg, name)
+    # Hosts on another engine first: one that does not answer is an error, and the state stays.
+    elsewhere = {lab.engine_url(role): role for role in lab.containers if lab.engine_url(role)} if lab else {}
+    for role in elsewhere.values():
+        assert lab is not None
+        gone = resources.remove(lab.client(role, client), cfg.name, ns=namespace(cfg, name))
+        removed.containers += gone.containers
+        removed.networks += gone.networks
     if state.exists():
-        with contextlib.suppress(LabError):
-            shutil.rmtree(load(cfg, name).rundir, ignore_errors=True)
+        # A path from a file: removed only when it is this lab's run folder (artefacts.own_rundir).
+        rundir = artefacts.own_rundir(Path(lab.rundir), namespace(cfg, name)) if lab else None
+        if rundir is not None:
+            shutil.rmtree(rundir, ignore_errors=True)
         state.unlink()
     (state_dir(cfg, name) / "ssh_config").unlink(missing_ok=True)
     return removed
+
+
+def _state(cfg: LabConfig, name: str) -> KeptLab | None:
+    """The kept lab's state when it has a readable one."""
+    try:
+        return load(cfg, name) if (state_dir(cfg, name) / "state.json").exists() else None
+    except LabError:
+        return None
 
 
 def forget(cfg: LabConfig, name: str) -> None:
@@ -139,7 +175,7 @@ def orphans(client: docker.DockerClient, cfg: LabConfig) -> list[str]:
     found = client.containers.list(all=True, ignore_removed=True,
                                    filters={"label": [f"{resources.LAB}={cfg.name}", f"{resources.KIND}={KEPT}"]})
     # Still being made (by a live `lab up` or `lab run --keep`): not an orphan yet.
-    gone = [c for c in found if not alive(resources.owner_pid(c.labels), c.labels.get(resources.OWNER_BOOT, ""))]
+    gone = [c for c in found if resources.owner_state(c.labels) == DEAD]  # another machine's is not ours to judge
     return sorted({c.labels.get(resources.RUN, "") for c in gone} - known - {""})
 
 
@@ -156,8 +192,10 @@ def qmp(lab: KeptLab, role: str, command: str, args: dict[str, Any]) -> Any:
 
 def attach_console(lab: KeptLab, role: str) -> None:
     """The guest's serial console on this terminal (Ctrl-] leaves), through the host's console socket."""
-    proc = subprocess.Popen(["docker", "exec", "-i", lab.containers[role], "python3", "-m", "lab.agents.relay",
-                             "unix", f"{RUNDIR}/{CONSOLE_SOCKET}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    engine = ["-H", lab.engine_url(role)] if lab.engine_url(role) else []
+    proc = subprocess.Popen(["docker", *engine, "exec", "-i", lab.containers[role], "python3", "-m",
+                             "lab.agents.relay", "unix", f"{RUNDIR}/{CONSOLE_SOCKET}"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
     stdin, stdout = proc.stdin, proc.stdout
 
@@ -175,9 +213,9 @@ def attach_console(lab: KeptLab, role: str) -> None:
 def status(client: docker.DockerClient, lab: KeptLab) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for role, container in lab.containers.items():
-        row: dict[str, object] = {"role": role, "container": container}
+        row: dict[str, object] = {"role": role, "container": container, "engine": lab.engines.get(role, "")}
         try:
-            row["host"] = client.containers.get(container).status
+            row["host"] = lab.client(role, client).containers.get(container).status
         except docker.errors.NotFound:
             row["host"] = "gone"
             rows.append(row)

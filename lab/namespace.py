@@ -23,6 +23,32 @@ def boot_id() -> str:
         return ""
 
 
+def machine_id() -> str:
+    """This machine's identity (systemd's machine-id; D-Bus's where that is all there is): an engine
+    shared by several machines holds resources whose owners' processes this one cannot see."""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            found = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if found:
+            return found
+    return ""
+
+
+ALIVE, DEAD, ELSEWHERE = "alive", "dead", "elsewhere"
+
+
+def whose(pid: int, boot: str, machine: str) -> str:
+    """Whether an owner runs (ALIVE), is gone (DEAD), or is another machine's, which this one cannot
+    judge (ELSEWHERE). Without a machine (labels from before it was recorded), another boot may be
+    another machine: ELSEWHERE too, never removed on a guess."""
+    here = machine_id()
+    if (machine and machine != here) or (not machine and boot != boot_id()):
+        return ELSEWHERE
+    return ALIVE if alive(pid, boot) else DEAD
+
+
 def alive(pid: int, boot: str) -> bool:
     """Whether the process that owns something still runs (in this boot of this machine)."""
     if boot != boot_id() or pid <= 0:
@@ -44,6 +70,7 @@ class Namespace:
     cell: str = ""  # within a run: one cell's hosts
     pid: int = field(default_factory=os.getpid)
     boot: str = field(default_factory=boot_id)
+    machine: str = field(default_factory=machine_id)
 
     @classmethod
     def new_run(cls, lab: str) -> Namespace:
@@ -54,7 +81,7 @@ class Namespace:
         return cls(lab, name, KEPT)
 
     def for_cell(self, cell: int) -> Namespace:
-        return Namespace(self.lab, self.id, self.kind, str(cell), self.pid, self.boot)
+        return Namespace(self.lab, self.id, self.kind, str(cell), self.pid, self.boot, self.machine)
 
     @property
     def prefix(self) -> str:
@@ -67,7 +94,7 @@ class Namespace:
         """The labels that say whose a resource is (lab.resources adds the lab's own)."""
         # A kept lab's owner is the process that made it: while it runs (lab up, lab run --keep) its
         # hosts are not orphans even before their state is written.
-        owner = {"owner.pid": str(self.pid), "owner.boot": self.boot}
+        owner = {"owner.pid": str(self.pid), "owner.boot": self.boot, "owner.machine": self.machine}
         return {"run": self.id, "kind": self.kind, **({"cell": self.cell} if self.cell else {}), **owner}
 
     def describe(self) -> str:

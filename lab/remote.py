@@ -25,7 +25,14 @@ import paramiko
 from docker.models.containers import Container
 from docker.utils.socket import frames_iter
 
+from lab.errors import ScenarioError, excerpt
+
 TRANSPORT_ERRORS = (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError)
+
+
+class ArchiveError(ScenarioError):
+    """What an engine sent for a host's files is no archive the lab takes (truncated, corrupt, or
+    naming a path outside the run folder): the cell's error, one line."""
 
 
 def fetch(container: Container, inside: str, local: Path) -> bool:
@@ -37,24 +44,60 @@ def fetch(container: Container, inside: str, local: Path) -> bool:
     except docker.errors.NotFound:
         local.unlink(missing_ok=True)
         return False
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        member = next((m for m in tar if m.isfile()), None)
-        extracted = tar.extractfile(member) if member is not None else None
-        if extracted is None:
-            local.unlink(missing_ok=True)
-            return False
-        local.parent.mkdir(parents=True, exist_ok=True)
-        local.write_bytes(extracted.read())
+    content = read_file(data, inside)
+    if content is None:
+        local.unlink(missing_ok=True)
+        return False
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(content)
     return True
+
+
+def read_file(data: bytes, inside: str) -> bytes | None:
+    """The first regular file of the archive ``data`` (None when it has none)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            member = next((m for m in tar if m.isfile()), None)
+            extracted = tar.extractfile(member) if member is not None else None
+            content = extracted.read() if extracted is not None else None
+            _whole(tar, data)
+            return content
+    except (tarfile.TarError, EOFError) as exc:
+        raise ArchiveError(_unreadable(inside, exc)) from exc
 
 
 def fetch_folder(container: Container, inside: str, local: Path) -> None:
     """Every regular file under ``inside``, into ``local`` (files the lab wrote there itself, such
     as the QMP transcript, are not in the container and stay as they are)."""
     stream, _stat = container.get_archive(inside + "/.")
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        files = [m for m in tar.getmembers() if m.isfile()]
-        tar.extractall(local, members=files, filter="data")
+    extract_files(b"".join(stream), inside, local)
+
+
+def extract_files(data: bytes, inside: str, local: Path) -> None:
+    """The regular files of the archive ``data`` into ``local``; none lands outside it (the "data"
+    filter refuses such a member, and links are not taken)."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            files = [m for m in tar.getmembers() if m.isfile()]
+            _whole(tar, data)
+            tar.extractall(local, members=files, filter="data")
+    # OSError: names that clash (a file, then a folder of that name), which no engine's own archive has.
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ArchiveError(_unreadable(inside, exc)) from exc
+
+
+def _whole(tar: tarfile.TarFile, data: bytes) -> None:
+    """An archive cut at a member's boundary reads as a shorter one: only its end-of-archive marker
+    (two zero blocks after the last member) says it is whole."""
+    for _ in tar:  # to its end
+        pass
+    end = data[tar.offset:tar.offset + 2 * tarfile.BLOCKSIZE]
+    if len(end) < 2 * tarfile.BLOCKSIZE or end.count(0) != len(end):
+        raise tarfile.ReadError(f"truncated: no end-of-archive marker after {tar.offset} bytes")
+
+
+def _unreadable(inside: str, exc: BaseException) -> str:
+    return f"the engine's archive of {inside} was refused: {type(exc).__name__}: {excerpt(str(exc))}"
 
 
 def put(container: Container, inside: str, data: bytes, mode: int = 0o644) -> None:

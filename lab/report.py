@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import platform
-import tempfile
 import textwrap
 import time
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from lab import statefile
 from lab.analysis import Analysis, GuestAnalysis
 
 NOT_RUN = "not-run"  # a cell the run did not get to (interrupted, or a lab error in an earlier cell)
@@ -199,14 +198,10 @@ class Report:
         } | ({"check": self.check} if self.check is not None else {})
 
     def write(self, out: Path) -> Path:
-        """report.json, atomically: a reader never sees half a file."""
+        """report.json, atomically: a reader never sees half a file (statefile.write_whole)."""
         out.mkdir(parents=True, exist_ok=True)
-        data = self.to_json()
         path = out / "report.json"
-        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=out)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
+        statefile.write_whole(path, json.dumps(self.to_json(), indent=2) + "\n", ".report-")
         return path
 
     def table(self) -> Table:

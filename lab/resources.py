@@ -16,13 +16,14 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from types import FrameType
 
 import docker
 import docker.errors
 from docker.models.networks import Network
 
 from lab.errors import DockerUnavailable
-from lab.namespace import KEPT, Namespace, alive
+from lab.namespace import DEAD, ELSEWHERE, KEPT, Namespace, whose
 
 MANAGED = "io.nfcl.managed"
 LAB = "io.nfcl.lab"
@@ -33,6 +34,7 @@ KIND = "io.nfcl.kind"
 CELL = "io.nfcl.cell"
 OWNER_PID = "io.nfcl.owner.pid"
 OWNER_BOOT = "io.nfcl.owner.boot"
+OWNER_MACHINE = "io.nfcl.owner.machine"
 
 
 def labels(lab: str, ns: Namespace | None = None, **extra: str) -> dict[str, str]:
@@ -70,11 +72,36 @@ class Leftovers:
         return "; ".join(parts)
 
 
+# What stops the lab the way Ctrl-C does: SIGTERM, and SIGHUP (a terminal or SSH session that dropped).
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@dataclass
+class Interrupts:
+    """The process's handler of STOPPING: the first signal raises KeyboardInterrupt, so that the
+    context managers remove what the lab made; any later one only says that cleanup goes on, so a
+    second Ctrl-C cannot cut it short (and leave containers behind)."""
+
+    say: Callable[[str], None]
+    received: int = 0
+
+    def install(self) -> None:
+        for signo in STOPPING:
+            signal.signal(signo, self.handle)
+
+    def handle(self, signo: int, _frame: FrameType | None) -> None:
+        self.received += 1
+        if self.received == 1:  # Ctrl-C says nothing, as Python's own; another signal names itself
+            raise KeyboardInterrupt() if signo == signal.SIGINT else KeyboardInterrupt(f"signal {signo}")
+        with contextlib.suppress(OSError):  # after SIGHUP the terminal may be gone
+            self.say("cleaning up, please wait")
+
+
 @contextlib.contextmanager
 def uninterrupted() -> Iterator[None]:
-    """Ctrl-C and SIGTERM wait until a creation is answered: otherwise the daemon may make a
+    """Ctrl-C, SIGTERM and SIGHUP wait until a creation is answered: otherwise the daemon may make a
     container or network after the interrupted lab has already cleaned up, and leave it behind."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOPPING))
     try:
         yield
     finally:
@@ -115,7 +142,16 @@ def owner_gone(found: dict[str, str]) -> bool:
     owner process and are never leftovers."""
     if found.get(KIND) == KEPT or RUN not in found:
         return False
-    return not alive(owner_pid(found), found.get(OWNER_BOOT, ""))
+    return owner_state(found) == DEAD
+
+
+def owner_state(found: dict[str, str]) -> str:
+    """ALIVE, DEAD or ELSEWHERE (another machine's, on an engine they share): namespace.whose."""
+    return whose(owner_pid(found), found.get(OWNER_BOOT, ""), found.get(OWNER_MACHINE, ""))
+
+
+def owner_of(found: dict[str, str]) -> str:
+    return f"machine {found.get(OWNER_MACHINE) or '(not recorded)'}, pid {owner_pid(found)}"
 
 
 def owner_pid(found: dict[str, str]) -> int:
@@ -133,6 +169,21 @@ def remove_dead_runs(client: docker.DockerClient, lab: str | None) -> Leftovers:
         removed.containers += found.containers
         removed.networks += found.networks
     return removed
+
+
+def others_runs(client: docker.DockerClient, lab: str | None) -> dict[str, tuple[str, Leftovers]]:
+    """Per run id, its owner and what it has on this engine, for runs of other machines (alive or
+    not: this machine cannot tell), which `lab clean` lists and never removes."""
+    runs: dict[str, tuple[str, Leftovers]] = {}
+    flt = _filters(lab)
+    found = [(c.labels, str(c.name), True) for c in client.containers.list(all=True, filters=flt, ignore_removed=True)]
+    found += [(n.attrs.get("Labels") or {}, str(n.name), False) for n in client.networks.list(filters=flt)]
+    for labels_, name, container in found:
+        if labels_.get(KIND) == KEPT or RUN not in labels_ or owner_state(labels_) != ELSEWHERE:
+            continue
+        _owner, left = runs.setdefault(labels_[RUN], (owner_of(labels_), Leftovers()))
+        (left.containers if container else left.networks).append(name)
+    return runs
 
 
 def dead_runs(client: docker.DockerClient, lab: str | None) -> dict[str, Leftovers]:

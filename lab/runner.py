@@ -15,21 +15,22 @@ import contextlib
 import dataclasses
 import queue
 import shutil
+import sys
 import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker.errors
 
 from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, page, resources, scenario, snapshot, ssh, timeline
+from lab import artefacts, capabilities, images, kept, page, resources, scenario, slots, snapshot, ssh, timeline
 from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
 from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
-from lab.errors import Cancelled, ConfigError, LabError, ScenarioError
+from lab.errors import Cancelled, ConfigError, LabError, ScenarioError, one_line
 from lab.namespace import Namespace
 from lab.report import NOT_RUN, Report, Row, builds_label
 
@@ -75,6 +76,16 @@ class Cell:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
                       expected=self.expected, verdict=verdict, accel=accel, destination_profile=self.to.name,
                       view=self.scenario.path, **details)  # type: ignore[arg-type]
+
+
+def _drawn(drawn: concurrent.futures.Future[Path | None]) -> list[str]:
+    """The timeline is a picture of the verdict, not part of it: one that could not be drawn is a
+    note in the cell's reasons, and the matrix goes on."""
+    try:
+        drawn.result()
+    except Exception as exc:  # matplotlib's own errors, a full disk: whatever it is, the verdict stands
+        return [f"the timeline was not drawn: {type(exc).__name__}: {one_line(exc)}"]
+    return []
 
 
 def _capacity(engine: Engine) -> int:
@@ -217,6 +228,9 @@ class Runner:
     # Timeline pictures, one at a time, each drawn while its cell's hosts are removed.
     _pictures: concurrent.futures.ThreadPoolExecutor = field(
         default_factory=lambda: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lab-picture"))
+    # Each engine's slots, shared with every other run on this machine (lab.slots).
+    _slots: dict[str, slots.Slots] = field(default_factory=dict)
+    _slots_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if self.ns is None:
@@ -360,8 +374,9 @@ class Runner:
                     index, cell = todo.get_nowait()
                 except queue.Empty:
                     break
-                events.put(CellStarted(cell, index + 1, total))
-                row, lab = self._cell(cell, index, out / cell.name, keep, hook, events.put)
+                with self._slot(index):
+                    events.put(CellStarted(cell, index + 1, total))
+                    row, lab = self._cell(cell, index, out / cell.name, keep, hook, events.put)
                 events.put(CellFinished(cell, row, index))
                 if lab is not None:
                     stop.set()
@@ -372,6 +387,30 @@ class Runner:
             events.put(exc)
         finally:
             events.put(None)
+
+    @contextlib.contextmanager
+    def _slot(self, index: int) -> Iterator[None]:
+        """A slot on each engine of the cell's placement (in one order: no two runs wait on each other)."""
+        with contextlib.ExitStack() as held:
+            for engine in sorted(set(self.placements[index % len(self.placements)]), key=lambda e: e.name):
+                held.enter_context(self._slots_of(engine).take(self.cfg.timeouts.slot_s, self._say, engine.cancelled))
+            yield
+
+    def _slots_of(self, engine: Engine) -> slots.Slots:
+        with self._slots_lock:
+            if engine.name not in self._slots:
+                try:
+                    engine_id = str(engine.client.info().get("ID") or engine.name)
+                except docker.errors.DockerException:
+                    engine_id = engine.name
+                self._slots[engine.name] = slots.Slots.of(engine.name, engine_id, _capacity(engine))
+            return self._slots[engine.name]
+
+    def _say(self, line: str) -> None:
+        if self.on_build is not None:
+            self.on_build(images.BuildEvent("slots", "info", line))
+        else:
+            print(f"lab: {line}", file=sys.stderr, flush=True)
 
     def _cell(self, cell: Cell, index: int, out: Path, keep: bool, hook: HostsHook | None,
               emit: Callable[[Event], None]) -> tuple[Row, kept.KeptLab | None]:
@@ -393,7 +432,8 @@ class Runner:
         first, second = self.placements[index % len(self.placements)]
         hosts = LabHosts(first, HostSpec(image=build.images.runtime, ns=ns, devices=self.devices, ssh_key=keep_key,
                                          published=scenario.SECONDARY_PORTS,
-                                         secondary_image=self.builds[cell.to.name].images.runtime),
+                                         secondary_image=self.builds[cell.to.name].images.runtime,
+                                         limits=self.cfg.limits),
                          rundir, self.cfg.timeouts.host_start_s, secondary_engine=second)
         placed = {"primary": first.name, "secondary": second.name}
 
@@ -433,7 +473,7 @@ class Runner:
         finally:
             (rundir / "primary" / snapshot.STATE).unlink(missing_ok=True)  # the saved guest stays in one place
             if drawn is not None:
-                drawn.result()
+                outcome.reasons += _drawn(drawn)
             lab = None
             # Kept for a person, who reaches its sockets in its run folder: only where they are shared.
             if keep and hosts.hosts and all(h.shared for h in hosts.hosts.values()) and not first.cancelled.is_set():
@@ -487,7 +527,8 @@ class Runner:
         ns = kept.namespace(self.cfg, name)
         rundir = artefacts.new_rundir(ns)
         hosts = LabHosts(self.engine, HostSpec(image=build.images.runtime, ns=ns, devices=self.devices,
-                                               ssh_key=pubkey), rundir, self.cfg.timeouts.host_start_s)
+                                               ssh_key=pubkey, limits=self.cfg.limits), rundir,
+                         self.cfg.timeouts.host_start_s)
         try:
             hosts.__enter__()
             if not hosts.primary.shared:

@@ -216,10 +216,11 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         phase("drain")
         migration.wait_completed(t.completion_s)
         drain_start = time.monotonic()
+        drain_cut = False
         if scenario.path == "stream":
             stream = capture.stream(generator.run_id)
             expected = len({f.seq for f in stream if f.time <= times.continued})
-            capture.drain(generator.run_id, expected, t.drain_s)
+            drain_cut = capture.drain(generator.run_id, expected, t.drain_s).cut
         record = _settled_record(secondary, t.drain_s, cancel)
         # Once the guest has taken what the destination held for it: a guest still reading thousands
         # of frames answered no probe within the probe's bound on a loaded machine.
@@ -229,6 +230,12 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         analysis_start = time.monotonic()
         capture.stop()
         _conclude(scenario, outcome, capture, sent, times, _GuestView(record, on_source, on_destination))
+        why = starvation(Load(cfg.traffic.rate, sent.achieved_fps, _largest_send_gap(sent),
+                              cfg.migration.hold_s + cfg.migration.settle_s, times.continued - times.pre_switchover,
+                              drain_cut))
+        if why:  # the machine, not QEMU, decided what was measured: no verdict about QEMU
+            outcome.verdict, outcome.error = ERROR, why
+            outcome.reasons = [why, *outcome.reasons]
         outcome.figures = migration.figures() | _timeline(sent, times, outcome.switched_on)
         outcome.timings["analysis"] = round(time.monotonic() - analysis_start, 2)
     finally:
@@ -264,6 +271,46 @@ def _conclude(scenario: ScenarioSpec, outcome: Outcome, capture: SecondaryCaptur
                                              outcome.lost_at)
     outcome.generator_fps = sent.achieved_fps
     outcome.captured = Captured(sent, stream, window, guest.arrivals, times.resumed, scenario.path)
+
+
+# Starved when the generator kept less than this share of its rate, or paused longer than this.
+MIN_RATE_SHARE = 0.5
+MAX_SEND_GAP_S = 0.5
+
+
+@dataclass(frozen=True)
+class Load:
+    """What says whether a cell's measurement had the machine it needed."""
+
+    rate: int  # frames/s asked of the generator
+    achieved_fps: float | None  # what it kept
+    send_gap_s: float  # its longest pause between two frames
+    hold_s: float  # the hold and settle asked for
+    held_s: float  # pre-switchover to migrate-continue, as it happened
+    drain_cut: bool  # the drain's bound ran out while frames still came
+
+
+def starvation(load: Load) -> str:
+    """Why the measurement was starved ("" when it was not): frames a starved lab did not send,
+    wait for or hold for would read as frames QEMU lost."""
+    if load.drain_cut:
+        return ("starved: the destination tap still delivered frames when the drain's bound (timeouts.drain_s) "
+                "ran out; the machine is overloaded, run fewer cells at once")
+    if load.achieved_fps is not None and load.achieved_fps < load.rate * MIN_RATE_SHARE:
+        return (f"starved: the generator kept {load.achieved_fps:.0f} of {load.rate} frames/s; the machine is "
+                "overloaded, run fewer cells at once")
+    if load.send_gap_s > MAX_SEND_GAP_S:
+        return (f"starved: the generator paused {load.send_gap_s * 1000:.0f} ms between two frames; the machine is "
+                "overloaded, run fewer cells at once")
+    if load.held_s > 2 * load.hold_s + 2:
+        return (f"starved: the hold lasted {load.held_s:.1f} s of {load.hold_s:.1f} s; the machine is overloaded, "
+                "run fewer cells at once")
+    return ""
+
+
+def _largest_send_gap(sent: Sent) -> float:
+    times = [f.time for f in sent.frames]
+    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
 
 def judge(scenario: ScenarioSpec, judged: Analysis | GuestAnalysis, lost_at: dict[str, int]) -> tuple[str, list[str]]:

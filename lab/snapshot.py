@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -50,6 +51,9 @@ class Snapshot:
         except OSError:
             shutil.copyfile(self.path, target)  # another filesystem: a copy, then
         return f"{RUNDIR}/{STATE}"
+
+
+SAVED_RE = re.compile(r"[0-9a-f]{16}\.state")  # what _name gives
 
 
 def _name(image_id: str, spec: MachineSpec) -> str:
@@ -106,7 +110,10 @@ def prune(client: docker.DockerClient, cfg: LabConfig) -> int:
     present = {str(image.id) for image in client.images.list(filters={"label": f"{resources.MANAGED}=true"})}
     gone = {name for name, image_id in saved.items() if image_id not in present}
     for name in gone:
-        (folder / name).unlink(missing_ok=True)
+        # The index is a file anyone with the folder may have edited: only a saved guest's own name,
+        # in this folder, is ever removed.
+        if SAVED_RE.fullmatch(name):
+            (folder / name).unlink(missing_ok=True)
     # Read again: a run may have saved a guest meanwhile.
     statefile.write(folder / INDEX, {n: i for n, i in statefile.read(folder / INDEX).items() if n not in gone})
     return len(gone)

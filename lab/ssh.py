@@ -51,8 +51,10 @@ class LabKeys:
         return f"{key.get_name()} {key.get_base64()} netfilter-continuity-lab"
 
 
-def proxy_command(container: str) -> str:
-    return f"docker exec -i {shlex.quote(container)} python3 -m lab.agents.relay 127.0.0.1 {SSH_PORT}"
+def proxy_command(container: str, engine_url: str = "") -> str:
+    """``engine_url``: the engine the container runs on, when not the default one (DOCKER_HOST's)."""
+    engine = f"-H {shlex.quote(engine_url)} " if engine_url else ""
+    return f"docker {engine}exec -i {shlex.quote(container)} python3 -m lab.agents.relay 127.0.0.1 {SSH_PORT}"
 
 
 def config_path(path: Path) -> str:
@@ -65,25 +67,28 @@ def config_path(path: Path) -> str:
     return '"' + text.replace("%", "%%") + '"'
 
 
-def write_config(path: Path, keys: LabKeys, containers: dict[str, str]) -> Path:
-    """An ssh_config with one Host entry per role (primary, secondary)."""
+def write_config(path: Path, keys: LabKeys, containers: dict[str, str],
+                 engine_urls: dict[str, str] | None = None) -> Path:
+    """An ssh_config with one Host entry per role (primary, secondary); ``engine_urls``: each role's
+    engine, when not the default one."""
     identity = config_path(keys.private.resolve())
     blocks = []
     for role, container in containers.items():
+        proxy = proxy_command(container, (engine_urls or {}).get(role, ""))
         blocks.append(f"Host {role}\n  HostName 127.0.0.1\n  User root\n  IdentityFile {identity}\n"
-                      f"  IdentitiesOnly yes\n  ProxyCommand {proxy_command(container)}\n"
+                      f"  IdentitiesOnly yes\n  ProxyCommand {proxy}\n"
                       "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
     path.write_text("# Written by the netfilter continuity lab for its kept lab.\n\n" + "\n".join(blocks))
     return path
 
 
-def connect(container: str, keys: LabKeys, timeout: float = 15.0) -> paramiko.SSHClient:
+def connect(container: str, keys: LabKeys, timeout: float = 15.0, engine_url: str = "") -> paramiko.SSHClient:
     client = paramiko.SSHClient()
     # Host keys are made when the host starts: there is nothing to pin them to beforehand.
     client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
     try:
         client.connect("127.0.0.1", port=SSH_PORT, username="root", pkey=keys.ensure(),
-                       sock=paramiko.ProxyCommand(proxy_command(container)), timeout=timeout,
+                       sock=paramiko.ProxyCommand(proxy_command(container, engine_url)), timeout=timeout,
                        banner_timeout=timeout, auth_timeout=timeout, allow_agent=False, look_for_keys=False)
     except (paramiko.SSHException, OSError, EOFError) as exc:
         raise LabError(f"cannot SSH into {container}: {exc}; is the lab up (lab status)?") from exc

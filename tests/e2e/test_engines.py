@@ -23,7 +23,7 @@ import docker.errors
 import paramiko
 import pytest
 
-from lab import images, resources
+from lab import config, images, kept, resources
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
 from lab.namespace import Namespace
@@ -328,3 +328,36 @@ def test_doctor_names_each_engine_and_how_its_hosts_get_their_files(engines_yaml
     for engine in ("local", "second"):
         [line] = [text for text in doctor.stdout.splitlines() if f"engine {engine}:" in text]
         assert "run folders shared (bind mounts)" in line, line
+
+
+def test_a_lab_kept_on_the_second_engine_is_reached_and_taken_down_there(
+        lab_config: LabConfig, lab_images: dict[str, images.ImageSet], second_engine: docker.DockerClient,
+        lab_docker: docker.DockerClient, tmp_path: Path) -> None:
+    from tests.e2e.test_keep import flipped_config  # a scenario that cannot end as expected: it is kept
+
+    profile = next(iter(lab_images))
+    flipped = flipped_config(lab_config.path, tmp_path / "flipped" / "lab.yaml", profile, "mirror")
+    text = flipped.read_text().replace("results_dir: lab-results", f"results_dir: {tmp_path / 'results'}")
+    path = config_copy(lab_config.path, tmp_path, text + f"\nengines:\n  local: {{}}\n  second:\n    url: {SECOND}\n")
+    cfg = config.load(path)
+    done = lab("run", "--config", str(path), "--profile", profile, "--scenario", "mirror", "--keep",
+               "--engine", "second", "--out", str(tmp_path / "run"))
+    names = kept.names(cfg)
+    try:
+        assert done.returncode == 1 and len(names) == 1, done.stdout[-3000:] + done.stderr[-2000:]
+        state = kept.load(cfg, names[0])
+        assert state.engines == {"primary": "second", "secondary": "second"}, state
+        ns = kept.namespace(cfg, state.name)
+        assert resources.find(second_engine, cfg.name, ns=ns) and not resources.find(lab_docker, cfg.name, ns=ns)
+        status = lab("status", "--config", str(path), "--json")
+        hosts = json.loads(status.stdout)["labs"][0]["hosts"]
+        assert [h["host"] for h in hosts] == ["running", "running"], status.stdout + status.stderr
+        shell = lab("ssh", "--config", str(path), "primary", "--", "ip", "-br", "link")
+        assert shell.returncode == 0 and "lab-tap0" in shell.stdout, shell.stdout + shell.stderr
+        down = lab("down", "--config", str(path), state.name)
+        assert down.returncode == 0, down.stderr
+        assert not resources.find(second_engine, cfg.name, ns=ns), "lab down left the hosts on the second engine"
+    finally:
+        for name in names:
+            resources.remove(second_engine, cfg.name, ns=kept.namespace(cfg, name))
+            kept.down(lab_docker, cfg, name)

@@ -4,15 +4,17 @@ and touches nothing the lab did not make."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 
 from lab import artefacts, images, resources
-from lab.config import LabConfig
+from lab.config import LabConfig, Limits
 from lab.engine import Engine, HostSpec, LabHosts
 from lab.errors import LabError
 from lab.namespace import Namespace
+from lab.remote import ArchiveError
 
 pytestmark = pytest.mark.e2e
 
@@ -57,4 +59,38 @@ def test_an_engine_without_the_hosts_device_is_named_with_what_to_do(
         assert "modprobe nfcl-no-such-tun" in message and "no such file or directory" in message
         assert not resources.find(lab_docker, lab_config.name, ns=ns), "a host or the network stayed"
     finally:
+        artefacts.move_to(rundir, tmp_path / "rundir")
+
+
+def test_a_truncated_archive_of_a_copied_run_folder_is_an_error_and_nothing_stays(
+        lab_config: LabConfig, lab_docker: docker.DockerClient, lab_images: dict[str, images.ImageSet],
+        tmp_path: Path) -> None:
+    """Hosts on an engine taken as one that copies run folders; the engine's archive of each folder
+    comes back cut in half (as a dropped connection leaves it)."""
+    ns = Namespace.new_run(lab_config.name)
+    runtime = next(iter(lab_images.values())).runtime
+    engine = Engine(lab_docker, "local", sees_files=False)
+    rundir = artefacts.new_rundir(ns)
+    hosts = LabHosts(engine, HostSpec(image=runtime, ns=ns), rundir, 30)
+    try:
+        with pytest.raises(ArchiveError) as failure:
+            with hosts:
+                for host in hosts.hosts.values():
+                    assert not host.shared
+                    caps = host.container.attrs["HostConfig"]
+                    assert (caps["Memory"], caps["PidsLimit"]) == (Limits.host_memory_mb << 20, Limits.host_pids)
+                    host.write_text("record.json", "{}" * 4000)
+                    real = host.container.get_archive
+
+                    def cut(path: str, *args: object, real: Any = real, **kwargs: object) -> tuple[Any, Any]:
+                        stream, stat = real(path, *args, **kwargs)
+                        data = b"".join(stream)
+                        return iter([data[:len(data) // 2]]), stat
+
+                    host.container.get_archive = cut
+        assert "archive of /run/lab was refused: ReadError" in str(failure.value), failure.value
+        assert "\n" not in str(failure.value)
+        assert not resources.find(lab_docker, lab_config.name, ns=ns), "a host or the network stayed"
+    finally:
+        resources.remove(lab_docker, lab_config.name, ns=ns)
         artefacts.move_to(rundir, tmp_path / "rundir")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import docker
 import docker.errors
@@ -23,6 +24,18 @@ from tests.e2e.rundirs import newest_rundir, run_of
 pytestmark = pytest.mark.e2e
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def rundir_in_phase(proc: subprocess.Popen[Any], lab_config: LabConfig, started: float, phase: str) -> Path | None:
+    """The run folder of ``proc``'s cell once it is in ``phase`` (None if it never got there), bounded."""
+    deadline = time.monotonic() + lab_config.timeouts.kvm_probe_s + lab_config.timeouts.boot_s + 30
+    while time.monotonic() < deadline and proc.poll() is None:
+        rundir = newest_rundir(lab_config.name, started, proc.pid)
+        marker = rundir / "phase" if rundir is not None else None
+        if marker is not None and marker.exists() and marker.read_text().strip() == phase:
+            return rundir
+        time.sleep(0.05)
+    return None
 
 
 @pytest.mark.parametrize(("signo", "phase"), [(SIGNALS[i % 2], p) for i, p in enumerate(PHASES)],
@@ -162,3 +175,36 @@ def test_after_sigkill_the_next_command_names_the_leftovers_and_clean_removes_th
     assert cleaned.returncode == 0, cleaned.stderr
     assert not resources.find(lab_docker, lab_config.name, ns=dead)
     assert not rundir.exists(), "the killed run's folder is still there"
+
+
+def test_a_hangup_cleans_up_like_ctrl_c_and_more_ctrl_c_does_not_cut_the_cleanup_short(
+        lab_config: LabConfig, lab_images: dict[str, images.ImageSet], lab_docker: docker.DockerClient,
+        tmp_path: Path) -> None:
+    """The terminal goes (SIGHUP) while a cell sends traffic; an impatient user then presses Ctrl-C
+    twice while the lab removes what it made."""
+    profile = next(iter(lab_images))
+    started = time.time()
+    proc = subprocess.Popen([sys.executable, "-m", "lab", "run", "--config", str(lab_config.path), "--profile",
+                             profile, "--scenario", "redirector", "--jobs", "1", "--out", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        rundir = rundir_in_phase(proc, lab_config, started, "traffic")
+        assert rundir is not None, proc.communicate(timeout=30)
+        run = run_of(rundir)
+        proc.send_signal(signal.SIGHUP)
+        for _ in range(2):
+            time.sleep(0.3)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err, err
+    assert "Traceback" not in err, err
+    assert "cleaning up, please wait" in err, err  # the Ctrl-C came while it cleaned up, and was told so
+    left = resources.find(lab_docker, lab_config.name, ns=run)
+    assert not left, f"left behind: {left.describe()}"
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [r["verdict"] for r in report["results"]] in (["not-run"], ["error"]), report["results"]

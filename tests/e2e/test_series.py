@@ -103,3 +103,50 @@ def test_control_series_provenance(lab_images: dict[str, images.ImageSet], lab_d
     provenance = json.loads(lab_docker.images.get(control.qemu).labels["io.nfcl.series"])
     assert provenance["patches"][0]["hash"] == patch["hash"]
     assert labels["io.nfcl.profile"] == "control"
+
+
+def meson_tail(client: docker.DockerClient, builder: str) -> tuple[int, list[str]]:
+    """The number of lines of the builder's meson.build, and its last three."""
+    out = client.containers.run(builder, ["sh", "-c", "wc -l < /src/qemu/meson.build; tail -n 3 /src/qemu/meson.build"],
+                                remove=True, network_disabled=True, labels={"io.nfcl.role": "test-probe"})
+    count, *tail = out.decode().split("\n")[:4]
+    return int(count), tail
+
+
+def faking_patch(count: int, tail: list[str]) -> bytes:
+    """A patch whose build step (meson's reconfigure, which ninja starts) prints the lab's markers as
+    apply-series once did and as the legacy builder does, says what network and caps it has, and fails."""
+    # Meson keeps a command's output in its log: the step writes to the build's own output (PID 1's).
+    step = ("exec >/proc/1/fd/1; echo ' ---> 0123456789ab'; "
+            "echo 'SERIES-APPLY-FAILED patch 1/1: fake: hunks do not apply at x.c:1'; "
+            "echo \"NETS: $(ls /sys/class/net | tr -s [:space:] \" \")\"; "
+            "echo \"PIDS-MAX: $(cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/pids/pids.max 2>/dev/null)\"; exit 1")
+    added = f"run_command('sh', '-c', '{step.replace(chr(39), chr(92) + chr(39))}', check: true)"
+    body = "".join(f" {line}\n" for line in tail) + f"+{added}\n"
+    return (f"From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001\n"
+            f"From: Lab Test <lab@example.org>\nDate: Mon, 7 Dec 2026 00:00:00 +0000\n"
+            f"Subject: [PATCH 1/1] meson: a build step that prints the lab's markers\n\n---\n"
+            f" meson.build | 1 +\n 1 file changed, 1 insertion(+)\n\n"
+            f"diff --git a/meson.build b/meson.build\n--- a/meson.build\n+++ b/meson.build\n"
+            f"@@ -{count - 2},3 +{count - 2},4 @@\n{body}-- \n2.39.2\n\n").encode()
+
+
+def test_a_patch_build_step_cannot_fake_the_labs_markers_and_has_no_network(
+        lab_docker: docker.DockerClient, lab_config: LabConfig, tmp_path: Path) -> None:
+    events: list[images.BuildEvent] = []
+    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs", events.append)
+    baseline = builder.ensure(lab_config.profiles["baseline"])
+    mbox = tmp_path / "faking.mbox"
+    mbox.write_bytes(faking_patch(*meson_tail(lab_docker, baseline.qemu)))
+    profile = replace(lab_config.profiles["baseline"], name="faking-markers", series=SeriesSource(mbox=str(mbox)))
+    with pytest.raises(ImageBuildError) as failure:
+        builder.ensure(profile)
+    # The series applied; its build failed. What it printed is no verdict on whether it applies.
+    assert not isinstance(failure.value, SeriesError), failure.value
+    assert "ninja" in str(failure.value), failure.value
+    lines = [e.line for e in events]
+    assert any(line.startswith("applied patch 1/1") for line in lines), lines[-20:]
+    nets = next((line for line in lines if line.startswith("NETS: ")), f"(none) {lines[-15:]}")
+    assert nets.split() == ["NETS:", "lo"], nets  # no network but loopback
+    pids = next((line for line in lines if line.startswith("PIDS-MAX: ")), f"(none) {lines[-15:]}")
+    assert pids.split()[1] == str(lab_config.limits.build_pids), pids

@@ -51,9 +51,11 @@ def test_a_failed_build_still_times_its_last_step() -> None:
 
 
 def test_a_container_build_names_its_steps_apart_and_its_apply_failure_stays_one_line() -> None:
-    reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"), prefix="container ")
+    reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"), prefix="container ",
+                          nonce="n0nce")
     for line in ("Step 1/2 : apply-series /src/qemu /tmp/series",
-                 "SERIES-APPLY-FAILED patch 2/3: [PATCH 2/3] net: y: hunks do not apply at net/x.c:3 (base: QEMU 10)"):
+                 "SERIES-APPLY-FAILED:n0nce patch 2/3: [PATCH 2/3] net: y: hunks do not apply at net/x.c:3 "
+                 "(base: QEMU 10)"):
         reading.read(line)
     assert reading.steps[0]["step"] == "container 1/2"
     message = str(reading.failure("build-series exited with 1"))

@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from lab.agents import frames
-from lab.capture import SecondaryCapture
+from lab.agents.recorder import PcapWriter
+from lab.capture import TAP_PCAP, SecondaryCapture
 from lab.errors import ScenarioError
 from lab.waiting import wait_until
 from tests.unit.folder_host import FolderHost
@@ -106,6 +108,32 @@ def test_a_recorder_that_died_is_an_error(capture: tuple[SecondaryCapture, int, 
 def test_drain_returns_once_the_tap_is_quiet_without_blaming_anyone(host: FolderHost) -> None:
     cap = SecondaryCapture(host)
     started = time.monotonic()
-    waited = cap.drain(run_id=7, expected=100, timeout=5.0, quiet_s=0.3)
+    drained = cap.drain(run_id=7, expected=100, timeout=5.0, quiet_s=0.3)
     # Nothing delivered: the drain runs to its bound and returns; the analysis reports the loss.
-    assert 5.0 <= waited < 6.0 and time.monotonic() - started < 6.5
+    assert 5.0 <= drained.seconds < 6.0 and time.monotonic() - started < 6.5
+    assert not drained.cut  # nothing was still arriving
+
+
+def test_a_drain_cut_by_its_bound_while_frames_still_come_says_so(host: FolderHost) -> None:
+    """A destination that delivers slowly but steadily (a starved one): the drain's bound comes
+    first, and the drain says it was cut short instead of leaving the missing frames to read as lost."""
+    stop = threading.Event()
+
+    def deliver() -> None:
+        writer = PcapWriter(str(host.own(TAP_PCAP)))
+        seq = 0
+        while not stop.is_set():
+            writer.write(time.time(), frames.build(bytes.fromhex("525400123456"),
+                                                   frames.mac_bytes(frames.SOURCE_MAC), 7, seq))
+            seq += 1
+            time.sleep(0.05)
+        writer.close()
+
+    sender = threading.Thread(target=deliver, daemon=True)
+    sender.start()
+    try:
+        drained = SecondaryCapture(host).drain(run_id=7, expected=10_000, timeout=1.5, quiet_s=0.5)
+    finally:
+        stop.set()
+        sender.join(timeout=5)
+    assert drained.cut and 1.5 <= drained.seconds < 2.5, drained

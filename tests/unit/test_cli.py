@@ -64,3 +64,15 @@ def test_no_docker_daemon_says_how_to_start_it(tmp_path: Path, monkeypatch: pyte
     rc, err = run(capsys, "build", "--config", str(REPO_CONFIG))
     assert rc == cli.EXIT_LAB_ERROR
     assert "no Docker daemon answers" in err and "dockerd" in err
+
+
+def test_an_owner_of_another_machine_is_never_judged_dead_here() -> None:
+    import os
+
+    from lab.namespace import ALIVE, DEAD, ELSEWHERE, boot_id, machine_id, whose
+    here, boot = machine_id(), boot_id()
+    assert here, "this machine has no machine-id: nothing was checked"
+    assert whose(os.getpid(), boot, here) == ALIVE
+    assert whose(os.getpid(), "an earlier boot", here) == DEAD
+    assert whose(1, "another boot", "0" * 32) == ELSEWHERE
+    assert whose(1, "another boot", "") == ELSEWHERE  # recorded before machines were: not ours to guess

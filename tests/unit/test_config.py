@@ -574,3 +574,12 @@ def test_a_scenario_may_accept_losses_at_named_points() -> None:
     data["scenarios"]["mirror"]["accept_loss"] = ["queue"]
     err = config_error(data)
     assert err.where == "scenarios.mirror.accept_loss" and "points: generator, stream, destination, guest" in err.hint
+
+
+def test_limits_are_stated_read_and_must_hold_the_guest() -> None:
+    from lab.config import Limits
+    assert load(REPO_CONFIG).limits == Limits()
+    assert parse({**minimal(), "limits": {"build_pids": 500}}).limits.build_pids == 500
+    error = config_error({**minimal(), "guest": {"memory_mb": 2048}})
+    assert error.args and "limits.host_memory_mb" in str(error) and "2560" in str(error)
+    assert parse({**minimal(), "guest": {"memory_mb": 2048}, "limits": {"host_memory_mb": 2560}})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lab import images
 from lab.config import QemuSource
 from lab.errors import ImageBuildError
 from lab.images import IMAGES_DIR, BuildEvent, BuildStream, Context, add_checkout, local_tree, qemu_build_args
@@ -133,8 +134,9 @@ FIRST_BUILD = stream("Step 1/6 : FROM nfcl/qemu:35bb58b474fe", "\n", " ---> 3686
                      "Step 3/6 : COPY patches /tmp/series", "\n", " ---> Using cache\n", " ---> 41c0e2d9a7b3\n",
                      "Step 4/6 : RUN apply-series /src/qemu /tmp/series && rm -rf /tmp/series", "\n",
                      " ---> Running in 2a416a317898\n")
+NONCE = "5eed"
 APPLY_FAILED = stream("error: patch failed: net/filter-mirror.c:12\n",
-                      "SERIES-APPLY-FAILED patch 1/1: [PATCH 1/1] net: x: hunks do not apply at "
+                      f"SERIES-APPLY-FAILED:{NONCE} patch 1/1: [PATCH 1/1] net: x: hunks do not apply at "
                       "net/filter-mirror.c:12 (base: QEMU 10.2.2)\n",
                       "Removing intermediate container 2a416a317898\n")
 ERROR = {"errorDetail": {"code": 1, "message": "The command '/bin/sh -c apply-series' returned a non-zero code: 1"},
@@ -147,7 +149,7 @@ def read(chunks: list[dict[str, object]]) -> tuple[BuildStream, list[BuildEvent]
 
 
 def test_a_series_that_does_not_apply_becomes_a_series_error_naming_the_patch() -> None:
-    reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"))
+    reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"), nonce=NONCE)
     events = []
     with pytest.raises(SeriesError) as caught:
         events.extend(reading.events([*FIRST_BUILD, *APPLY_FAILED, ERROR]))
@@ -183,3 +185,25 @@ def test_the_images_a_build_committed_are_listed_not_cached_or_base_ones() -> No
     reading, _ = read([*FIRST_BUILD, *stream("SERIES-APPLIED 1 patches\n", "Removing intermediate container 2a4\n",
                                              " ---> 5290c4341aa2\n")])
     assert reading.created == ["9b7e06cff4ff", "5290c4341aa2"]  # not the FROM image, not the cached COPY
+
+
+def test_a_marker_without_the_builds_nonce_is_a_plain_build_failure() -> None:
+    # What a patch's own build step prints: the marker as apply-series once printed it, and with a guess.
+    reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"), nonce=NONCE)
+    for line in ("SERIES-APPLY-FAILED patch 1/1: [PATCH 1/1] fake: hunks do not apply at x.c:1",
+                 "SERIES-APPLY-FAILED:guess patch 1/1: [PATCH 1/1] fake: hunks do not apply at x.c:1"):
+        reading.read(line)
+    failure = reading.failure("build-series exited with 1")
+    assert isinstance(failure, ImageBuildError) and not isinstance(failure, SeriesError), failure
+
+
+def test_a_dockerfile_build_never_reads_a_series_failure() -> None:
+    with pytest.raises(ImageBuildError) as caught:
+        read([*FIRST_BUILD, *APPLY_FAILED, ERROR])
+    assert not isinstance(caught.value, SeriesError)
+
+
+def test_engine_times_are_read_to_the_second() -> None:
+    assert images._timestamp("2026-12-07T01:00:00.123456789Z") == 1796605200.0
+    assert images._timestamp("2026-12-07T02:00:00+01:00") == 1796605200.0
+    assert images._timestamp("yesterday") == 0.0

@@ -6,7 +6,7 @@ import dataclasses
 
 from lab.analysis import CONTINUOUS, GAP, Frame, Sent, StopWindow, analyse
 from lab.config import ScenarioSpec
-from lab.scenario import judge
+from lab.scenario import Load, judge, starvation
 
 T0 = 1_700_000_000.0
 SENT = Sent(run_id=1, frames=tuple(Frame(s, T0 + s * 0.001) for s in range(100)))
@@ -37,3 +37,14 @@ def test_a_loss_elsewhere_or_a_fault_is_not_excused() -> None:
     reordered = analyse(SENT, [STREAM[1], STREAM[0], *STREAM[2:]], HELD, WINDOW)
     assert reordered.faults == ["1 frames out of order"]
     assert judge(accepting, reordered, {"generator": 0, "stream": 0, "destination": 30})[0] == GAP
+
+
+def test_a_starved_measurement_is_named_and_a_fed_one_is_not() -> None:
+    fed = Load(rate=1000, achieved_fps=999.0, send_gap_s=0.025, hold_s=3.3, held_s=3.6, drain_cut=False)
+    assert starvation(fed) == ""
+    assert "drain's bound" in starvation(dataclasses.replace(fed, drain_cut=True))
+    assert "kept 300 of 1000 frames/s" in starvation(dataclasses.replace(fed, achieved_fps=300.0))
+    assert "paused 1200 ms" in starvation(dataclasses.replace(fed, send_gap_s=1.2))
+    assert "the hold lasted 9.0 s of 3.3 s" in starvation(dataclasses.replace(fed, held_s=9.0))
+    assert all(starvation(dataclasses.replace(fed, **{k: v})).startswith("starved: ")
+               for k, v in (("drain_cut", True), ("achieved_fps", 1.0), ("send_gap_s", 9.0), ("held_s", 99.0)))

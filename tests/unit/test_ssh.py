@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lab.errors import LabError
-from lab.ssh import LabKeys, write_config
+from lab.kept import KeptLab
+from lab.ssh import LabKeys, proxy_command, write_config
 
 needs_ssh = pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client on this machine")
 
@@ -44,3 +45,22 @@ def test_a_path_ssh_config_cannot_hold_is_refused_in_one_line(tmp_path: Path, fo
     with pytest.raises(LabError):
         keys.ensure()  # before a key is made, and so before any host starts
     assert not (tmp_path / folder).exists()
+
+
+def test_a_host_on_another_engine_is_reached_through_that_engine(tmp_path: Path) -> None:
+    assert proxy_command("nfcl-x-primary").startswith("docker exec -i nfcl-x-primary ")
+    assert proxy_command("nfcl-x-primary", "ssh://nfcl-engine2").startswith(
+        "docker -H ssh://nfcl-engine2 exec -i nfcl-x-primary ")
+    keys = LabKeys(tmp_path)
+    keys.ensure()
+    text = write_config(tmp_path / "ssh_config", keys, {"primary": "p", "secondary": "s"},
+                        {"primary": "ssh://nfcl-engine2", "secondary": ""}).read_text()
+    assert "ProxyCommand docker -H ssh://nfcl-engine2 exec -i p " in text
+    assert "ProxyCommand docker exec -i s " in text
+
+
+def test_a_kept_labs_state_from_before_engines_were_recorded_is_on_the_default_engine() -> None:
+    lab = KeptLab(name="n", profile="p", scenario="s", image="i", accel="tcg", rundir="/tmp/x",
+                  containers={"primary": "c"}, ssh_config="", started=0.0)
+    sentinel = object()
+    assert lab.engine_url("primary") == "" and lab.client("primary", sentinel) is sentinel  # type: ignore[arg-type]

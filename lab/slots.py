@@ -1,0 +1,70 @@
+"""An engine's capacity, shared by every run on this machine: a cell takes one of the engine's slots
+(a lock file per slot, in the temporary folder, named after the engine's id) for as long as it runs.
+The kernel lets go of a dead process's locks, so a killed run never holds a slot."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.errors import Cancelled, LabError
+
+
+@dataclass(frozen=True)
+class Slots:
+    engine: str  # its name in lab.yaml, for the messages
+    folder: Path
+    size: int
+
+    @classmethod
+    def of(cls, engine: str, engine_id: str, size: int) -> Slots:
+        return cls(engine, Path(tempfile.gettempdir()) / f"nfcl-slots-{_plain(engine_id)}", max(1, size))
+
+    @contextlib.contextmanager
+    def take(self, timeout: float, say: Callable[[str], None], cancelled: threading.Event) -> Iterator[int]:
+        """A free slot's number, held until the block ends; waits for one (saying so once), bounded."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(PermissionError):  # every user of the engine takes slots here
+            self.folder.chmod(0o1777)
+        deadline, said = time.monotonic() + timeout, False
+        while True:
+            held = self._try()
+            if held is not None:
+                break
+            if not said:
+                say(f"engine {self.engine}: its {self.size} slots are taken by other cells; waiting for a free one")
+                said = True
+            if cancelled.is_set():
+                raise Cancelled("the run was cancelled while it waited for a slot")
+            if time.monotonic() > deadline:
+                raise LabError(f"no free slot on engine {self.engine} within {timeout:.0f} s (timeouts.slot_s): "
+                               f"{self.size} cells of other runs held them all")
+            time.sleep(0.5)
+        number, fd = held
+        try:
+            yield number
+        finally:
+            os.close(fd)  # the lock goes with it
+
+    def _try(self) -> tuple[int, int] | None:
+        for number in range(self.size):
+            path = self.folder / f"{number}.lock"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return number, fd
+        return None
+
+
+def _plain(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text)[:40] or "engine"
