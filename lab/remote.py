@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import platform
 import socket
 import tarfile
 import threading
@@ -76,6 +77,9 @@ def fetch_folder(container: Container, inside: str, local: Path) -> None:
 def extract_files(data: bytes, inside: str, local: Path) -> None:
     """The regular files of the archive ``data`` into ``local``; none lands outside it (the "data"
     filter refuses such a member, and links are not taken)."""
+    if not hasattr(tarfile, "data_filter"):
+        raise ArchiveError(f"this Python ({platform.python_version()}) has no tarfile extraction filters, which "
+                           f"the archive of {inside} needs; run the lab with Python 3.11.4 or later")
     try:
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             files = [m for m in tar.getmembers() if m.isfile()]
