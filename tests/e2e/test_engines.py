@@ -265,7 +265,8 @@ def hidden(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
     # ~/.ssh has what scripts/second-engine wrote), as GitHub's runner user runs the lab.
     uid, gid = os.getuid(), os.getgid()
     script = (f'mount -t tmpfs -o uid={uid},gid={gid},mode=0700 lab-hidden "$0" && '
-              f'exec setpriv --reuid={uid} --regid={gid} --init-groups env TMPDIR="$0" HOME="$1" "$@"')
+              f'home="$1" && shift && '
+              f'exec setpriv --reuid={uid} --regid={gid} --init-groups env TMPDIR="$0" HOME="$home" "$@"')
     try:
         return subprocess.run([*sudo, "unshare", "-m", "--propagation", "private", "sh", "-c", script, str(private),
                                str(Path.home()), *argv], capture_output=True, text=True, timeout=timeout,

@@ -199,3 +199,39 @@ def test_lab_check_by_hand_takes_the_url_as_data_and_the_token_from_the_secrets(
     ini = configparser.ConfigParser(interpolation=None)
     ini.read(ROOT / "tox.ini")
     assert "PATCHWORK_TOKEN" in ini["testenv:check"]["passenv"] and "lab check" in ini["testenv:check"]["commands"]
+
+
+def test_the_workflow_run_with_act_is_opt_in() -> None:
+    assert "workflow" in tox_envs()
+    [line] = [c for c in make_dry_run("test") if " run -e " in c]
+    assert "workflow" not in line.split(" run -e ", 1)[1].split()[0].split(",")
+
+
+def run_workflow(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # `false` stands in for act: every case here is refused before act or any user is touched.
+    return subprocess.run([str(ROOT / "scripts" / "run-workflow"), "false", "-j", "checks"],
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **env},
+                          capture_output=True, text=True, check=False)
+
+
+def pinned_repos() -> dict[str, str]:
+    """owner/repo: commit, of every action the workflow uses."""
+    text = WORKFLOW.read_text()
+    return {m.group(1): m.group(2) for m in re.finditer(r"uses: ([\w.-]+/[\w.-]+)[\w./-]*@([0-9a-f]{40})", text)}
+
+
+def test_run_workflow_refuses_without_the_pinned_actions(tmp_path: Path) -> None:
+    done = run_workflow({})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "LAB_ACTIONS_DIR is not set" in done.stderr
+    done = run_workflow({"LAB_ACTIONS_DIR": str(tmp_path)})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "missing; clone actions/" in done.stderr
+
+
+def test_run_workflow_refuses_an_action_without_its_built_entry_point(tmp_path: Path) -> None:
+    for repo in pinned_repos():
+        folder = tmp_path / repo.split("/")[1]
+        folder.mkdir()
+        (folder / "action.yml").write_text("runs:\n  using: node20\n  main: 'dist/index.js'\n")
+    done = run_workflow({"LAB_ACTIONS_DIR": str(tmp_path)})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "dist/index.js is missing: build it" in done.stderr
