@@ -39,8 +39,10 @@ from lab import (
     completion,
     doctor,
     images,
+    junit,
     kept,
     lore,
+    merge,
     page,
     resources,
     snapshot,
@@ -67,6 +69,7 @@ from lab.runner import (
     select_cells,
     select_profiles,
 )
+from lab.shard import Shard, configured_order
 
 EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2
@@ -215,7 +218,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     out = Path(args.out) if args.out else cfg.results_root / time.strftime("run-%Y%m%d-%H%M%S")
     cells = select_cells(cfg, args.profile, args.scenario, args.to)
-    run = _run_matrix(cfg, cells, out, console, MatrixRun(), args.keep, _placement(cfg, args), args.jobs)
+    if args.shard is not None:
+        cells = args.shard.of(configured_order(cfg, cells))
+    run = MatrixRun()
+    try:
+        _run_matrix(cfg, cells, out, console, run, args.keep, _placement(cfg, args), args.jobs)
+    finally:  # a run stopped by a lab error still says which cells ran and which did not
+        if args.junit and run.written is not None:
+            junit.write(run.written.report.rows, Path(args.junit))
     assert run.written is not None
     if run.kept is not None:
         _how_to_get_in(console, run.kept.lab, f"kept: {run.kept.cell.name} did not end as expected")
@@ -620,6 +630,16 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report_merge(args: argparse.Namespace, console: Console) -> int:
+    merged = merge.merge([Path(p) for p in args.reports], Path(args.out))
+    page.write(merged.path)
+    if args.junit:
+        junit.write(merged.report.rows, Path(args.junit))
+    merged.report.print(console)
+    console.print(f"report: {merged.path}", markup=False)
+    return 0 if merged.report.all_match else EXIT_MISMATCH
+
+
 def cmd_completion(args: argparse.Namespace, console: Console) -> int:
     sys.stdout.write(completion.script(args.shell, parser()))
     return 0
@@ -666,6 +686,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--to", metavar="PROFILE",
                    help="migrate to PROFILE's build: the destination runs it, the source each selected profile "
                         "(every default profile when none is named)")
+    r.add_argument("--shard", type=_shard, metavar="I/N",
+                   help="only the I-th of N parts of the selected cells (split in the configured order; "
+                        "lab report merge joins the parts' reports)")
+    r.add_argument("--junit", metavar="FILE", help="also write JUnit XML: a testcase per cell")
     r.add_argument("--bisect", action="store_true",
                    help="exit for `git bisect run`: 0 as expected, 1 not, 125 the lab could not decide")
     k = verb("check", cmd_check, "run a Patchwork series A/B against a base profile and post a check on its patches")
@@ -724,12 +748,23 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--images", action="store_true", help="remove the lab's images as well")
     c.add_argument("--kept", action="store_true", help="take every kept lab down as well (lab down N: one)")
     c.add_argument("--all", action="store_true", help="every lab on this machine, not only the configured name")
-    rp = sub.add_parser("report", help="draw report.html again from a report.json (a merged one, say)",
-                        description="draw report.html again from a report.json (a merged one, say)")
+    what = "report.json files: draw the page again (html), or join the parts of a sharded run (merge)"
+    rp = sub.add_parser("report", help=what, description=what)
     rp.error = ap.error  # type: ignore[method-assign]
-    rp.add_argument("format", choices=("html",))
-    rp.add_argument("report", metavar="REPORT.json", help="the report; the page is written beside it")
-    rp.set_defaults(fn=cmd_report)
+    formats = rp.add_subparsers(dest="format", required=True)
+    what = "draw report.html again from a report.json (a merged one, say)"
+    rh = formats.add_parser("html", help=what, description=what)
+    rh.error = ap.error  # type: ignore[method-assign]
+    rh.add_argument("report", metavar="REPORT.json", help="the report; the page is written beside it")
+    rh.set_defaults(fn=cmd_report)
+    what = ("merge reports (lab run --shard's parts) into one report.json with its page and verdict table; "
+            "exits as lab run would")
+    rm = formats.add_parser("merge", help=what, description=what)
+    rm.error = ap.error  # type: ignore[method-assign]
+    rm.add_argument("reports", nargs="+", metavar="REPORT", help="a report.json, or the folder it is in")
+    rm.add_argument("--out", required=True, help="folder for the merged report.json, its page and the cells' folders")
+    rm.add_argument("--junit", metavar="FILE", help="also write JUnit XML: a testcase per cell")
+    rm.set_defaults(fn=cmd_report_merge)
     what = "a shell completion script: eval \"$(lab completion bash)\", or source <(lab completion zsh)"
     co = sub.add_parser("completion", help=what, description=what)
     co.error = ap.error  # type: ignore[method-assign]
@@ -748,6 +783,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser().parse_args(argv[:dashes])
     args.command = [*args.command, *argv[dashes + 1:]]
     return args
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return Shard.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(text: str) -> int:

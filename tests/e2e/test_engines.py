@@ -261,10 +261,16 @@ def hidden(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
         need("cannot make a mount namespace (unshare -m) to hide the lab's folders from the engine")
     # Short: the lab's unix sockets are in it (108 bytes at most).
     private = Path(tempfile.mkdtemp(prefix="nfcl-hidden-", dir="/tmp"))
-    script = 'mount -t tmpfs lab-hidden "$0" && exec env TMPDIR="$0" "$@"'
+    # sudo gives root's HOME, and the lab would run as root: back to this user, with this HOME (its
+    # ~/.ssh has what scripts/second-engine wrote), as GitHub's runner user runs the lab.
+    uid, gid = os.getuid(), os.getgid()
+    script = (f'mount -t tmpfs -o uid={uid},gid={gid},mode=0700 lab-hidden "$0" && '
+              f'home="$1" && shift && '
+              f'exec setpriv --reuid={uid} --regid={gid} --init-groups env TMPDIR="$0" HOME="$home" "$@"')
     try:
         return subprocess.run([*sudo, "unshare", "-m", "--propagation", "private", "sh", "-c", script, str(private),
-                               *argv], capture_output=True, text=True, timeout=timeout, check=False)
+                               str(Path.home()), *argv], capture_output=True, text=True, timeout=timeout,
+                              check=False)
     finally:
         private.rmdir()  # the tmpfs went with its namespace
 

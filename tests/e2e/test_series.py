@@ -11,11 +11,14 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import apt, images
+from lab import images
 from lab.config import LabConfig, SeriesSource
 from lab.errors import ImageBuildError
 from lab.series import SeriesError
 from tests import patchwork_server
+
+# The archive Debian's official images (debian:bookworm) name in their apt sources.
+DEBIAN_IMAGES_ARCHIVE = "http://deb.debian.org/debian"
 
 # Failing builds: one worker for them under pytest-xdist, with the test that counts dangling images.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("image-builds")]
@@ -84,11 +87,16 @@ def test_a_failed_build_leaves_none_of_the_images_it_committed(lab_docker: docke
 
 def test_a_registry_base_gives_the_mirror_its_own_apt_sources_name(lab_docker: docker.DockerClient,
                                                                    lab_config: LabConfig, tmp_path: Path) -> None:
-    base = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs").ensure_base()
-    # The lab's debootstrap base stands in for a registry image: its apt sources are what debootstrap wrote.
-    as_registry = replace(lab_config, images=replace(lab_config.images, base="registry", registry_image=base))
+    made = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs")
+    base = made.ensure_base()
+    # The lab's base stands in for a registry image. A debootstrap base has the apt sources debootstrap
+    # wrote (the mirror it was given); a registry base (CI's lab-ci.yaml) is Debian's own image,
+    # whose sources name Debian's archive, whatever this machine's own apt sources (Ubuntu's on GitHub).
+    expected = made.mirror() if lab_config.images.base == "debootstrap" else DEBIAN_IMAGES_ARCHIVE
+    as_registry = replace(lab_config, images=replace(lab_config.images, base="registry", registry_image=base,
+                                                     mirror="auto"))
     builder = images.ImageBuilder(lab_docker, as_registry, tmp_path / "logs")
-    assert builder.mirror() == apt.debian_mirror()
+    assert builder.mirror() == expected
     assert not lab_docker.containers.list(all=True, filters={"label": "io.nfcl.role=apt-sources"})
 
 

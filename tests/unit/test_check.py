@@ -297,6 +297,9 @@ def test_lab_check_posts_pending_then_a_warning_when_the_lab_cannot_run(
         server: PatchworkServer, tmp_path: Path, no_docker: None, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("PATCHWORK_TOKEN", TOKEN)
+    # Outside a CI run no target_url is posted: under GitHub Actions (or act) its run's page would be.
+    for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
     out = tmp_path / "out"
     rc = cli.main(["check", f"{server.base}/api/series/900/", "--config", str(lab_config(tmp_path)), "--out", str(out)])
     captured = capsys.readouterr()

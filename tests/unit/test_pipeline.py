@@ -49,17 +49,109 @@ def test_tox_has_the_environments_people_use() -> None:
 
 def test_every_action_is_pinned_to_a_commit() -> None:
     uses = [step["uses"] for job in workflow()["jobs"].values() for step in job["steps"] if "uses" in step]
-    assert uses and all(re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", u) for u in uses), uses
+    # owner/repo, or owner/repo/folder (actions/cache/restore), at a full commit
+    assert uses and all(re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w.-]+)*@[0-9a-f]{40}", u) for u in uses), uses
 
 
-def test_the_e2e_matrix_is_the_profiles_lab_yaml_runs_by_default() -> None:
+def steps(job: str) -> list[dict[str, Any]]:
+    return list(workflow()["jobs"][job]["steps"])
+
+
+def uses(step: dict[str, Any], action: str) -> bool:
+    return str(step.get("uses", "")).startswith(f"{action}@")
+
+
+def test_the_e2e_matrix_is_the_profiles_lab_yaml_runs_by_default_in_parts() -> None:
     from lab.config import load
 
     e2e = workflow()["jobs"]["e2e"]
     defaults = [p.name for p in load(ROOT / "lab.yaml").select_profiles(None)]
-    assert e2e["strategy"]["matrix"]["profile"] == defaults
-    uploads = [s for s in e2e["steps"] if str(s.get("uses", "")).startswith("actions/upload-artifact@")]
-    assert uploads and uploads[0]["if"] == "failure()"
+    matrix = e2e["strategy"]["matrix"]
+    assert matrix["profile"] == defaults
+    parts = matrix["shard"]
+    assert parts == list(range(1, len(parts) + 1))
+    [run] = [s["run"] for s in steps("e2e") if "--shard" in s.get("run", "")]
+    assert f"--shard ${{{{ matrix.shard }}}}/{len(parts)}" in run and "--junit" in run
+    assert f"part ${{{{ matrix.shard }}}}/{len(parts)}" in e2e["name"]
+
+
+def test_the_report_job_merges_what_every_part_uploaded() -> None:
+    jobs = workflow()["jobs"]
+    report = jobs["report"]
+    assert report["needs"] == "e2e" and report["if"].startswith("always()")
+    uploaded = [s["with"]["name"] for s in steps("e2e") if uses(s, "actions/upload-artifact") and
+                s["if"].startswith("always()")]
+    assert "lab-part-${{ matrix.profile }}-${{ matrix.shard }}" in uploaded
+    assert all(s["with"].get("if-no-files-found") == "ignore" for s in steps("e2e")
+               if uses(s, "actions/upload-artifact") and s["with"]["name"] in uploaded)
+    [download] = [s for s in steps("report") if uses(s, "actions/download-artifact")]
+    pattern, folder = download["with"]["pattern"], download["with"]["path"]
+    def downloaded(name: str) -> bool:
+        return re.fullmatch(pattern.replace("*", ".*"), re.sub(r"\$\{\{[^}]+\}\}", "x", name)) is not None
+
+    assert all(downloaded(name) for name in uploaded)
+    # what a failed part uploads whole (its logs, every file) is not downloaded to be merged
+    assert not any(downloaded(s["with"]["name"]) for s in steps("e2e")
+                   if uses(s, "actions/upload-artifact") and s["if"] == "failure()")
+    merges = [s["run"] for s in steps("report") if "-e report -- merge" in s.get("run", "")]
+    assert f"{folder}/lab-part-*/" in merges[0] and all("--junit lab-results/junit-" in m for m in merges)
+    published = [s["with"]["path"] for s in steps("report") if uses(s, "actions/upload-artifact")]
+    assert "lab-results/junit-*.xml" in published and "lab-results/" in published
+
+
+def test_pull_requests_run_once_and_runs_do_not_pile_up() -> None:
+    on = workflow()[True]  # YAML 1.1 reads `on:` as the boolean True
+    # A pull request's commits run as the pull request; pushes only where no pull request runs them.
+    assert on["push"] == {"branches": ["main"]} and "pull_request" in on
+    concurrency = workflow()["concurrency"]
+    assert "github.event.pull_request.number" in concurrency["group"] and "github.event_name" in concurrency["group"]
+    assert "pull_request" in concurrency["cancel-in-progress"]
+
+
+def test_every_job_has_a_timeout() -> None:
+    for name, job in workflow()["jobs"].items():
+        assert 0 < int(job["timeout-minutes"]) <= 120, name
+
+
+def lab_jobs() -> list[str]:
+    """The jobs that run QEMU: the lab, or lab check."""
+    return [name for name, job in workflow()["jobs"].items()
+            if any(re.search(r"tox run -e (lab|check)\b", s.get("run", "")) for s in job["steps"])]
+
+
+def test_every_job_that_runs_qemu_opens_kvm_and_caches_its_images() -> None:
+    assert {"e2e", "upstream", "check"} <= set(lab_jobs())
+    for name in lab_jobs():
+        job = steps(name)
+        assert any(s.get("run") == "scripts/open-kvm" for s in job), name
+        [restore] = [s for s in job if uses(s, "actions/cache/restore")]
+        [save] = [s for s in job if uses(s, "actions/cache/save")]
+        [saving] = [s for s in job if "scripts/save-images" in s.get("run", "")]
+        # Saved also when the job failed, only on a miss, and only when there was something to save.
+        assert saving["if"] == f"always() && steps.{restore['id']}.outputs.cache-hit != 'true'", name
+        assert save["if"] == f"always() && steps.{saving['id']}.outputs.saved == 'true'", name
+        assert save["with"]["key"] == f"${{{{ steps.{restore['id']}.outputs.cache-primary-key }}}}", name
+        assert save["with"]["path"] == restore["with"]["path"], name
+        [load] = [s for s in job if "docker load" in s.get("run", "")]
+        assert load["if"] == f"steps.{restore['id']}.outputs.cache-hit == 'true'", name
+        assert job.index(restore) < job.index(load) < job.index(saving) < job.index(save), name
+    every = [s for job in workflow()["jobs"].values() for s in job["steps"]]
+    assert not any(uses(s, "actions/cache") for s in every), "the combined cache action saves only on success"
+
+
+def test_open_kvm_does_not_fail_where_there_is_no_udev(tmp_path: Path) -> None:
+    done = subprocess.run([str(ROOT / "scripts" / "open-kvm")], env={"UDEV_RULES_DIR": str(tmp_path / "none"),
+                          "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and "no udev here" in done.stdout, done
+
+
+def test_the_second_engine_has_containerd_namespaces_of_its_own() -> None:
+    script = (ROOT / "scripts" / "second-engine").read_text()
+    own = {flag: re.search(rf"{flag} (\S+)", script) for flag in ("--containerd-namespace",
+                                                                  "--containerd-plugins-namespace")}
+    names = {flag: m.group(1) for flag, m in own.items() if m}
+    assert len(names) == 2 and len(set(names.values())) == 2, names
+    assert not {"moby", "plugins.moby"} & set(names.values())
 
 
 def make_dry_run(target: str) -> list[str]:
@@ -87,14 +179,16 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert re.search(r"^make lab\b", readme, re.MULTILINE) and make_dry_run("lab")[-1].endswith("run -e lab")
 
 
-def test_the_summary_script_the_workflow_calls_exists_and_runs_with_the_lab_installed() -> None:
+def test_the_summary_steps_run_only_with_the_lab_installed() -> None:
     summaries = [line for line in run_lines() if "GITHUB_STEP_SUMMARY" in line]
     assert summaries
-    for line in summaries:
-        [script] = re.findall(r"scripts/[\w-]+", line)
+    for text in summaries:
+        [script] = set(re.findall(r"scripts/[\w-]+", text))
         assert (ROOT / script).is_file(), script
-        # lab.report gives the columns: the Python that runs it must have the lab (tox's lab or check env).
-        assert line.split()[0] in (".tox/lab/bin/python", ".tox/check/bin/python"), line
+        # lab.report gives the columns: the Python that runs it must have the lab (a tox env of the
+        # job); when an earlier step failed before tox made it, the step says so instead of failing.
+        [python] = set(re.findall(r"\.tox/\w+/bin/python", text))
+        assert f"[ -x {python} ]" in text and python.split("/")[1] in tox_envs(), text
 
 
 def test_lab_check_by_hand_takes_the_url_as_data_and_the_token_from_the_secrets() -> None:
@@ -111,3 +205,39 @@ def test_lab_check_by_hand_takes_the_url_as_data_and_the_token_from_the_secrets(
     ini = configparser.ConfigParser(interpolation=None)
     ini.read(ROOT / "tox.ini")
     assert "PATCHWORK_TOKEN" in ini["testenv:check"]["passenv"] and "lab check" in ini["testenv:check"]["commands"]
+
+
+def test_the_workflow_run_with_act_is_opt_in() -> None:
+    assert "workflow" in tox_envs()
+    [line] = [c for c in make_dry_run("test") if " run -e " in c]
+    assert "workflow" not in line.split(" run -e ", 1)[1].split()[0].split(",")
+
+
+def run_workflow(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    # `false` stands in for act: every case here is refused before act or any user is touched.
+    return subprocess.run([str(ROOT / "scripts" / "run-workflow"), "false", "-j", "checks"],
+                          env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", **env},
+                          capture_output=True, text=True, check=False)
+
+
+def pinned_repos() -> dict[str, str]:
+    """owner/repo: commit, of every action the workflow uses."""
+    text = WORKFLOW.read_text()
+    return {m.group(1): m.group(2) for m in re.finditer(r"uses: ([\w.-]+/[\w.-]+)[\w./-]*@([0-9a-f]{40})", text)}
+
+
+def test_run_workflow_refuses_without_the_pinned_actions(tmp_path: Path) -> None:
+    done = run_workflow({})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "LAB_ACTIONS_DIR is not set" in done.stderr
+    done = run_workflow({"LAB_ACTIONS_DIR": str(tmp_path)})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "missing; clone actions/" in done.stderr
+
+
+def test_run_workflow_refuses_an_action_without_its_built_entry_point(tmp_path: Path) -> None:
+    for repo in pinned_repos():
+        folder = tmp_path / repo.split("/")[1]
+        folder.mkdir()
+        (folder / "action.yml").write_text("runs:\n  using: node20\n  main: 'dist/index.js'\n")
+    done = run_workflow({"LAB_ACTIONS_DIR": str(tmp_path)})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "dist/index.js is missing: build it" in done.stderr
