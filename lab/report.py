@@ -217,8 +217,10 @@ class Report:
         """The table as one block per cell, for a console too narrow for it: names are never cut."""
         lines = []
         for r in self.rows:
-            head = Text.assemble(f"{r.builds} x {r.scenario}: ", _verdict(r))
-            lines += [head, Text(f"    {r.view}: {figures_text(r)}")]
+            lines.append(Text.assemble(f"{r.builds} x {r.scenario}: ", _verdict(r)))
+            figures = figures_text(r)  # none for a cell that did not run: its reason follows the tables
+            if figures:
+                lines += [Text(line) for line in _packed(f"    {r.view}: ", figures.split(", "), "      ")]
         return lines
 
     def reasons(self) -> list[str]:
@@ -263,6 +265,7 @@ class Report:
 
 
 MATCH_STYLE = {True: "green", False: "red", None: "yellow"}
+BLOCK_WIDTH = 78  # a block's figures fit an 80-column log
 
 
 def _verdict(r: Row) -> Text:
@@ -281,6 +284,18 @@ def _figure(heading: str, value: str) -> str:
         return ""
     label = heading.removesuffix(" ms").removesuffix("/sent")
     return f"{label} {value} ms" if label != heading and heading.endswith(" ms") else f"{label} {value}"
+
+
+def _packed(first: str, items: list[str], indent: str) -> list[str]:
+    """``items`` joined by commas into lines of at most BLOCK_WIDTH, never breaking one ("max gap 27.7 ms")."""
+    lines, line = [], first
+    for n, item in enumerate(items):
+        text = item + ("," if n < len(items) - 1 else "")
+        if line.strip() and line not in (first, indent) and len(line) + 1 + len(text) > BLOCK_WIDTH:
+            lines.append(line)
+            line = indent
+        line += ("" if line in (first, indent) else " ") + text
+    return [*lines, line]
 
 
 def _table_or_blocks(console: Console, table: Table, blocks: list[Text]) -> None:
