@@ -400,7 +400,7 @@ class Runner:
         with self._slots_lock:
             if engine.name not in self._slots:
                 try:
-                    engine_id = str(engine.client.info().get("ID") or engine.name)
+                    engine_id = slots.engine_key(engine.client.info())
                 except docker.errors.DockerException:
                     engine_id = engine.name
                 self._slots[engine.name] = slots.Slots.of(engine.name, engine_id, _capacity(engine))

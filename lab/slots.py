@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lab.errors import Cancelled, LabError
 
@@ -25,7 +27,8 @@ class Slots:
 
     @classmethod
     def of(cls, engine: str, engine_id: str, size: int) -> Slots:
-        return cls(engine, Path(tempfile.gettempdir()) / f"nfcl-slots-{_plain(engine_id)}", max(1, size))
+        digest = hashlib.sha1(engine_id.encode()).hexdigest()[:16]  # whole ids, not a cut that may clash
+        return cls(engine, Path(tempfile.gettempdir()) / f"nfcl-slots-{digest}", max(1, size))
 
     @contextlib.contextmanager
     def take(self, timeout: float, say: Callable[[str], None], cancelled: threading.Event) -> Iterator[int]:
@@ -66,5 +69,7 @@ class Slots:
         return None
 
 
-def _plain(text: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in text)[:40] or "engine"
+def engine_key(info: Mapping[str, Any]) -> str:
+    """What names an engine's slots, from its ``docker info``. Two daemons of one machine may share an
+    ID (it comes from /etc/docker/key.json): their data roots tell them apart."""
+    return " ".join(str(info.get(key) or "") for key in ("ID", "Name", "DockerRootDir"))
