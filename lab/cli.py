@@ -838,7 +838,8 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:  # --help, or a bad command line (one line already printed)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_LAB_ERROR
     console = make_console()
-    resources.Interrupts(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True)).install()
+    interrupts = resources.Interrupts(lambda line: print(f"lab: {line}", file=sys.stderr, flush=True))
+    interrupts.install()
     # Libraries' own log lines (paramiko's refused channels, urllib3's full pools) would print beside
     # the lab's; what matters of them reaches the lab as exceptions.
     for library in ("paramiko", "urllib3"):
@@ -847,6 +848,7 @@ def _main(argv: list[str]) -> int:
     try:
         return int(args.fn(args, console))
     except KeyboardInterrupt:
+        interrupts.settle()
         with contextlib.suppress(OSError):  # a terminal that hung up (SIGHUP) takes no line
             print(f"{verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -89,6 +89,12 @@ class Interrupts:
         for signo in STOPPING:
             signal.signal(signo, self.handle)
 
+    def settle(self) -> None:
+        """The lab is leaving after an interrupt: its cleanup is done, and one more Ctrl-C while the
+        interpreter winds down (it joins its threads) would end it by the signal instead of its status."""
+        for signo in STOPPING:
+            signal.signal(signo, signal.SIG_IGN)
+
     def handle(self, signo: int, _frame: FrameType | None) -> None:
         self.received += 1
         if self.received == 1:  # Ctrl-C says nothing, as Python's own; another signal names itself

@@ -1,5 +1,5 @@
 """An engine's capacity, shared by every run on this machine: a cell takes one of the engine's slots
-(a lock file per slot, in the temporary folder, named after the engine's id) for as long as it runs.
+(a lock file per slot, in the system's lock folder, named after the engine) for as long as it runs.
 The kernel lets go of a dead process's locks, so a killed run never holds a slot."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Slots:
     @classmethod
     def of(cls, engine: str, engine_id: str, size: int) -> Slots:
         digest = hashlib.sha1(engine_id.encode()).hexdigest()[:16]  # whole ids, not a cut that may clash
-        return cls(engine, Path(tempfile.gettempdir()) / f"nfcl-slots-{digest}", max(1, size))
+        return cls(engine, _shared_folder() / f"nfcl-slots-{digest}", max(1, size))
 
     @contextlib.contextmanager
     def take(self, timeout: float, say: Callable[[str], None], cancelled: threading.Event) -> Iterator[int]:
@@ -59,7 +59,8 @@ class Slots:
     def _try(self) -> tuple[int, int] | None:
         for number in range(self.size):
             path = self.folder / f"{number}.lock"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            # Read-only: flock needs no more, and another user's lock file (0644 under its umask) opens so.
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -73,3 +74,10 @@ def engine_key(info: Mapping[str, Any]) -> str:
     """What names an engine's slots, from its ``docker info``. Two daemons of one machine may share an
     ID (it comes from /etc/docker/key.json): their data roots tell them apart."""
     return " ".join(str(info.get(key) or "") for key in ("ID", "Name", "DockerRootDir"))
+
+
+def _shared_folder() -> Path:
+    """Where every run of this machine finds the slots, whatever its TMPDIR: the system's lock folder
+    (writable by all on Debian), else the temporary folder."""
+    system = Path("/run/lock")
+    return system if system.is_dir() and os.access(system, os.W_OK | os.X_OK) else Path(tempfile.gettempdir())

@@ -4,6 +4,7 @@ share the machine: pytest-xdist workers, people)."""
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,12 +39,15 @@ def run_of(rundir: Path) -> Namespace:
     return Namespace(marker["lab"], marker["run"])
 
 
-def config_copy(source: Path, folder: Path, text: str | None = None) -> Path:
+def config_copy(source: Path, folder: Path, text: str | None = None, copy_series: bool = False) -> Path:
     """lab.yaml (``text``, or the source's own) in another folder, with the source's series beside it:
-    relative series paths stay as lab.yaml spells them, so the series images are the same ones."""
+    relative series paths stay as lab.yaml spells them, so the series images are the same ones.
+    ``copy_series``: a copy, not a link (for another user, who may not reach the checkout)."""
     folder.mkdir(parents=True, exist_ok=True)
     series = folder / "series"
-    if not series.exists():
+    if copy_series and not series.exists():
+        shutil.copytree(source.parent / "series", series)
+    elif not series.exists():
         series.symlink_to(source.parent / "series", target_is_directory=True)
     path = folder / "lab.yaml"
     path.write_text(source.read_text() if text is None else text)

@@ -48,7 +48,7 @@ def user(lab_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def workdir(user: User, lab_config: LabConfig, tmp_path: Path) -> Iterator[Path]:
     """The user's folder with a copy of lab.yaml: its results (reports, saved guests, kept labs) go there."""
     folder = user.folder(tmp_path)
-    config_copy(lab_config.path, folder)
+    config_copy(lab_config.path, folder, copy_series=True)
     user.give(folder)
     yield folder
     # Whatever the lab left there, the user removes (an assertion of its own: nothing is root's alone).
