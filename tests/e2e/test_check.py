@@ -8,7 +8,6 @@ unpatched QEMU is not built again.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("image-builds")]
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7"
 CONTROL_PATCH = next((ROOT / "series" / "control").glob("*.patch"))
-BRACKETED = re.compile(r"^\[[^\]]*\]\s*")
 
 
 @pytest.fixture
@@ -145,7 +143,7 @@ def offline_series() -> Iterator[PatchworkServer]:
     """Series 491379 as the lab builds it offline: its 11 patches, then patch 12/12 from Patchwork's record
     (the server's mbox gives 12/12 as Patchwork's mbox view does, X-Patchwork-Id included)."""
     patches = series.load_local(ROOT / "series" / "491379-offline").patches
-    served = [ServedPatch(p.patchwork_id or 2194200 + p.index, BRACKETED.sub(f"[{p.index:02d}/12] ", p.subject),
+    served = [ServedPatch(p.patchwork_id or 2194200 + p.index, series.BRACKETS.sub(f"[{p.index:02d}/12] ", p.subject),
                           p.message) for p in patches]
     yield from serve(ServedSeries(491379, "[01/12] net: introduce read_poll/write_poll", served))
 
