@@ -35,11 +35,11 @@ import docker.errors
 import requests.exceptions
 
 from lab import artefacts, images, resources
-from lab.analysis import UNSUPPORTED
 from lab.config import LabConfig, Profile, SeriesSource
 from lab.errors import LabError
 from lab.report import Report
 from lab.runner import Cell, CellStarted, ReportWritten, Runner, select_cells
+from lab.verdict import Verdict
 
 HOST_ROLES = ("primary", "secondary")
 SAMPLE_INTERVAL_S = 0.5
@@ -140,7 +140,7 @@ def run(cfg: LabConfig, options: BenchOptions, runner: Runner, say: Say) -> tupl
 def warm_cell(cells: list[Cell]) -> Cell:
     """The scenario timed on its own: the first selected cell that runs (not expected unsupported)."""
     for cell in cells:
-        if cell.expected != UNSUPPORTED:
+        if cell.expected != Verdict.UNSUPPORTED:
             return cell
     raise LabError("every selected cell is expected unsupported: select a scenario that runs "
                    "(--scenario)")

@@ -53,11 +53,10 @@ from lab import check as check_mod
 from lab import config as config_mod
 from lab import runner as runner_mod
 from lab import series as series_mod
-from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
-from lab.errors import LabError, ScenarioError, one_line
-from lab.report import NOT_RUN, Report, Row, figures_text
+from lab.errors import Cancelled, Error, LabError, ScenarioError, one_line
+from lab.report import Report, Row, figures_text
 from lab.runner import (
     CellFinished,
     CellStarted,
@@ -70,6 +69,7 @@ from lab.runner import (
     select_profiles,
 )
 from lab.shard import Shard, configured_order
+from lab.verdict import Verdict
 
 EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2
@@ -237,9 +237,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def bisect_status(rows: list[Row]) -> int:
     """What `git bisect run` reads: 0 good, 1 bad, 125 this commit cannot tell (skip it). A cell that
     did not give a verdict, or a build that lacks a property a scenario sets, decides nothing."""
-    if not rows or any(r.verdict in (ERROR, NOT_RUN) for r in rows):
+    if not rows or any(not r.verdict.decided for r in rows):
         return EXIT_BISECT_SKIP
-    if any(r.verdict == UNSUPPORTED and not r.match for r in rows):
+    if any(r.verdict == Verdict.UNSUPPORTED and not r.match for r in rows):
         return EXIT_BISECT_SKIP
     return 0 if all(r.match for r in rows) else EXIT_MISMATCH
 
@@ -847,12 +847,12 @@ def _main(argv: list[str]) -> int:
     verb = f"lab {args.verb}"
     try:
         return int(args.fn(args, console))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         interrupts.settle()
         with contextlib.suppress(OSError):  # a terminal that hung up (SIGHUP) takes no line
             print(f"{verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (LabError, ScenarioError) as exc:
+    except Error as exc:
         print(f"{verb}: error: {one_line(exc)}", file=sys.stderr)
     except docker.errors.DockerException as exc:
         print(f"{verb}: error: Docker: {one_line(exc)}; is the daemon up? (lab doctor)", file=sys.stderr)

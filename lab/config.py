@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from lab.errors import ConfigError
+from lab.verdict import EXPECTABLE
 
 FILTERS = ("filter-mirror", "filter-redirector")
 NO_FILTER = "none"  # a guest-path scenario without a filter on the source: what the guest loses plainly
@@ -28,8 +29,6 @@ SWITCH_ON = ("start", "at-stop", "before-migrate", "by-filter")
 # Where a frame can be lost on its way (report rows' lost_at); an expectation may accept losses at some.
 LOSS_POINTS = ("generator", "stream", "destination", "guest")
 PAIR_SEP = "->"  # an expectation for a migration between two builds: "source->destination"
-# "unsupported": the build lacks a property the scenario sets, and the lab is expected to say so.
-VERDICTS = ("continuous", "gap", "unsupported")
 ACCELS = ("auto", "kvm", "tcg")
 BASE_SOURCES = ("debootstrap", "registry")
 QEMU_SOURCES = ("debian", "git", "local")
@@ -649,7 +648,7 @@ def _expect(ex: _Reader, where: str, profiles: Mapping[str, Profile]) -> dict[st
             raise ConfigError(ex.key_path(key), "unknown profile",
                               f"known: {', '.join(profiles)}; or {CHECK} (what a series under lab check must give);"
                               f" or SOURCE{PAIR_SEP}DESTINATION (a migration between two builds)")
-        expect[key] = ex.text(key, "", VERDICTS)
+        expect[key] = ex.text(key, "", tuple(EXPECTABLE))
     for name, profile in profiles.items():
         # A profile outside plain `lab run` may wait for its expectation until someone can measure
         # it; its rows then report without judging.

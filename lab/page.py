@@ -48,8 +48,12 @@ def write(report_path: Path) -> Path:
         raise LabError(f"{report_path} is not JSON ({exc}); give a report.json a run wrote") from exc
     if not isinstance(report, dict) or not isinstance(report.get("results"), list):
         raise LabError(f"{report_path} has no results list: not a report.json of `lab run`")
+    try:
+        page = render(report, report_path.parent)
+    except ValueError as exc:
+        raise LabError(f"{report_path}: {exc}; give a report.json a run wrote") from None
     out = report_path.parent / PAGE
-    out.write_text(render(report, report_path.parent))
+    out.write_text(page)
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
-from lab.errors import ScenarioError, Timeout
+from lab.errors import QemuExited, ScenarioError
 from lab.waiting import Deadline, wait_until
 
 T = TypeVar("T")
@@ -86,7 +86,7 @@ class Monitor:
 
         def attempt() -> bool | None:
             if alive is not None and not alive():
-                raise Timeout(f"{self.who}: QEMU exited before its QMP socket answered")
+                raise QemuExited(f"{self.who}: QEMU exited before its QMP socket answered")
             if not self.socket_path.exists():
                 last[:] = ["no socket yet"]
                 return None

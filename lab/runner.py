@@ -27,12 +27,12 @@ import docker.errors
 from lab import accel as accel_mod
 from lab import artefacts, capabilities, images, kept, page, resources, scenario, slots, snapshot, ssh, timeline
 from lab.accel import AccelChoice
-from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
 from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
 from lab.errors import Cancelled, ConfigError, LabError, ScenarioError, one_line
 from lab.namespace import Namespace
-from lab.report import NOT_RUN, Report, Row, builds_label
+from lab.report import Report, Row, builds_label
+from lab.verdict import Verdict
 
 # A hook a test may give: called as each phase begins, with the cell's hosts (to inject faults).
 HostsHook = Callable[[str, LabHosts], None]
@@ -72,7 +72,7 @@ class Cell:
     def title(self) -> str:
         return f"{self.label} ({self.scenario.filter})"
 
-    def row(self, verdict: str, accel: str, **details: object) -> Row:
+    def row(self, verdict: Verdict, accel: str, **details: object) -> Row:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
                       expected=self.expected, verdict=verdict, accel=accel, destination_profile=self.to.name,
                       view=self.scenario.path, **details)  # type: ignore[arg-type]
@@ -361,7 +361,7 @@ class Runner:
 
     def _write(self, report: Report, cells: list[Cell], done: dict[int, Row], out: Path) -> Path:
         accel = self.accel.accel if self.accel else ""
-        rows = [done[i] if i in done else cell.row(NOT_RUN, accel) for i, cell in enumerate(cells)]
+        rows = [done[i] if i in done else cell.row(Verdict.NOT_RUN, accel) for i, cell in enumerate(cells)]
         # Learnt at each engine's first container: whether hosts there share this machine's files.
         engines = {e.name: report.engines[e.name] | {"sees_files": e.sees_files} for e in self.engines}
         return write_report(dataclasses.replace(report, rows=rows, engines=engines), out)
@@ -421,7 +421,7 @@ class Runner:
         if cell.to != cell.profile and not why:
             why = scenario.unsupported_reason(cell.scenario, cell.to.name, self.builds[cell.to.name].properties)
         if why:
-            return cell.row(UNSUPPORTED, accel, error=why), None
+            return cell.row(Verdict.UNSUPPORTED, accel, error=why), None
         # A cell that may be kept lives in a kept lab's namespace from the start: its hosts outlive
         # this process, which must not make them look like a dead run's leftovers.
         keep_name = f"{self.ns.id}-{index + 1}" if keep else ""
@@ -463,13 +463,13 @@ class Runner:
         except ScenarioError as exc:
             if first.cancelled.is_set() or second.cancelled.is_set():
                 raise Cancelled(str(exc)) from exc
-            outcome.verdict, outcome.error = ERROR, str(exc)
+            outcome.verdict, outcome.error = Verdict.ERROR, str(exc)
         except (LabError, docker.errors.DockerException) as exc:
             lost = [e.name for e in dict.fromkeys((first, second)) if e.lost()]
             if not lost:
                 raise
             # An engine gone in the middle of a run: this cell's error, while cells elsewhere go on.
-            outcome.verdict, outcome.error = ERROR, f"engine {', '.join(lost)} was lost: {exc}"
+            outcome.verdict, outcome.error = Verdict.ERROR, f"engine {', '.join(lost)} was lost: {exc}"
         finally:
             (rundir / "primary" / snapshot.STATE).unlink(missing_ok=True)  # the saved guest stays in one place
             if drawn is not None:

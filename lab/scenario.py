@@ -29,9 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from lab.analysis import (
-    CONTINUOUS,
-    ERROR,
-    GAP,
     Analysis,
     Frame,
     GuestAnalysis,
@@ -48,6 +45,7 @@ from lab.host import Host
 from lab.migration import Migration, MigrationTimes
 from lab.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Qemu, destination_redirector, guest_machine, source_filter
 from lab.traffic import Generator
+from lab.verdict import Verdict
 from lab.waiting import Deadline, pause
 
 PHASES = ("hosts", "boot", "traffic", "migrate", "hold", "drain", "analysis")
@@ -75,7 +73,7 @@ class Captured:
 class Outcome:
     """What a scenario found; lab.report turns it into a report row."""
 
-    verdict: str = ERROR
+    verdict: Verdict = Verdict.ERROR
     error: str = ""
     qemu_version: str = ""
     analysis: Analysis | None = None
@@ -165,7 +163,7 @@ def run(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, 
         booted = Booted.create(cfg, scenario, primary, secondary, accel, restore)
         _drive(cfg, scenario, booted, outcome, on_phase, keep, primary.cancel)
     except ScenarioError as exc:
-        outcome.verdict, outcome.error = ERROR, str(exc)
+        outcome.verdict, outcome.error = Verdict.ERROR, str(exc)
         outcome.reasons = [str(exc)]
     return outcome
 
@@ -234,7 +232,7 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
                               cfg.migration.hold_s + cfg.migration.settle_s, times.continued - times.pre_switchover,
                               drain_cut))
         if why:  # the machine, not QEMU, decided what was measured: no verdict about QEMU
-            outcome.verdict, outcome.error = ERROR, why
+            outcome.verdict, outcome.error = Verdict.ERROR, why
             outcome.reasons = [why, *outcome.reasons]
         outcome.figures = migration.figures() | _timeline(sent, times, outcome.switched_on)
         outcome.timings["analysis"] = round(time.monotonic() - analysis_start, 2)
@@ -313,15 +311,16 @@ def _largest_send_gap(sent: Sent) -> float:
     return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
 
-def judge(scenario: ScenarioSpec, judged: Analysis | GuestAnalysis, lost_at: dict[str, int]) -> tuple[str, list[str]]:
+def judge(scenario: ScenarioSpec, judged: Analysis | GuestAnalysis,
+          lost_at: dict[str, int]) -> tuple[Verdict, list[str]]:
     """The verdict and its reasons: the capture point's own, unless every frame it lacks was lost
     where the scenario accepts losses (``accept_loss``) and nothing else is wrong."""
-    if judged.verdict != GAP or not scenario.accept_loss:
+    if judged.verdict != Verdict.GAP or not scenario.accept_loss:
         return judged.verdict, list(judged.reasons)
     where = [point for point, count in lost_at.items() if count]
     if judged.faults or not set(where) <= set(scenario.accept_loss):
         return judged.verdict, list(judged.reasons)
-    return CONTINUOUS, [f"accepted, lost at {', '.join(where)}: {r}" for r in judged.reasons]
+    return Verdict.CONTINUOUS, [f"accepted, lost at {', '.join(where)}: {r}" for r in judged.reasons]
 
 
 def _switch_on(src: Qemu, outcome: Outcome) -> None:

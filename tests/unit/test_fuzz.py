@@ -24,8 +24,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lab import config, series
-from lab.analysis import CONTINUOUS, GAP, Frame, Sent, StopWindow, analyse, analyse_guest
+from lab.analysis import Frame, Sent, StopWindow, analyse, analyse_guest
 from lab.errors import LabError
+from lab.verdict import Verdict
 from tests.unit.test_series import RECORDED_HOST, ReplayServer, Reply
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "lab.yaml"
@@ -301,9 +302,9 @@ def test_analysis_counts_add_up(run: tuple[Sent, list[Frame], list[Frame], StopW
     assert (result.duplicates, result.reordered) == reference_counts(stream, window.resume)
     assert result.lost_seqs == sorted(result.lost_seqs) and len(result.lost_seqs) == result.lost
     assert set(result.lost_seqs) <= {f.seq for f in sent.frames}
-    assert result.verdict in (CONTINUOUS, GAP)
+    assert result.verdict in (Verdict.CONTINUOUS, Verdict.GAP)
     assert math.isfinite(result.max_gap_ms) and result.max_gap_ms >= 0
-    if result.verdict == CONTINUOUS:
+    if result.verdict == Verdict.CONTINUOUS:
         assert result.reasons == [] and result.frames_during_stop > 0
         assert (result.lost, result.duplicates, result.reordered, result.undelivered) == (0, 0, 0, 0)
     else:
@@ -328,4 +329,4 @@ def test_the_guests_view_adds_up(run: tuple[Sent, list[Frame], list[Frame], Stop
     assert (g.duplicates, g.reordered) == reference_counts(received, math.inf)
     assert 0 <= g.frames_after_resume <= len(received)
     assert (g.latency_ms is None) or (destination is not None or g.frames_after_resume == 0)
-    assert g.verdict == (CONTINUOUS if not g.reasons else GAP)
+    assert g.verdict == (Verdict.CONTINUOUS if not g.reasons else Verdict.GAP)

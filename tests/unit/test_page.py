@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from lab import cli, page
-from lab.analysis import UNSUPPORTED
 from lab.report import Report, Row
 from lab.runner import write_report
+from lab.verdict import Verdict
 from tests.unit.test_report import guest_cell, ran
 
 SERIES = {"origin": "patchwork", "name": "net: keep filters flowing", "version": 2, "patchwork_id": 491379,
@@ -46,7 +46,7 @@ def a_run(out: Path) -> Report:
             (folder / name).write_text("x\n")
         rows.append(dataclasses.replace(row, artefacts=str(folder)))
     rows.append(Row.of(profile="control", scenario="redirector-when-stopped", filter="filter-redirector",
-                       expected=UNSUPPORTED, verdict=UNSUPPORTED, accel="tcg",
+                       expected=Verdict.UNSUPPORTED, verdict=Verdict.UNSUPPORTED, accel="tcg",
                        error="has no property enable_when_stopped"))
     builds = {"baseline": {"runtime_image": "nfcl/runtime:baseline-1", "qemu_source": "QEMU 10.2.2", "series": None},
               "control": {"runtime_image": "nfcl/runtime:control-2", "qemu_source": "QEMU 10.2.2", "series": SERIES,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.errors import Cancelled, ScenarioError, Timeout
+from lab.errors import Cancelled, QemuExited, ScenarioError, Timeout
 from lab.migration import Migration
 from lab.qmp import Monitor, QMPCommandError, QMPDisconnected, event_time
 from tests.unit.qmp_server import FakeQMP, migration_source
@@ -99,7 +99,7 @@ def test_event_wait_is_cut_short_by_cancel(monitor: Monitor) -> None:
 def test_connect_gives_up_when_qemu_is_gone(sock_dir: Path) -> None:
     m = Monitor("primary", sock_dir / "never.sock", sock_dir / "t.jsonl", timeout=1.0)
     try:
-        with pytest.raises(Timeout, match="exited before"):
+        with pytest.raises(QemuExited, match="exited before"):
             m.connect(5.0, alive=lambda: False)
         with pytest.raises(Timeout, match="no socket yet"):
             m.connect(0.2)
