@@ -34,12 +34,13 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import artefacts, images, resources
+from lab import images, resources
 from lab.config import LabConfig, Profile, SeriesSource
 from lab.errors import LabError
-from lab.report import Report
+from lab.results import artefacts
+from lab.results.report import Report
+from lab.results.verdict import Verdict
 from lab.runner import Cell, CellStarted, ReportWritten, Runner, select_cells
-from lab.verdict import Verdict
 
 HOST_ROLES = ("primary", "secondary")
 SAMPLE_INTERVAL_S = 0.5

@@ -31,32 +31,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from lab import accel as accel_mod
-from lab import (
-    artefacts,
-    bench,
-    capabilities,
-    completion,
-    doctor,
-    images,
-    junit,
-    kept,
-    lore,
-    merge,
-    page,
-    resources,
-    snapshot,
-    ssh,
-    version,
-)
-from lab import check as check_mod
+from lab import bench, completion, doctor, images, kept, resources, ssh, version
 from lab import config as config_mod
 from lab import runner as runner_mod
-from lab import series as series_mod
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
 from lab.errors import Cancelled, Error, LabError, ScenarioError, one_line
-from lab.report import Report, Row, figures_text
+from lab.results import artefacts, junit, merge, page
+from lab.results.report import Report, Row, figures_text
+from lab.results.verdict import Verdict
 from lab.runner import (
     CellFinished,
     CellStarted,
@@ -69,7 +52,11 @@ from lab.runner import (
     select_profiles,
 )
 from lab.shard import Shard, configured_order
-from lab.verdict import Verdict
+from lab.upstream import check as check_mod
+from lab.upstream import lore
+from lab.upstream import series as series_mod
+from lab.vm import accel as accel_mod
+from lab.vm import capabilities, snapshot
 
 EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from lab.errors import ConfigError
-from lab.verdict import EXPECTABLE
+from lab.results.verdict import EXPECTABLE
 
 FILTERS = ("filter-mirror", "filter-redirector")
 NO_FILTER = "none"  # a guest-path scenario without a filter on the source: what the guest loses plainly
@@ -36,7 +36,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 # A QOM property name as QEMU's -object option accepts it.
 PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-# Set by the lab on the filter under test (lab.qemu.Filter); a scenario repeating one would override it.
+# Set by the lab on the filter under test (lab.vm.qemu.Filter); a scenario repeating one would override it.
 LAB_PROPERTIES = ("id", "netdev", "queue", "outdev", "indev", "vnet_hdr_support")
 # What `git clone` is given: a URL of a network transport or an absolute path; never an option.
 GIT_URL_RE = re.compile(r"^(?:(?:https?|git|ssh)://[^\s/-][^\s]*|/[^\s]*)$")

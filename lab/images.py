@@ -5,7 +5,7 @@
     qemu-series  a profile's series on top of a qemu builder: built in a container of the builder,
              only the binary kept (images/series)
     qemu-tree    a profile's own tree (a local checkout, a git commit) that descends from a builder's
-             tree: its diff built the same way, in seconds instead of a full compile (lab.gittree)
+             tree: its diff built the same way, in seconds instead of a full compile (lab.upstream.gittree)
     guest    Debian's cloud kernel + a busybox initramfs that brings eth0 up
     host     the runtime's first stage (packages, sshd): built while QEMU compiles
     runtime  a lab host: the built QEMU, the guest, firmware, tcpdump, iproute2, the in-host helpers
@@ -42,11 +42,12 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import apt, gittree, lore, resources, statefile
-from lab import series as series_mod
+from lab import apt, resources, statefile
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
 from lab.namespace import Namespace
+from lab.upstream import gittree, lore
+from lab.upstream import series as series_mod
 
 PACKAGE = Path(__file__).resolve().parent
 # What the images are built from, package data of an installed lab (in a checkout, a link to images/).
@@ -87,7 +88,7 @@ class ImageSet:
     runtime: str
     qemu_source: str = ""
     series: dict[str, Any] | None = None
-    # A tree of the profile's own built on a builder's (lab.gittree.TreeDiff.provenance), and the
+    # A tree of the profile's own built on a builder's (lab.upstream.gittree.TreeDiff.provenance), and the
     # commit a git ref named when the lab resolved it.
     tree: dict[str, str] | None = None
     build_seconds: dict[str, float] = field(default_factory=dict)  # per image of this set; 0: reused

@@ -17,7 +17,7 @@ Fixtures (session-wide unless said):
     lab_capabilities  {profile: {filter type: [property, ...]}} from each build's QEMU
     lab_out           (per test) this test's own artefacts folder
     lab_hosts         (per test) a primary + secondary host pair on the lab network, removed after
-    run_scenario      (per test) run_scenario(profile, scenario[, hook]) -> lab.report.Row
+    run_scenario      (per test) run_scenario(profile, scenario[, hook]) -> lab.results.report.Row
 
 pytest's last line says where the artefacts are.
 """
@@ -33,14 +33,15 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import artefacts, config, images
-from lab.accel import AccelChoice
+from lab import config, images
 from lab.config import LabConfig
 from lab.engine import Engine, HostSpec, LabHosts
 from lab.errors import LabError
 from lab.namespace import Namespace
-from lab.report import Row
+from lab.results import artefacts
+from lab.results.report import Row
 from lab.runner import Cell, HostsHook, Runner, select_profiles
+from lab.vm.accel import AccelChoice
 
 RESULTS_KEY = pytest.StashKey[Path]()
 RunScenario = Callable[..., Row]

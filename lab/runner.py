@@ -24,15 +24,17 @@ from pathlib import Path
 
 import docker.errors
 
-from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, page, resources, scenario, slots, snapshot, ssh, timeline
-from lab.accel import AccelChoice
+from lab import images, kept, resources, scenario, slots, ssh
 from lab.config import LabConfig, Profile, ScenarioSpec
 from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
 from lab.errors import Cancelled, ConfigError, LabError, ScenarioError, one_line
 from lab.namespace import Namespace
-from lab.report import Report, Row, builds_label
-from lab.verdict import Verdict
+from lab.results import artefacts, page, timeline
+from lab.results.report import Report, Row, builds_label
+from lab.results.verdict import Verdict
+from lab.vm import accel as accel_mod
+from lab.vm import capabilities, snapshot
+from lab.vm.accel import AccelChoice
 
 # A hook a test may give: called as each phase begins, with the cell's hosts (to inject faults).
 HostsHook = Callable[[str, LabHosts], None]

@@ -17,7 +17,7 @@ its guest instead of its tap, the verdict is the guest's, and the filter under t
 switched off, to be switched on over QMP at the source's STOP or just before ``migrate``.
 
 The scenario knows hosts only through lab.host's interface, and returns data: writing files and
-drawing pictures belong to lab.artefacts, deciding what to keep to lab.runner.
+drawing pictures belong to lab.results.artefacts, deciding what to keep to lab.runner.
 """
 
 from __future__ import annotations
@@ -28,7 +28,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from lab.analysis import (
+from lab.config import NO_FILTER, LabConfig, ScenarioSpec, Timeouts
+from lab.errors import ScenarioError
+from lab.host import Host
+from lab.results.analysis import (
     Analysis,
     Frame,
     GuestAnalysis,
@@ -37,15 +40,12 @@ from lab.analysis import (
     analyse,
     analyse_guest,
 )
-from lab.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
-from lab.config import NO_FILTER, LabConfig, ScenarioSpec, Timeouts
-from lab.errors import ScenarioError
-from lab.guest import ClockOffset, GuestRecord, measure_offset, read_record
-from lab.host import Host
-from lab.migration import Migration, MigrationTimes
-from lab.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Qemu, destination_redirector, guest_machine, source_filter
-from lab.traffic import Generator
-from lab.verdict import Verdict
+from lab.results.verdict import Verdict
+from lab.vm.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
+from lab.vm.guest import ClockOffset, GuestRecord, measure_offset, read_record
+from lab.vm.migration import Migration, MigrationTimes
+from lab.vm.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Qemu, destination_redirector, guest_machine, source_filter
+from lab.vm.traffic import Generator
 from lab.waiting import Deadline, pause
 
 PHASES = ("hosts", "boot", "traffic", "migrate", "hold", "drain", "analysis")
@@ -71,7 +71,7 @@ class Captured:
 
 @dataclass
 class Outcome:
-    """What a scenario found; lab.report turns it into a report row."""
+    """What a scenario found; lab.results.report turns it into a report row."""
 
     verdict: Verdict = Verdict.ERROR
     error: str = ""
@@ -114,7 +114,7 @@ class Booted:
     @classmethod
     def create(cls, cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str,
                restore: str = "") -> Booted:
-        """``restore``: a saved guest (lab.snapshot) the source starts from instead of booting."""
+        """``restore``: a saved guest (lab.vm.snapshot) the source starts from instead of booting."""
         stream_host, stream_port = secondary.reach(RECORDER_PORT)
         under_test = () if scenario.filter == NO_FILTER else (source_filter(
             scenario.filter, stream_host, stream_port, scenario.properties, on=scenario.switch_on == "start"),)
@@ -155,7 +155,7 @@ def run(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, 
     """Runs the scenario on the hosts; one that cannot finish gives verdict ``error`` with its reason.
 
     ``keep(outcome)`` true leaves both QEMUs running at the end (for a person to look at);
-    ``restore``: the saved guest the source starts from (lab.snapshot), instead of a boot.
+    ``restore``: the saved guest the source starts from (lab.vm.snapshot), instead of a boot.
     """
     outcome = Outcome()
     try:

@@ -9,7 +9,7 @@ import pytest
 from lab import config
 from lab.config import LabConfig
 from lab.pytest_plugin import RunScenario, config_path
-from lab.verdict import Verdict
+from lab.results.verdict import Verdict
 
 pytestmark = pytest.mark.e2e
 

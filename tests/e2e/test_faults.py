@@ -13,13 +13,13 @@ import docker
 import pytest
 
 from lab import images, resources
-from lab.accel import AccelChoice
 from lab.config import LabConfig
 from lab.engine import LabHosts
 from lab.errors import ScenarioError
-from lab.qemu import MachineSpec, Qemu
+from lab.results.verdict import Verdict
 from lab.runner import Cell, CellFinished, Runner
-from lab.verdict import Verdict
+from lab.vm.accel import AccelChoice
+from lab.vm.qemu import MachineSpec, Qemu
 
 pytestmark = pytest.mark.e2e
 

@@ -9,12 +9,13 @@ from typing import Any
 import docker
 import pytest
 
-from lab import artefacts, images, resources
+from lab import images, resources
 from lab.config import LabConfig, Limits
 from lab.engine import Engine, HostSpec, LabHosts
 from lab.errors import LabError
 from lab.namespace import Namespace
 from lab.remote import ArchiveError
+from lab.results import artefacts
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""lab.analysis.analyse: from a sent record, a stream capture and a tap capture to a verdict.
+"""lab.results.analysis.analyse: from a sent record, a stream capture and a tap capture to a verdict.
 
 The synthetic run: 100 frames sent 1 ms apart from T0; the source stops at T0+40 ms and
 migrate-continue is sent at T0+150 ms. On the stream a frame arrives 0.5 ms after it was sent.
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab.analysis import Frame, Sent, StopWindow, analyse
-from lab.verdict import Verdict
+from lab.results.analysis import Frame, Sent, StopWindow, analyse
+from lab.results.verdict import Verdict
 
 T0 = 1_700_000_000.0
 COUNT = 100

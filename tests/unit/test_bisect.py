@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lab import cli
-from lab.report import Row
-from lab.verdict import Verdict
+from lab.results.report import Row
+from lab.results.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 

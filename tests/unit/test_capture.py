@@ -16,8 +16,8 @@ import pytest
 
 from lab.agents import frames
 from lab.agents.recorder import PcapWriter
-from lab.capture import TAP_PCAP, SecondaryCapture
 from lab.errors import ScenarioError
+from lab.vm.capture import TAP_PCAP, SecondaryCapture
 from lab.waiting import wait_until
 from tests.unit.folder_host import FolderHost
 

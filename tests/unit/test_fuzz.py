@@ -23,10 +23,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab import config, series
-from lab.analysis import Frame, Sent, StopWindow, analyse, analyse_guest
+from lab import config
 from lab.errors import LabError
-from lab.verdict import Verdict
+from lab.results.analysis import Frame, Sent, StopWindow, analyse, analyse_guest
+from lab.results.verdict import Verdict
+from lab.upstream import series
 from tests.unit.test_series import RECORDED_HOST, ReplayServer, Reply
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "lab.yaml"

@@ -1,4 +1,4 @@
-"""lab.guest: the guest receiver's record, read over its port, and the guest clock's offset."""
+"""lab.vm.guest: the guest receiver's record, read over its port, and the guest clock's offset."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from lab.agents import clock, frames
 from lab.errors import ScenarioError
-from lab.guest import (
+from lab.host import RUNDIR
+from lab.vm.guest import (
     RECORD_FILE,
     ClockOffset,
     GuestFrame,
@@ -25,7 +26,6 @@ from lab.guest import (
     offset_from_samples,
     read_record,
 )
-from lab.host import RUNDIR
 from tests.unit.folder_host import FolderHost
 
 GOOD = ("LAB-RX 1 frames=2 drops=3 now=1700000002000000000\n"

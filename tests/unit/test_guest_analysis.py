@@ -1,4 +1,4 @@
-"""lab.analysis.analyse_guest: the sent record and the guest's own record to the guest's view.
+"""lab.results.analysis.analyse_guest: the sent record and the guest's own record to the guest's view.
 
 The synthetic run: 100 frames sent 1 ms apart from T0; the source stops at T0+40 ms and its guest
 clock is frozen from then until the destination resumes it at T0+150 ms. The source guest's clock
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.analysis import Frame, Sent, analyse_guest
-from lab.verdict import Verdict
+from lab.results.analysis import Frame, Sent, analyse_guest
+from lab.results.verdict import Verdict
 
 T0 = 1_700_000_000.0
 STOP = T0 + 0.040

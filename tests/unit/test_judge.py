@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from lab.analysis import Frame, Sent, StopWindow, analyse
 from lab.config import ScenarioSpec
+from lab.results.analysis import Frame, Sent, StopWindow, analyse
+from lab.results.verdict import Verdict
 from lab.scenario import Load, judge, starvation
-from lab.verdict import Verdict
 
 T0 = 1_700_000_000.0
 SENT = Sent(run_id=1, frames=tuple(Frame(s, T0 + s * 0.001) for s in range(100)))

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import cli, junit
-from lab.report import Report
-from lab.verdict import Verdict
+from lab import cli
+from lab.results import junit
+from lab.results.report import Report
+from lab.results.verdict import Verdict
 from tests.unit.test_merge import part, row
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lab import cli
-from lab.report import Report, Row, rows_of
-from lab.verdict import Verdict
+from lab.results.report import Report, Row, rows_of
+from lab.results.verdict import Verdict
 from tests.unit.test_report import ran
 
 

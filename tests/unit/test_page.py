@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import cli, page
-from lab.report import Report, Row
+from lab import cli
+from lab.results import page
+from lab.results.report import Report, Row
+from lab.results.verdict import Verdict
 from lab.runner import write_report
-from lab.verdict import Verdict
 from tests.unit.test_report import guest_cell, ran
 
 SERIES = {"origin": "patchwork", "name": "net: keep filters flowing", "version": 2, "patchwork_id": 491379,

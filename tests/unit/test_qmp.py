@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from lab.errors import Cancelled, QemuExited, ScenarioError, Timeout
-from lab.migration import Migration
-from lab.qmp import Monitor, QMPCommandError, QMPDisconnected, event_time
+from lab.vm.migration import Migration
+from lab.vm.qmp import Monitor, QMPCommandError, QMPDisconnected, event_time
 from tests.unit.qmp_server import FakeQMP, migration_source
 
 

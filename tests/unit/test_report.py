@@ -14,10 +14,10 @@ from rich.console import Console
 from rich.table import Table
 
 from lab import cli, config
-from lab.analysis import Sent, StopWindow, analyse, analyse_guest
-from lab.report import GUEST_VIEW, ROW_FIELDS, STREAM, Report, Row, markdown, rows_of
+from lab.results.analysis import Sent, StopWindow, analyse, analyse_guest
+from lab.results.report import GUEST_VIEW, ROW_FIELDS, STREAM, Report, Row, markdown, rows_of
+from lab.results.verdict import Verdict
 from lab.runner import select_cells
-from lab.verdict import Verdict
 from tests.unit.test_analysis import CONTINUOUS_STREAM, SENT, WINDOW
 from tests.unit.test_guest_analysis import DESTINATION, SOURCE, STOP, on_destination, on_source
 from tests.unit.test_guest_analysis import SENT as GUEST_SENT

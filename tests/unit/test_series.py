@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from lab import cli, series
-from lab.series import Patchwork, SeriesError, SeriesInfo
+from lab import cli
+from lab.upstream import series
+from lab.upstream.series import Patchwork, SeriesError, SeriesInfo
 from tests.serving import Serving
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from typing import Any
 from lab.config import Guest
 from lab.errors import ScenarioError, Timeout
 from lab.host import RUNDIR, TAP, Host, Process
-from lab.qmp import Monitor, QMPCommandError, QMPDisconnected
+from lab.vm.qmp import Monitor, QMPCommandError, QMPDisconnected
 from lab.waiting import wait_until
 
 BINARY = "/opt/qemu/bin/qemu-system-x86_64"
@@ -31,7 +31,7 @@ MIGRATION_PORT = 4444
 CONSOLE_SOCKET = "console.sock"
 CONSOLE_LOG = "console.log"
 NETDEV = "n0"
-RX_SOCKET = "rx.sock"  # the guest receiver's virtio-serial port, as a socket in the host (lab.guest)
+RX_SOCKET = "rx.sock"  # the guest receiver's virtio-serial port, as a socket in the host (lab.vm.guest)
 RX_PORT_NAME = "lab.rx"
 RX_CHARDEV = "labrx"
 

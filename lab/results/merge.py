@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
-from lab.report import Report, Row, rows_of
+from lab.results.report import Report, Row, rows_of
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import time
 from dataclasses import dataclass
 
 from lab.agents import frames
-from lab.analysis import Frame, read_pcap
 from lab.errors import ScenarioError
 from lab.host import RUNDIR, TAP, Host, Process
+from lab.results.analysis import Frame, read_pcap
 from lab.waiting import Deadline, wait_until
 
 STREAM_PCAP = "stream.pcap"

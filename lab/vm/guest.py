@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from lab.agents.clock import Sample, best
 from lab.errors import ScenarioError, Timeout
 from lab.host import RUNDIR, TAP, Host
-from lab.qemu import CONSOLE_LOG, RX_SOCKET
+from lab.vm.qemu import CONSOLE_LOG, RX_SOCKET
 from lab.waiting import Deadline, wait_until
 
 RECORD_FILE = "guest-rx.txt"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from lab.agents import frames
-from lab.verdict import Verdict
+from lab.results.verdict import Verdict
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,9 @@ from typing import Any
 
 from lab.config import CHECK, LabConfig, Profile, SeriesSource
 from lab.errors import LabError, excerpt, one_line
-from lab.report import GUEST_VIEW, Row
-from lab.series import Patchwork, PatchworkHTTPError, SeriesDoesNotApply, SeriesInfo, is_http
-from lab.verdict import Verdict
+from lab.results.report import GUEST_VIEW, Row
+from lab.results.verdict import Verdict
+from lab.upstream.series import Patchwork, PatchworkHTTPError, SeriesDoesNotApply, SeriesInfo, is_http
 
 PENDING, SUCCESS, FAIL, WARNING = "pending", "success", "fail", "warning"
 EXIT_STATUS = {SUCCESS: 0, FAIL: 1, WARNING: 2}

@@ -11,8 +11,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lab.report import Row, figures_text
-from lab.verdict import Verdict
+from lab.results.report import Row, figures_text
+from lab.results.verdict import Verdict
 
 SUITE = "netfilter-continuity"
 # Row fields that are not figures (said elsewhere in the testcase, or paths of this machine).

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
-from lab.report import COLUMNS, NUMERIC, ROW_FIELDS, Row, cell_text, rows_of
+from lab.results.report import COLUMNS, NUMERIC, ROW_FIELDS, Row, cell_text, rows_of
 
 PAGE = "report.html"
 # A cell's files, in the order a person looks for them; each host's own folder has the same names.

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lab.config import DEFAULT_ARCHIVE, MSGID_RE
 from lab.errors import excerpt
-from lab.series import BRACKETS, READ_LIMIT, Series, SeriesError, is_http, parse_mbox, too_large
+from lab.upstream.series import BRACKETS, READ_LIMIT, Series, SeriesError, is_http, parse_mbox, too_large
 
 
 def message_id(text: str) -> str:

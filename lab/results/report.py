@@ -21,8 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from lab import statefile
-from lab.analysis import Analysis, GuestAnalysis
-from lab.verdict import Verdict
+from lab.results.analysis import Analysis, GuestAnalysis
+from lab.results.verdict import Verdict
 
 # What a verdict judged (a scenario's ``path``): the mirror stream as it reached the secondary, or
 # what the destination's guest received.
@@ -57,7 +57,7 @@ class Row:
     frames_during_stop: int | None
     max_gap_ms: float | None
     stopped_window_ms: float | None
-    # The guest's own view (lab.analysis.GuestAnalysis), on the hosts' clock.
+    # The guest's own view (lab.results.analysis.GuestAnalysis), on the hosts' clock.
     guest_received: int | None
     guest_lost: int | None
     guest_duplicates: int | None
@@ -181,7 +181,7 @@ class Report:
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: address, transfer s, sees_files
     rows: list[Row] = field(default_factory=list)
     started: float = field(default_factory=time.time)
-    check: dict[str, Any] | None = None  # `lab check`: the checks posted (lab.check.Poster.record)
+    check: dict[str, Any] | None = None  # `lab check`: the checks posted (lab.upstream.check.Poster.record)
 
     @property
     def all_match(self) -> bool:
