@@ -19,7 +19,6 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -34,23 +33,23 @@ from rich.text import Text
 from lab import bench, completion, doctor, images, kept, resources, ssh, version
 from lab import config as config_mod
 from lab import runner as runner_mod
-from lab.config import EngineSpec, LabConfig
+from lab import session as session_mod
+from lab.config import LabConfig
 from lab.engine import Engine
-from lab.errors import Cancelled, Error, LabError, ScenarioError, one_line
+from lab.errors import Cancelled, Error, LabError, one_line
 from lab.results import artefacts, junit, merge, page
-from lab.results.report import Report, Row, figures_text
+from lab.results.report import Row, figures_text
 from lab.results.verdict import Verdict
 from lab.runner import (
     CellFinished,
     CellStarted,
     Event,
-    LabKept,
     Pace,
-    ReportWritten,
     Runner,
     select_cells,
     select_profiles,
 )
+from lab.session import Outcome, Placement, Session, profiles_of
 from lab.shard import Shard, configured_order
 from lab.upstream import check as check_mod
 from lab.upstream import lore
@@ -125,8 +124,7 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     profiles = select_profiles(cfg, args.profile)
     images.check_local_series(cfg, profiles)
-    with BuildDisplay(console) as display:
-        runner = Runner.connect(cfg, display)
+    with BuildDisplay(console) as display, Runner.connect(cfg, display) as runner:
         started = time.monotonic()
         built = runner.build(profiles, rebuild=args.rebuild)
         for name, image_set in built.items():
@@ -153,52 +151,25 @@ def _show_build_steps(console: Console, steps: list[dict[str, Any]], at_least_s:
     console.print(table)
 
 
-@dataclass
-class MatrixRun:
-    """What a run through the runner left: its last report (also when it stopped on an error), a kept lab."""
-
-    written: ReportWritten | None = None
-    kept: LabKept | None = None
-
-
-Placement = tuple[list[EngineSpec], bool]  # engines the cells go to; split: primary, secondary
-
-
-def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console: Console, run: MatrixRun,
-                keep: bool = False, placement: Placement | None = None, jobs: int = 0) -> MatrixRun:
-    """The faces' one way through the runner: images, accelerator, cells with their lines, the tables."""
-    profiles = list(dict.fromkeys(p for c in cells for p in c.profiles))
-    images.check_local_series(cfg, profiles)
-    placement = placement or (cfg.select_engines(None), False)
-    doctor.require_tun()
+def _run_matrix(session: Session, cells: list[runner_mod.Cell], out: Path, console: Console) -> Outcome:
+    """The faces' one way through a session: images, accelerator, cells with their lines, the tables."""
     with BuildDisplay(console) as display:
-        runner = Runner.connect(cfg, display)
-        engines = {spec.name: Engine.connect(spec) if spec.url else runner.engine for spec in placement[0]}
-        runner.place([engines[spec.name] for spec in placement[0]], split=placement[1])
-        _note_leftovers(runner)
-        runner.prepare(profiles)
+        runner = session.prepare(profiles_of(cells), display)
     assert runner.accel is not None
     if runner.transfers:
         console.print("images copied to " + ", ".join(f"{k} in {v:g} s" for k, v in runner.transfers.items()))
-    # --keep stops at the first cell that does not end as expected: one cell at a time, or others
-    # would already be under way.
-    jobs = 1 if keep else (jobs or runner.default_jobs())
     console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
-                  f"{len(cells)} cells, {jobs} at a time")
+                  f"{len(cells)} cells, {session.jobs_now} at a time")
     # closing: an interrupt landing here, outside the generator, still stops the cells at once.
-    with contextlib.closing(runner.run(cells, out, keep=keep, jobs=jobs)) as events, \
-            RunDisplay(console, len(cells)) as display:
+    with contextlib.closing(session.run(cells, out)) as events, RunDisplay(console, len(cells)) as display:
         for event in events:
             display(event)
-            if isinstance(event, ReportWritten):
-                run.written = event
-            elif isinstance(event, LabKept):
-                run.kept = event
-    assert run.written is not None
-    run.written.report.print(console)
-    console.print(f"report: {run.written.path}", markup=False)
-    console.print(f"page: {run.written.path.parent / page.PAGE}", markup=False)
-    return run
+    written = session.outcome.written
+    assert written is not None
+    written.report.print(console)
+    console.print(f"report: {written.path}", markup=False)
+    console.print(f"page: {written.path.parent / page.PAGE}", markup=False)
+    return session.outcome
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -207,12 +178,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     cells = select_cells(cfg, args.profile, args.scenario, args.to)
     if args.shard is not None:
         cells = args.shard.of(configured_order(cfg, cells))
-    run = MatrixRun()
-    try:
-        _run_matrix(cfg, cells, out, console, run, args.keep, _placement(cfg, args), args.jobs)
-    finally:  # a run stopped by a lab error still says which cells ran and which did not
-        if args.junit and run.written is not None:
-            junit.write(run.written.report.rows, Path(args.junit))
+    placement = Placement.of(cfg, args.engine, args.split)
+    with Session(cfg, placement, keep=args.keep, jobs=args.jobs) as session:
+        try:
+            _run_matrix(session, cells, out, console)
+        finally:  # a run stopped by a lab error still says which cells ran and which did not
+            if args.junit and session.outcome.written is not None:
+                junit.write(session.outcome.written.report.rows, Path(args.junit))
+    run = session.outcome
     assert run.written is not None
     if run.kept is not None:
         _how_to_get_in(console, run.kept.lab, f"kept: {run.kept.cell.name} did not end as expected")
@@ -241,38 +214,20 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     poster = check_mod.Poster(patchwork, check_mod.read_token(cfg), info.project, args.dry_run,
                               lambda line: console.print(line, markup=False, soft_wrap=True))
     url = check_mod.target_url(cfg.check.target_url, os.environ)
-
-    def check(state: str, description: str) -> check_mod.Check:
-        return check_mod.Check(state, description, url, cfg.check.context)
-
     console.print(f"series {info.id}: {info.name} ({len(info.patches)} patches) on {plan.base.name}", markup=False)
-    scenarios = list(dict.fromkeys(c.scenario.name for c in cells))
-    failure: Exception | None = None
-    with poster.none_left_pending(lambda why: check(check_mod.WARNING, check_mod.lab_stopped(why))):
-        poster.post_all(info.patches, check(check_mod.PENDING, check_mod.pending(plan, scenarios)))
-        run = MatrixRun()
-        try:
-            _run_matrix(plan.cfg, cells, out, console, run)
-            assert run.written is not None
-            state, description = check_mod.judge(run.written.report.rows, plan)
-        except series_mod.SeriesDoesNotApply as exc:
-            state, description = check_mod.FAIL, check_mod.does_not_apply(exc, plan)
-        except (LabError, ScenarioError, docker.errors.DockerException) as exc:
-            state, description, failure = check_mod.WARNING, check_mod.lab_failed(one_line(exc)), exc
-        except (OSError, paramiko.SSHException) as exc:
-            state, description, failure = check_mod.WARNING, check_mod.lab_stopped(one_line(exc)), exc
-        report = run.written.report if run.written else Report(config=str(cfg.path))
-        try:
-            poster.post_all(info.patches, check(state, description))
-        finally:  # report.json says what was posted, also when a post failed
-            report.check = poster.record(cfg.check.context, url) | {"state": state, "description": description}
-            path = runner_mod.write_report(report, out)
+
+    def run_cells(cfg: LabConfig, cells: list[runner_mod.Cell], outcome: Outcome) -> None:
+        with Session(cfg, outcome=outcome) as session:
+            _run_matrix(session, cells, out, console)
+
+    done = session_mod.check(cfg, plan, info, cells, out, poster, url, run_cells)
     verb = "would be posted" if args.dry_run else "posted"
     patches = f"{len(info.patches)} patch{'es' if len(info.patches) != 1 else ''}"
-    console.print(f"check {state} {verb} on {patches}: {description} (report: {path})", markup=False)
-    if failure is not None:
-        raise failure
-    return check_mod.EXIT_STATUS[state]
+    console.print(f"check {done.state} {verb} on {patches}: {done.description} (report: {done.report_path})",
+                  markup=False)
+    if done.failure is not None:
+        raise done.failure
+    return check_mod.EXIT_STATUS[done.state]
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
@@ -285,11 +240,9 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     bench.warm_cell(select_cells(cfg, options.profiles, options.scenarios))
     if options.series:
         bench.series_source(cfg)
-    images.check_local_series(cfg, select_profiles(cfg, options.profiles))
-    doctor.require_tun()
-    with BuildDisplay(console) as display:
-        runner = Runner.connect(cfg, display)
-        _note_leftovers(runner)
+    with Session(cfg) as session:
+        with BuildDisplay(console) as display:
+            runner = session.prepare(select_profiles(cfg, options.profiles), display)
         result, path = bench.run(cfg, options, runner, lambda line: console.print(line, markup=False))
     table = Table(title=f"lab bench (run {result.run}, {result.machine.get('cores')} cores)", title_justify="left")
     table.add_column("what")
@@ -299,19 +252,6 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     console.print(f"bench: {path}", markup=False)
     return 0
-
-
-def _placement(cfg: LabConfig, args: argparse.Namespace) -> Placement:
-    """Which engines the cells go to (--engine), or the split of every cell's hosts (--split)."""
-    if args.split:
-        if args.engine:
-            raise LabError("--split and --engine cannot be given together: --split already names both engines")
-        names = [n.strip() for n in args.split.split(",")]
-        if len(names) != 2 or not all(names) or names[0] == names[1]:
-            raise LabError(f"--split {args.split!r}: give two different engines, PRIMARY,SECONDARY "
-                           f"(configured: {', '.join(cfg.engines)})")
-        return cfg.select_engines(names), True
-    return cfg.select_engines(args.engine), False
 
 
 class RunDisplay:
@@ -416,25 +356,15 @@ def _list_patches(console: Console, fetched: series_mod.Series) -> None:
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     cell = select_cells(cfg, [args.profile] if args.profile else None, [args.scenario] if args.scenario else None)[0]
-    images.check_local_series(cfg, [cell.profile])
-    doctor.require_tun()
     name = kept.check_name(args.name)
     kept.refuse_if_up(cfg, name)
-    with BuildDisplay(console) as display:
-        runner = Runner.connect(cfg, display)
-        _note_leftovers(runner)
-        runner.prepare([cell.profile])
-    lab = runner.up(cell, name)
+    with Session(cfg) as session:
+        with BuildDisplay(console) as display:
+            runner = session.prepare([cell.profile], display)
+        lab = runner.up(cell, name)
     _how_to_get_in(console, lab, f"up: {cell.name} ({cell.scenario.filter}), {lab.accel}; the primary's guest "
                                  "runs, the secondary waits with -incoming")
     return 0
-
-
-def _note_leftovers(runner: Runner) -> None:
-    """Leftovers of dead runs are named, never removed here: `lab clean` does that when asked."""
-    left = runner.leftovers()
-    if left:
-        print(f"lab: note: dead runs left {left}; remove them with `lab clean`", file=sys.stderr)
 
 
 def _how_to_get_in(console: Console, lab: kept.KeptLab, what: str) -> None:

@@ -571,13 +571,17 @@ class LabHosts:
     def secondary(self) -> DockerHost:
         return self.hosts["secondary"]
 
-    def __enter__(self) -> LabHosts:
+    def create(self) -> LabHosts:
+        """The hosts and their networks; on any failure, what was made is removed again."""
         try:
             self._create()
         except BaseException:
             self.close()
             raise
         return self
+
+    def __enter__(self) -> LabHosts:
+        return self.create()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -586,7 +590,7 @@ class LabHosts:
     @contextlib.contextmanager
     def kept_if(self, keep: Callable[[], bool]) -> Iterator[LabHosts]:
         """Creates the hosts; on leaving, removes them unless ``keep()`` says otherwise."""
-        self.__enter__()
+        self.create()
         try:
             yield self
         except Exception:

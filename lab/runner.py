@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import docker.errors
 
@@ -253,6 +254,19 @@ class Runner:
     @classmethod
     def connect(cls, cfg: LabConfig, on_build: images.Progress | None = None) -> Runner:
         return cls(cfg, Engine.connect(), on_build)
+
+    def close(self) -> None:
+        """The picture thread ends (its last picture drawn) and every engine's client is closed."""
+        self._pictures.shutdown(wait=True)
+        for engine in self.engines:
+            engine.client.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
     def builder(self) -> images.ImageBuilder:
         return images.ImageBuilder(self.engine.client, self.cfg, self.cfg.results_root / "build-logs", self.on_build,
@@ -532,7 +546,7 @@ class Runner:
                                                ssh_key=pubkey, limits=self.cfg.limits), rundir,
                          self.cfg.timeouts.host_start_s)
         try:
-            hosts.__enter__()
+            hosts.create()
             if not hosts.primary.shared:
                 raise LabError(f"engine {self.engine.name} does not see this machine's files, and a kept "
                                "lab is reached through its run folder here (QMP, console, ssh config); run the "
