@@ -574,14 +574,24 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _saying() -> OneLineParser:
+    """-v and -q, on every verb: how much of the lab's own log (the ``lab`` logger) is shown."""
+    common = OneLineParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say more: the lab's debug lines too (QMP commands, hosts, slots)")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="say less: warnings and errors only")
+    return common
+
+
 def parser() -> argparse.ArgumentParser:
+    common = _saying()
     ap = OneLineParser(prog="lab", description="The netfilter continuity lab.", epilog=EXIT_STATUSES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action=_Version, help="the lab's version (and its git description in a checkout)")
     sub = ap.add_subparsers(dest="verb", required=True)
 
     def verb(name: str, fn: Callable[[argparse.Namespace, Console], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
         p.error = ap.error  # type: ignore[method-assign]
         p.add_argument("--config", default="lab.yaml", help="lab configuration (default: ./lab.yaml)")
         p.set_defaults(fn=fn)
@@ -627,7 +637,8 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--no-series", action="store_true", help="skip the series rebuild")
     bn.add_argument("--out", help="folder for bench.json and the runs' reports (default: a new one under results_dir)")
     sr = sub.add_parser("series", help="look up or fetch a patch series (Patchwork, or a mail archive with b4)",
-                        description="look up or fetch a patch series (Patchwork, or a mail archive with b4)")
+                        description="look up or fetch a patch series (Patchwork, or a mail archive with b4)",
+                        parents=[common])
     sr.error = ap.error  # type: ignore[method-assign]
     sr.add_argument("action", choices=("show", "fetch"))
     sr.add_argument("ref", help="a Patchwork patch or series URL, a series ID (with --patchwork), or a Message-ID "
@@ -670,20 +681,20 @@ def parser() -> argparse.ArgumentParser:
     rp.error = ap.error  # type: ignore[method-assign]
     formats = rp.add_subparsers(dest="format", required=True)
     what = "draw report.html again from a report.json (a merged one, say)"
-    rh = formats.add_parser("html", help=what, description=what)
+    rh = formats.add_parser("html", help=what, description=what, parents=[common])
     rh.error = ap.error  # type: ignore[method-assign]
     rh.add_argument("report", metavar="REPORT.json", help="the report; the page is written beside it")
     rh.set_defaults(fn=cmd_report)
     what = ("merge reports (lab run --shard's parts) into one report.json with its page and verdict table; "
             "exits as lab run would")
-    rm = formats.add_parser("merge", help=what, description=what)
+    rm = formats.add_parser("merge", help=what, description=what, parents=[common])
     rm.error = ap.error  # type: ignore[method-assign]
     rm.add_argument("reports", nargs="+", metavar="REPORT", help="a report.json, or the folder it is in")
     rm.add_argument("--out", required=True, help="folder for the merged report.json, its page and the cells' folders")
     rm.add_argument("--junit", metavar="FILE", help="also write JUnit XML: a testcase per cell")
     rm.set_defaults(fn=cmd_report_merge)
     what = "a shell completion script: eval \"$(lab completion bash)\", or source <(lab completion zsh)"
-    co = sub.add_parser("completion", help=what, description=what)
+    co = sub.add_parser("completion", help=what, description=what, parents=[common])
     co.error = ap.error  # type: ignore[method-assign]
     co.add_argument("shell", choices=completion.SHELLS)
     co.set_defaults(fn=cmd_completion)
@@ -742,6 +753,23 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_BISECT_SKIP if rc == EXIT_LAB_ERROR and argv[:1] == ["run"] and "--bisect" in argv else rc
 
 
+LOG_LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
+
+
+def log_to_stderr(verbosity: int) -> None:
+    """The ``lab`` logger's lines on stderr, each as ``lab: ...``: warnings only with -q, debug lines
+    with -v. The CLI owns the logger's one handler (a second main() in one process replaces it)."""
+    logger = logging.getLogger("lab")
+    for handler in [h for h in logger.handlers if getattr(h, "lab_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lab: %(message)s"))
+    handler.lab_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(LOG_LEVELS[max(-1, min(1, verbosity))])
+    logger.propagate = False
+
+
 def make_console(file: TextIO | None = None, width: int | None = None) -> Console:
     """The console lab prints on. Logs (CI, pipes) are read at COLUMNS, else 80 (rich's default): a
     table wider than that is printed as a block per cell. soft_wrap: a long line stays one line (a
@@ -761,6 +789,7 @@ def _main(argv: list[str]) -> int:
     # the lab's; what matters of them reaches the lab as exceptions.
     for library in ("paramiko", "urllib3"):
         logging.getLogger(library).addHandler(logging.NullHandler())
+    log_to_stderr(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     verb = f"lab {args.verb}"
     try:
         return int(args.fn(args, console))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import queue
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -36,6 +36,8 @@ from lab.results.verdict import Verdict
 from lab.vm import accel as accel_mod
 from lab.vm import capabilities, snapshot
 from lab.vm.accel import AccelChoice
+
+log = logging.getLogger(__name__)
 
 # A hook a test may give: called as each phase begins, with the cell's hosts (to inject faults).
 HostsHook = Callable[[str, LabHosts], None]
@@ -392,8 +394,10 @@ class Runner:
                     break
                 with self._slot(index):
                     events.put(CellStarted(cell, index + 1, total))
+                    log.debug("cell %d/%d %s started", index + 1, total, cell.name)
                     row, lab = self._cell(cell, index, out / cell.name, keep, hook, events.put)
                 events.put(CellFinished(cell, row, index))
+                log.debug("cell %d/%d %s: %s", index + 1, total, cell.name, row.verdict)
                 if lab is not None:
                     stop.set()
                     events.put(LabKept(cell, lab))
@@ -426,7 +430,7 @@ class Runner:
         if self.on_build is not None:
             self.on_build(images.BuildEvent("slots", "info", line))
         else:
-            print(f"lab: {line}", file=sys.stderr, flush=True)
+            log.info("%s", line)
 
     def _cell(self, cell: Cell, index: int, out: Path, keep: bool, hook: HostsHook | None,
               emit: Callable[[Event], None]) -> tuple[Row, kept.KeptLab | None]:

@@ -6,7 +6,7 @@ from pending to its posted verdict. The faces only render what it reports.
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,8 @@ from lab.results.report import Report
 from lab.runner import Cell, Event, LabKept, ReportWritten, Runner
 from lab.upstream import check as check_mod
 from lab.upstream import series as series_mod
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ def note_leftovers(run: Runner) -> None:
     """Leftovers of dead runs are named, never removed here: `lab clean` does that when asked."""
     left = run.leftovers()
     if left:
-        print(f"lab: note: dead runs left {left}; remove them with `lab clean`", file=sys.stderr)
+        log.warning("note: dead runs left %s; remove them with `lab clean`", left)
 
 
 @dataclass
@@ -79,6 +81,8 @@ class Session:
         placement = self.placement or Placement(self.cfg.select_engines(None))
         engines = {spec.name: Engine.connect(spec) if spec.url else self.runner.engine for spec in placement.engines}
         self.runner.place([engines[spec.name] for spec in placement.engines], split=placement.split)
+        log.debug("run %s: cells on %s%s", self.runner.ns.id, ", ".join(engines),
+                  " (split: primary, secondary)" if placement.split else "")
         note_leftovers(self.runner)
         self.runner.prepare(profiles)
         return self.runner

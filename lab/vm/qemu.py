@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from lab.config import Guest
-from lab.errors import ScenarioError, Timeout
+from lab.errors import QemuExited, ScenarioError, Timeout
 from lab.host import RUNDIR, TAP, Host, Process
 from lab.vm.qmp import Monitor, QMPCommandError, QMPDisconnected
 from lab.waiting import wait_until
@@ -183,7 +183,7 @@ class Qemu:
                                timeout=self.qmp_timeout)
         try:
             self.monitor.connect(timeout, alive=self.running, cancel=self.host.cancel)
-        except Timeout as exc:
+        except (Timeout, QemuExited) as exc:
             raise self.launch_failure(str(exc)) from exc
         return self
 

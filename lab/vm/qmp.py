@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -23,6 +24,8 @@ from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
 from lab.errors import QemuExited, ScenarioError
 from lab.waiting import Deadline, wait_until
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Event = dict[str, Any]
@@ -61,8 +64,12 @@ class Monitor:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"qmp-{who}", daemon=True)
         self._thread.start()
-        self._client: QMPClient = self._call(self._make_client(), self.timeout)
         self._pump: asyncio.Task[None] | None = None
+        try:
+            self._client: QMPClient = self._call(self._make_client(), self.timeout)
+        except BaseException:
+            self._release()  # no client, no monitor: its loop thread and transcript go now
+            raise
 
     async def _make_client(self) -> QMPClient:
         return QMPClient(self.who)  # made on its loop: its locks and queues belong there
@@ -124,6 +131,7 @@ class Monitor:
         if not self.connected:
             raise QMPDisconnected(f"{self.who}: QMP is not connected (QEMU gone?); cannot run {command}")
         self._record("command", {"execute": command, "arguments": args})
+        log.debug("%s: QMP %s %s", self.who, command, json.dumps(args) if args else "")
         try:
             reply = self._call(self._client.execute(command, args), self.timeout)
         except ExecuteError as exc:
@@ -181,6 +189,10 @@ class Monitor:
             pass
         with contextlib.suppress(TimeoutError):
             self._call(self._stop_pump(), self.timeout)
+        self._release()
+
+    def _release(self) -> None:
+        """The loop stopped, its thread joined, the transcript closed."""
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5.0)
         if not self._thread.is_alive():
