@@ -36,13 +36,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from lab import apt, resources, statefile
+from lab import apt, bounds, resources, statefile
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
 from lab.namespace import Namespace
@@ -60,6 +60,7 @@ LAYER_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")  # the image a step committe
 APPLY_FAILED = "SERIES-APPLY-FAILED"  # printed by images/series/apply-series, with the build's nonce
 NONCE_FILE = "tmp/series/.nonce"  # read, then removed, by build-series before anything of a patch runs
 SERIES_BUILD = ["/usr/local/bin/build-series", "/tmp/series"]  # run in a container of the builder
+SERIES_OUTPUT = "/opt/qemu"  # what it installs there is the build
 BUILDER_TREES = "builder-trees.json"  # in the state folder: each builder image's tree id, read once
 TREE_PROBE_S = 60.0  # reading a builder's tree id in a container of it
 STOP_JOIN_S = 10.0  # how long a stopped build on another thread gets to notice and clean up
@@ -538,8 +539,7 @@ class ImageBuilder:
                 reading.finish()
                 if status != 0:
                     raise reading.failure(f"build-series exited with {status}: {reading.last_line}")
-                stream, _ = container.get_archive("/opt/qemu")
-                return _regular_files(b"".join(stream))
+                return _build_output(container, reading)
             finally:
                 _remove_container(container)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -807,10 +807,22 @@ def _series_files(ctx: Context, nonce: str = "") -> bytes:
     return wanted.tar().getvalue()
 
 
-def _regular_files(archive: bytes) -> dict[str, tuple[bytes, int]]:
+def _build_output(container: Any, reading: BuildStream) -> dict[str, tuple[bytes, int]]:
+    """The files of a series build's /opt/qemu, read up to BUILD_OUTPUT_LIMIT: what a series builds
+    is its own to say."""
+    stream, _ = container.get_archive(SERIES_OUTPUT)
+    with tempfile.TemporaryFile() as spool:
+        if not bounds.copy(stream, spool, bounds.BUILD_OUTPUT_LIMIT):
+            raise reading.failure(bounds.past(f"its {SERIES_OUTPUT}", bounds.BUILD_OUTPUT_LIMIT,
+                                              "of a series build's output"))
+        spool.seek(0)
+        return _regular_files(spool)
+
+
+def _regular_files(archive: BinaryIO) -> dict[str, tuple[bytes, int]]:
     """The regular files of a tar archive (``get_archive``): name -> (content, mode)."""
     files: dict[str, tuple[bytes, int]] = {}
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    with tarfile.open(fileobj=archive) as tar:
         for member in tar:
             extracted = tar.extractfile(member) if member.isfile() else None
             if extracted is not None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
-from lab.errors import QemuExited, ScenarioError
+from lab.errors import QemuExited, ScenarioError, excerpt
 from lab.waiting import Deadline, wait_until
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class QMPCommandError(ScenarioError):
     def __init__(self, who: str, command: str, cause: BaseException | str) -> None:
         self.command = command
         self.cause = cause
-        super().__init__(f"{who}: QMP {command} failed: {cause}")
+        # One line whatever the cause says: qemu.qmp quotes a malformed reply whole, over lines.
+        super().__init__(f"{who}: QMP {command} failed: {excerpt(str(cause), 300)}")
 
 
 class QMPDisconnected(ScenarioError):
@@ -140,7 +141,7 @@ class Monitor:
         except TimeoutError as exc:
             self._record("error", {"execute": command, "error": "timeout"})
             raise QMPCommandError(self.who, command, f"no answer within {self.timeout:g} s") from exc
-        except (QMPError, OSError, EOFError) as exc:
+        except (QMPError, OSError, EOFError, ValueError) as exc:
             self._record("error", {"execute": command, "error": repr(exc)})
             raise QMPCommandError(self.who, command, str(exc) or type(exc).__name__) from exc
         self._record("return", {"execute": command, "return": reply})
@@ -183,9 +184,10 @@ class Monitor:
             return
         try:
             self._call(self._client.disconnect(), self.timeout)
-        except (QMPError, OSError, EOFError, TimeoutError, RuntimeError):
+        except (QMPError, OSError, EOFError, TimeoutError, RuntimeError, ValueError):
             # disconnect() re-raises what ended the connection (EOFError when QEMU is gone,
-            # which is what happens to a destination whose source died): nothing left to close.
+            # which is what happens to a destination whose source died; ValueError when it sent
+            # what is no QMP, undecodable or a line past the reader's limit): nothing left to close.
             pass
         with contextlib.suppress(TimeoutError):
             self._call(self._stop_pump(), self.timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -313,3 +314,24 @@ def test_measure_offset_failures_are_scenario_errors(tmp_path: Path, record: dic
                                                      reason: str) -> None:
     with pytest.raises(ScenarioError, match=r"primary: " + reason.replace("(", r"\(").replace(")", r"\)")):
         measure_offset(RecordedClock(tmp_path, record, rc), "52:54:00:12:34:56", timeout=5)
+
+
+def test_a_record_past_the_cap_is_the_cells_error_naming_it(host: FolderHost) -> None:
+    """A receiver that never ends its record (a guest gone wrong) is read up to the cap, not to the
+    deadline and not into all of the lab's memory."""
+    line = b"9 1 1000000000000000000\n" * 4096
+
+    def endless(conn: socket.socket) -> None:
+        conn.sendall(b"LAB-RX 1 frames=99999999 drops=0 now=1\n")
+        with contextlib.suppress(OSError):  # the lab hangs up at the cap
+            while True:
+                conn.sendall(line)
+
+    serve(host, endless)
+    started = time.monotonic()
+    with pytest.raises(ScenarioError) as failure:
+        read_record(host, timeout=30, limit=2**20)
+    assert str(failure.value) == ("primary: the guest receiver's record on rx.sock is larger than 1 MiB, the most "
+                                  "the lab reads of a guest's record")
+    assert time.monotonic() - started < 10
+    assert host.path(RECORD_FILE).stat().st_size <= 2**20
