@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -130,6 +130,16 @@ class BuildDisplay:
                 self.console.print(f"{event.image}: ninja [{done}/{total}]")
 
 
+def takes_slots(env: Mapping[str, str]) -> bool:
+    """Whether a run takes engine slots: LAB_SLOTS=off runs its cells beside everything else's, to
+    overload the machine on purpose."""
+    value = env.get("LAB_SLOTS", "")
+    if value not in ("", "off"):
+        raise LabError(f"LAB_SLOTS={value!r} in the environment: the only value it takes is off "
+                       "(unset it to share the engines' slots)")
+    return value != "off"
+
+
 def _load(args: argparse.Namespace) -> LabConfig:
     return config_mod.load(Path(args.config))
 
@@ -183,9 +193,11 @@ def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console
     profiles = list(dict.fromkeys(p for c in cells for p in c.profiles))
     images.check_local_series(cfg, profiles)
     placement = placement or (cfg.select_engines(None), False)
+    take_slots = takes_slots(os.environ)
     doctor.require_tun()
     with BuildDisplay(console) as display:
         runner = Runner.connect(cfg, display)
+        runner.take_slots = take_slots
         engines = {spec.name: Engine.connect(spec) if spec.url else runner.engine for spec in placement[0]}
         runner.place([engines[spec.name] for spec in placement[0]], split=placement[1])
         _note_leftovers(runner)
@@ -196,8 +208,9 @@ def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console
     # --keep stops at the first cell that does not end as expected: one cell at a time, or others
     # would already be under way.
     jobs = 1 if keep else (jobs or runner.default_jobs())
+    unslotted = "" if runner.take_slots else ", taking no engine slots (LAB_SLOTS=off: the machine may be overloaded)"
     console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
-                  f"{len(cells)} cells, {jobs} at a time")
+                  f"{len(cells)} cells, {jobs} at a time{unslotted}")
     # closing: an interrupt landing here, outside the generator, still stops the cells at once.
     with contextlib.closing(runner.run(cells, out, keep=keep, jobs=jobs)) as events, \
             RunDisplay(console, len(cells)) as display:
