@@ -55,12 +55,24 @@ def _finish(run: Run) -> list[dict[str, Any]]:
     try:
         rc = run.proc.wait(timeout=RUN_BOUND_S)
     except subprocess.TimeoutExpired:
-        run.proc.send_signal(signal.SIGINT)  # the lab cleans up after Ctrl-C
-        run.proc.wait(timeout=120)
         pytest.fail(f"a run did not end within {RUN_BOUND_S:.0f} s: {run.log.read_text()[-2000:]}")
     assert rc in (0, 1), run.log.read_text()[-3000:]
     report = json.loads((run.out / "report.json").read_text())
     return [row | {"run": report["lab"]["run"]} for row in report["results"]]
+
+
+def _stop(runs: list[Run]) -> None:
+    """Runs still going (the test failed or was interrupted) stopped as Ctrl-C stops them: each removes
+    what it made; only one that does not end then is killed."""
+    going = [run for run in runs if run.proc.poll() is None]
+    for run in going:
+        run.proc.send_signal(signal.SIGINT)
+    for run in going:
+        try:
+            run.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            run.proc.kill()
+            run.proc.wait(timeout=10)
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -81,9 +93,7 @@ def test_an_overloaded_machine_gives_no_false_verdict(lab_config: LabConfig, lab
     try:
         rows = [row for run in runs for row in _finish(run)]
     finally:
-        for run in runs:
-            if run.proc.poll() is None:
-                run.proc.kill()
+        _stop(runs)
     print(f"\n{len(runs)} runs of {JOBS} cells at once on {cores} cores:")
     for row in rows:
         print(_line(row))
