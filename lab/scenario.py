@@ -282,8 +282,8 @@ def _conclude(scenario: ScenarioSpec, outcome: Outcome, capture: SecondaryCaptur
 # Starved when the generator kept less than this share of its rate, paused for more than this share
 # of the hold (a pause as long as the stop would leave no frame to arrive while stopped), or the hold
 # lasted more than this many times its length. Measured with 12 cells on 2 cores: the generator kept
-# 983-1036 of 1000 frames/s, paused up to 1316 ms, and cells that gave their right verdict held up to
-# 10.8 s of 3.3 s; none of these made a wrong verdict, the net queue did (MAX_QUEUED).
+# 983-1036 of 1000 frames/s, and cells that gave their right verdict paused up to 1518 ms and held up
+# to 14.1 s of 3.3 s; none of these made a wrong verdict, the net queue did (MAX_QUEUED).
 MIN_RATE_SHARE = 0.5
 MAX_SEND_GAP_SHARE = 0.5
 MAX_HOLD_FACTOR = 5
