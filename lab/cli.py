@@ -158,8 +158,9 @@ def _run_matrix(session: Session, cells: list[runner_mod.Cell], out: Path, conso
     assert runner.accel is not None
     if runner.transfers:
         console.print("images copied to " + ", ".join(f"{k} in {v:g} s" for k, v in runner.transfers.items()))
+    unslotted = "" if runner.take_slots else ", taking no engine slots (LAB_SLOTS=off: the machine may be overloaded)"
     console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
-                  f"{len(cells)} cells, {session.jobs_now} at a time")
+                  f"{len(cells)} cells, {session.jobs_now} at a time{unslotted}")
     # closing: an interrupt landing here, outside the generator, still stops the cells at once.
     with contextlib.closing(session.run(cells, out)) as events, RunDisplay(console, len(cells)) as display:
         for event in events:

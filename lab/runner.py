@@ -236,6 +236,9 @@ class Runner:
     # Each engine's slots, shared with every other run on this machine (lab.slots).
     _slots: dict[str, slots.Slots] = field(default_factory=dict)
     _slots_lock: threading.Lock = field(default_factory=threading.Lock)
+    # False: cells run beside every other run's however many there are, to overload the machine on
+    # purpose (what the starved check is tested against); LAB_SLOTS=off.
+    take_slots: bool = True
 
     def __post_init__(self) -> None:
         if self.ns is None:
@@ -411,8 +414,9 @@ class Runner:
     @contextlib.contextmanager
     def _slot(self, index: int) -> Iterator[None]:
         """A slot on each engine of the cell's placement (in one order: no two runs wait on each other)."""
+        placed = set(self.placements[index % len(self.placements)]) if self.take_slots else set()
         with contextlib.ExitStack() as held:
-            for engine in sorted(set(self.placements[index % len(self.placements)]), key=lambda e: e.name):
+            for engine in sorted(placed, key=lambda e: e.name):
                 held.enter_context(self._slots_of(engine).take(self.cfg.timeouts.slot_s, self._say, engine.cancelled))
             yield
 
@@ -514,6 +518,7 @@ class Runner:
                         kept.forget(self.cfg, keep_name)
         row = cell.row(outcome.verdict, accel, analysis=outcome.analysis, guest=outcome.guest,
                        migration=outcome.figures, lost_at=outcome.lost_at, generator_fps=outcome.generator_fps,
+                       load=outcome.load,
                        reasons=outcome.reasons if outcome.analysis else None, error=outcome.error,
                        qemu_version=outcome.qemu_version, timings=outcome.timings, artefacts=str(folder),
                        engines=placed, images={role: hosts.spec.image_of(role) for role in LabHosts.ROLES})

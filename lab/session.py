@@ -7,7 +7,8 @@ from pending to its posted verdict. The faces only render what it reports.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator
+import os
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +55,16 @@ class Outcome:
     kept: LabKept | None = None
 
 
+def takes_slots(env: Mapping[str, str]) -> bool:
+    """Whether a run takes engine slots: LAB_SLOTS=off runs its cells beside everything else's, to
+    overload the machine on purpose."""
+    value = env.get("LAB_SLOTS", "")
+    if value not in ("", "off"):
+        raise LabError(f"LAB_SLOTS={value!r} in the environment: the only value it takes is off "
+                       "(unset it to share the engines' slots)")
+    return value != "off"
+
+
 def note_leftovers(run: Runner) -> None:
     """Leftovers of dead runs are named, never removed here: `lab clean` does that when asked."""
     left = run.leftovers()
@@ -76,8 +87,10 @@ class Session:
     def prepare(self, profiles: list[Profile], on_build: images.Progress | None = None) -> Runner:
         """The preconditions, checked before Docker is asked; the runner placed and its builds ready."""
         images.check_local_series(self.cfg, profiles)
+        take_slots = takes_slots(os.environ)
         doctor.require_tun()
         self.runner = Runner.connect(self.cfg, on_build)
+        self.runner.take_slots = take_slots
         placement = self.placement or Placement(self.cfg.select_engines(None))
         engines = {spec.name: Engine.connect(spec) if spec.url else self.runner.engine for spec in placement.engines}
         self.runner.place([engines[spec.name] for spec in placement.engines], split=placement.split)

@@ -70,6 +70,9 @@ class Row:
     # by the guest's kernel.
     lost_at: dict[str, int] | None
     generator_fps: float | None  # the rate the generator achieved
+    # Whether the measurement had the machine it needed (lab.scenario.Load.figures): the generator's
+    # longest pause, the hold as it lasted, how the drain ended, and the verdict before the starved check.
+    load: dict[str, Any] | None
     # QEMU's own clock, seconds since the first frame was sent (the timeline picture's axis).
     stop_at: float | None
     pre_switchover_at: float | None
@@ -90,7 +93,8 @@ class Row:
     def of(cls, *, profile: str, scenario: str, filter: str, expected: str, verdict: Verdict | str, accel: str,
            analysis: Analysis | None = None, guest: GuestAnalysis | None = None,
            migration: dict[str, float | None] | None = None, lost_at: dict[str, int] | None = None,
-           generator_fps: float | None = None, error: str = "", qemu_version: str = "",
+           generator_fps: float | None = None, load: dict[str, Any] | None = None, error: str = "",
+           qemu_version: str = "",
            timings: dict[str, float] | None = None, artefacts: str = "",
            engines: dict[str, str] | None = None, images: dict[str, str] | None = None,
            destination_profile: str = "", view: str = STREAM,
@@ -103,7 +107,7 @@ class Row:
         return cls(profile=profile, scenario=scenario, filter=filter, expected=expected, verdict=Verdict(verdict),
                    match=(verdict == expected) if expected else None, view=view, source_profile=profile,
                    destination_profile=destination_profile or profile, **counts, **seen,
-                   lost_at=lost_at, generator_fps=generator_fps, **times, reasons=reasons, accel=accel,
+                   lost_at=lost_at, generator_fps=generator_fps, load=load, **times, reasons=reasons, accel=accel,
                    engines=dict(engines or {}), images=dict(images or {}), qemu_version=qemu_version,
                    timings=dict(timings or {}), artefacts=artefacts)
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import struct
 import time
@@ -29,12 +30,22 @@ RECORDER_PORT = 9000  # the primary's outdev connects here
 INDEV_PORT = 9001  # the destination QEMU's indev chardev server, on the host's loopback
 
 
+# How a drain ended: every expected frame delivered, the tap quiet, its bound on a quiet tap, or its
+# bound while frames still came (cut short).
+ALL, QUIET, BOUND, CUT = "all", "quiet", "bound", "cut"
+
+
 @dataclass(frozen=True)
 class Drained:
-    """How a drain ended: its seconds, and ``cut`` when its bound ran out while frames still came."""
+    """How a drain ended (ALL, QUIET, BOUND, CUT), after how long, with how many frames delivered."""
 
     seconds: float
-    cut: bool
+    ended: str
+    delivered: int
+
+    @property
+    def cut(self) -> bool:
+        return self.ended == CUT
 
 
 # A pcap's first four bytes: the byte order of its record headers (microsecond or nanosecond stamps alike).
@@ -145,13 +156,14 @@ class SecondaryCapture:
         while not deadline.expired():
             now_count = tap.count()
             if now_count >= expected:
-                return Drained(time.monotonic() - start, cut=False)
+                return Drained(time.monotonic() - start, ALL, now_count)
             if now_count != count:
                 count, changed = now_count, time.monotonic()
             elif count > 0 and time.monotonic() - changed >= quiet_s:
-                return Drained(time.monotonic() - start, cut=False)
+                return Drained(time.monotonic() - start, QUIET, count)
             deadline.sleep(0.1)
-        return Drained(time.monotonic() - start, cut=count > 0 and time.monotonic() - changed < quiet_s)
+        still_coming = count > 0 and time.monotonic() - changed < quiet_s
+        return Drained(time.monotonic() - start, CUT if still_coming else BOUND, max(count, 0))
 
     def check_stream(self, start: float, end: float) -> None:
         """Raises when the recorder died or its stream broke between ``start`` and ``end``."""
@@ -165,6 +177,11 @@ class SecondaryCapture:
                                     "frames lost there say nothing about the filter")
         if not any(ev["event"] == "connected" for ev in events):
             raise ScenarioError("the primary's filter never connected to the stream recorder")
+
+    def tap_dropped(self) -> int | None:
+        """Frames the kernel dropped before tcpdump read them (tcpdump's own count, once stopped)."""
+        found = re.search(r"(\d+) packets? dropped by kernel", self.host.read_text("tcpdump.log"))
+        return int(found.group(1)) if found else None
 
     def stop(self) -> None:
         # SIGINT lets tcpdump flush and close its file.

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from lab.agents import frames
 from lab.agents.recorder import PcapWriter
 from lab.errors import ScenarioError
-from lab.vm.capture import TAP_PCAP, PcapTail, SecondaryCapture
+from lab.vm.capture import BOUND, CUT, TAP_PCAP, PcapTail, SecondaryCapture
 from lab.waiting import wait_until
 from tests.unit.folder_host import FolderHost
 
@@ -113,7 +113,7 @@ def test_drain_returns_once_the_tap_is_quiet_without_blaming_anyone(host: Folder
     drained = cap.drain(run_id=7, expected=100, timeout=5.0, quiet_s=0.3)
     # Nothing delivered: the drain runs to its bound and returns; the analysis reports the loss.
     assert 5.0 <= drained.seconds < 6.0 and time.monotonic() - started < 6.5
-    assert not drained.cut  # nothing was still arriving
+    assert drained.ended == BOUND and not drained.cut  # nothing was still arriving
 
 
 def test_a_drain_cut_by_its_bound_while_frames_still_come_says_so(host: FolderHost) -> None:
@@ -138,7 +138,7 @@ def test_a_drain_cut_by_its_bound_while_frames_still_come_says_so(host: FolderHo
     finally:
         stop.set()
         sender.join(timeout=5)
-    assert drained.cut and 1.5 <= drained.seconds < 2.5, drained
+    assert drained.ended == CUT and drained.cut and 1.5 <= drained.seconds < 2.5, drained
 
 
 # -- the drain reads what the tap gained, and no more than its cap ----------------------------------------

@@ -10,7 +10,7 @@ import docker.errors
 import paramiko
 import pytest
 
-from lab import cli, config, kept
+from lab import cli, config, kept, session
 from lab.errors import LabError, ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,3 +139,10 @@ def test_a_copy_of_lab_yaml_without_its_series_folder(tmp_path: Path, capsys: py
     (tmp_path / "lab.yaml").write_text((ROOT / "lab.yaml").read_text())
     err = one_line(["build", "--config", str(tmp_path / "lab.yaml"), "--profile", "control"], capsys)
     assert "series.mbox 'series/control'" in err and str(tmp_path / "lab.yaml") in err and "copy the series" in err
+
+
+def test_lab_slots_takes_off_only(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert session.takes_slots({}) and not session.takes_slots({"LAB_SLOTS": "off"})
+    monkeypatch.setenv("LAB_SLOTS", "0")
+    err = one_line(["run", "--config", str(ROOT / "lab.yaml"), "--profile", "baseline", "--scenario", "mirror"], capsys)
+    assert "LAB_SLOTS='0' in the environment: the only value it takes is off" in err
