@@ -17,7 +17,7 @@ test: export LAB_SETUP_BROWSER := 1
 test: setup
 	scripts/second-engine up
 	scripts/registry up
-	$(TOX) run -e lint,type,unit,e2e,infra; status=$$?; scripts/registry down; exit $$status
+	trap 'scripts/registry down' EXIT; trap 'exit 130' INT TERM; $(TOX) run -e lint,type,unit,e2e,infra
 
 unit: setup
 	$(TOX) run -e unit
