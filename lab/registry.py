@@ -30,13 +30,20 @@ BUILT = "built"  # built there
 
 # What the engine's answer says, in the words Docker's daemon and distribution's registry use.
 _MISSING = ("manifest unknown", "not found", "name unknown")
-_REFUSED = ("unauthorized", "authentication required", "no basic auth credentials", "denied", "forbidden")
+_REFUSED = ("unauthorized", "authentication required", "no basic auth credentials")  # 401: who are you?
+# 403: not for these credentials. GitHub's registry answers so for a package that does not exist yet,
+# too: a pull takes it for an image the registry does not have; a push for refused credentials.
+_DENIED = ("denied", "forbidden")
 _UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "dial tcp", "timeout", "network is unreachable",
                 "http response to https client", "no route to host", "connection reset", "eof")
 
 
 class RegistryError(LabError):
     """The registry could not be used: unreachable, the credentials refused, an image not in it."""
+
+    def __init__(self, message: str, kind: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind  # what the registry's answer said (lab.registry._kind), "" when not its answer
 
 
 @dataclass(frozen=True)
@@ -53,19 +60,20 @@ class Registry:
 
     def pull(self, client: docker.DockerClient, tag: str, engine: str) -> float | None:
         """Pulls ``tag`` onto the engine and gives it its local tag: the seconds it took, or None
-        when the registry does not have it (not an error: the caller builds or copies it)."""
+        when the registry does not have it, or denies it to these credentials (not an error: the
+        caller builds or copies it)."""
         remote = self.remote(tag)
         repository, version = _split(remote)
         started = time.monotonic()
         try:
             self._follow(client.api.pull(repository, version, stream=True, decode=True), remote, "pull", engine)
         except RegistryError as exc:
-            if _kind(str(exc)) == "missing":
+            if exc.kind in ("missing", "denied"):
                 return None
             raise
         except docker.errors.APIError as exc:
             problem = str(exc.explanation or exc)
-            if exc.status_code == 404 or _kind(problem) == "missing":
+            if _kind(problem) in ("missing", "denied") or (exc.status_code == 404 and not _kind(problem)):
                 return None
             raise self._error("pull", remote, engine, problem) from exc
         except (docker.errors.DockerException, requests.exceptions.RequestException, paramiko.SSHException,
@@ -83,8 +91,8 @@ class Registry:
         """As ``pull``, for an image that must come from the registry: its absence is an error."""
         seconds = self.pull(client, tag, engine)
         if seconds is None:
-            raise RegistryError(f"registry {self.location} has no {tag} (manifest unknown); push it with "
-                                "`lab build --push` from a machine that has it")
+            raise RegistryError(f"registry {self.location} has no {tag} (manifest unknown, or access denied to these "
+                                "credentials); push it with `lab build --push` from a machine that has it", "missing")
         return seconds
 
     def push(self, client: docker.DockerClient, tag: str, engine: str) -> float:
@@ -118,20 +126,22 @@ class Registry:
     def _error(self, verb: str, remote: str, engine: str, problem: str) -> RegistryError:
         what = f"registry {self.location} ({verb} of {remote} on engine {engine})"
         kind = _kind(problem)
-        if kind == "refused":
+        if kind in ("refused", "denied"):
             return RegistryError(f"{what}: the credentials were refused ({excerpt(problem)}); log in with "
-                                 f"`docker login {self.host}` as the user who runs the lab")
+                                 f"`docker login {self.host}` as the user who runs the lab", kind)
         if kind == "unreachable":
-            return RegistryError(f"{what}: unreachable ({excerpt(problem)}); is it up, and is images.registry right?")
+            return RegistryError(f"{what}: unreachable ({excerpt(problem)}); is it up, and is images.registry right?",
+                                 kind)
         if kind == "missing":
-            return RegistryError(f"{what}: not in the registry ({excerpt(problem)})")
+            return RegistryError(f"{what}: not in the registry ({excerpt(problem)})", kind)
         return RegistryError(f"{what}: {excerpt(problem)}")
 
 
 def _kind(problem: str) -> str:
-    """``refused``, ``unreachable``, ``missing`` or "" for what a registry's error says."""
+    """``refused``, ``denied``, ``unreachable``, ``missing`` or "" for what a registry's error says."""
     text = problem.lower()
-    for kind, words in (("refused", _REFUSED), ("unreachable", _UNREACHABLE), ("missing", _MISSING)):
+    for kind, words in (("refused", _REFUSED), ("denied", _DENIED), ("unreachable", _UNREACHABLE),
+                        ("missing", _MISSING)):
         if any(word in text for word in words):
             return kind
     return ""

@@ -23,7 +23,8 @@ def test_an_image_keeps_its_tag_under_the_registrys_path() -> None:
     ('Get "https://nowhere.invalid/v2/": dial tcp: lookup nowhere.invalid: no such host', "unreachable"),
     ('Head "http://127.0.0.1:5016/v2/lab/x/manifests/y": no basic auth credentials', "refused"),
     ("unauthorized: authentication required", "refused"),
-    ("denied: permission_denied: write_package", "refused"),
+    ("denied: permission_denied: write_package", "denied"),
+    ('Head "https://ghcr.io/v2/owner/none/manifests/x": denied', "denied"),  # GitHub's, for no such package
     ("received unexpected HTTP status: 500 Internal Server Error", ""),
 ])
 def test_what_an_engines_answer_says(answer: str, kind: str) -> None:
@@ -32,6 +33,7 @@ def test_what_an_engines_answer_says(answer: str, kind: str) -> None:
 
 @pytest.mark.parametrize(("answer", "says"), [
     ("unauthorized: authentication required", "the credentials were refused"),
+    ("denied: permission_denied: write_package", "the credentials were refused"),
     ('Get "http://127.0.0.1:5099/v2/": dial tcp 127.0.0.1:5099: connect: connection refused', "unreachable"),
 ])
 def test_each_registry_error_is_one_line_saying_what_to_do(answer: str, says: str) -> None:
