@@ -56,7 +56,7 @@ from lab import series as series_mod
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
-from lab.errors import LabError, ScenarioError, one_line
+from lab.errors import ConfigError, LabError, ScenarioError, one_line
 from lab.report import NOT_RUN, Report, Row, figures_text
 from lab.runner import (
     CellFinished,
@@ -140,6 +140,9 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
     images.check_local_series(cfg, profiles)
     if args.rebuild and args.pull:
         raise LabError("--rebuild and --pull cannot be given together: --pull builds nothing")
+    if (args.push or args.pull) and not cfg.images.registry:
+        raise ConfigError(f"{cfg.path}: images.registry", "not set",
+                          f"--{'push' if args.push else 'pull'} needs a registry, HOST[:PORT]/PATH")
     with BuildDisplay(console) as display:
         runner = Runner.connect(cfg, display)
         started = time.monotonic()

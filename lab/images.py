@@ -657,7 +657,7 @@ class ImageBuilder:
 
     def push(self, image_set: ImageSet) -> dict[str, float]:
         """The set's images (not a base another registry gives) pushed to images.registry: seconds each."""
-        assert self.registry is not None, "Runner.build checks images.registry before any build"
+        assert self.registry is not None, "`lab build --push` checks images.registry before any build"
         pushed: dict[str, float] = {}
         for tag in image_set.image_source:
             if tag.startswith(f"{self.cfg.image_prefix}/"):

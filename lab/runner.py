@@ -269,9 +269,6 @@ class Runner:
               pull_only: bool = False) -> dict[str, images.ImageSet]:
         """Each profile's images; ``push``: then pushed to images.registry; ``pull_only``: every image
         the engine lacks must come from the registry."""
-        if (push or pull_only) and not self.cfg.images.registry:
-            raise ConfigError(f"{self.cfg.path}: images.registry", "not set",
-                              f"--{'push' if push else 'pull'} needs a registry, HOST[:PORT]/PATH")
         builder = self.builder(pull_only)
         built = {p.name: builder.ensure(p, rebuild=rebuild) for p in profiles}
         for image_set in built.values() if push else []:
