@@ -291,7 +291,8 @@ class Runner:
         for engine in self.engines[1:]:
             transfer = engine.ensure_images(self.engine, runtimes, registry)
             self.transfers[engine.name] = round(self.transfers.get(engine.name, 0.0) + transfer.seconds, 1)
-            self.image_sources.setdefault(engine.name, {}).update(transfer.sources)
+            known = self.image_sources.setdefault(engine.name, {})
+            known.update({tag: how for tag, how in transfer.sources.items() if tag not in known})  # the first way in
         if self.cfg.guest.snapshot and self.accel is not None:
             for p in profiles:
                 for engine in dict.fromkeys(first for first, _second in self.placements):
