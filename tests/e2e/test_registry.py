@@ -72,8 +72,10 @@ def registry_config(lab_config: LabConfig, folder: Path, registry: str, profile:
         first = next(iter(data["profiles"].values()))
         data["profiles"][profile] = {"default": False, "qemu": first["qemu"]}
     data["engines"] = {"local": {}, "second": {"url": "ssh://nfcl-engine2"}}
-    # A guest boots in seconds, and in minutes on two cores that every test run here shares.
+    # A guest boots in seconds, and in minutes on two cores that every test run here shares; the
+    # cells boot theirs (no saved guest to make first: what is tested is where the image came from).
     data.setdefault("timeouts", {})["boot_s"] = 300
+    data.setdefault("guest", {})["snapshot"] = False
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "lab.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
