@@ -20,6 +20,7 @@ import docker.errors
 import paramiko
 import requests.exceptions
 
+from lab import resources
 from lab.errors import LabError, excerpt
 
 # Where an engine's image came from (report.json: lab.engines.NAME.image_source).
@@ -81,8 +82,10 @@ class Registry:
             raise LabError(f"engine {engine} failed while pulling {remote}: {excerpt(str(exc))}") from exc
         local_repository, local_version = _split(tag)
         try:
-            client.api.tag(remote, local_repository, local_version)
-            client.api.remove_image(remote, noprune=True)  # only the registry's name: the image stays
+            # Both or neither: an interrupt between them would leave the registry's name behind.
+            with resources.uninterrupted():
+                client.api.tag(remote, local_repository, local_version)
+                client.api.remove_image(remote, noprune=True)  # only the registry's name: the image stays
         except docker.errors.DockerException as exc:
             raise LabError(f"engine {engine}: cannot tag {remote} as {tag}: {excerpt(str(exc))}") from exc
         return round(time.monotonic() - started, 1)
