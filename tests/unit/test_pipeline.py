@@ -42,7 +42,7 @@ def test_only_the_images_job_pushes_and_only_on_the_default_branch() -> None:
     job = workflow()["jobs"]["images"]
     assert job["permissions"] == {"contents": "read", "packages": "write"}
     assert job["if"] == "github.event_name == 'push' && github.ref_name == github.event.repository.default_branch"
-    assert any("lab build --config lab-ci.yaml --push" in s.get("run", "") for s in job["steps"])
+    assert any("tox run -e build -- --config lab-ci.yaml --push" in s.get("run", "") for s in job["steps"])
     pushing = [name for name, other in workflow()["jobs"].items()
                if any("--push" in s.get("run", "") for s in other["steps"])]
     assert pushing == ["images"]
