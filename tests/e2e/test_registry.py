@@ -144,6 +144,14 @@ def test_the_second_engine_pulls_what_the_first_pushed(registries: None, lab_con
     print(f"registry: lab build --push {pushed_s:.0f} s; the second engine pulled the runtime in "
           f"{engines['second']['image_transfer_s']} s")
 
+    # The first engine, lacking it now, pulls it too: before it would build it, and for --pull.
+    lab_docker.images.remove(runtime)
+    pulled = lab("build", "--config", str(path), "--profile", profile, "--pull")
+    assert pulled.returncode == 0, pulled.stdout[-3000:] + pulled.stderr[-2000:]
+    assert f"pulled {runtime} from {OPEN}/e2e-{RUN}" in pulled.stdout and "building" not in pulled.stdout
+    assert lab_docker.images.get(runtime).id == second_engine.images.get(runtime).id
+    assert not registry_names(lab_docker, OPEN)
+
 
 def test_an_explicit_pull_of_what_the_registry_lacks_is_one_line(registries: None, lab_config: LabConfig,
                                                                  lab_images: dict[str, object],
