@@ -1,7 +1,8 @@
 # The two things people do with the lab. Both prepare the machine first (scripts/setup-host).
 #   make lab    build the images and run every scenario of lab.yaml: verdict table + report.json
 #   make test   lint, types, unit tests, end-to-end tests, host checks (what CI runs); it starts a
-#               second Docker engine (scripts/second-engine) for the engine tests
+#               second Docker engine (scripts/second-engine) for the engine tests, and image
+#               registries on loopback (scripts/registry) for the registry tests, stopped after
 TOX := .venv/bin/tox
 
 .PHONY: setup lab test unit e2e clean
@@ -15,7 +16,8 @@ lab: setup
 test: export LAB_SETUP_BROWSER := 1
 test: setup
 	scripts/second-engine up
-	$(TOX) run -e lint,type,unit,e2e,infra
+	scripts/registry up
+	trap 'scripts/registry down' EXIT; trap 'exit 130' INT TERM; $(TOX) run -e lint,type,unit,e2e,infra
 
 unit: setup
 	$(TOX) run -e unit

@@ -36,7 +36,7 @@ from lab import runner as runner_mod
 from lab import session as session_mod
 from lab.config import LabConfig
 from lab.engine import Engine
-from lab.errors import Cancelled, Error, LabError, one_line
+from lab.errors import Cancelled, ConfigError, Error, LabError, one_line
 from lab.results import artefacts, junit, merge, page
 from lab.results.report import Row, figures_text
 from lab.results.verdict import Verdict
@@ -124,9 +124,14 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     profiles = select_profiles(cfg, args.profile)
     images.check_local_series(cfg, profiles)
+    if args.rebuild and args.pull:
+        raise LabError("--rebuild and --pull cannot be given together: --pull builds nothing")
+    if (args.push or args.pull) and not cfg.images.registry:
+        raise ConfigError(f"{cfg.path}: images.registry", "not set",
+                          f"--{'push' if args.push else 'pull'} needs a registry, HOST[:PORT]/PATH")
     with BuildDisplay(console) as display, Runner.connect(cfg, display) as runner:
         started = time.monotonic()
-        built = runner.build(profiles, rebuild=args.rebuild)
+        built = runner.build(profiles, rebuild=args.rebuild, push=args.push, pull_only=args.pull)
         for name, image_set in built.items():
             console.print(f"[bold]{name}[/]: {image_set.runtime}")
     _show_build_steps(console, bench.unique_steps(list(built.values())))
@@ -601,6 +606,10 @@ def parser() -> argparse.ArgumentParser:
     b = verb("build", cmd_build, "build every image the configuration needs")
     b.add_argument("--profile", action="append", help="only this build profile (repeatable)")
     b.add_argument("--rebuild", action="store_true", help="rebuild even when the images are current")
+    b.add_argument("--push", action="store_true",
+                   help="then push them to images.registry under their content tags (docker login's credentials)")
+    b.add_argument("--pull", action="store_true",
+                   help="build nothing: what the engine lacks must come from images.registry")
     r = verb("run", cmd_run, "run every scenario on every build profile and report the verdicts")
     r.add_argument("--profile", action="append", help="only this build profile (repeatable)")
     r.add_argument("--scenario", action="append", help="only this scenario (repeatable)")

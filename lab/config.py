@@ -33,6 +33,9 @@ ACCELS = ("auto", "kvm", "tcg")
 BASE_SOURCES = ("debootstrap", "registry")
 QEMU_SOURCES = ("debian", "git", "local")
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+# A registry and a repository path in it, as Docker's references spell them.
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+REGISTRY_RE = re.compile(rf"^([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)(:[0-9]{{1,5}})?(?:/{_PATH_COMPONENT})+$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 # A QOM property name as QEMU's -object option accepts it.
 PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
@@ -63,6 +66,9 @@ class ImagesConfig:
     mirror: str = "auto"
     min_free_gb: float = 10.0  # refused to start a build with less free at Docker's data root
     prefix: str = ""  # repository of the image tags (prefix/qemu:...); "" = lab.name
+    # Where images are pushed (`lab build --push`) and pulled from before one is built or copied:
+    # HOST[:PORT]/PATH, "" for none. Its credentials are Docker's own (docker login), never lab.yaml's.
+    registry: str = ""
 
 
 @dataclass(frozen=True)
@@ -423,8 +429,10 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
         mirror=img.text("mirror", "auto"),
         min_free_gb=img.number("min_free_gb", 10.0, 0.0, 10000.0),
         prefix=img.text("prefix", "", pattern=re.compile(r"^$|" + NAME_RE.pattern)),
+        registry=img.text("registry", ""),
     )
     img.done()
+    _check_registry(images.registry)
     if images.mirror != "auto" and not re.fullmatch(r"https?://\S+", images.mirror):
         raise ConfigError("images.mirror", f"{images.mirror!r} is not a URL", "use auto or http(s)://...")
 
@@ -461,6 +469,23 @@ def parse(data: object, path: Path = Path("lab.yaml")) -> LabConfig:
     return LabConfig(path=path, name=name, results_dir=results_dir, accel=accel, images=images,
                      profiles=profiles, scenarios=scenarios, traffic=traffic, migration=migration,
                      timeouts=timeouts, guest=guest, limits=limits, engines=engines, check=check)
+
+
+def _check_registry(registry: str) -> None:
+    if not registry:
+        return
+    shape = "is not HOST[:PORT]/PATH"
+    if "@" in registry or "://" in registry:
+        raise ConfigError("images.registry", f"{registry!r} {shape}",
+                          "no scheme, no user: credentials come from `docker login HOST`, never from lab.yaml")
+    m = REGISTRY_RE.fullmatch(registry)
+    if not m:
+        raise ConfigError("images.registry", f"{registry!r} {shape}",
+                          "e.g. ghcr.io/owner/lab or 127.0.0.1:5015/lab, the path in lowercase")
+    # Docker takes a first component without a dot or a port for a Docker Hub repository.
+    if not (m.group(2) or "." in m.group(1) or m.group(1) == "localhost"):
+        raise ConfigError("images.registry", f"{registry!r} {shape}: {m.group(1)!r} is no registry host",
+                          "a registry's host has a dot or a port, e.g. docker.io/USER/lab")
 
 
 def _engines(node: _Reader) -> dict[str, EngineSpec]:

@@ -39,6 +39,7 @@ from lab.config import LOCAL_ENGINE, EngineSpec, Limits
 from lab.errors import Cancelled, LabError, ScenarioError
 from lab.host import RUNDIR, ExecResult, Host
 from lab.namespace import Namespace
+from lab.registry import COPIED, PRESENT, PULLED, Registry
 from lab.waiting import wait_until
 
 TUN = "/dev/net/tun"
@@ -290,6 +291,14 @@ def _why(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+@dataclass(frozen=True)
+class ImageTransfer:
+    """What bringing a cell's images to an engine took: seconds, and where each came from."""
+
+    seconds: float
+    sources: dict[str, str]
+
+
 @dataclass(eq=False)  # an engine is itself: compared and hashed by identity
 class Engine:
     """One Docker engine and the guard around what the lab creates on it.
@@ -375,22 +384,28 @@ class Engine:
                            "default route); set it in lab.yaml")
         return found
 
-    def ensure_images(self, source: Engine, tags: list[str]) -> float:
-        """The images a cell needs, streamed from ``source`` when this engine lacks them (no registry;
-        digest tags make it idempotent). Returns the seconds spent."""
+    def ensure_images(self, source: Engine, tags: list[str], registry: Registry | None = None) -> ImageTransfer:
+        """The images a cell needs: pulled from ``registry`` when this engine lacks them and it has them,
+        else streamed from ``source`` (digest tags make both idempotent)."""
         started = time.monotonic()
+        sources: dict[str, str] = {}
         for tag in tags:
             try:
                 self.has_image(tag)
+                sources[tag] = PRESENT
                 continue
             except docker.errors.ImageNotFound:
                 pass
+            if registry is not None and registry.pull(self.client, tag, self.name) is not None:
+                sources[tag] = PULLED
+                continue
             try:
                 self.client.api.load_image(source.client.api.get_image(tag))
             except (docker.errors.DockerException, OSError) as exc:
                 raise LabError(f"cannot copy {tag} from engine {source.name} to engine {self.name}: "
                                f"{_why(exc)}") from exc
-        return round(time.monotonic() - started, 1)
+            sources[tag] = COPIED
+        return ImageTransfer(round(time.monotonic() - started, 1), sources)
 
     def has_image(self, tag: str) -> str:
         """The image's id; raises ImageNotFound, or LabError when the engine cannot say."""

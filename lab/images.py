@@ -12,6 +12,8 @@
 
 Every tag carries a digest of what went into the image (its build context and arguments), so an
 image present under its tag is current and is reused as it is; Docker's layer cache covers the rest.
+With ``images.registry`` set, an image the engine lacks is pulled from there under the same tag
+before it would be built (``ImageSet.image_source`` says which way each came).
 Every build records how long each of its steps took (``ImageSet.build_steps``).
 """
 
@@ -43,6 +45,7 @@ import docker.errors
 import requests.exceptions
 
 from lab import apt, bounds, resources, statefile
+from lab import registry as registry_mod
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
 from lab.namespace import Namespace
@@ -95,6 +98,8 @@ class ImageSet:
     build_seconds: dict[str, float] = field(default_factory=dict)  # per image of this set; 0: reused
     # Each step the builds of this set ran: image, tag, step (N/M), instruction, seconds, cached.
     build_steps: list[dict[str, Any]] = field(default_factory=list)
+    # Per image of this set: present, pulled or built (lab.registry), in the order they were needed.
+    image_source: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -178,9 +183,14 @@ class _Background:
 
 class ImageBuilder:
     def __init__(self, client: docker.DockerClient, cfg: LabConfig, log_dir: Path,
-                 progress: Progress | None = None, ns: Namespace | None = None) -> None:
+                 progress: Progress | None = None, ns: Namespace | None = None, engine: str = "local",
+                 pull_only: bool = False) -> None:
         self.client = client
         self.cfg = cfg
+        self.engine = engine  # the engine's name, for messages
+        self.registry = registry_mod.of(cfg.images.registry, cfg.timeouts.image_build_s)
+        # Every image the engine lacks must come from the registry: one it does not have is an error.
+        self.pull_only = pull_only
         self.log_dir = log_dir
         self._progress = progress or (lambda event: None)
         # Containers a build runs (a series build) are this namespace's: removed on failure and
@@ -190,6 +200,7 @@ class ImageBuilder:
         self._mirror: str | None = None
         self.seconds: dict[str, float] = {}  # per tag: how long its build took (0: reused as it was)
         self.steps: dict[str, list[dict[str, Any]]] = {}  # per tag: its build's steps and their seconds
+        self.sources: dict[str, str] = {}  # per tag: present, pulled or built
         self._lock = threading.Lock()  # progress is called from the background builds' threads too
         self._stop = threading.Event()  # set when one of the concurrent builds fails or is interrupted
 
@@ -226,7 +237,8 @@ class ImageBuilder:
                         qemu_source=tree.describe, series=series.provenance() if series else None,
                         tree=tree.provenance(),
                         build_seconds={t: self.seconds[t] for t in tags if t in self.seconds},
-                        build_steps=[step for t in tags for step in self.steps.get(t, [])])
+                        build_steps=[step for t in tags for step in self.steps.get(t, [])],
+                        image_source={t: self.sources[t] for t in tags if t in self.sources})
 
     def _background(self, what: str, build: Callable[[], str]) -> _Background:
         job = _Background(what)
@@ -277,7 +289,9 @@ class ImageBuilder:
             return self._base
         images = self.cfg.images
         if images.base == "registry":
+            self.sources[images.registry_image] = registry_mod.PRESENT
             if not self.exists(images.registry_image):
+                self.sources[images.registry_image] = registry_mod.PULLED
                 self._event("base", f"pulling {images.registry_image}")
                 try:
                     self.client.images.pull(images.registry_image)
@@ -288,12 +302,11 @@ class ImageBuilder:
             return self._base
         mirror = self.mirror()
         tag = f"{self.cfg.image_prefix}/base:{images.suite}-{_digest('debootstrap', images.suite, mirror)}"
-        if not self.exists(tag):
-            self._require_space("base")
+        if not self._up_to_date("base", tag, rebuild=False):
             started = time.monotonic()
             self._debootstrap(tag, images.suite, mirror)
             self.seconds[tag] = round(time.monotonic() - started, 1)
-        self.seconds.setdefault(tag, 0.0)
+            self.sources[tag] = registry_mod.BUILT
         self._base = tag
         return tag
 
@@ -509,6 +522,7 @@ class ImageBuilder:
         self._build(image, "", packed, {}, labels, rebuild=True, tag=tag, append_log=True)
         self.steps[tag] = reading.steps + self.steps.get(tag, [])
         self.seconds[tag] = round(time.monotonic() - started, 1)
+        self.sources[tag] = registry_mod.BUILT
         self._event(image, f"built {tag} in {self.seconds[tag]:.0f} s (container and image)")
         return tag
 
@@ -613,13 +627,45 @@ class ImageBuilder:
         return f"{self.cfg.image_prefix}/{image}:{tag_prefix}{digest}"
 
     def _up_to_date(self, image: str, tag: str, rebuild: bool) -> bool:
-        """Whether ``tag`` is there to use (and said so); otherwise its build may start: there is room."""
+        """Whether ``tag`` is there to use (and said so), or was pulled from the registry; otherwise its
+        build may start: there is room."""
         if not rebuild and self.exists(tag):
             self._event(image, f"{tag} is up to date")
             self.seconds.setdefault(tag, 0.0)
+            self.sources[tag] = registry_mod.PRESENT
+            return True
+        if not rebuild and self._pulled(image, tag):
             return True
         self._require_space(image)
         return False
+
+    def _pulled(self, image: str, tag: str) -> bool:
+        if self.registry is None:
+            return False
+        where = self.registry.location
+        self._event(image, f"looking for {tag} in {where}")
+        if self.pull_only:
+            seconds: float | None = self.registry.require(self.client, tag, self.engine)
+        else:
+            seconds = self.registry.pull(self.client, tag, self.engine)
+        if seconds is None:
+            self._event(image, f"{where} has no {tag}")
+            return False
+        self._event(image, f"pulled {tag} from {where} in {seconds:.0f} s")
+        self.seconds.setdefault(tag, 0.0)
+        self.sources[tag] = registry_mod.PULLED
+        return True
+
+    def push(self, image_set: ImageSet) -> dict[str, float]:
+        """The set's images (not a base another registry gives) pushed to images.registry: seconds each."""
+        assert self.registry is not None, "`lab build --push` checks images.registry before any build"
+        pushed: dict[str, float] = {}
+        for tag in image_set.image_source:
+            if tag.startswith(f"{self.cfg.image_prefix}/"):
+                self._event("push", f"pushing {tag} to {self.registry.location}")
+                pushed[tag] = self.registry.push(self.client, tag, self.engine)
+                self._event("push", f"pushed {tag} in {pushed[tag]:.0f} s")
+        return pushed
 
     def _build(self, image: str, tag_prefix: str, ctx: Context, args: dict[str, str],
                labels: dict[str, str], rebuild: bool, target: str = "", tag: str = "",
@@ -655,6 +701,7 @@ class ImageBuilder:
                 raise
         self.steps[tag] = reading.steps
         self.seconds[tag] = round(time.monotonic() - started, 1)
+        self.sources[tag] = registry_mod.BUILT
         self._event(image, f"built {tag} in {self.seconds[tag]:.0f} s")
         return tag
 

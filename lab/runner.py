@@ -26,6 +26,7 @@ from types import TracebackType
 import docker.errors
 
 from lab import images, kept, resources, scenario, slots, ssh
+from lab import registry as registry_mod
 from lab.config import LabConfig, Profile, ScenarioSpec
 from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
 from lab.errors import Cancelled, ConfigError, LabError, ScenarioError, one_line
@@ -228,6 +229,8 @@ class Runner:
     placements: list[tuple[Engine, Engine]] = field(default_factory=list)
     _spaces: list[Namespace] = field(default_factory=list)  # every namespace a cell of this run used
     transfers: dict[str, float] = field(default_factory=dict)  # per engine: seconds copying images to it
+    # Per engine other than the build engine: each runtime image, present, pulled or copied.
+    image_sources: dict[str, dict[str, str]] = field(default_factory=dict)
     # The saved guest each cell's source starts from, per (profile, engine): boot once, restore many.
     snapshots: dict[tuple[str, str], snapshot.Snapshot | None] = field(default_factory=dict)
     # Timeline pictures, one at a time, each drawn while its cell's hosts are removed.
@@ -273,13 +276,25 @@ class Runner:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    def builder(self) -> images.ImageBuilder:
+    def builder(self, pull_only: bool = False) -> images.ImageBuilder:
         return images.ImageBuilder(self.engine.client, self.cfg, self.cfg.results_root / "build-logs", self.on_build,
-                                   ns=self.ns)
+                                   ns=self.ns, engine=self.engine.name, pull_only=pull_only)
 
-    def build(self, profiles: list[Profile], rebuild: bool = False) -> dict[str, images.ImageSet]:
-        builder = self.builder()
-        return {p.name: builder.ensure(p, rebuild=rebuild) for p in profiles}
+    def image_source(self, engine: Engine) -> dict[str, str]:
+        """Where each image the run needed on ``engine`` came from (report.json's lab.engines.NAME)."""
+        if engine is not self.engine:
+            return dict(self.image_sources.get(engine.name, {}))
+        return {tag: how for build in self.builds.values() for tag, how in build.images.image_source.items()}
+
+    def build(self, profiles: list[Profile], rebuild: bool = False, push: bool = False,
+              pull_only: bool = False) -> dict[str, images.ImageSet]:
+        """Each profile's images; ``push``: then pushed to images.registry; ``pull_only``: every image
+        the engine lacks must come from the registry."""
+        builder = self.builder(pull_only)
+        built = {p.name: builder.ensure(p, rebuild=rebuild) for p in profiles}
+        for image_set in built.values() if push else []:
+            builder.push(image_set)
+        return built
 
     def prepare(self, profiles: list[Profile]) -> dict[str, Build]:
         """Images (built when missing), the accelerator, each build's netfilter properties."""
@@ -293,9 +308,12 @@ class Runner:
             self.builds[name] = Build(image_set, capabilities.filter_properties(
                 self.engine, image_set.runtime, self.ns, self.cfg.state_root / capabilities.CACHE_NAME))
         runtimes = [self.builds[p.name].images.runtime for p in profiles]
+        registry = registry_mod.of(self.cfg.images.registry, self.cfg.timeouts.image_build_s)
         for engine in self.engines[1:]:
-            seconds = engine.ensure_images(self.engine, runtimes)
-            self.transfers[engine.name] = round(self.transfers.get(engine.name, 0.0) + seconds, 1)
+            transfer = engine.ensure_images(self.engine, runtimes, registry)
+            self.transfers[engine.name] = round(self.transfers.get(engine.name, 0.0) + transfer.seconds, 1)
+            known = self.image_sources.setdefault(engine.name, {})
+            known.update({tag: how for tag, how in transfer.sources.items() if tag not in known})  # the first way in
         if self.cfg.guest.snapshot and self.accel is not None:
             for p in profiles:
                 for engine in dict.fromkeys(first for first, _second in self.placements):
@@ -340,7 +358,8 @@ class Runner:
                         accel_reason=self.accel.reason,
                         builds={name: b.provenance() for name, b in self.builds.items()},
                         engines={e.name: {"address": e.address or machine_address(),
-                                          "image_transfer_s": self.transfers.get(e.name, 0.0)} for e in self.engines})
+                                          "image_transfer_s": self.transfers.get(e.name, 0.0),
+                                          "image_source": self.image_source(e)} for e in self.engines})
         todo: queue.Queue[tuple[int, Cell]] = queue.Queue()
         for index, cell in enumerate(cells):
             todo.put((index, cell))

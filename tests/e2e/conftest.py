@@ -15,8 +15,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
+from lab.pytest_plugin import need
 from tests.e2e import wheel
 
 LOCK_WAIT_S = 3600.0  # a group's other tests, each bounded by its own timeouts, run first
@@ -47,6 +49,18 @@ def _one_at_a_time_per_group(request: pytest.FixtureRequest,
                         pytest.fail(f"the test group {group} stayed locked for {LOCK_WAIT_S:.0f} s")
                     time.sleep(0.5)
         yield
+
+
+@pytest.fixture(scope="module")
+def second_engine() -> docker.DockerClient:
+    """The engine scripts/second-engine makes on this machine, reached as lab.yaml's engines reach it."""
+    try:
+        client = docker.DockerClient(base_url="ssh://nfcl-engine2:2222", use_ssh_client=False, timeout=60)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 (any failure means: not there)
+        need(f"the second engine does not answer ({exc}); start it with scripts/second-engine up")
+        raise
+    return client
 
 
 @pytest.fixture(scope="session")

@@ -38,17 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SECOND = "ssh://nfcl-engine2"
 
 
-@pytest.fixture(scope="module")
-def second_engine() -> docker.DockerClient:
-    try:
-        client = docker.DockerClient(base_url="ssh://nfcl-engine2:2222", use_ssh_client=False, timeout=60)
-        client.ping()
-    except Exception as exc:  # noqa: BLE001 (any failure means: not there)
-        need(f"the second engine does not answer ({exc}); start it with scripts/second-engine up")
-        raise
-    return client
-
-
 @pytest.fixture
 def engines_yaml(lab_config: LabConfig, tmp_path: Path) -> Path:
     text = lab_config.path.read_text().replace("results_dir: lab-results", f"results_dir: {lab_config.results_root}")

@@ -76,3 +76,15 @@ def test_an_owner_of_another_machine_is_never_judged_dead_here() -> None:
     assert whose(os.getpid(), "an earlier boot", here) == DEAD
     assert whose(1, "another boot", "0" * 32) == ELSEWHERE
     assert whose(1, "another boot", "") == ELSEWHERE  # recorded before machines were: not ours to guess
+
+
+@pytest.mark.parametrize("flag", ["--push", "--pull"])
+def test_push_and_pull_without_a_registry_name_the_key(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = run(capsys, "build", "--config", str(REPO_CONFIG), flag)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"{REPO_CONFIG}: images.registry: not set ({flag} needs a registry" in err
+
+
+def test_pull_builds_nothing_so_it_does_not_rebuild(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = run(capsys, "build", "--config", str(REPO_CONFIG), "--pull", "--rebuild")
+    assert rc == 2 and "--rebuild and --pull cannot be given together" in err and err.count("\n") == 1, err

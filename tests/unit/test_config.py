@@ -208,6 +208,40 @@ def test_images_prefix_names_the_image_tags() -> None:
     assert config_error(minimal() | {"images": {"prefix": "Bad/Prefix"}}).where == "images.prefix"
 
 
+@pytest.mark.parametrize("registry", ["ghcr.io/owner/lab", "127.0.0.1:5015/lab", "localhost/lab/images",
+                                      "registry.example:443/a_b/c-d", "docker.io/user/lab"])
+def test_images_registry_takes_a_host_and_a_path(registry: str) -> None:
+    assert parse(minimal() | {"images": {"registry": registry}}).images.registry == registry
+
+
+def test_images_registry_is_none_by_default() -> None:
+    assert parse(minimal()).images.registry == ""
+
+
+@pytest.mark.parametrize(("registry", "hint"), [
+    ("ghcr.io", "HOST[:PORT]/PATH"),  # no path
+    ("ghcr.io/Owner/lab", "lowercase"),
+    ("https://ghcr.io/owner/lab", "docker login"),
+    ("user:secret@ghcr.io/owner/lab", "docker login"),
+    ("owner/lab", "dot or a port"),  # Docker would take it for a Docker Hub repository
+    ("ghcr.io/owner/lab:tag", "HOST[:PORT]/PATH"),
+    ("ghcr.io/owner//lab", "HOST[:PORT]/PATH"),
+])
+def test_images_registry_refuses_what_is_no_registry_path(registry: str, hint: str) -> None:
+    err = config_error(minimal() | {"images": {"registry": registry}})
+    assert err.where == "images.registry" and hint in str(err)
+    assert "secret" not in str(err).replace(registry, "")
+
+
+def test_a_bad_registry_is_one_line_naming_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(REPO_CONFIG.read_text().replace("images:\n", "images:\n  registry: ghcr.io\n", 1))
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}: images.registry: 'ghcr.io' is not HOST[:PORT]/PATH")
+    assert "\n" not in str(info.value)
+
+
 def test_scenario_missing_an_expectation_for_a_profile() -> None:
     data = minimal()
     data["profiles"]["patched"] = {}

@@ -33,7 +33,51 @@ def run_lines() -> list[str]:
 def test_the_workflow_token_can_only_read() -> None:
     assert workflow()["permissions"] == {"contents": "read"}
     for name, job in workflow()["jobs"].items():
-        assert job.get("permissions", {"contents": "read"}) == {"contents": "read"}, name
+        if name != "images":
+            assert job.get("permissions", {"contents": "read"}) in ({"contents": "read"},
+                                                                    {"contents": "read", "packages": "read"}), name
+
+
+def test_only_the_images_job_pushes_and_only_on_the_default_branch() -> None:
+    job = workflow()["jobs"]["images"]
+    assert job["permissions"] == {"contents": "read", "packages": "write"}
+    assert job["if"] == "github.event_name == 'push' && github.ref_name == github.event.repository.default_branch"
+    assert any("tox run -e build -- --config lab-ci.yaml --push" in s.get("run", "") for s in job["steps"])
+    pushing = [name for name, other in workflow()["jobs"].items()
+               if any("--push" in s.get("run", "") for s in other["steps"])]
+    assert pushing == ["images"]
+    # Every job that runs the lab pulls from the registry: it has lab-ci.yaml's registry and may read it.
+    for name in lab_jobs():
+        assert any(s.get("run") == "scripts/ci-config lab-ci.yaml" for s in steps(name)), name
+        assert workflow()["jobs"][name]["permissions"]["packages"] == "read", name
+    assert "images" in workflow()["jobs"]["e2e"]["needs"], "e2e must follow the push it pulls from"
+
+
+def ci_config(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / "scripts" / "ci-config"), str(tmp_path / "lab-ci.yaml")],
+                          env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, check=False)
+
+
+def test_ci_config_pulls_from_the_repositorys_registry_in_lowercase(tmp_path: Path) -> None:
+    from lab.config import load
+
+    done = ci_config(tmp_path, GITHUB_REPOSITORY="Some-Owner/The.Lab")
+    assert done.returncode == 0, done.stderr
+    cfg = load(tmp_path / "lab-ci.yaml")
+    assert cfg.images.registry == "ghcr.io/some-owner/the.lab" and cfg.images.base == "registry"
+    assert ci_config(tmp_path, GITHUB_REPOSITORY="o/r", LAB_REGISTRY="127.0.0.1:5015/act").returncode == 0
+    assert load(tmp_path / "lab-ci.yaml").images.registry == "127.0.0.1:5015/act"
+    assert ci_config(tmp_path, GITHUB_REPOSITORY="o/r", LAB_REGISTRY="").returncode == 0
+    assert load(tmp_path / "lab-ci.yaml").images.registry == ""
+    refused = ci_config(tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "LAB_REGISTRY" in refused.stderr
+
+
+def test_make_test_serves_the_registries_and_stops_them_whatever_happens() -> None:
+    commands = make_dry_run("test")
+    [up] = [i for i, c in enumerate(commands) if c == "scripts/registry up"]
+    [tests] = [i for i, c in enumerate(commands) if " run -e " in c]
+    assert up < tests and commands[tests].startswith("trap 'scripts/registry down' EXIT;"), commands
 
 
 def test_every_tox_environment_the_workflow_runs_exists() -> None:
