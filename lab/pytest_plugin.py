@@ -162,18 +162,24 @@ class Locks:
 
 
 def _acquire(path: Path, name: str, wait_s: float) -> IO[str]:
+    from lab.errors import Timeout
+    from lab.waiting import wait_until
+
     lock = path.open("w")
-    deadline = time.monotonic() + wait_s
-    while True:
+
+    def taken() -> IO[str] | None:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return lock
         except BlockingIOError:
-            if time.monotonic() > deadline:
-                lock.close()
-                pytest.fail(f"{name} stayed locked by another pytest-xdist worker for {wait_s:.0f} s "
-                            f"(its lock file: {path})", pytrace=False)
-            time.sleep(LOCK_POLL_S)
+            return None
+
+    try:
+        return wait_until(f"{name}, locked by another pytest-xdist worker (its lock file: {path})", taken, wait_s,
+                          interval=LOCK_POLL_S)
+    except Timeout as exc:
+        lock.close()
+        pytest.fail(str(exc), pytrace=False)
 
 
 def lock_folder(factory: pytest.TempPathFactory) -> Path:
