@@ -35,11 +35,12 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import artefacts, images, resources
-from lab.analysis import UNSUPPORTED
+from lab import images, resources
 from lab.config import LabConfig, Profile, SeriesSource
 from lab.errors import LabError
-from lab.report import Report, Row
+from lab.results import artefacts
+from lab.results.report import Report, Row
+from lab.results.verdict import Verdict
 from lab.runner import Cell, CellStarted, ReportWritten, Runner, select_cells
 
 HOST_ROLES = ("primary", "secondary")
@@ -147,7 +148,7 @@ def run(cfg: LabConfig, options: BenchOptions, runner: Runner, say: Say) -> tupl
 def warm_cell(cells: list[Cell]) -> Cell:
     """The scenario timed on its own: the first selected cell that runs (not expected unsupported)."""
     for cell in cells:
-        if cell.expected != UNSUPPORTED:
+        if cell.expected != Verdict.UNSUPPORTED:
             return cell
     raise LabError("every selected cell is expected unsupported: select a scenario that runs "
                    "(--scenario)")

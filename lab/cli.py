@@ -19,7 +19,6 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -31,45 +30,32 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from lab import accel as accel_mod
-from lab import (
-    artefacts,
-    bench,
-    capabilities,
-    completion,
-    doctor,
-    images,
-    junit,
-    kept,
-    lore,
-    merge,
-    page,
-    resources,
-    snapshot,
-    ssh,
-    version,
-)
-from lab import check as check_mod
+from lab import bench, completion, doctor, images, kept, resources, ssh, version
 from lab import config as config_mod
 from lab import runner as runner_mod
-from lab import series as series_mod
-from lab.analysis import ERROR, UNSUPPORTED
-from lab.config import EngineSpec, LabConfig
+from lab import session as session_mod
+from lab.config import LabConfig
 from lab.engine import Engine
-from lab.errors import LabError, ScenarioError, one_line
-from lab.report import NOT_RUN, Report, Row, figures_text
+from lab.errors import Cancelled, Error, LabError, one_line
+from lab.results import artefacts, junit, merge, page
+from lab.results.report import Row, figures_text
+from lab.results.verdict import Verdict
 from lab.runner import (
     CellFinished,
     CellStarted,
     Event,
-    LabKept,
     Pace,
-    ReportWritten,
     Runner,
     select_cells,
     select_profiles,
 )
+from lab.session import Outcome, Placement, Session, profiles_of
 from lab.shard import Shard, configured_order
+from lab.upstream import check as check_mod
+from lab.upstream import lore
+from lab.upstream import series as series_mod
+from lab.vm import accel as accel_mod
+from lab.vm import capabilities, snapshot
 
 EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2
@@ -138,8 +124,7 @@ def cmd_build(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     profiles = select_profiles(cfg, args.profile)
     images.check_local_series(cfg, profiles)
-    with BuildDisplay(console) as display:
-        runner = Runner.connect(cfg, display)
+    with BuildDisplay(console) as display, Runner.connect(cfg, display) as runner:
         started = time.monotonic()
         built = runner.build(profiles, rebuild=args.rebuild)
         for name, image_set in built.items():
@@ -166,52 +151,25 @@ def _show_build_steps(console: Console, steps: list[dict[str, Any]], at_least_s:
     console.print(table)
 
 
-@dataclass
-class MatrixRun:
-    """What a run through the runner left: its last report (also when it stopped on an error), a kept lab."""
-
-    written: ReportWritten | None = None
-    kept: LabKept | None = None
-
-
-Placement = tuple[list[EngineSpec], bool]  # engines the cells go to; split: primary, secondary
-
-
-def _run_matrix(cfg: LabConfig, cells: list[runner_mod.Cell], out: Path, console: Console, run: MatrixRun,
-                keep: bool = False, placement: Placement | None = None, jobs: int = 0) -> MatrixRun:
-    """The faces' one way through the runner: images, accelerator, cells with their lines, the tables."""
-    profiles = list(dict.fromkeys(p for c in cells for p in c.profiles))
-    images.check_local_series(cfg, profiles)
-    placement = placement or (cfg.select_engines(None), False)
-    doctor.require_tun()
+def _run_matrix(session: Session, cells: list[runner_mod.Cell], out: Path, console: Console) -> Outcome:
+    """The faces' one way through a session: images, accelerator, cells with their lines, the tables."""
     with BuildDisplay(console) as display:
-        runner = Runner.connect(cfg, display)
-        engines = {spec.name: Engine.connect(spec) if spec.url else runner.engine for spec in placement[0]}
-        runner.place([engines[spec.name] for spec in placement[0]], split=placement[1])
-        _note_leftovers(runner)
-        runner.prepare(profiles)
+        runner = session.prepare(profiles_of(cells), display)
     assert runner.accel is not None
     if runner.transfers:
         console.print("images copied to " + ", ".join(f"{k} in {v:g} s" for k, v in runner.transfers.items()))
-    # --keep stops at the first cell that does not end as expected: one cell at a time, or others
-    # would already be under way.
-    jobs = 1 if keep else (jobs or runner.default_jobs())
     console.print(f"accelerator: [bold]{runner.accel.accel}[/] ({runner.accel.reason}); run {runner.ns.id}, "
-                  f"{len(cells)} cells, {jobs} at a time")
+                  f"{len(cells)} cells, {session.jobs_now} at a time")
     # closing: an interrupt landing here, outside the generator, still stops the cells at once.
-    with contextlib.closing(runner.run(cells, out, keep=keep, jobs=jobs)) as events, \
-            RunDisplay(console, len(cells)) as display:
+    with contextlib.closing(session.run(cells, out)) as events, RunDisplay(console, len(cells)) as display:
         for event in events:
             display(event)
-            if isinstance(event, ReportWritten):
-                run.written = event
-            elif isinstance(event, LabKept):
-                run.kept = event
-    assert run.written is not None
-    run.written.report.print(console)
-    console.print(f"report: {run.written.path}", markup=False)
-    console.print(f"page: {run.written.path.parent / page.PAGE}", markup=False)
-    return run
+    written = session.outcome.written
+    assert written is not None
+    written.report.print(console)
+    console.print(f"report: {written.path}", markup=False)
+    console.print(f"page: {written.path.parent / page.PAGE}", markup=False)
+    return session.outcome
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
@@ -220,12 +178,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     cells = select_cells(cfg, args.profile, args.scenario, args.to)
     if args.shard is not None:
         cells = args.shard.of(configured_order(cfg, cells))
-    run = MatrixRun()
-    try:
-        _run_matrix(cfg, cells, out, console, run, args.keep, _placement(cfg, args), args.jobs)
-    finally:  # a run stopped by a lab error still says which cells ran and which did not
-        if args.junit and run.written is not None:
-            junit.write(run.written.report.rows, Path(args.junit))
+    placement = Placement.of(cfg, args.engine, args.split)
+    with Session(cfg, placement, keep=args.keep, jobs=args.jobs) as session:
+        try:
+            _run_matrix(session, cells, out, console)
+        finally:  # a run stopped by a lab error still says which cells ran and which did not
+            if args.junit and session.outcome.written is not None:
+                junit.write(session.outcome.written.report.rows, Path(args.junit))
+    run = session.outcome
     assert run.written is not None
     if run.kept is not None:
         _how_to_get_in(console, run.kept.lab, f"kept: {run.kept.cell.name} did not end as expected")
@@ -237,9 +197,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def bisect_status(rows: list[Row]) -> int:
     """What `git bisect run` reads: 0 good, 1 bad, 125 this commit cannot tell (skip it). A cell that
     did not give a verdict, or a build that lacks a property a scenario sets, decides nothing."""
-    if not rows or any(r.verdict in (ERROR, NOT_RUN) for r in rows):
+    if not rows or any(not r.verdict.decided for r in rows):
         return EXIT_BISECT_SKIP
-    if any(r.verdict == UNSUPPORTED and not r.match for r in rows):
+    if any(r.verdict == Verdict.UNSUPPORTED and not r.match for r in rows):
         return EXIT_BISECT_SKIP
     return 0 if all(r.match for r in rows) else EXIT_MISMATCH
 
@@ -254,38 +214,20 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     poster = check_mod.Poster(patchwork, check_mod.read_token(cfg), info.project, args.dry_run,
                               lambda line: console.print(line, markup=False, soft_wrap=True))
     url = check_mod.target_url(cfg.check.target_url, os.environ)
-
-    def check(state: str, description: str) -> check_mod.Check:
-        return check_mod.Check(state, description, url, cfg.check.context)
-
     console.print(f"series {info.id}: {info.name} ({len(info.patches)} patches) on {plan.base.name}", markup=False)
-    scenarios = list(dict.fromkeys(c.scenario.name for c in cells))
-    failure: Exception | None = None
-    with poster.none_left_pending(lambda why: check(check_mod.WARNING, check_mod.lab_stopped(why))):
-        poster.post_all(info.patches, check(check_mod.PENDING, check_mod.pending(plan, scenarios)))
-        run = MatrixRun()
-        try:
-            _run_matrix(plan.cfg, cells, out, console, run)
-            assert run.written is not None
-            state, description = check_mod.judge(run.written.report.rows, plan)
-        except series_mod.SeriesDoesNotApply as exc:
-            state, description = check_mod.FAIL, check_mod.does_not_apply(exc, plan)
-        except (LabError, ScenarioError, docker.errors.DockerException) as exc:
-            state, description, failure = check_mod.WARNING, check_mod.lab_failed(one_line(exc)), exc
-        except (OSError, paramiko.SSHException) as exc:
-            state, description, failure = check_mod.WARNING, check_mod.lab_stopped(one_line(exc)), exc
-        report = run.written.report if run.written else Report(config=str(cfg.path))
-        try:
-            poster.post_all(info.patches, check(state, description))
-        finally:  # report.json says what was posted, also when a post failed
-            report.check = poster.record(cfg.check.context, url) | {"state": state, "description": description}
-            path = runner_mod.write_report(report, out)
+
+    def run_cells(cfg: LabConfig, cells: list[runner_mod.Cell], outcome: Outcome) -> None:
+        with Session(cfg, outcome=outcome) as session:
+            _run_matrix(session, cells, out, console)
+
+    done = session_mod.check(cfg, plan, info, cells, out, poster, url, run_cells)
     verb = "would be posted" if args.dry_run else "posted"
     patches = f"{len(info.patches)} patch{'es' if len(info.patches) != 1 else ''}"
-    console.print(f"check {state} {verb} on {patches}: {description} (report: {path})", markup=False)
-    if failure is not None:
-        raise failure
-    return check_mod.EXIT_STATUS[state]
+    console.print(f"check {done.state} {verb} on {patches}: {done.description} (report: {done.report_path})",
+                  markup=False)
+    if done.failure is not None:
+        raise done.failure
+    return check_mod.EXIT_STATUS[done.state]
 
 
 def cmd_bench(args: argparse.Namespace, console: Console) -> int:
@@ -298,11 +240,9 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     bench.warm_cell(select_cells(cfg, options.profiles, options.scenarios))
     if options.series:
         bench.series_source(cfg)
-    images.check_local_series(cfg, select_profiles(cfg, options.profiles))
-    doctor.require_tun()
-    with BuildDisplay(console) as display:
-        runner = Runner.connect(cfg, display)
-        _note_leftovers(runner)
+    with Session(cfg) as session:
+        with BuildDisplay(console) as display:
+            runner = session.prepare(select_profiles(cfg, options.profiles), display)
         result, path = bench.run(cfg, options, runner, lambda line: console.print(line, markup=False))
     table = Table(title=f"lab bench (run {result.run}, {result.machine.get('cores')} cores)", title_justify="left")
     table.add_column("what")
@@ -312,19 +252,6 @@ def cmd_bench(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     console.print(f"bench: {path}", markup=False)
     return 0
-
-
-def _placement(cfg: LabConfig, args: argparse.Namespace) -> Placement:
-    """Which engines the cells go to (--engine), or the split of every cell's hosts (--split)."""
-    if args.split:
-        if args.engine:
-            raise LabError("--split and --engine cannot be given together: --split already names both engines")
-        names = [n.strip() for n in args.split.split(",")]
-        if len(names) != 2 or not all(names) or names[0] == names[1]:
-            raise LabError(f"--split {args.split!r}: give two different engines, PRIMARY,SECONDARY "
-                           f"(configured: {', '.join(cfg.engines)})")
-        return cfg.select_engines(names), True
-    return cfg.select_engines(args.engine), False
 
 
 class RunDisplay:
@@ -429,25 +356,15 @@ def _list_patches(console: Console, fetched: series_mod.Series) -> None:
 def cmd_up(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
     cell = select_cells(cfg, [args.profile] if args.profile else None, [args.scenario] if args.scenario else None)[0]
-    images.check_local_series(cfg, [cell.profile])
-    doctor.require_tun()
     name = kept.check_name(args.name)
     kept.refuse_if_up(cfg, name)
-    with BuildDisplay(console) as display:
-        runner = Runner.connect(cfg, display)
-        _note_leftovers(runner)
-        runner.prepare([cell.profile])
-    lab = runner.up(cell, name)
+    with Session(cfg) as session:
+        with BuildDisplay(console) as display:
+            runner = session.prepare([cell.profile], display)
+        lab = runner.up(cell, name)
     _how_to_get_in(console, lab, f"up: {cell.name} ({cell.scenario.filter}), {lab.accel}; the primary's guest "
                                  "runs, the secondary waits with -incoming")
     return 0
-
-
-def _note_leftovers(runner: Runner) -> None:
-    """Leftovers of dead runs are named, never removed here: `lab clean` does that when asked."""
-    left = runner.leftovers()
-    if left:
-        print(f"lab: note: dead runs left {left}; remove them with `lab clean`", file=sys.stderr)
 
 
 def _how_to_get_in(console: Console, lab: kept.KeptLab, what: str) -> None:
@@ -657,14 +574,24 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _saying() -> OneLineParser:
+    """-v and -q, on every verb: how much of the lab's own log (the ``lab`` logger) is shown."""
+    common = OneLineParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="say more: the lab's debug lines too (QMP commands, hosts, slots)")
+    common.add_argument("-q", "--quiet", action="count", default=0, help="say less: warnings and errors only")
+    return common
+
+
 def parser() -> argparse.ArgumentParser:
+    common = _saying()
     ap = OneLineParser(prog="lab", description="The netfilter continuity lab.", epilog=EXIT_STATUSES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action=_Version, help="the lab's version (and its git description in a checkout)")
     sub = ap.add_subparsers(dest="verb", required=True)
 
     def verb(name: str, fn: Callable[[argparse.Namespace, Console], int], help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, parents=[common])
         p.error = ap.error  # type: ignore[method-assign]
         p.add_argument("--config", default="lab.yaml", help="lab configuration (default: ./lab.yaml)")
         p.set_defaults(fn=fn)
@@ -710,7 +637,8 @@ def parser() -> argparse.ArgumentParser:
     bn.add_argument("--no-series", action="store_true", help="skip the series rebuild")
     bn.add_argument("--out", help="folder for bench.json and the runs' reports (default: a new one under results_dir)")
     sr = sub.add_parser("series", help="look up or fetch a patch series (Patchwork, or a mail archive with b4)",
-                        description="look up or fetch a patch series (Patchwork, or a mail archive with b4)")
+                        description="look up or fetch a patch series (Patchwork, or a mail archive with b4)",
+                        parents=[common])
     sr.error = ap.error  # type: ignore[method-assign]
     sr.add_argument("action", choices=("show", "fetch"))
     sr.add_argument("ref", help="a Patchwork patch or series URL, a series ID (with --patchwork), or a Message-ID "
@@ -753,20 +681,20 @@ def parser() -> argparse.ArgumentParser:
     rp.error = ap.error  # type: ignore[method-assign]
     formats = rp.add_subparsers(dest="format", required=True)
     what = "draw report.html again from a report.json (a merged one, say)"
-    rh = formats.add_parser("html", help=what, description=what)
+    rh = formats.add_parser("html", help=what, description=what, parents=[common])
     rh.error = ap.error  # type: ignore[method-assign]
     rh.add_argument("report", metavar="REPORT.json", help="the report; the page is written beside it")
     rh.set_defaults(fn=cmd_report)
     what = ("merge reports (lab run --shard's parts) into one report.json with its page and verdict table; "
             "exits as lab run would")
-    rm = formats.add_parser("merge", help=what, description=what)
+    rm = formats.add_parser("merge", help=what, description=what, parents=[common])
     rm.error = ap.error  # type: ignore[method-assign]
     rm.add_argument("reports", nargs="+", metavar="REPORT", help="a report.json, or the folder it is in")
     rm.add_argument("--out", required=True, help="folder for the merged report.json, its page and the cells' folders")
     rm.add_argument("--junit", metavar="FILE", help="also write JUnit XML: a testcase per cell")
     rm.set_defaults(fn=cmd_report_merge)
     what = "a shell completion script: eval \"$(lab completion bash)\", or source <(lab completion zsh)"
-    co = sub.add_parser("completion", help=what, description=what)
+    co = sub.add_parser("completion", help=what, description=what, parents=[common])
     co.error = ap.error  # type: ignore[method-assign]
     co.add_argument("shell", choices=completion.SHELLS)
     co.set_defaults(fn=cmd_completion)
@@ -825,6 +753,23 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_BISECT_SKIP if rc == EXIT_LAB_ERROR and argv[:1] == ["run"] and "--bisect" in argv else rc
 
 
+LOG_LEVELS = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}
+
+
+def log_to_stderr(verbosity: int) -> None:
+    """The ``lab`` logger's lines on stderr, each as ``lab: ...``: warnings only with -q, debug lines
+    with -v. The CLI owns the logger's one handler (a second main() in one process replaces it)."""
+    logger = logging.getLogger("lab")
+    for handler in [h for h in logger.handlers if getattr(h, "lab_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("lab: %(message)s"))
+    handler.lab_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(LOG_LEVELS[max(-1, min(1, verbosity))])
+    logger.propagate = False
+
+
 def make_console(file: TextIO | None = None, width: int | None = None) -> Console:
     """The console lab prints on. Logs (CI, pipes) are read at COLUMNS, else 80 (rich's default): a
     table wider than that is printed as a block per cell. soft_wrap: a long line stays one line (a
@@ -844,15 +789,16 @@ def _main(argv: list[str]) -> int:
     # the lab's; what matters of them reaches the lab as exceptions.
     for library in ("paramiko", "urllib3"):
         logging.getLogger(library).addHandler(logging.NullHandler())
+    log_to_stderr(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     verb = f"lab {args.verb}"
     try:
         return int(args.fn(args, console))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Cancelled):
         interrupts.settle()
         with contextlib.suppress(OSError):  # a terminal that hung up (SIGHUP) takes no line
             print(f"{verb}: interrupted; the lab's containers and networks were removed", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (LabError, ScenarioError) as exc:
+    except Error as exc:
         print(f"{verb}: error: {one_line(exc)}", file=sys.stderr)
     except docker.errors.DockerException as exc:
         print(f"{verb}: error: Docker: {one_line(exc)}; is the daemon up? (lab doctor)", file=sys.stderr)

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from lab.errors import ConfigError
+from lab.results.verdict import EXPECTABLE
 
 FILTERS = ("filter-mirror", "filter-redirector")
 NO_FILTER = "none"  # a guest-path scenario without a filter on the source: what the guest loses plainly
@@ -28,8 +29,6 @@ SWITCH_ON = ("start", "at-stop", "before-migrate", "by-filter")
 # Where a frame can be lost on its way (report rows' lost_at); an expectation may accept losses at some.
 LOSS_POINTS = ("generator", "stream", "destination", "guest")
 PAIR_SEP = "->"  # an expectation for a migration between two builds: "source->destination"
-# "unsupported": the build lacks a property the scenario sets, and the lab is expected to say so.
-VERDICTS = ("continuous", "gap", "unsupported")
 ACCELS = ("auto", "kvm", "tcg")
 BASE_SOURCES = ("debootstrap", "registry")
 QEMU_SOURCES = ("debian", "git", "local")
@@ -37,7 +36,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 # A QOM property name as QEMU's -object option accepts it.
 PROPERTY_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-# Set by the lab on the filter under test (lab.qemu.Filter); a scenario repeating one would override it.
+# Set by the lab on the filter under test (lab.vm.qemu.Filter); a scenario repeating one would override it.
 LAB_PROPERTIES = ("id", "netdev", "queue", "outdev", "indev", "vnet_hdr_support")
 # What `git clone` is given: a URL of a network transport or an absolute path; never an option.
 GIT_URL_RE = re.compile(r"^(?:(?:https?|git|ssh)://[^\s/-][^\s]*|/[^\s]*)$")
@@ -649,7 +648,7 @@ def _expect(ex: _Reader, where: str, profiles: Mapping[str, Profile]) -> dict[st
             raise ConfigError(ex.key_path(key), "unknown profile",
                               f"known: {', '.join(profiles)}; or {CHECK} (what a series under lab check must give);"
                               f" or SOURCE{PAIR_SEP}DESTINATION (a migration between two builds)")
-        expect[key] = ex.text(key, "", VERDICTS)
+        expect[key] = ex.text(key, "", tuple(EXPECTABLE))
     for name, profile in profiles.items():
         # A profile outside plain `lab run` may wait for its expectation until someone can measure
         # it; its rows then report without judging.

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from lab import accel, apt, resources
+from lab import apt, resources
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine
 from lab.errors import LabError
 from lab.namespace import Namespace
+from lab.vm import accel
 
 TUN = "/dev/net/tun"
 
@@ -92,7 +93,7 @@ def _disk(client: docker.DockerClient | None, need_gb: float) -> Check:
 
 def _kvm(cfg: LabConfig, client: docker.DockerClient | None) -> Check:
     if cfg.accel == "tcg":
-        return Check("accelerator", True, "tcg (lab.accel)")
+        return Check("accelerator", True, "tcg (lab.vm.accel)")
     problem = accel.kvm_device_problem()
     if problem:
         return Check("accelerator", True, f"tcg: {problem}")

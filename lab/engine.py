@@ -98,6 +98,16 @@ class DockerHost(Host):
     def own(self, name: str) -> Path:
         return self.rundir / name
 
+    def read_from(self, name: str, offset: int, limit: int) -> bytes:
+        if self.shared:
+            return super().read_from(name, offset, limit)
+        # Only the new bytes cross the engine's connection, never the whole file again.
+        script = 'tail -c "+$1" "$2" 2>/dev/null | head -c "$3"'
+        argv = ["sh", "-c", script, "sh", str(offset + 1), f"{RUNDIR}/{name}", str(limit)]
+        _rc, (out, _err) = self._exec("read", [f"{RUNDIR}/{name}"],
+                                      lambda: self.container.exec_run(argv, demux=True))
+        return out if isinstance(out, bytes) else b""
+
     def remove(self, name: str) -> None:
         if not self.shared:
             self.check(["rm", "-f", f"{RUNDIR}/{name}"])
@@ -571,13 +581,17 @@ class LabHosts:
     def secondary(self) -> DockerHost:
         return self.hosts["secondary"]
 
-    def __enter__(self) -> LabHosts:
+    def create(self) -> LabHosts:
+        """The hosts and their networks; on any failure, what was made is removed again."""
         try:
             self._create()
         except BaseException:
             self.close()
             raise
         return self
+
+    def __enter__(self) -> LabHosts:
+        return self.create()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -586,7 +600,7 @@ class LabHosts:
     @contextlib.contextmanager
     def kept_if(self, keep: Callable[[], bool]) -> Iterator[LabHosts]:
         """Creates the hosts; on leaving, removes them unless ``keep()`` says otherwise."""
-        self.__enter__()
+        self.create()
         try:
             yield self
         except Exception:

@@ -1,14 +1,19 @@
 """Errors the lab reports to its user.
 
 A LabError means the lab itself could not run (bad input, Docker missing, an image that did not
-build): the CLI prints its one line and exits 2. A scenario that ran but misbehaved is not an error
-here; it becomes a verdict.
+build): the CLI prints its one line and exits 2. A ScenarioError is a cell that could not run to its
+end: that cell's ``error`` verdict, while the others go on. Cancelled is neither: the person (or a
+signal) stopped the run.
 """
 
 from __future__ import annotations
 
 
-class LabError(Exception):
+class Error(Exception):
+    """The root of the lab's own errors: each is one of the three kinds below."""
+
+
+class LabError(Error):
     """The lab could not do what was asked; ``str()`` is the one line the user sees."""
 
 
@@ -37,7 +42,7 @@ class LeftoverLab(LabError):
     """Resources of an earlier lab with the same names still exist."""
 
 
-class ScenarioError(Exception):
+class ScenarioError(Error):
     """A scenario could not run to its end; the reason becomes an ``error`` verdict."""
 
 
@@ -45,8 +50,13 @@ class Timeout(ScenarioError):
     """A bounded wait ran out; the message says what was awaited and the last state seen."""
 
 
-class Cancelled(ScenarioError):
-    """The run was cancelled (Ctrl-C, SIGTERM) while a cell was waiting."""
+class QemuExited(ScenarioError):
+    """QEMU ended while the lab waited on it: not a wait that ran out, and waiting longer would not help."""
+
+
+class Cancelled(Error):
+    """The run was cancelled (Ctrl-C, SIGTERM, SIGHUP) while a cell was waiting: not the cell's failure,
+    so no verdict, not even ``error``."""
 
 
 def one_line(exc: BaseException) -> str:

@@ -77,6 +77,16 @@ class Host(abc.ABC):
         """A unix socket the host made in its run folder, as the lab reaches it."""
         return self.path(name)
 
+    def read_from(self, name: str, offset: int, limit: int) -> bytes:
+        """At most ``limit`` bytes of ``RUNDIR/<name>`` from ``offset`` on (b"" without the file):
+        what a file that grows gained since the last read."""
+        try:
+            with self.path(name).open("rb") as f:
+                f.seek(offset)
+                return f.read(limit)
+        except FileNotFoundError:
+            return b""
+
     def read_text(self, name: str) -> str:
         path = self.path(name)
         return path.read_text(errors="replace") if path.exists() else ""

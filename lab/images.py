@@ -5,7 +5,7 @@
     qemu-series  a profile's series on top of a qemu builder: built in a container of the builder,
              only the binary kept (images/series)
     qemu-tree    a profile's own tree (a local checkout, a git commit) that descends from a builder's
-             tree: its diff built the same way, in seconds instead of a full compile (lab.gittree)
+             tree: its diff built the same way, in seconds instead of a full compile (lab.upstream.gittree)
     guest    Debian's cloud kernel + a busybox initramfs that brings eth0 up
     host     the runtime's first stage (packages, sshd): built while QEMU compiles
     runtime  a lab host: the built QEMU, the guest, firmware, tcpdump, iproute2, the in-host helpers
@@ -36,17 +36,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from lab import apt, gittree, lore, resources, statefile
-from lab import series as series_mod
+from lab import apt, bounds, resources, statefile
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
 from lab.errors import ImageBuildError, LabError
 from lab.namespace import Namespace
+from lab.upstream import gittree, lore
+from lab.upstream import series as series_mod
 
 PACKAGE = Path(__file__).resolve().parent
 # What the images are built from, package data of an installed lab (in a checkout, a link to images/).
@@ -59,6 +60,7 @@ LAYER_RE = re.compile(r"^ ---> ([0-9a-f]{12,64})$")  # the image a step committe
 APPLY_FAILED = "SERIES-APPLY-FAILED"  # printed by images/series/apply-series, with the build's nonce
 NONCE_FILE = "tmp/series/.nonce"  # read, then removed, by build-series before anything of a patch runs
 SERIES_BUILD = ["/usr/local/bin/build-series", "/tmp/series"]  # run in a container of the builder
+SERIES_OUTPUT = "/opt/qemu"  # what it installs there is the build
 BUILDER_TREES = "builder-trees.json"  # in the state folder: each builder image's tree id, read once
 TREE_PROBE_S = 60.0  # reading a builder's tree id in a container of it
 STOP_JOIN_S = 10.0  # how long a stopped build on another thread gets to notice and clean up
@@ -87,7 +89,7 @@ class ImageSet:
     runtime: str
     qemu_source: str = ""
     series: dict[str, Any] | None = None
-    # A tree of the profile's own built on a builder's (lab.gittree.TreeDiff.provenance), and the
+    # A tree of the profile's own built on a builder's (lab.upstream.gittree.TreeDiff.provenance), and the
     # commit a git ref named when the lab resolved it.
     tree: dict[str, str] | None = None
     build_seconds: dict[str, float] = field(default_factory=dict)  # per image of this set; 0: reused
@@ -537,8 +539,7 @@ class ImageBuilder:
                 reading.finish()
                 if status != 0:
                     raise reading.failure(f"build-series exited with {status}: {reading.last_line}")
-                stream, _ = container.get_archive("/opt/qemu")
-                return _regular_files(b"".join(stream))
+                return _build_output(container, reading)
             finally:
                 _remove_container(container)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
@@ -806,10 +807,22 @@ def _series_files(ctx: Context, nonce: str = "") -> bytes:
     return wanted.tar().getvalue()
 
 
-def _regular_files(archive: bytes) -> dict[str, tuple[bytes, int]]:
+def _build_output(container: Any, reading: BuildStream) -> dict[str, tuple[bytes, int]]:
+    """The files of a series build's /opt/qemu, read up to BUILD_OUTPUT_LIMIT: what a series builds
+    is its own to say."""
+    stream, _ = container.get_archive(SERIES_OUTPUT)
+    with tempfile.TemporaryFile() as spool:
+        if not bounds.copy(stream, spool, bounds.BUILD_OUTPUT_LIMIT):
+            raise reading.failure(bounds.past(f"its {SERIES_OUTPUT}", bounds.BUILD_OUTPUT_LIMIT,
+                                              "of a series build's output"))
+        spool.seek(0)
+        return _regular_files(spool)
+
+
+def _regular_files(archive: BinaryIO) -> dict[str, tuple[bytes, int]]:
     """The regular files of a tar archive (``get_archive``): name -> (content, mode)."""
     files: dict[str, tuple[bytes, int]] = {}
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    with tarfile.open(fileobj=archive) as tar:
         for member in tar:
             extracted = tar.extractfile(member) if member.isfile() else None
             if extracted is not None:

@@ -19,14 +19,15 @@ from typing import Any
 import docker
 import docker.errors
 
-from lab import artefacts, resources, ssh, terminal
+from lab import resources, ssh, terminal
 from lab.config import EngineSpec, LabConfig
 from lab.engine import Engine, LabHosts
 from lab.errors import LabError, LeftoverLab, ScenarioError
 from lab.host import RUNDIR
 from lab.namespace import DEAD, KEPT, Namespace
-from lab.qemu import CONSOLE_LOG, CONSOLE_SOCKET
-from lab.qmp import Monitor
+from lab.results import artefacts
+from lab.vm.qemu import CONSOLE_LOG, CONSOLE_SOCKET
+from lab.vm.qmp import Monitor
 
 
 @dataclass

@@ -25,7 +25,7 @@ Fixtures (session-wide unless said):
     lab_capabilities  {profile: {filter type: [property, ...]}} from each build's QEMU
     lab_out           (per test) this test's own artefacts folder
     lab_hosts         (per test) a primary + secondary host pair on the lab network, removed after
-    run_scenario      (per test) run_scenario(profile, scenario[, hook]) -> lab.report.Row; each cell's
+    run_scenario      (per test) run_scenario(profile, scenario[, hook]) -> lab.results.report.Row; each cell's
                       verdict and figures go into the test's properties (record_property: JUnit XML)
 
 A test that uses any of these that reaches an engine (all but lab_config and lab_out) gets the
@@ -51,11 +51,11 @@ if TYPE_CHECKING:
     import docker
 
     from lab import images
-    from lab.accel import AccelChoice
     from lab.config import LabConfig
     from lab.engine import Engine, LabHosts
-    from lab.report import Row
+    from lab.results.report import Row
     from lab.runner import HostsHook, Runner
+    from lab.vm.accel import AccelChoice
 
 RESULTS_KEY = pytest.StashKey[Path]()
 LOCKS_KEY = pytest.StashKey["Locks"]()
@@ -273,9 +273,9 @@ def lab_out(request: pytest.FixtureRequest, lab_results: Path) -> Path:
 @pytest.fixture
 def lab_hosts(lab_runner: Runner, lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
               lab_accel: AccelChoice, lab_out: Path) -> Iterator[LabHosts]:
-    from lab import artefacts
     from lab.engine import HostSpec, LabHosts
     from lab.namespace import Namespace
+    from lab.results import artefacts
 
     runtime = next(iter(lab_images.values())).runtime
     ns = Namespace.new_run(lab_config.name)  # a test's own: other tests, runs and kept labs go on

@@ -14,18 +14,21 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import platform
+import shutil
 import socket
 import tarfile
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import docker.errors
 import paramiko
 from docker.models.containers import Container
 from docker.utils.socket import frames_iter
 
+from lab import bounds
+from lab.bounds import ENGINE_LIMIT
 from lab.errors import ScenarioError, excerpt
 
 TRANSPORT_ERRORS = (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError)
@@ -36,66 +39,81 @@ class ArchiveError(ScenarioError):
     naming a path outside the run folder): the cell's error, one line."""
 
 
-def fetch(container: Container, inside: str, local: Path) -> bool:
+def fetch(container: Container, inside: str, local: Path, limit: int = ENGINE_LIMIT) -> bool:
     """The file ``inside`` the container, written to ``local``; False (and ``local`` gone) when the
     container has none."""
-    try:
-        stream, _stat = container.get_archive(inside)
-        data = b"".join(stream)
-    except docker.errors.NotFound:
-        local.unlink(missing_ok=True)
-        return False
-    content = read_file(data, inside)
-    if content is None:
-        local.unlink(missing_ok=True)
-        return False
-    local.parent.mkdir(parents=True, exist_ok=True)
-    local.write_bytes(content)
-    return True
+    with tempfile.TemporaryFile() as spool:
+        try:
+            _download(container, inside, spool, limit)
+        except docker.errors.NotFound:
+            local.unlink(missing_ok=True)
+            return False
+        return copy_file(spool, inside, local)
 
 
-def read_file(data: bytes, inside: str) -> bytes | None:
-    """The first regular file of the archive ``data`` (None when it has none)."""
+def _download(container: Container, inside: str, into: BinaryIO, limit: int) -> None:
+    """The engine's archive of ``inside`` into ``into`` (a file: it may be large), at most ``limit`` bytes."""
+    stream, _stat = container.get_archive(inside)
+    if not bounds.copy(stream, into, limit):
+        raise ArchiveError(bounds.past(f"the engine's archive of {inside.removesuffix('/.')}", limit,
+                                       "of one archive from an engine"))
+    into.seek(0)
+
+
+def copy_file(data: bytes | BinaryIO, inside: str, local: Path) -> bool:
+    """The first regular file of the archive ``data`` written to ``local``; False (and ``local``
+    gone) when it has none."""
+    archive = _seekable(data)
     try:
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        with tarfile.open(fileobj=archive) as tar:
             member = next((m for m in tar if m.isfile()), None)
             extracted = tar.extractfile(member) if member is not None else None
-            content = extracted.read() if extracted is not None else None
-            _whole(tar, data)
-            return content
+            if extracted is not None:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                with local.open("wb") as out:
+                    shutil.copyfileobj(extracted, out)
+            _whole(tar, archive)
     except (tarfile.TarError, EOFError) as exc:
+        local.unlink(missing_ok=True)
         raise ArchiveError(_unreadable(inside, exc)) from exc
+    if extracted is None:
+        local.unlink(missing_ok=True)
+    return extracted is not None
 
 
-def fetch_folder(container: Container, inside: str, local: Path) -> None:
+def fetch_folder(container: Container, inside: str, local: Path, limit: int = ENGINE_LIMIT) -> None:
     """Every regular file under ``inside``, into ``local`` (files the lab wrote there itself, such
     as the QMP transcript, are not in the container and stay as they are)."""
-    stream, _stat = container.get_archive(inside + "/.")
-    extract_files(b"".join(stream), inside, local)
+    with tempfile.TemporaryFile() as spool:
+        _download(container, inside + "/.", spool, limit)
+        extract_files(spool, inside, local)
 
 
-def extract_files(data: bytes, inside: str, local: Path) -> None:
+def extract_files(data: bytes | BinaryIO, inside: str, local: Path) -> None:
     """The regular files of the archive ``data`` into ``local``; none lands outside it (the "data"
     filter refuses such a member, and links are not taken)."""
-    if not hasattr(tarfile, "data_filter"):
-        raise ArchiveError(f"this Python ({platform.python_version()}) has no tarfile extraction filters, which "
-                           f"the archive of {inside} needs; run the lab with Python 3.11.4 or later")
+    archive = _seekable(data)
     try:
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        with tarfile.open(fileobj=archive) as tar:
             files = [m for m in tar.getmembers() if m.isfile()]
-            _whole(tar, data)
+            _whole(tar, archive)
             tar.extractall(local, members=files, filter="data")
     # OSError: names that clash (a file, then a folder of that name), which no engine's own archive has.
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ArchiveError(_unreadable(inside, exc)) from exc
 
 
-def _whole(tar: tarfile.TarFile, data: bytes) -> None:
+def _seekable(data: bytes | BinaryIO) -> BinaryIO:
+    return io.BytesIO(data) if isinstance(data, bytes) else data
+
+
+def _whole(tar: tarfile.TarFile, archive: BinaryIO) -> None:
     """An archive cut at a member's boundary reads as a shorter one: only its end-of-archive marker
     (two zero blocks after the last member) says it is whole."""
     for _ in tar:  # to its end
         pass
-    end = data[tar.offset:tar.offset + 2 * tarfile.BLOCKSIZE]
+    archive.seek(tar.offset)
+    end = archive.read(2 * tarfile.BLOCKSIZE)
     if len(end) < 2 * tarfile.BLOCKSIZE or end.count(0) != len(end):
         raise tarfile.ReadError(f"truncated: no end-of-archive marker after {tar.offset} bytes")
 

@@ -13,26 +13,31 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import logging
 import queue
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import docker.errors
 
-from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, page, resources, scenario, slots, snapshot, ssh, timeline
-from lab.accel import AccelChoice
-from lab.analysis import ERROR, UNSUPPORTED
+from lab import images, kept, resources, scenario, slots, ssh
 from lab.config import LabConfig, Profile, ScenarioSpec
 from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
 from lab.errors import Cancelled, ConfigError, LabError, ScenarioError, one_line
 from lab.namespace import Namespace
-from lab.report import NOT_RUN, Report, Row, builds_label
+from lab.results import artefacts, page, timeline
+from lab.results.report import Report, Row, builds_label
+from lab.results.verdict import Verdict
+from lab.vm import accel as accel_mod
+from lab.vm import capabilities, snapshot
+from lab.vm.accel import AccelChoice
+
+log = logging.getLogger(__name__)
 
 # A hook a test may give: called as each phase begins, with the cell's hosts (to inject faults).
 HostsHook = Callable[[str, LabHosts], None]
@@ -72,7 +77,7 @@ class Cell:
     def title(self) -> str:
         return f"{self.label} ({self.scenario.filter})"
 
-    def row(self, verdict: str, accel: str, **details: object) -> Row:
+    def row(self, verdict: Verdict, accel: str, **details: object) -> Row:
         return Row.of(profile=self.profile.name, scenario=self.scenario.name, filter=self.scenario.filter,
                       expected=self.expected, verdict=verdict, accel=accel, destination_profile=self.to.name,
                       view=self.scenario.path, **details)  # type: ignore[arg-type]
@@ -252,6 +257,19 @@ class Runner:
     def connect(cls, cfg: LabConfig, on_build: images.Progress | None = None) -> Runner:
         return cls(cfg, Engine.connect(), on_build)
 
+    def close(self) -> None:
+        """The picture thread ends (its last picture drawn) and every engine's client is closed."""
+        self._pictures.shutdown(wait=True)
+        for engine in self.engines:
+            engine.client.close()
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
     def builder(self) -> images.ImageBuilder:
         return images.ImageBuilder(self.engine.client, self.cfg, self.cfg.results_root / "build-logs", self.on_build,
                                    ns=self.ns)
@@ -361,7 +379,7 @@ class Runner:
 
     def _write(self, report: Report, cells: list[Cell], done: dict[int, Row], out: Path) -> Path:
         accel = self.accel.accel if self.accel else ""
-        rows = [done[i] if i in done else cell.row(NOT_RUN, accel) for i, cell in enumerate(cells)]
+        rows = [done[i] if i in done else cell.row(Verdict.NOT_RUN, accel) for i, cell in enumerate(cells)]
         # Learnt at each engine's first container: whether hosts there share this machine's files.
         engines = {e.name: report.engines[e.name] | {"sees_files": e.sees_files} for e in self.engines}
         return write_report(dataclasses.replace(report, rows=rows, engines=engines), out)
@@ -376,8 +394,10 @@ class Runner:
                     break
                 with self._slot(index):
                     events.put(CellStarted(cell, index + 1, total))
+                    log.debug("cell %d/%d %s started", index + 1, total, cell.name)
                     row, lab = self._cell(cell, index, out / cell.name, keep, hook, events.put)
                 events.put(CellFinished(cell, row, index))
+                log.debug("cell %d/%d %s: %s", index + 1, total, cell.name, row.verdict)
                 if lab is not None:
                     stop.set()
                     events.put(LabKept(cell, lab))
@@ -410,7 +430,7 @@ class Runner:
         if self.on_build is not None:
             self.on_build(images.BuildEvent("slots", "info", line))
         else:
-            print(f"lab: {line}", file=sys.stderr, flush=True)
+            log.info("%s", line)
 
     def _cell(self, cell: Cell, index: int, out: Path, keep: bool, hook: HostsHook | None,
               emit: Callable[[Event], None]) -> tuple[Row, kept.KeptLab | None]:
@@ -421,7 +441,7 @@ class Runner:
         if cell.to != cell.profile and not why:
             why = scenario.unsupported_reason(cell.scenario, cell.to.name, self.builds[cell.to.name].properties)
         if why:
-            return cell.row(UNSUPPORTED, accel, error=why), None
+            return cell.row(Verdict.UNSUPPORTED, accel, error=why), None
         # A cell that may be kept lives in a kept lab's namespace from the start: its hosts outlive
         # this process, which must not make them look like a dead run's leftovers.
         keep_name = f"{self.ns.id}-{index + 1}" if keep else ""
@@ -463,13 +483,13 @@ class Runner:
         except ScenarioError as exc:
             if first.cancelled.is_set() or second.cancelled.is_set():
                 raise Cancelled(str(exc)) from exc
-            outcome.verdict, outcome.error = ERROR, str(exc)
+            outcome.verdict, outcome.error = Verdict.ERROR, str(exc)
         except (LabError, docker.errors.DockerException) as exc:
             lost = [e.name for e in dict.fromkeys((first, second)) if e.lost()]
             if not lost:
                 raise
             # An engine gone in the middle of a run: this cell's error, while cells elsewhere go on.
-            outcome.verdict, outcome.error = ERROR, f"engine {', '.join(lost)} was lost: {exc}"
+            outcome.verdict, outcome.error = Verdict.ERROR, f"engine {', '.join(lost)} was lost: {exc}"
         finally:
             (rundir / "primary" / snapshot.STATE).unlink(missing_ok=True)  # the saved guest stays in one place
             if drawn is not None:
@@ -531,7 +551,7 @@ class Runner:
                                                ssh_key=pubkey, limits=self.cfg.limits), rundir,
                          self.cfg.timeouts.host_start_s)
         try:
-            hosts.__enter__()
+            hosts.create()
             if not hosts.primary.shared:
                 raise LabError(f"engine {self.engine.name} does not see this machine's files, and a kept "
                                "lab is reached through its run folder here (QMP, console, ssh config); run the "

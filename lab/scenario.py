@@ -17,7 +17,7 @@ its guest instead of its tap, the verdict is the guest's, and the filter under t
 switched off, to be switched on over QMP at the source's STOP or just before ``migrate``.
 
 The scenario knows hosts only through lab.host's interface, and returns data: writing files and
-drawing pictures belong to lab.artefacts, deciding what to keep to lab.runner.
+drawing pictures belong to lab.results.artefacts, deciding what to keep to lab.runner.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from lab.analysis import (
-    CONTINUOUS,
-    ERROR,
-    GAP,
+from lab.config import NO_FILTER, LabConfig, ScenarioSpec, Timeouts
+from lab.errors import ScenarioError
+from lab.host import Host
+from lab.results.analysis import (
     Analysis,
     Frame,
     GuestAnalysis,
@@ -40,14 +40,12 @@ from lab.analysis import (
     analyse,
     analyse_guest,
 )
-from lab.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
-from lab.config import NO_FILTER, LabConfig, ScenarioSpec, Timeouts
-from lab.errors import ScenarioError
-from lab.guest import ClockOffset, GuestRecord, measure_offset, read_record
-from lab.host import Host
-from lab.migration import Migration, MigrationTimes
-from lab.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Qemu, destination_redirector, guest_machine, source_filter
-from lab.traffic import Generator
+from lab.results.verdict import Verdict
+from lab.vm.capture import INDEV_PORT, RECORDER_PORT, SecondaryCapture
+from lab.vm.guest import ClockOffset, GuestRecord, measure_offset, read_record
+from lab.vm.migration import Migration, MigrationTimes
+from lab.vm.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Qemu, destination_redirector, guest_machine, source_filter
+from lab.vm.traffic import Generator
 from lab.waiting import Deadline, pause
 
 PHASES = ("hosts", "boot", "traffic", "migrate", "hold", "drain", "analysis")
@@ -73,9 +71,9 @@ class Captured:
 
 @dataclass
 class Outcome:
-    """What a scenario found; lab.report turns it into a report row."""
+    """What a scenario found; lab.results.report turns it into a report row."""
 
-    verdict: str = ERROR
+    verdict: Verdict = Verdict.ERROR
     error: str = ""
     qemu_version: str = ""
     analysis: Analysis | None = None
@@ -116,7 +114,7 @@ class Booted:
     @classmethod
     def create(cls, cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str,
                restore: str = "") -> Booted:
-        """``restore``: a saved guest (lab.snapshot) the source starts from instead of booting."""
+        """``restore``: a saved guest (lab.vm.snapshot) the source starts from instead of booting."""
         stream_host, stream_port = secondary.reach(RECORDER_PORT)
         under_test = () if scenario.filter == NO_FILTER else (source_filter(
             scenario.filter, stream_host, stream_port, scenario.properties, on=scenario.switch_on == "start"),)
@@ -157,7 +155,7 @@ def run(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, 
     """Runs the scenario on the hosts; one that cannot finish gives verdict ``error`` with its reason.
 
     ``keep(outcome)`` true leaves both QEMUs running at the end (for a person to look at);
-    ``restore``: the saved guest the source starts from (lab.snapshot), instead of a boot.
+    ``restore``: the saved guest the source starts from (lab.vm.snapshot), instead of a boot.
     """
     outcome = Outcome()
     try:
@@ -165,7 +163,7 @@ def run(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, 
         booted = Booted.create(cfg, scenario, primary, secondary, accel, restore)
         _drive(cfg, scenario, booted, outcome, on_phase, keep, primary.cancel)
     except ScenarioError as exc:
-        outcome.verdict, outcome.error = ERROR, str(exc)
+        outcome.verdict, outcome.error = Verdict.ERROR, str(exc)
         outcome.reasons = [str(exc)]
     return outcome
 
@@ -234,7 +232,7 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
                               cfg.migration.hold_s + cfg.migration.settle_s, times.continued - times.pre_switchover,
                               drain_cut))
         if why:  # the machine, not QEMU, decided what was measured: no verdict about QEMU
-            outcome.verdict, outcome.error = ERROR, why
+            outcome.verdict, outcome.error = Verdict.ERROR, why
             outcome.reasons = [why, *outcome.reasons]
         outcome.figures = migration.figures() | _timeline(sent, times, outcome.switched_on)
         outcome.timings["analysis"] = round(time.monotonic() - analysis_start, 2)
@@ -313,15 +311,16 @@ def _largest_send_gap(sent: Sent) -> float:
     return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
 
-def judge(scenario: ScenarioSpec, judged: Analysis | GuestAnalysis, lost_at: dict[str, int]) -> tuple[str, list[str]]:
+def judge(scenario: ScenarioSpec, judged: Analysis | GuestAnalysis,
+          lost_at: dict[str, int]) -> tuple[Verdict, list[str]]:
     """The verdict and its reasons: the capture point's own, unless every frame it lacks was lost
     where the scenario accepts losses (``accept_loss``) and nothing else is wrong."""
-    if judged.verdict != GAP or not scenario.accept_loss:
+    if judged.verdict != Verdict.GAP or not scenario.accept_loss:
         return judged.verdict, list(judged.reasons)
     where = [point for point, count in lost_at.items() if count]
     if judged.faults or not set(where) <= set(scenario.accept_loss):
         return judged.verdict, list(judged.reasons)
-    return CONTINUOUS, [f"accepted, lost at {', '.join(where)}: {r}" for r in judged.reasons]
+    return Verdict.CONTINUOUS, [f"accepted, lost at {', '.join(where)}: {r}" for r in judged.reasons]
 
 
 def _switch_on(src: Qemu, outcome: Outcome) -> None:

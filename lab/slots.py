@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import Cancelled, LabError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Slots:
                                f"{self.size} cells of other runs held them all")
             time.sleep(0.5)
         number, fd = held
+        log.debug("engine %s: slot %d of %d taken", self.engine, number + 1, self.size)
         try:
             yield number
         finally:

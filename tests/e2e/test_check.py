@@ -16,8 +16,9 @@ import docker
 import pytest
 import yaml
 
-from lab import cli, series
+from lab import cli
 from lab.config import LabConfig
+from lab.upstream import series
 from tests.e2e import made_images
 from tests.patchwork_server import MAINTAINER, PatchworkServer, ServedPatch, ServedSeries, seed_patch_mbox
 

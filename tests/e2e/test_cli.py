@@ -9,7 +9,7 @@ import pytest
 
 from lab import cli, images
 from lab.config import LabConfig
-from lab.report import ROW_FIELDS, TIMINGS
+from lab.results.report import ROW_FIELDS, TIMINGS
 from tests.e2e.rundirs import config_copy
 
 pytestmark = pytest.mark.e2e

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from lab import config
-from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig
 from lab.pytest_plugin import RunScenario, config_path
+from lab.results.verdict import Verdict
 
 pytestmark = pytest.mark.e2e
 
@@ -23,13 +23,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_verdict_matches_expectation(profile: str, scenario_name: str,
                                      run_scenario: RunScenario, lab_config: LabConfig) -> None:
     result = run_scenario(profile, scenario_name)  # its verdict and figures go to the JUnit XML
-    if result.expected == UNSUPPORTED:
+    if result.expected == Verdict.UNSUPPORTED:
         # The build must lack a property the scenario sets, and the lab must say which, booting nothing.
-        assert result.verdict == UNSUPPORTED, f"{profile} x {scenario_name}: {result.verdict}, expected {UNSUPPORTED}"
+        assert result.verdict == Verdict.UNSUPPORTED, \
+            f"{profile} x {scenario_name}: {result.verdict}, expected {Verdict.UNSUPPORTED}"
         assert "has no property" in result.why and not result.artefacts
         return
     where = f"artefacts: {result.artefacts}"
-    assert result.verdict != ERROR, f"the scenario did not run to its end: {result.why}\n{where}"
+    assert result.verdict != Verdict.ERROR, f"the scenario did not run to its end: {result.why}\n{where}"
     # Whatever the verdict, the lab must have seen traffic flow before the stop: otherwise a "gap"
     # would only say that the lab itself was broken.
     assert result.frames_sent and result.frames_sent > 0, where

@@ -13,13 +13,13 @@ import docker
 import pytest
 
 from lab import images, resources
-from lab.accel import AccelChoice
-from lab.analysis import ERROR
 from lab.config import LabConfig
 from lab.engine import LabHosts
 from lab.errors import ScenarioError
-from lab.qemu import MachineSpec, Qemu
+from lab.results.verdict import Verdict
 from lab.runner import Cell, CellFinished, Runner
+from lab.vm.accel import AccelChoice
+from lab.vm.qemu import MachineSpec, Qemu
 
 pytestmark = pytest.mark.e2e
 
@@ -63,7 +63,7 @@ def test_fault_gives_an_error_verdict_with_its_reason(phase: str, fault: Fault, 
     result = runner.run_cell(Cell(profile, cfg.scenarios["redirector"]), lab_out, hook=on_phase)
     elapsed = time.monotonic() - started
     assert injected == [phase]
-    assert result.verdict == ERROR, f"{result.verdict}: {result.why}"
+    assert result.verdict == Verdict.ERROR, f"{result.verdict}: {result.why}"
     assert reason in result.why, result.why
     assert not result.match
     assert elapsed < 8 + 8 + 3 + cfg.timeouts.boot_s, f"took {elapsed:.0f} s"
@@ -124,6 +124,6 @@ def test_a_starved_source_gives_no_false_verdict(lab_config: LabConfig, lab_dock
     cell = Cell(profile, cfg.scenarios["redirector"])
     result = runner.run_cell(cell, lab_out, hook=on_phase)
     assert throttled
-    assert result.verdict in (cell.expected, ERROR), f"{result.verdict}: {result.why}"
+    assert result.verdict in (cell.expected, Verdict.ERROR), f"{result.verdict}: {result.why}"
     print(f"starved cell: {result.verdict}: {result.why}")
     assert not resources.find(lab_docker, lab_config.name, ns=runner.ns)

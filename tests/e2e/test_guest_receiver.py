@@ -11,13 +11,13 @@ from contextlib import contextmanager
 
 import pytest
 
-from lab.accel import AccelChoice
 from lab.config import LabConfig
 from lab.engine import LabHosts
-from lab.guest import RECORD_FILE, measure_offset, read_record
 from lab.host import Host
-from lab.qemu import CONSOLE_SOCKET, MachineSpec, Qemu
-from lab.traffic import Generator
+from lab.vm.accel import AccelChoice
+from lab.vm.guest import RECORD_FILE, measure_offset, read_record
+from lab.vm.qemu import CONSOLE_SOCKET, MachineSpec, Qemu
+from lab.vm.traffic import Generator
 from lab.waiting import pause, wait_until
 
 pytestmark = pytest.mark.e2e

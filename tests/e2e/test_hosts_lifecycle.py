@@ -3,18 +3,21 @@ and touches nothing the lab did not make."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
-from lab import artefacts, images, resources
+from lab import images, remote, resources
 from lab.config import LabConfig, Limits
 from lab.engine import Engine, HostSpec, LabHosts
 from lab.errors import LabError
+from lab.host import RUNDIR
 from lab.namespace import Namespace
 from lab.remote import ArchiveError
+from lab.results import artefacts
 
 pytestmark = pytest.mark.e2e
 
@@ -90,6 +93,37 @@ def test_a_truncated_archive_of_a_copied_run_folder_is_an_error_and_nothing_stay
                     host.container.get_archive = cut
         assert "archive of /run/lab was refused: ReadError" in str(failure.value), failure.value
         assert "\n" not in str(failure.value)
+        assert not resources.find(lab_docker, lab_config.name, ns=ns), "a host or the network stayed"
+    finally:
+        resources.remove(lab_docker, lab_config.name, ns=ns)
+        artefacts.move_to(rundir, tmp_path / "rundir")
+
+
+def test_a_copying_engines_host_sends_what_a_file_gained_and_a_folder_past_the_cap_is_an_error(
+        lab_config: LabConfig, lab_docker: docker.DockerClient, lab_images: dict[str, images.ImageSet],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hosts on an engine taken as one that copies run folders: a growing file is read a piece at a
+    time, its bytes as they are; a run folder past the cap (64 KiB here) is the one-line error, and
+    the hosts and network go all the same."""
+    ns = Namespace.new_run(lab_config.name)
+    runtime = next(iter(lab_images.values())).runtime
+    engine = Engine(lab_docker, "local", sees_files=False)
+    rundir = artefacts.new_rundir(ns)
+    monkeypatch.setattr(remote, "fetch_folder", functools.partial(remote.fetch_folder, limit=64 * 1024))
+    try:
+        with pytest.raises(ArchiveError) as failure:
+            with LabHosts(engine, HostSpec(image=runtime, ns=ns), rundir, 30) as hosts:
+                host = hosts.hosts["secondary"]
+                assert not host.shared
+                host.check(["sh", "-c", f"printf abc > {RUNDIR}/grows"])
+                assert host.read_from("grows", 0, 100) == b"abc"
+                host.check(["sh", "-c", f"head -c 100000 /dev/urandom >> {RUNDIR}/grows"])
+                gained = host.read_from("grows", 3, 2**20)
+                assert gained == host.path("grows").read_bytes()[3:] and len(gained) == 100000
+                assert host.read_from("grows", 3, 10) == gained[:10]
+                assert host.read_from("grows", 100003, 10) == host.read_from("none", 0, 10) == b""
+        assert str(failure.value) == ("the engine's archive of /run/lab is larger than 64 KiB, the most the lab "
+                                      "reads of one archive from an engine"), failure.value
         assert not resources.find(lab_docker, lab_config.name, ns=ns), "a host or the network stayed"
     finally:
         resources.remove(lab_docker, lab_config.name, ns=ns)

@@ -14,7 +14,7 @@ import pytest
 from lab import images
 from lab.config import LabConfig, SeriesSource
 from lab.errors import ImageBuildError
-from lab.series import SeriesError
+from lab.upstream.series import SeriesError
 from tests import patchwork_server
 
 # The archive Debian's official images (debian:bookworm) name in their apt sources.

@@ -11,7 +11,7 @@ import pytest
 
 from lab import cli, images
 from lab.config import LabConfig
-from lab.report import rows_of
+from lab.results.report import rows_of
 
 pytestmark = pytest.mark.e2e
 

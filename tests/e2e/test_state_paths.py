@@ -9,8 +9,10 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import artefacts, config, kept, snapshot
+from lab import config, kept
 from lab.config import LabConfig
+from lab.results import artefacts
+from lab.vm import snapshot
 from tests.e2e.rundirs import config_copy
 
 pytestmark = pytest.mark.e2e

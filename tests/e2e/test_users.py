@@ -19,10 +19,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import artefacts, images, resources
+from lab import images, resources
 from lab.config import LabConfig
 from lab.namespace import Namespace
 from lab.pytest_plugin import need
+from lab.results import artefacts
 from tests.e2e.rundirs import MARKER, config_copy
 from tests.e2e.users import User, docker_member, with_lab
 

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ DOCKER_SOCKET = Path("/var/run/docker.sock")
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 PASSED_ON = ("CI", "DOCKER_HOST", "TERM", "LANG")
 USER_EXISTS = 9  # useradd's exit status
+MIN_PYTHON = (3, 11, 4)  # pyproject.toml's requires-python
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class User:
     home: Path
     switch: bool  # whether commands go through runuser (the tests run as root)
     python: str = sys.executable  # the interpreter the lab runs in as this user
+    library_path: str = ""  # where that interpreter's libpython is, when not where it was built for
 
     @property
     def lab(self) -> list[str]:
@@ -49,6 +52,8 @@ class User:
             return argv
         # A clean environment, as a login would give it: nothing of root's (HOME, TMPDIR, ...) leaks in.
         given = {k: os.environ[k] for k in PASSED_ON if k in os.environ}
+        if self.library_path:
+            given["LD_LIBRARY_PATH"] = self.library_path
         return ["runuser", "-u", self.name, "--", "env", "-i", f"HOME={self.home}", f"USER={self.name}",
                 f"PATH={Path(self.python).parent}:{SYSTEM_PATH}", "PYTHONDONTWRITEBYTECODE=1",
                 *(f"{k}={v}" for k, v in given.items()), *argv]
@@ -104,17 +109,46 @@ def with_lab(user: User, wheel: Path, venv: Path) -> tuple[User | None, str]:
     another user cannot read); its dependencies come from pip's index, or the user's pip cache."""
     if not user.switch:
         return user, ""
-    python = next((p for p in (os.path.realpath(sys.executable), shutil.which("python3", path=SYSTEM_PATH))
-                   if p and user.run([p, "-c", "import sys, venv; sys.exit(sys.version_info < (3, 11))"],
-                                     cwd=Path("/"), timeout=60).returncode == 0), None)
-    if python is None:
-        return None, f"{user.name} can run no Python 3.11 or later with venv (python3-venv)"
     venv.mkdir(parents=True)
     shutil.copy(wheel, venv.parent / wheel.name)
     user.give(venv.parent)
-    for argv in ([python, "-m", "venv", str(venv)], [str(venv / "bin" / "pip"), "install", "--quiet",
-                                                    "--disable-pip-version-check", str(venv.parent / wheel.name)]):
-        made = user.run(argv, cwd=venv.parent, timeout=900)
+    python, why = _python(user, venv.parent / "python")
+    if python is None:
+        return None, why
+    pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+           str(venv.parent / wheel.name)]
+    for argv in ([python.python, "-m", "venv", str(venv)], pip):
+        made = python.run(argv, cwd=venv.parent, timeout=900)
         if made.returncode != 0:
             return None, f"cannot install the lab for {user.name}: {(made.stderr or made.stdout).strip()[-500:]}"
-    return dataclasses.replace(user, python=str(venv / "bin" / "python")), ""
+    return dataclasses.replace(python, python=str(venv / "bin" / "python")), ""
+
+
+def _python(user: User, copy: Path) -> tuple[User | None, str]:
+    """The user with a Python the lab runs on (MIN_PYTHON, with venv) that it can execute: this
+    test's own, the system's, or else a copy of this test's own in ``copy`` (its files hard-linked;
+    this one may be in root's home, which no other user enters, as pyenv's are)."""
+    for found in (os.path.realpath(sys.executable), shutil.which("python3", path=SYSTEM_PATH)):
+        if found and _runs_the_lab(dataclasses.replace(user, python=found)):
+            return dataclasses.replace(user, python=found), ""
+    prefix = Path(sys.base_prefix)
+    # Folders of the user's own (hard links share files, never folders): its test's folder is its to remove.
+    copied = subprocess.run(["cp", "-al", str(prefix), str(copy)], capture_output=True, text=True, timeout=300,
+                            check=False)
+    if copied.returncode != 0:
+        return None, f"cannot copy {prefix} for {user.name}: {copied.stderr.strip()[-500:]}"
+    for folder in [copy, *(p for p in copy.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        os.lchown(folder, user.uid, user.gid)
+    interpreter = copy / Path(sys.executable).resolve().relative_to(prefix.resolve())
+    # A build linked to its own libpython finds it by the path it was built for (its runpath), the original's.
+    shared = bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
+    candidate = dataclasses.replace(user, python=str(interpreter), library_path=str(copy / "lib") if shared else "")
+    if not _runs_the_lab(candidate):
+        return None, (f"{user.name} can run no Python {'.'.join(map(str, MIN_PYTHON))} or later with venv "
+                      "(python3-venv), not even a copy of this one")
+    return candidate, ""
+
+
+def _runs_the_lab(user: User) -> bool:
+    probe = f"import sys, venv; sys.exit(sys.version_info < {MIN_PYTHON})"
+    return user.run([user.python, "-c", probe], cwd=Path("/"), timeout=60).returncode == 0

@@ -21,8 +21,8 @@ from testinfra.host import Host
 from lab import images, kept, resources, ssh
 from lab.config import LabConfig
 from lab.host import TAP
-from lab.qemu import BINARY
 from lab.runner import Cell, Runner
+from lab.vm.qemu import BINARY
 
 pytestmark = pytest.mark.e2e
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import accel
-from lab.accel import ProbeOutcome
 from lab.namespace import boot_id
+from lab.vm import accel
+from lab.vm.accel import ProbeOutcome
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""lab.analysis.analyse: from a sent record, a stream capture and a tap capture to a verdict.
+"""lab.results.analysis.analyse: from a sent record, a stream capture and a tap capture to a verdict.
 
 The synthetic run: 100 frames sent 1 ms apart from T0; the source stops at T0+40 ms and
 migrate-continue is sent at T0+150 ms. On the stream a frame arrives 0.5 ms after it was sent.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab.analysis import CONTINUOUS, GAP, Frame, Sent, StopWindow, analyse
+from lab.results.analysis import Frame, Sent, StopWindow, analyse
+from lab.results.verdict import Verdict
 
 T0 = 1_700_000_000.0
 COUNT = 100
@@ -36,7 +37,7 @@ BROKEN_STREAM = arrivals(range(40))
 
 def test_continuous_stream_is_continuous() -> None:
     result = analyse(SENT, CONTINUOUS_STREAM, CONTINUOUS_STREAM, WINDOW)
-    assert result.verdict == CONTINUOUS
+    assert result.verdict == Verdict.CONTINUOUS
     assert result.reasons == []
 
 
@@ -61,7 +62,7 @@ def test_continuous_stream_timings() -> None:
 
 def test_silent_stream_during_stop_is_a_gap() -> None:
     result = analyse(SENT, BROKEN_STREAM, BROKEN_STREAM, WINDOW)
-    assert result.verdict == GAP
+    assert result.verdict == Verdict.GAP
     assert result.reasons == ["60 of 100 frames lost", "no frame arrived while the source was stopped"]
 
 
@@ -96,7 +97,7 @@ def test_frames_arriving_after_resume_are_not_captured() -> None:
     assert result.frames_captured == 40
     assert result.lost == 60
     assert result.frames_during_stop == 0
-    assert result.verdict == GAP
+    assert result.verdict == Verdict.GAP
 
 
 def test_a_frame_arriving_exactly_at_resume_is_captured_during_stop() -> None:
@@ -124,7 +125,7 @@ def test_duplicates_are_counted_once_as_captured() -> None:
 def test_duplicates_make_a_gap_verdict() -> None:
     stream = CONTINUOUS_STREAM + [Frame(50, RESUME)]
     result = analyse(SENT, stream, CONTINUOUS_STREAM, WINDOW)
-    assert result.verdict == GAP
+    assert result.verdict == Verdict.GAP
     assert result.reasons == ["1 duplicates"]
 
 
@@ -144,7 +145,7 @@ def test_reordering_makes_a_gap_verdict() -> None:
     stream = list(CONTINUOUS_STREAM)
     stream[10], stream[11] = stream[11], stream[10]
     result = analyse(SENT, stream, CONTINUOUS_STREAM, WINDOW)
-    assert result.verdict == GAP
+    assert result.verdict == Verdict.GAP
     assert result.reasons == ["1 frames out of order"]
 
 
@@ -161,7 +162,7 @@ def test_captured_frames_missing_on_the_tap_are_undelivered() -> None:
     assert result.undelivered == 3
     assert result.frames_delivered == 97
     assert result.frames_captured == 100
-    assert result.verdict == GAP
+    assert result.verdict == Verdict.GAP
     assert result.reasons == ["3 captured frames were not delivered by the secondary QEMU"]
 
 
@@ -178,7 +179,7 @@ def test_delivered_counts_distinct_seqs() -> None:
 def test_no_stop_event_is_a_gap() -> None:
     window = StopWindow(stop=None, resume=RESUME)
     result = analyse(SENT, CONTINUOUS_STREAM, CONTINUOUS_STREAM, window)
-    assert result.verdict == GAP
+    assert result.verdict == Verdict.GAP
     assert result.reasons == ["the source never reported STOP"]
     assert result.frames_during_stop == 0
     assert result.stopped_window_ms == 0.0
@@ -187,7 +188,7 @@ def test_no_stop_event_is_a_gap() -> None:
 
 def test_empty_stream_says_nothing_reached_the_secondary() -> None:
     result = analyse(SENT, [], [], WINDOW)
-    assert result.verdict == GAP
+    assert result.verdict == Verdict.GAP
     assert result.reasons[0] == "no frame reached the secondary"
     assert "100 of 100 frames lost" in result.reasons
     assert result.frames_captured == 0
@@ -198,7 +199,7 @@ def test_empty_stream_says_nothing_reached_the_secondary() -> None:
 def test_nothing_sent_is_no_evidence_of_continuity() -> None:
     result = analyse(Sent(run_id=7, frames=()), [], [], WINDOW)
     assert result.frames_sent == 0 and result.max_gap_ms == 0.0
-    assert result.verdict == GAP
+    assert result.verdict == Verdict.GAP
     assert "no frame arrived while the source was stopped" in result.reasons
 
 
@@ -212,7 +213,7 @@ def test_a_frame_never_sent_is_neither_captured_nor_lost_and_no_continuity() -> 
     stream = CONTINUOUS_STREAM + [Frame(COUNT + 5, RESUME - 0.001)]
     result = analyse(SENT, stream, stream, WINDOW)
     assert (result.frames_sent, result.frames_captured, result.lost) == (COUNT, COUNT, 0)
-    assert result.verdict == GAP
+    assert result.verdict == Verdict.GAP
     assert result.reasons == ["1 captured frames were never sent (not in the generator's record)"]
 
 

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.remote import ArchiveError, extract_files, read_file
+from lab.engine import DockerHost
+from lab.errors import ScenarioError
+from lab.remote import ArchiveError, copy_file, extract_files, fetch, fetch_folder
+from tests.unit.engine_server import Archive, ArchiveEngine
 
 
 def archive(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:
@@ -65,7 +70,8 @@ def test_a_huge_member_cut_short_is_refused_without_reading_it(tmp_path: Path) -
     with pytest.raises(ArchiveError, match="ReadError"):
         extract_files(huge("tap.pcap"), "/run/lab", tmp_path / "run")
     with pytest.raises(ArchiveError, match="ReadError"):
-        read_file(huge("tap.pcap"), "/run/lab/tap.pcap")
+        copy_file(huge("tap.pcap"), "/run/lab/tap.pcap", tmp_path / "run" / "tap.pcap")
+    assert not (tmp_path / "run" / "tap.pcap").exists()
 
 
 def test_garbage_is_refused(tmp_path: Path) -> None:
@@ -109,3 +115,90 @@ def test_no_member_lands_outside_the_run_folder(names: list[tuple[str, str, str]
     except ArchiveError as exc:
         assert "\n" not in str(exc)
     assert not outside(tmp)
+
+
+# -- through the Docker SDK, from an engine that sends any bytes (tests.unit.engine_server) -----------
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[ArchiveEngine]:
+    served = ArchiveEngine()
+    yield served
+    served.close()
+
+
+def endless() -> Iterator[bytes]:
+    """An archive that never ends: a member whose header says 1 TB, then its bytes, forever."""
+    yield huge("tap.pcap")
+    while True:
+        yield b"\0" * 65536
+
+
+def test_a_file_past_the_cap_is_refused_naming_it_and_the_cap(engine: ArchiveEngine, tmp_path: Path) -> None:
+    engine.archive = Archive(endless)
+    started = time.monotonic()
+    with pytest.raises(ArchiveError) as failure:
+        fetch(engine.container(), "/run/lab/tap.pcap", tmp_path / "run" / "tap.pcap", limit=2**20)
+    assert str(failure.value) == ("the engine's archive of /run/lab/tap.pcap is larger than 1 MiB, the most the "
+                                  "lab reads of one archive from an engine")
+    assert time.monotonic() - started < 10
+    assert not outside(tmp_path) and not (tmp_path / "run").exists()
+
+
+def test_a_run_folder_past_the_cap_is_refused_naming_it_and_the_cap(engine: ArchiveEngine, tmp_path: Path) -> None:
+    engine.archive = Archive(endless)
+    with pytest.raises(ArchiveError, match=r"^the engine's archive of /run/lab is larger than 1 MiB, the most "):
+        fetch_folder(engine.container(), "/run/lab", tmp_path / "run", limit=2**20)
+    assert not outside(tmp_path) and not (tmp_path / "run").exists()
+
+
+def test_a_file_of_the_run_folder_comes_whole_through_the_sdk(engine: ArchiveEngine, tmp_path: Path) -> None:
+    engine.archive = Archive(lambda: iter([WHOLE[:1000], WHOLE[1000:]]))
+    assert fetch(engine.container(), "/run/lab/primary/tap.pcap", tmp_path / "tap.pcap")
+    assert (tmp_path / "tap.pcap").read_bytes() == b"p" * 3000
+    engine.archive = None  # the engine has no such file
+    assert not fetch(engine.container(), "/run/lab/primary/tap.pcap", tmp_path / "tap.pcap")
+    assert not (tmp_path / "tap.pcap").exists()
+
+
+MEMBERS = st.one_of(
+    st.builds(file, NAMES | st.sampled_from(["/etc/x", "primary/tap.pcap", "a/../../b"]), st.binary(max_size=600)),
+    st.builds(link, NAMES, st.sampled_from(["/etc/passwd", "..", "../..", "/", "a"]),
+              st.sampled_from([tarfile.SYMTYPE, tarfile.LNKTYPE])))
+
+
+@st.composite
+def engine_answers(draw: st.DrawFn) -> Archive:
+    """What an engine may send for a host's files: an archive of any members (names out of the
+    folder, links out of it), whole, truncated, with a member far larger than what follows, with
+    garbage after it, or garbage alone; in any pieces; or announced longer than it is."""
+    data = archive(*draw(st.lists(MEMBERS, max_size=5)))
+    shape = draw(st.sampled_from(["whole", "cut", "huge", "garbage after", "garbage"]))
+    if shape == "cut":
+        data = data[:draw(st.integers(0, max(0, len(data) - 1)))]
+    elif shape == "huge":
+        data = huge("tap.pcap") + data
+    elif shape == "garbage after":
+        data += draw(st.binary(min_size=1, max_size=300))
+    elif shape == "garbage":
+        data = draw(st.binary(max_size=3000))
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=4)))
+    pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+    return Archive(lambda: iter(pieces), short_by=draw(st.sampled_from([0, 0, 0, 512])))
+
+
+@settings(max_examples=80, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(answer=engine_answers())
+def test_whatever_an_engine_sends_a_host_is_one_line_and_nothing_lands_outside(
+        engine: ArchiveEngine, answer: Archive, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A host on an engine that copies run folders, reading a file and taking its folder back when
+    it goes: each ends well or is the cell's one-line error, and nothing lands outside its folder."""
+    tmp = tmp_path_factory.mktemp("engine")
+    engine.archive = answer
+    host = DockerHost(engine.container(), "secondary", tmp / "run", shared=False)
+    for read in (lambda: host.path("tap.pcap"), lambda: host.let_go(files=True)):
+        try:
+            read()
+        except ScenarioError as exc:
+            assert str(exc).strip() and "\n" not in str(exc), repr(str(exc))
+        assert not outside(tmp)

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from lab import cli
-from lab.report import NOT_RUN, Row
+from lab.results.report import Row
+from lab.results.verdict import Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +23,7 @@ def row(expected: str, verdict: str) -> Row:
     ([row("gap", "continuous"), row("continuous", "continuous")], 1),
     ([row("gap", "gap"), row("continuous", "error")], 125),
     ([row("continuous", "gap"), row("continuous", "error")], 125),  # an error: this commit decides nothing
-    ([row("gap", "gap"), row("continuous", NOT_RUN)], 125),
+    ([row("gap", "gap"), row("continuous", Verdict.NOT_RUN)], 125),
     ([row("continuous", "unsupported")], 125),  # the tree predates the property the scenario sets
     ([row("unsupported", "unsupported")], 0),
     ([], 125),

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from lab import bench, cli
-from lab.images import IMAGES_DIR, BuildStream, Context, ImageSet, _regular_files, _series_files
-from lab.report import Row
+from lab import bench, bounds, cli
+from lab.errors import ImageBuildError
+from lab.images import IMAGES_DIR, BuildStream, Context, ImageSet, _build_output, _regular_files, _series_files
+from lab.results.report import Row
+from tests.unit.engine_server import Archive, ArchiveEngine
 from tests.unit.test_cli_errors import one_line
 
 
@@ -84,7 +86,8 @@ def test_the_regular_files_of_an_archive_keep_their_modes() -> None:
         info = tarfile.TarInfo("qemu/bin/qemu-system-x86_64")
         info.size, info.mode = 3, 0o755
         tar.addfile(info, io.BytesIO(b"elf"))
-    assert _regular_files(buf.getvalue()) == {"qemu/bin/qemu-system-x86_64": (b"elf", 0o755)}
+    buf.seek(0)
+    assert _regular_files(buf) == {"qemu/bin/qemu-system-x86_64": (b"elf", 0o755)}
 
 
 def test_the_series_image_keeps_only_the_qemu_folder() -> None:
@@ -179,3 +182,20 @@ def test_bench_refuses_bad_input_in_one_line(lab_yaml: Path, capsys: pytest.Capt
                     "--scenario", "redirector-when-stopped"], capsys)
     assert "every selected cell is expected unsupported" in err
     assert cli.EXIT_LAB_ERROR == 2
+
+
+def test_a_series_builds_output_past_the_cap_fails_its_image_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A series is untrusted code, and its build's /opt/qemu is read through the engine: at most
+    BUILD_OUTPUT_LIMIT of it (1 MiB here), then the image fails saying so."""
+    monkeypatch.setattr(bounds, "BUILD_OUTPUT_LIMIT", 2**20)
+    engine = ArchiveEngine(Archive(lambda: iter([b"\0" * 65536] * 40)))
+    try:
+        reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"), prefix="container ")
+        with pytest.raises(ImageBuildError) as failure:
+            _build_output(engine.container(), reading)
+    finally:
+        engine.close()
+    assert str(failure.value) == ("image qemu-series (nfcl/qemu-series:p-1) failed at its first step: its /opt/qemu "
+                                  "is larger than 1 MiB, the most the lab reads of a series build's output; log: "
+                                  "/logs/p.log")
+    assert engine.asked == ["path=%2Fopt%2Fqemu"]

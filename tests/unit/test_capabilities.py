@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import capabilities, statefile
+from lab import statefile
 from lab.config import FILTERS
+from lab.vm import capabilities
 
 REPLY = "".join(json.dumps(m) + "\n" for m in [
     {"QMP": {"version": {}, "capabilities": []}},

@@ -25,10 +25,11 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from lab import check, cli, config
-from lab.check import Check, CheckError, Poster
-from lab.report import Row
-from lab.series import Patchwork, SeriesDoesNotApply, SeriesInfo
+from lab import cli, config
+from lab.results.report import Row
+from lab.upstream import check
+from lab.upstream.check import Check, CheckError, Poster
+from lab.upstream.series import Patchwork, SeriesDoesNotApply, SeriesInfo
 from tests.patchwork_server import MAINTAINER, USER, Fault, PatchworkServer, ServedPatch, ServedSeries
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from lab import cli, config
-from lab.report import Row
+from lab.results.report import Row
 from lab.runner import Cell, CellFinished, CellStarted, Pace, PhaseChanged, select_cells
 from tests.unit.test_report import ran
 

@@ -8,11 +8,15 @@ counts must add up). Each test has a bounded budget and keeps no example databas
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import shutil
+import socket
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +27,13 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab import config, series
-from lab.analysis import CONTINUOUS, GAP, Frame, Sent, StopWindow, analyse, analyse_guest
-from lab.errors import LabError
+from lab import cli, config
+from lab.errors import LabError, ScenarioError
+from lab.results.analysis import Frame, Sent, StopWindow, analyse, analyse_guest
+from lab.results.verdict import Verdict
+from lab.upstream import series
+from lab.vm.qmp import Monitor
+from tests.unit.qmp_server import GREETING
 from tests.unit.test_series import RECORDED_HOST, ReplayServer, Reply
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "lab.yaml"
@@ -301,9 +309,9 @@ def test_analysis_counts_add_up(run: tuple[Sent, list[Frame], list[Frame], StopW
     assert (result.duplicates, result.reordered) == reference_counts(stream, window.resume)
     assert result.lost_seqs == sorted(result.lost_seqs) and len(result.lost_seqs) == result.lost
     assert set(result.lost_seqs) <= {f.seq for f in sent.frames}
-    assert result.verdict in (CONTINUOUS, GAP)
+    assert result.verdict in (Verdict.CONTINUOUS, Verdict.GAP)
     assert math.isfinite(result.max_gap_ms) and result.max_gap_ms >= 0
-    if result.verdict == CONTINUOUS:
+    if result.verdict == Verdict.CONTINUOUS:
         assert result.reasons == [] and result.frames_during_stop > 0
         assert (result.lost, result.duplicates, result.reordered, result.undelivered) == (0, 0, 0, 0)
     else:
@@ -328,4 +336,140 @@ def test_the_guests_view_adds_up(run: tuple[Sent, list[Frame], list[Frame], Stop
     assert (g.duplicates, g.reordered) == reference_counts(received, math.inf)
     assert 0 <= g.frames_after_resume <= len(received)
     assert (g.latency_ms is None) or (destination is not None or g.frames_after_resume == 0)
-    assert g.verdict == (CONTINUOUS if not g.reasons else GAP)
+    assert g.verdict == (Verdict.CONTINUOUS if not g.reasons else Verdict.GAP)
+
+
+# --- QMP: what a QEMU's monitor may send back ------------------------------------------------------
+
+QMP_GREETING = json.dumps(GREETING).encode() + b"\r\n"
+
+
+@dataclass(frozen=True)
+class QmpFault:
+    at: str  # "greeting" (instead of QEMU's greeting) or "reply" (to the lab's first command)
+    kind: str  # garbage, cut (a hang-up mid-reply), endless (a reply that never ends), silence, value
+    data: bytes = b""
+
+
+def _answer_fault(conn: socket.socket, fault: QmpFault, ident: object) -> None:
+    if fault.kind == "garbage":
+        conn.sendall(fault.data + b"\n")
+    elif fault.kind == "cut":
+        conn.sendall(json.dumps({"return": {"status": "running"}, "id": ident}).encode()[:len(fault.data) + 1])
+        conn.shutdown(socket.SHUT_RDWR)
+    elif fault.kind == "endless":
+        conn.sendall(b'{"return": "')
+        while True:  # until the lab hangs up
+            conn.sendall(b"x" * 65536)
+    elif fault.kind == "value":
+        conn.sendall(fault.data.replace(b'"ID"', json.dumps(ident).encode()) + b"\r\n")
+    elif fault.kind == "silence":
+        conn.recv(1)  # until the lab hangs up
+
+
+def serve_qmp(path: Path, fault: QmpFault) -> threading.Thread:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    listener.settimeout(30)
+
+    def run() -> None:
+        with listener, contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            conn.settimeout(30)
+            with conn:
+                if fault.at == "greeting":
+                    _answer_fault(conn, fault, None)
+                    return
+                conn.sendall(QMP_GREETING)
+                decoder, buf = json.JSONDecoder(), b""
+                for answered in range(2):  # qmp_capabilities, then the lab's command
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buf += chunk
+                        try:
+                            msg, end = decoder.raw_decode(buf.decode().lstrip())
+                        except ValueError:
+                            continue
+                        buf = b""
+                        break
+                    if answered == 0:
+                        conn.sendall(json.dumps({"return": {}, "id": msg.get("id")}).encode() + b"\r\n")
+                    else:
+                        _answer_fault(conn, fault, msg.get("id"))
+
+    thread = threading.Thread(target=run, name="qmp-fault", daemon=True)
+    thread.start()
+    return thread
+
+
+QMP_VALUES = st.sampled_from([b'{"return": 5, "id": "ID"}', b'{"error": "no", "id": "ID"}',
+                              b'{"error": {"class": 3}, "id": "ID"}', b'{"id": "ID"}', b"[1, 2]", b"null",
+                              b'{"return": {}, "id": 12}', b'{"event": 5}', b'{"return": {}, "id": "ID"}'])
+QMP_FAULTS = st.builds(QmpFault, st.sampled_from(["greeting", "reply"]),
+                       st.sampled_from(["garbage", "cut", "endless", "silence"]),
+                       st.binary(max_size=200)) | st.builds(QmpFault, st.just("reply"), st.just("value"), QMP_VALUES)
+
+
+@settings(FUZZ, max_examples=40)
+@given(QMP_FAULTS)
+def test_whatever_a_monitor_sends_back_is_an_answer_or_one_line_in_bounded_time(fault: QmpFault) -> None:
+    """The lab's own monitor (qemu.qmp under lab.qmp) against a QEMU that sends garbage, hangs up mid
+    reply, never ends its reply or says nothing: within its bounds, an answer or the cell's one-line
+    error (ScenarioError), and the connection closed."""
+    folder = Path(tempfile.mkdtemp(prefix="qmp-"))  # short: a unix socket's path is under 108 bytes
+    try:
+        server = serve_qmp(folder / "qmp.sock", fault)
+        started = time.monotonic()
+        monitor = Monitor("primary", folder / "qmp.sock", folder / "qmp.jsonl", timeout=1.0)
+        try:
+            monitor.connect(2.0)
+            monitor.cmd("query-status")
+        except ScenarioError as exc:
+            assert str(exc).strip() and "\n" not in str(exc), repr(str(exc))
+        finally:
+            monitor.close()
+        assert time.monotonic() - started < 8
+        server.join(timeout=5)
+        assert not server.is_alive()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- Patchwork's answers through the command line ---------------------------------------------------
+
+HUGE_BODY = b"[" + b"0," * (17 * 2**20) + b"0]"  # past the 32 MiB the lab reads of one answer
+PATCHWORK_BODIES = (JSON.map(lambda v: json.dumps(v).encode()) | PATCH_RECORDS.map(lambda v: json.dumps(v).encode())
+                    | st.binary(max_size=300) | st.just(b"<html><body>Log in</body></html>") | st.just(HUGE_BODY))
+# Where a redirect points: the same server (a loop, or on to the series), another loopback server
+# that answers nothing, a local file, another protocol, nothing at all.
+LOCATIONS = st.sampled_from([f"{RECORDED_HOST}/api/patches/1/", f"{RECORDED_HOST}/api/series/1/",
+                             "http://127.0.0.2:9/api/patches/1/", "file:///etc/passwd", "ftp://127.0.0.1/x", ""])
+PATCHWORK_REPLIES = st.builds(
+    Reply, status=st.sampled_from([200, 200, 301, 302, 303, 307, 400, 403, 404, 500]), body=PATCHWORK_BODIES,
+    content_type=st.sampled_from(["application/json", "text/html", "application/octet-stream"]),
+    short_by=st.sampled_from([0, 0, 0, 100]), location=LOCATIONS)
+
+
+@settings(FUZZ, max_examples=60)
+@pytest.mark.usefixtures("only_loopback")
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # the huge body's, when an example fails
+@given(patch=PATCHWORK_REPLIES, series_reply=PATCHWORK_REPLIES)
+def test_any_patchwork_answer_to_lab_series_show(replay: ReplayServer, capsys: pytest.CaptureFixture[str],
+                                                 patch: Reply, series_reply: Reply) -> None:
+    """`lab series show` against a Patchwork that redirects, answers huge or cut bodies, JSON of any
+    shape or no JSON, under any content type: exit 0 with the series, or exit 2 with one line; never
+    a traceback."""
+    replay.routes.clear()
+    replay.routes["/api/patches/1/"] = patch
+    replay.routes["/api/series/1/"] = series_reply
+    replay.mbox("/mbox/", b"")
+    rc = cli.main(["series", "show", f"{replay.base}/api/patches/1/"])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    if rc == 0:
+        assert out.strip() and not err.strip(), err
+    else:
+        assert rc == 2 and err.count("\n") == 1 and len(err) < 2000, err

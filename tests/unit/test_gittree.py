@@ -1,4 +1,4 @@
-"""lab.gittree against real git: refs resolved over git's smart HTTP (tests/git_server.py, on
+"""lab.upstream.gittree against real git: refs resolved over git's smart HTTP (tests/git_server.py, on
 127.0.0.1), a checkout's working tree read without writing to it, the nearest commit with a builder's
 tree, and a diff that `git apply` turns back into the tree."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import gittree
-from lab.gittree import GitSourceError
+from lab.upstream import gittree
+from lab.upstream.gittree import GitSourceError
 from tests.git_server import GitServer, bare_copy
 
 TIMEOUT = 60.0

@@ -1,7 +1,8 @@
-"""lab.guest: the guest receiver's record, read over its port, and the guest clock's offset."""
+"""lab.vm.guest: the guest receiver's record, read over its port, and the guest clock's offset."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 
 from lab.agents import clock, frames
 from lab.errors import ScenarioError
-from lab.guest import (
+from lab.host import RUNDIR
+from lab.vm.guest import (
     RECORD_FILE,
     ClockOffset,
     GuestFrame,
@@ -25,7 +27,6 @@ from lab.guest import (
     offset_from_samples,
     read_record,
 )
-from lab.host import RUNDIR
 from tests.unit.folder_host import FolderHost
 
 GOOD = ("LAB-RX 1 frames=2 drops=3 now=1700000002000000000\n"
@@ -320,3 +321,24 @@ def test_measure_offset_failures_are_scenario_errors(tmp_path: Path, record: dic
                                                      reason: str) -> None:
     with pytest.raises(ScenarioError, match=r"primary: " + reason.replace("(", r"\(").replace(")", r"\)")):
         measure_offset(RecordedClock(tmp_path, record, rc), "52:54:00:12:34:56", timeout=5)
+
+
+def test_a_record_past_the_cap_is_the_cells_error_naming_it(host: FolderHost) -> None:
+    """A receiver that never ends its record (a guest gone wrong) is read up to the cap, not to the
+    deadline and not into all of the lab's memory."""
+    line = b"9 1 1000000000000000000\n" * 4096
+
+    def endless(conn: socket.socket) -> None:
+        conn.sendall(b"LAB-RX 1 frames=99999999 drops=0 now=1\n")
+        with contextlib.suppress(OSError):  # the lab hangs up at the cap
+            while True:
+                conn.sendall(line)
+
+    serve(host, endless)
+    started = time.monotonic()
+    with pytest.raises(ScenarioError) as failure:
+        read_record(host, timeout=30, limit=2**20)
+    assert str(failure.value) == ("primary: the guest receiver's record on rx.sock is larger than 1 MiB, the most "
+                                  "the lab reads of a guest's record")
+    assert time.monotonic() - started < 10
+    assert host.path(RECORD_FILE).stat().st_size <= 2**20

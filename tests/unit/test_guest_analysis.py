@@ -1,4 +1,4 @@
-"""lab.analysis.analyse_guest: the sent record and the guest's own record to the guest's view.
+"""lab.results.analysis.analyse_guest: the sent record and the guest's own record to the guest's view.
 
 The synthetic run: 100 frames sent 1 ms apart from T0; the source stops at T0+40 ms and its guest
 clock is frozen from then until the destination resumes it at T0+150 ms. The source guest's clock
@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.analysis import CONTINUOUS, GAP, Frame, Sent, analyse_guest
+from lab.results.analysis import Frame, Sent, analyse_guest
+from lab.results.verdict import Verdict
 
 T0 = 1_700_000_000.0
 STOP = T0 + 0.040
@@ -38,7 +39,7 @@ def on_destination(seqs: range, spacing: float = 0.0001) -> list[Frame]:
 
 def test_every_frame_reaching_the_guest_is_continuous_with_the_stop_as_its_gap() -> None:
     g = analyse_guest(SENT, on_source(range(40)) + on_destination(range(40, 100)), STOP, SOURCE, DESTINATION)
-    assert g.verdict == CONTINUOUS and g.reasons == []
+    assert g.verdict == Verdict.CONTINUOUS and g.reasons == []
     assert (g.received, g.lost, g.duplicates, g.reordered) == (100, 0, 0, 0)
     assert g.frames_after_resume == 60
     # The guest saw nothing from seq 39's arrival (39.5 ms) until the destination ran (151 ms).
@@ -58,7 +59,7 @@ def test_latency_is_arrival_on_the_hosts_clock_minus_send_time() -> None:
 
 def test_frames_sent_while_stopped_and_never_delivered_are_lost() -> None:
     g = analyse_guest(SENT, on_source(range(40)), STOP, SOURCE, DESTINATION)
-    assert g.verdict == GAP
+    assert g.verdict == Verdict.GAP
     assert (g.lost, g.frames_after_resume) == (60, 0)
     assert g.lost_seqs == list(range(40, 100))
     assert g.reasons == ["60 of 100 frames never reached the guest"]
@@ -85,10 +86,10 @@ def test_duplicates_reorders_and_socket_drops_are_each_a_reason() -> None:
     frames.append(frames[5])
     g = analyse_guest(SENT, frames + on_destination(range(40, 100)), STOP, SOURCE, DESTINATION, socket_drops=3)
     assert (g.duplicates, g.reordered, g.socket_drops) == (1, 1, 3)
-    assert g.verdict == GAP and len(g.reasons) == 3
+    assert g.verdict == Verdict.GAP and len(g.reasons) == 3
 
 
 def test_nothing_received_is_a_gap_with_no_latency() -> None:
     g = analyse_guest(SENT, [], STOP, SOURCE, DESTINATION)
-    assert (g.received, g.lost, g.verdict) == (0, 100, GAP)
+    assert (g.received, g.lost, g.verdict) == (0, 100, Verdict.GAP)
     assert g.latency_ms is None

@@ -13,7 +13,7 @@ from lab import images
 from lab.config import QemuSource
 from lab.errors import ImageBuildError
 from lab.images import IMAGES_DIR, BuildEvent, BuildStream, Context, add_checkout, local_tree, qemu_build_args
-from lab.series import SeriesError
+from lab.upstream.series import SeriesError
 
 
 def test_debian_source_is_always_given_its_mirror() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from lab.analysis import CONTINUOUS, GAP, Frame, Sent, StopWindow, analyse
 from lab.config import ScenarioSpec
+from lab.results.analysis import Frame, Sent, StopWindow, analyse
+from lab.results.verdict import Verdict
 from lab.scenario import Load, judge, starvation
 
 T0 = 1_700_000_000.0
@@ -19,24 +20,24 @@ SCENARIO = ScenarioSpec("redirector", "filter-redirector", {"baseline": "continu
 
 def test_a_gap_stays_a_gap_without_accepted_losses() -> None:
     a = analyse(SENT, STREAM, HELD, WINDOW)
-    assert judge(SCENARIO, a, {"generator": 0, "stream": 0, "destination": 30}) == (GAP, a.reasons)
+    assert judge(SCENARIO, a, {"generator": 0, "stream": 0, "destination": 30}) == (Verdict.GAP, a.reasons)
 
 
 def test_losses_only_where_accepted_make_it_continuous_and_say_so() -> None:
     a = analyse(SENT, STREAM, HELD, WINDOW)
     verdict, reasons = judge(dataclasses.replace(SCENARIO, accept_loss=("destination",)), a,
                              {"generator": 0, "stream": 0, "destination": 30})
-    assert verdict == CONTINUOUS
+    assert verdict == Verdict.CONTINUOUS
     assert reasons == ["accepted, lost at destination: 30 captured frames were not delivered by the secondary QEMU"]
 
 
 def test_a_loss_elsewhere_or_a_fault_is_not_excused() -> None:
     accepting = dataclasses.replace(SCENARIO, accept_loss=("destination",))
     lossy = analyse(SENT, STREAM[:90], HELD, WINDOW)
-    assert judge(accepting, lossy, {"generator": 0, "stream": 10, "destination": 20})[0] == GAP
+    assert judge(accepting, lossy, {"generator": 0, "stream": 10, "destination": 20})[0] == Verdict.GAP
     reordered = analyse(SENT, [STREAM[1], STREAM[0], *STREAM[2:]], HELD, WINDOW)
     assert reordered.faults == ["1 frames out of order"]
-    assert judge(accepting, reordered, {"generator": 0, "stream": 0, "destination": 30})[0] == GAP
+    assert judge(accepting, reordered, {"generator": 0, "stream": 0, "destination": 30})[0] == Verdict.GAP
 
 
 def test_a_starved_measurement_is_named_and_a_fed_one_is_not() -> None:

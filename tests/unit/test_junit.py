@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import cli, junit
-from lab.analysis import ERROR
-from lab.report import NOT_RUN, Report
+from lab import cli
+from lab.results import junit
+from lab.results.report import Report
+from lab.results.verdict import Verdict
 from tests.unit.test_merge import part, row
 
 
@@ -21,8 +22,8 @@ def parsed(path: Path) -> ET.Element:
 
 
 def test_each_outcome_is_its_junit_kind(tmp_path: Path) -> None:
-    error = dataclasses.replace(row("guest-plain", verdict=ERROR), reasons=["QMP on qmp.sock: timed out"])
-    rows = [row("mirror"), row("redirector", verdict="gap"), error, row("guest-redirect-qmp", verdict=NOT_RUN),
+    error = dataclasses.replace(row("guest-plain", verdict=Verdict.ERROR), reasons=["QMP on qmp.sock: timed out"])
+    rows = [row("mirror"), row("redirector", verdict="gap"), error, row("guest-redirect-qmp", verdict=Verdict.NOT_RUN),
             dataclasses.replace(row("guest-when-stopped"), expected="", match=None)]
     suite = parsed(junit.write(rows, tmp_path / "junit.xml"))
     assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == \

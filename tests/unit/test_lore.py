@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from lab import cli, config, images, lore
-from lab.series import SeriesError, parse_mbox
+from lab import cli, config, images
+from lab.upstream import lore
+from lab.upstream.series import SeriesError, parse_mbox
 from tests.serving import Serving
 
 pytestmark = pytest.mark.usefixtures("only_loopback")

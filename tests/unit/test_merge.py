@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lab import cli
-from lab.analysis import ERROR
-from lab.report import NOT_RUN, Report, Row, rows_of
+from lab.results.report import Report, Row, rows_of
+from lab.results.verdict import Verdict
 from tests.unit.test_report import ran
 
 
@@ -41,8 +41,8 @@ def test_the_merged_report_has_every_row_of_every_part_in_order(tmp_path: Path,
     assert rc == 0
 
 
-@pytest.mark.parametrize(("verdict", "status"), [("gap", cli.EXIT_MISMATCH), (ERROR, cli.EXIT_MISMATCH),
-                                                 (NOT_RUN, cli.EXIT_MISMATCH), ("continuous", 0)])
+@pytest.mark.parametrize(("verdict", "status"), [("gap", cli.EXIT_MISMATCH), (Verdict.ERROR, cli.EXIT_MISMATCH),
+                                                 (Verdict.NOT_RUN, cli.EXIT_MISMATCH), ("continuous", 0)])
 def test_the_exit_status_is_lab_runs(tmp_path: Path, verdict: str, status: int) -> None:
     one = part(tmp_path / "1", [row("mirror")])
     two = part(tmp_path / "2", [row("redirector", verdict=verdict)])

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import config, images, series
+from lab import config, images
 from lab.errors import ConfigError
-from lab.series import SeriesError
+from lab.upstream import series
+from lab.upstream.series import SeriesError
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFLINE = ROOT / "series" / "491379-offline"

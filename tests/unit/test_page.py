@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from lab import cli, page
-from lab.analysis import UNSUPPORTED
-from lab.report import Report, Row
+from lab import cli
+from lab.results import page
+from lab.results.report import Report, Row
+from lab.results.verdict import Verdict
 from lab.runner import write_report
 from tests.unit.test_report import guest_cell, ran
 
@@ -46,7 +47,7 @@ def a_run(out: Path) -> Report:
             (folder / name).write_text("x\n")
         rows.append(dataclasses.replace(row, artefacts=str(folder)))
     rows.append(Row.of(profile="control", scenario="redirector-when-stopped", filter="filter-redirector",
-                       expected=UNSUPPORTED, verdict=UNSUPPORTED, accel="tcg",
+                       expected=Verdict.UNSUPPORTED, verdict=Verdict.UNSUPPORTED, accel="tcg",
                        error="has no property enable_when_stopped"))
     builds = {"baseline": {"runtime_image": "nfcl/runtime:baseline-1", "qemu_source": "QEMU 10.2.2", "series": None},
               "control": {"runtime_image": "nfcl/runtime:control-2", "qemu_source": "QEMU 10.2.2", "series": SERIES,

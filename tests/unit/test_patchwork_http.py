@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from lab import cli, series
-from lab.check import CheckError
-from lab.series import Patchwork, SeriesError
+from lab import cli
+from lab.upstream import series
+from lab.upstream.check import CheckError
+from lab.upstream.series import Patchwork, SeriesError
 from tests.patchwork_server import MAINTAINER, USER, Fault, PatchworkServer
 from tests.serving import Serving
 from tests.unit.test_check import CHECK, TOKEN, USER_TOKEN, lab_config, poster, two_patch_series

@@ -11,8 +11,8 @@ import pytest
 
 from lab import pcap
 from lab.agents import frames
-from lab.analysis import Frame, read_pcap
 from lab.errors import ScenarioError
+from lab.results.analysis import Frame, read_pcap
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "pcap"
 DST = frames.mac_bytes("52:54:00:12:34:56")

@@ -185,7 +185,7 @@ def test_the_summary_steps_run_only_with_the_lab_installed() -> None:
     for text in summaries:
         [script] = set(re.findall(r"scripts/[\w-]+", text))
         assert (ROOT / script).is_file(), script
-        # lab.report gives the columns: the Python that runs it must have the lab (a tox env of the
+        # lab.results.report gives the columns: the Python that runs it must have the lab (a tox env of the
         # job); when an earlier step failed before tox made it, the step says so instead of failing.
         [python] = set(re.findall(r"\.tox/\w+/bin/python", text))
         assert f"[ -x {python} ]" in text and python.split("/")[1] in tox_envs(), text

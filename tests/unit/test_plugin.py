@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab.pytest_plugin import Locks, cell_properties
-from lab.report import Row
+from lab.results.report import Row
 
 # What a session that uses no lab fixture must not pay for.
 HEAVY = ("docker", "paramiko", "requests", "scapy", "matplotlib", "yaml", "rich")

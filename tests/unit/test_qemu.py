@@ -1,11 +1,11 @@
-"""lab.qemu.command_line: the QEMU command lines of the source and the destination."""
+"""lab.vm.qemu.command_line: the QEMU command lines of the source and the destination."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
 
-from lab.qemu import BINARY, KERNEL_APPEND, MachineSpec, command_line, destination_redirector, source_filter
+from lab.vm.qemu import BINARY, KERNEL_APPEND, MachineSpec, command_line, destination_redirector, source_filter
 
 MAC = "52:54:00:12:34:56"
 

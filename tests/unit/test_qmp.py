@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.errors import Cancelled, ScenarioError, Timeout
-from lab.migration import Migration
-from lab.qmp import Monitor, QMPCommandError, QMPDisconnected, event_time
+from lab.errors import Cancelled, QemuExited, ScenarioError, Timeout
+from lab.vm.migration import Migration
+from lab.vm.qmp import Monitor, QMPCommandError, QMPDisconnected, event_time
 from tests.unit.qmp_server import FakeQMP, migration_source
 
 
@@ -99,7 +99,7 @@ def test_event_wait_is_cut_short_by_cancel(monitor: Monitor) -> None:
 def test_connect_gives_up_when_qemu_is_gone(sock_dir: Path) -> None:
     m = Monitor("primary", sock_dir / "never.sock", sock_dir / "t.jsonl", timeout=1.0)
     try:
-        with pytest.raises(Timeout, match="exited before"):
+        with pytest.raises(QemuExited, match="exited before"):
             m.connect(5.0, alive=lambda: False)
         with pytest.raises(Timeout, match="no socket yet"):
             m.connect(0.2)
@@ -161,3 +161,25 @@ def test_a_failed_migration_says_where_and_why(sock_dir: Path, fail_at: str) -> 
             m.wait_pre_switchover(5.0)
             m.resume(5.0)
             m.wait_completed(5.0)
+
+
+def test_a_monitor_whose_client_cannot_be_made_leaves_no_thread_or_open_transcript(
+        sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_client(self: Monitor) -> None:
+        raise TimeoutError("no answer within 0 s")
+
+    before = {t.name for t in threading.enumerate()}
+    monkeypatch.setattr(Monitor, "_make_client", no_client)
+    opened: list[object] = []
+    real_open = Path.open
+
+    def spy(self: Path, *args: object, **kwargs: object) -> object:
+        handle = real_open(self, *args, **kwargs)  # type: ignore[call-overload]
+        opened.append(handle)
+        return handle
+
+    monkeypatch.setattr(Path, "open", spy)
+    with pytest.raises(TimeoutError):
+        Monitor("primary", sock_dir / "q.sock", sock_dir / "t.jsonl", timeout=0.5)
+    assert all(h.closed for h in opened)  # type: ignore[attr-defined]
+    assert "qmp-primary" not in {t.name for t in threading.enumerate()} - before

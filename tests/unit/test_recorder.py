@@ -18,7 +18,7 @@ import pytest
 
 from lab.agents import frames
 from lab.agents.recorder import MAX_PACKET, PcapWriter, StreamParser
-from lab.analysis import Frame, read_pcap
+from lab.results.analysis import Frame, read_pcap
 
 DST = bytes.fromhex("525400123456")
 SRC = frames.mac_bytes(frames.SOURCE_MAC)

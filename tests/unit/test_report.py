@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from lab import cli, config
-from lab.analysis import ERROR, UNSUPPORTED, Sent, StopWindow, analyse, analyse_guest
-from lab.report import GUEST_VIEW, NOT_RUN, ROW_FIELDS, STREAM, Report, Row, markdown, rows_of
+from lab.results.analysis import Sent, StopWindow, analyse, analyse_guest
+from lab.results.report import GUEST_VIEW, ROW_FIELDS, STREAM, Report, Row, markdown, rows_of
+from lab.results.verdict import Verdict
 from lab.runner import select_cells
 from tests.unit.test_analysis import CONTINUOUS_STREAM, SENT, WINDOW
 from tests.unit.test_guest_analysis import DESTINATION, SOURCE, STOP, on_destination, on_source
@@ -38,7 +39,7 @@ def test_a_row_that_ran_carries_the_analysis() -> None:
 
 
 def test_an_error_row_has_no_counts_and_says_why() -> None:
-    row = Row.of(profile="baseline", scenario="mirror", filter="filter-mirror", expected="gap", verdict=ERROR,
+    row = Row.of(profile="baseline", scenario="mirror", filter="filter-mirror", expected="gap", verdict=Verdict.ERROR,
                  accel="tcg", error="migration failed on the way to completed: broken pipe")
     assert row.match is False and row.why.startswith("migration failed")
     assert all(getattr(row, k) is None for k in ("frames_sent", "lost", "max_gap_ms", "stopped_window_ms"))
@@ -46,7 +47,8 @@ def test_an_error_row_has_no_counts_and_says_why() -> None:
 
 def test_an_unsupported_row_matches_when_unsupported_was_expected() -> None:
     row = Row.of(profile="baseline", scenario="redirector-when-stopped", filter="filter-redirector",
-                 expected=UNSUPPORTED, verdict=UNSUPPORTED, accel="tcg", error="has no property enable_when_stopped")
+                 expected=Verdict.UNSUPPORTED, verdict=Verdict.UNSUPPORTED, accel="tcg",
+                 error="has no property enable_when_stopped")
     assert row.match and row.artefacts == "" and row.frames_captured is None
 
 
@@ -59,10 +61,10 @@ def test_report_json_round_trips_every_field(tmp_path: Path) -> None:
 
 def test_cells_not_run_are_in_the_report_as_such(tmp_path: Path) -> None:
     pending = [Row.of(profile="control", scenario="mirror", filter="filter-mirror", expected="continuous",
-                      verdict=NOT_RUN, accel="tcg")]
+                      verdict=Verdict.NOT_RUN, accel="tcg")]
     report = Report(config="lab.yaml", accel="tcg", rows=[ran(), *pending])
     data = json.loads(report.write(tmp_path).read_text())
-    assert [r["verdict"] for r in data["results"]] == ["continuous", NOT_RUN]
+    assert [r["verdict"] for r in data["results"]] == ["continuous", Verdict.NOT_RUN]
     assert not report.all_match and data["results"][1]["match"] is False
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"], "a temporary file was left"
 

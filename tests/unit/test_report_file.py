@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.report import Report
+from lab.results.report import Report
 
 
 def test_the_report_gets_the_users_umask_not_0600(tmp_path: Path) -> None:
@@ -37,7 +37,7 @@ def test_the_report_is_on_disk_before_it_replaces_the_last_one(tmp_path: Path, m
 FAILING = """
 import resource, signal, sys
 from pathlib import Path
-from lab.report import Report
+from lab.results.report import Report
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 out = Path(sys.argv[1])
 Report(config="lab.yaml", accel="tcg").write(out)

@@ -7,6 +7,7 @@ that tries to connect anywhere else.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import http.server
@@ -22,8 +23,9 @@ from typing import Any
 
 import pytest
 
-from lab import cli, series
-from lab.series import Patchwork, SeriesError, SeriesInfo
+from lab import cli
+from lab.upstream import series
+from lab.upstream.series import Patchwork, SeriesError, SeriesInfo
 from tests.serving import Serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +56,7 @@ class Reply:
     content_type: str = "application/json"
     hang: bool = False  # read the request, then never answer (until the server closes)
     short_by: int = 0  # announce this many bytes more than are sent, then drop the connection
+    location: str = ""  # a Location header (a redirect, with a 3xx status)
 
 
 class ReplayServer:
@@ -85,10 +88,13 @@ class ReplayServer:
                 if reply.content_type == "application/json":
                     body = body.replace(RECORDED_HOST.encode(), replay.base.encode())
                 self.send_response(reply.status)
+                if reply.location:
+                    self.send_header("Location", reply.location.replace(RECORDED_HOST, replay.base))
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(body) + reply.short_by))
                 self.end_headers()
-                self.wfile.write(body)
+                with contextlib.suppress(ConnectionError):  # the lab hung up at its cap
+                    self.wfile.write(body)
                 if reply.short_by:
                     self.close_connection = True
 

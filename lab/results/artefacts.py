@@ -14,9 +14,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lab import timeline
 from lab.namespace import RUN, Namespace, alive
-from lab.report import Row
+from lab.results import timeline
+from lab.results.report import Row
 from lab.scenario import Outcome
 
 MARKER = ".nfcl-run"  # in every run folder the lab makes; a sweep removes nothing without it

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
-from lab.report import Report, Row, rows_of
+from lab.results.report import Report, Row, rows_of
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ class Part:
             raise LabError(f"{path}: not a lab report (no lab and results keys)")
         try:
             rows = rows_of(data)
-        except TypeError as exc:
-            raise LabError(f"{path}: a result row is not the lab's ({exc})") from None
+        except ValueError as exc:
+            raise LabError(f"{path}: {exc}") from None
         return cls(path, data["lab"], rows)
 
 

@@ -21,9 +21,9 @@ from rich.table import Table
 from rich.text import Text
 
 from lab import statefile
-from lab.analysis import Analysis, GuestAnalysis
+from lab.results.analysis import Analysis, GuestAnalysis
+from lab.results.verdict import Verdict
 
-NOT_RUN = "not-run"  # a cell the run did not get to (interrupted, or a lab error in an earlier cell)
 # What a verdict judged (a scenario's ``path``): the mirror stream as it reached the secondary, or
 # what the destination's guest received.
 STREAM, GUEST_VIEW = "stream", "guest"
@@ -43,7 +43,7 @@ class Row:
     scenario: str
     filter: str
     expected: str  # "" when nothing is expected of this pair of builds
-    verdict: str
+    verdict: Verdict
     match: bool | None  # None: nothing was expected
     view: str  # STREAM or GUEST_VIEW: whose figures the verdict judged
     source_profile: str
@@ -57,7 +57,7 @@ class Row:
     frames_during_stop: int | None
     max_gap_ms: float | None
     stopped_window_ms: float | None
-    # The guest's own view (lab.analysis.GuestAnalysis), on the hosts' clock.
+    # The guest's own view (lab.results.analysis.GuestAnalysis), on the hosts' clock.
     guest_received: int | None
     guest_lost: int | None
     guest_duplicates: int | None
@@ -90,7 +90,7 @@ class Row:
     artefacts: str  # the cell's folder ("" when nothing ran)
 
     @classmethod
-    def of(cls, *, profile: str, scenario: str, filter: str, expected: str, verdict: str, accel: str,
+    def of(cls, *, profile: str, scenario: str, filter: str, expected: str, verdict: Verdict | str, accel: str,
            analysis: Analysis | None = None, guest: GuestAnalysis | None = None,
            migration: dict[str, float | None] | None = None, lost_at: dict[str, int] | None = None,
            generator_fps: float | None = None, error: str = "", qemu_version: str = "",
@@ -103,7 +103,7 @@ class Row:
         times: dict[str, Any] = {k: (migration or {}).get(k) for k in MIGRATION}
         if reasons is None:
             reasons = list(analysis.reasons) if analysis else ([error] if error else [])
-        return cls(profile=profile, scenario=scenario, filter=filter, expected=expected, verdict=verdict,
+        return cls(profile=profile, scenario=scenario, filter=filter, expected=expected, verdict=Verdict(verdict),
                    match=(verdict == expected) if expected else None, view=view, source_profile=profile,
                    destination_profile=destination_profile or profile, **counts, **seen,
                    lost_at=lost_at, generator_fps=generator_fps, **times, reasons=reasons, accel=accel,
@@ -185,7 +185,7 @@ class Report:
     engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # name: address, transfer s, sees_files
     rows: list[Row] = field(default_factory=list)
     started: float = field(default_factory=time.time)
-    check: dict[str, Any] | None = None  # `lab check`: the checks posted (lab.check.Poster.record)
+    check: dict[str, Any] | None = None  # `lab check`: the checks posted (lab.upstream.check.Poster.record)
 
     @property
     def all_match(self) -> bool:
@@ -316,10 +316,16 @@ def _table_or_blocks(console: Console, table: Table, blocks: list[Text]) -> None
 
 
 def rows_of(report: dict[str, Any]) -> list[Row]:
-    """The rows of a report.json (as written by ``Report.write``)."""
-    # Reports from before rows named their view judged the stream.
-    return [Row(**{k: r.get(k) for k in ROW_FIELDS} | {"view": r.get("view", STREAM)})
-            for r in report.get("results", [])]
+    """The rows of a report.json (as written by ``Report.write``); ValueError names a row that is not one."""
+    rows = []
+    for n, r in enumerate(report.get("results", []), 1):
+        try:
+            # Reports from before rows named their view judged the stream.
+            rows.append(Row(**{k: r.get(k) for k in ROW_FIELDS}
+                            | {"view": r.get("view", STREAM), "verdict": Verdict(r.get("verdict"))}))
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise ValueError(f"result {n} is not a row of the lab's ({exc})") from None
+    return rows
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -21,8 +22,10 @@ from typing import Any, TypeVar
 
 from qemu.qmp import EventListener, ExecuteError, QMPClient, QMPError, Runstate
 
-from lab.errors import ScenarioError, Timeout
+from lab.errors import QemuExited, ScenarioError, excerpt
 from lab.waiting import Deadline, wait_until
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Event = dict[str, Any]
@@ -34,7 +37,8 @@ class QMPCommandError(ScenarioError):
     def __init__(self, who: str, command: str, cause: BaseException | str) -> None:
         self.command = command
         self.cause = cause
-        super().__init__(f"{who}: QMP {command} failed: {cause}")
+        # One line whatever the cause says: qemu.qmp quotes a malformed reply whole, over lines.
+        super().__init__(f"{who}: QMP {command} failed: {excerpt(str(cause), 300)}")
 
 
 class QMPDisconnected(ScenarioError):
@@ -61,8 +65,12 @@ class Monitor:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"qmp-{who}", daemon=True)
         self._thread.start()
-        self._client: QMPClient = self._call(self._make_client(), self.timeout)
         self._pump: asyncio.Task[None] | None = None
+        try:
+            self._client: QMPClient = self._call(self._make_client(), self.timeout)
+        except BaseException:
+            self._release()  # no client, no monitor: its loop thread and transcript go now
+            raise
 
     async def _make_client(self) -> QMPClient:
         return QMPClient(self.who)  # made on its loop: its locks and queues belong there
@@ -86,7 +94,7 @@ class Monitor:
 
         def attempt() -> bool | None:
             if alive is not None and not alive():
-                raise Timeout(f"{self.who}: QEMU exited before its QMP socket answered")
+                raise QemuExited(f"{self.who}: QEMU exited before its QMP socket answered")
             if not self.socket_path.exists():
                 last[:] = ["no socket yet"]
                 return None
@@ -124,6 +132,7 @@ class Monitor:
         if not self.connected:
             raise QMPDisconnected(f"{self.who}: QMP is not connected (QEMU gone?); cannot run {command}")
         self._record("command", {"execute": command, "arguments": args})
+        log.debug("%s: QMP %s %s", self.who, command, json.dumps(args) if args else "")
         try:
             reply = self._call(self._client.execute(command, args), self.timeout)
         except ExecuteError as exc:
@@ -132,7 +141,7 @@ class Monitor:
         except TimeoutError as exc:
             self._record("error", {"execute": command, "error": "timeout"})
             raise QMPCommandError(self.who, command, f"no answer within {self.timeout:g} s") from exc
-        except (QMPError, OSError, EOFError) as exc:
+        except (QMPError, OSError, EOFError, ValueError) as exc:
             self._record("error", {"execute": command, "error": repr(exc)})
             raise QMPCommandError(self.who, command, str(exc) or type(exc).__name__) from exc
         self._record("return", {"execute": command, "return": reply})
@@ -175,12 +184,17 @@ class Monitor:
             return
         try:
             self._call(self._client.disconnect(), self.timeout)
-        except (QMPError, OSError, EOFError, TimeoutError, RuntimeError):
+        except (QMPError, OSError, EOFError, TimeoutError, RuntimeError, ValueError):
             # disconnect() re-raises what ended the connection (EOFError when QEMU is gone,
-            # which is what happens to a destination whose source died): nothing left to close.
+            # which is what happens to a destination whose source died; ValueError when it sent
+            # what is no QMP, undecodable or a line past the reader's limit): nothing left to close.
             pass
         with contextlib.suppress(TimeoutError):
             self._call(self._stop_pump(), self.timeout)
+        self._release()
+
+    def _release(self) -> None:
+        """The loop stopped, its thread joined, the transcript closed."""
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5.0)
         if not self._thread.is_alive():

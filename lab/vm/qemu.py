@@ -8,15 +8,16 @@ then SIGTERM, then SIGKILL, and says which one ended it.
 
 from __future__ import annotations
 
+import enum
 import signal
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from lab.config import Guest
-from lab.errors import ScenarioError, Timeout
+from lab.errors import QemuExited, ScenarioError, Timeout
 from lab.host import RUNDIR, TAP, Host, Process
-from lab.qmp import Monitor, QMPCommandError, QMPDisconnected
+from lab.vm.qmp import Monitor, QMPCommandError, QMPDisconnected
 from lab.waiting import wait_until
 
 BINARY = "/opt/qemu/bin/qemu-system-x86_64"
@@ -30,7 +31,7 @@ MIGRATION_PORT = 4444
 CONSOLE_SOCKET = "console.sock"
 CONSOLE_LOG = "console.log"
 NETDEV = "n0"
-RX_SOCKET = "rx.sock"  # the guest receiver's virtio-serial port, as a socket in the host (lab.guest)
+RX_SOCKET = "rx.sock"  # the guest receiver's virtio-serial port, as a socket in the host (lab.vm.guest)
 RX_PORT_NAME = "lab.rx"
 RX_CHARDEV = "labrx"
 
@@ -136,17 +137,27 @@ def destination_redirector(port: int, to_guest: bool = False) -> Filter:
                   socket=f"host=127.0.0.1,port={port},server=on,wait=off")
 
 
+class Ending(enum.StrEnum):
+    """How a QEMU ended."""
+
+    QUIT = "quit"  # asked over QMP
+    SIGTERM = "sigterm"
+    SIGKILL = "sigkill"
+    EXITED = "exited"  # before the lab asked: a crash, or a guest that shut it down
+    KEPT = "kept"  # left running for a person
+    CANCELLED = "cancelled"  # its host was being removed, and QEMU with it
+    UNKNOWN = "unknown"  # not even SIGKILL was seen to end it
+    NEVER_STARTED = "never started"
+
+
 @dataclass(frozen=True)
 class Shutdown:
-    """How a QEMU ended: ``quit`` (asked over QMP), ``sigterm``, ``sigkill``, ``exited`` (before
-    the lab asked: a crash or a guest that shut it down) or ``kept`` (left running for a person)."""
-
-    how: str
+    how: Ending
     exit_code: int | None = None
 
     @property
     def clean(self) -> bool:
-        return self.how in ("quit", "kept") or (self.how == "sigterm" and self.exit_code == 0)
+        return self.how in (Ending.QUIT, Ending.KEPT) or (self.how == Ending.SIGTERM and self.exit_code == 0)
 
     def describe(self) -> str:
         return self.how + (f" (exit {self.exit_code})" if self.exit_code is not None else "")
@@ -172,7 +183,7 @@ class Qemu:
                                timeout=self.qmp_timeout)
         try:
             self.monitor.connect(timeout, alive=self.running, cancel=self.host.cancel)
-        except Timeout as exc:
+        except (Timeout, QemuExited) as exc:
             raise self.launch_failure(str(exc)) from exc
         return self
 
@@ -248,10 +259,10 @@ class Qemu:
     def shutdown(self, timeout: float = 5.0) -> Shutdown:
         """Ends QEMU: ``quit`` over QMP, then SIGTERM, then SIGKILL; says which one did it."""
         if self.process is None:
-            return Shutdown("never started")
+            return Shutdown(Ending.NEVER_STARTED)
         rc = self.process.returncode
         if rc is not None:
-            self.ended = Shutdown("exited", rc)
+            self.ended = Shutdown(Ending.EXITED, rc)
         else:
             self.ended = self._end(timeout)
         if self.monitor is not None:
@@ -261,28 +272,28 @@ class Qemu:
     def _end(self, timeout: float) -> Shutdown:
         assert self.process is not None
         if self.host.cancel is not None and self.host.cancel.is_set():
-            return Shutdown("cancelled")  # its host is being removed, and QEMU with it
+            return Shutdown(Ending.CANCELLED)  # its host is being removed, and QEMU with it
         if self.monitor is not None and self.monitor.connected:
             try:
                 self.monitor.cmd("quit")
-                return Shutdown("quit", self.process.wait(timeout))
+                return Shutdown(Ending.QUIT, self.process.wait(timeout))
             except (QMPCommandError, QMPDisconnected, Timeout):
                 pass  # QEMU may close the socket before it answers quit; it is ending either way
             rc = self.process.returncode
             if rc is not None:
-                return Shutdown("quit", rc)
-        for how, signo in (("sigterm", signal.SIGTERM), ("sigkill", signal.SIGKILL)):
+                return Shutdown(Ending.QUIT, rc)
+        for how, signo in ((Ending.SIGTERM, signal.SIGTERM), (Ending.SIGKILL, signal.SIGKILL)):
             try:
                 self.process.send_signal(signo)
                 return Shutdown(how, self.process.wait(timeout))
             except ScenarioError:
                 continue
-        return Shutdown("unknown")
+        return Shutdown(Ending.UNKNOWN)
 
     def close(self) -> None:
         """Ends QEMU, unless ``keep`` says a person will look at it; then only the monitor goes."""
         if self.keep:
-            self.ended = Shutdown("kept")
+            self.ended = Shutdown(Ending.KEPT)
             if self.monitor is not None:
                 self.monitor.close()
             return

@@ -29,7 +29,7 @@ from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
 from lab.host import RUNDIR
 from lab.namespace import Namespace
-from lab.qemu import MachineSpec, Qemu, guest_machine
+from lab.vm.qemu import MachineSpec, Qemu, guest_machine
 
 STATE = "guest.state"  # in a host's run folder: what its QEMU restores from
 FOLDER = "snapshots"

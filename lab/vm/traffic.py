@@ -6,9 +6,9 @@ import random
 import signal
 from dataclasses import dataclass, field
 
-from lab.analysis import Sent
 from lab.errors import ScenarioError
 from lab.host import RUNDIR, TAP, Host, Process
+from lab.results.analysis import Sent
 
 RECORD = "generator.json"
 

@@ -15,7 +15,7 @@ from lab.config import FILTERS
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
 from lab.namespace import Namespace
-from lab.qemu import BINARY
+from lab.vm.qemu import BINARY
 
 CACHE_NAME = "filter-properties.json"  # in the state folder: image id -> QEMU's answer
 

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import CHECK, LabConfig, Profile, SeriesSource
 from lab.errors import LabError, excerpt, one_line
-from lab.report import GUEST_VIEW, NOT_RUN, Row
-from lab.series import Patchwork, PatchworkHTTPError, SeriesDoesNotApply, SeriesInfo, is_http
+from lab.results.report import GUEST_VIEW, Row
+from lab.results.verdict import Verdict
+from lab.upstream.series import Patchwork, PatchworkHTTPError, SeriesDoesNotApply, SeriesInfo, is_http
 
 PENDING, SUCCESS, FAIL, WARNING = "pending", "success", "fail", "warning"
 EXIT_STATUS = {SUCCESS: 0, FAIL: 1, WARNING: 2}
@@ -121,8 +121,8 @@ def judge(rows: list[Row], p: Plan) -> tuple[str, str]:
     """The final state and its description, from the A/B run's rows."""
     patched = [r for r in rows if r.profile == p.patched.name]
     base = [r for r in rows if r.profile == p.base.name]
-    undecided = [r for r in rows if r.verdict in (ERROR, NOT_RUN)]
-    wrong = [r for r in patched if r.match is False and r.verdict not in (ERROR, NOT_RUN, UNSUPPORTED)]
+    undecided = [r for r in rows if not r.verdict.decided]
+    wrong = [r for r in patched if r.match is False and r.verdict.decided and r.verdict != Verdict.UNSUPPORTED]
     if wrong:
         state = FAIL
     elif undecided or any(r.match is False for r in base) or not patched:
@@ -145,7 +145,7 @@ def describe(state: str, patched: list[Row], base: list[Row], p: Plan, undecided
 
 
 def _scenario_text(r: Row, b: Row | None) -> str:
-    if r.verdict == UNSUPPORTED and r.match is False:
+    if r.verdict == Verdict.UNSUPPORTED and r.match is False:
         return f"{r.scenario} not run (build lacks a property it sets)"
     change = f"{b.verdict}->{r.verdict}" if b is not None and b.verdict != r.verdict else r.verdict
     # Lost where the scenario's verdict looks: on the stream, or on the way to the guest.

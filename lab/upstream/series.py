@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.bounds import SERVER_LIMIT, past
 from lab.errors import LabError, excerpt
 
 USER_AGENT = "netfilter-continuity-lab"
-READ_LIMIT = 32 * 2**20  # of one answer: a series' mbox of a hundred patches is a few MiB
 ERROR_READ = 4096  # of an error answer: Patchwork's JSON reason fits many times over
 API_ROOT = re.compile(r"/api(?:/[\d.]+)?$")  # --patchwork given as the API's URL
 NAME_MAX = 255  # Patchwork's own limit on a series' name
@@ -179,7 +179,7 @@ class Patchwork:
     The token goes to that server alone: over https (plain http only to a loopback address, for
     tests), and never on after a redirect. No answer is read past ``read_limit`` bytes."""
 
-    def __init__(self, base_url: str, timeout: float = 20.0, read_limit: int = READ_LIMIT) -> None:
+    def __init__(self, base_url: str, timeout: float = 20.0, read_limit: int = SERVER_LIMIT) -> None:
         self.base_url = API_ROOT.sub("", base_url.rstrip("/"))
         self.timeout = timeout
         self.read_limit = read_limit
@@ -375,10 +375,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def too_large(what: str, hint: str, limit: int = READ_LIMIT) -> SeriesError:
+def too_large(what: str, hint: str, limit: int = SERVER_LIMIT) -> SeriesError:
     """``what``, from a server, is past the most the lab reads of one answer; the error names the cap."""
-    size = f"{limit // 2**20} MiB" if limit >= 2**20 else f"{limit} bytes"
-    return SeriesError(f"{what} is larger than {size}, the most the lab reads from a server; {hint}")
+    return SeriesError(f"{past(what, limit, 'from a server')}; {hint}")
 
 
 def is_http(url: str) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.errors import ScenarioError
-from lab.qmp import Event, Monitor, QMPCommandError, event_time
+from lab.vm.qmp import Event, Monitor, QMPCommandError, event_time
 
 FAILED = ("failed", "cancelled")
 MIB = 1 << 20

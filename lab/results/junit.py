@@ -11,8 +11,8 @@ import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lab.analysis import ERROR
-from lab.report import NOT_RUN, Row, figures_text
+from lab.results.report import Row, figures_text
+from lab.results.verdict import Verdict
 
 SUITE = "netfilter-continuity"
 # Row fields that are not figures (said elsewhere in the testcase, or paths of this machine).
@@ -38,9 +38,9 @@ def testcase(row: Row) -> ET.Element:
     props = ET.SubElement(case, "properties")
     for name, value in properties(row):
         ET.SubElement(props, "property", name=name, value=value)
-    if row.verdict == NOT_RUN:
+    if row.verdict == Verdict.NOT_RUN:
         ET.SubElement(case, "skipped", message="not run: the run stopped before this cell")
-    elif row.verdict == ERROR:
+    elif row.verdict == Verdict.ERROR:
         ET.SubElement(case, "error", message=row.why or "the cell gave no verdict").text = row.why
     elif row.match is False:
         failure = ET.SubElement(case, "failure", message=f"expected {row.expected}, got {row.verdict}")

@@ -21,11 +21,7 @@ from typing import Protocol
 
 from lab import pcap
 from lab.agents import frames
-
-CONTINUOUS = "continuous"
-GAP = "gap"
-ERROR = "error"
-UNSUPPORTED = "unsupported"
+from lab.results.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ class Analysis:
     max_gap_ms: float
     stopped_window_ms: float
     undelivered: int
-    verdict: str
+    verdict: Verdict
     reasons: list[str] = field(default_factory=list)
     lost_seqs: list[int] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)  # the reasons no accepted loss excuses
@@ -144,7 +140,7 @@ def analyse(sent: Sent, stream: list[Frame], delivered: list[Frame], window: Sto
         frames_sent=len(sent_seqs), frames_captured=len(seen) - unexpected, frames_delivered=len(delivered_seqs),
         lost=len(lost_seqs), duplicates=duplicates, reordered=reordered, frames_during_stop=during_stop,
         max_gap_ms=round(max_gap_ms, 1), stopped_window_ms=round(stopped_ms, 1), undelivered=undelivered,
-        verdict=GAP if reasons else CONTINUOUS, reasons=reasons, lost_seqs=lost_seqs, faults=faults)
+        verdict=Verdict.GAP if reasons else Verdict.CONTINUOUS, reasons=reasons, lost_seqs=lost_seqs, faults=faults)
 
 
 def _ordering(frames: Sequence[Frame]) -> tuple[set[int], int, int]:
@@ -200,7 +196,7 @@ class GuestAnalysis:
     latency_ms: dict[str, float] | None  # p50, p99, max
     socket_drops: int
     clock: dict[str, dict[str, float] | None]  # per side: offset_s, uncertainty_ms
-    verdict: str
+    verdict: Verdict
     reasons: list[str] = field(default_factory=list)
     lost_seqs: list[int] = field(default_factory=list)
     arrivals: list[Frame] = field(default_factory=list)  # on the hosts' clock, for the picture
@@ -247,7 +243,7 @@ def analyse_guest(sent: Sent, received: Sequence[Frame], stop: float | None, sou
         frames_after_resume=after_resume, latency_ms=_percentiles(latencies) if complete else None,
         socket_drops=socket_drops,
         clock={"source": _clock(source), "destination": _clock(destination)},
-        verdict=GAP if reasons else CONTINUOUS, reasons=reasons, lost_seqs=lost_seqs, arrivals=arrivals,
+        verdict=Verdict.GAP if reasons else Verdict.CONTINUOUS, reasons=reasons, lost_seqs=lost_seqs, arrivals=arrivals,
         faults=found.faults)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.errors import LabError
-from lab.report import COLUMNS, NUMERIC, ROW_FIELDS, Row, cell_text, rows_of
+from lab.results.report import COLUMNS, NUMERIC, ROW_FIELDS, Row, cell_text, rows_of
 
 PAGE = "report.html"
 # A cell's files, in the order a person looks for them; each host's own folder has the same names.
@@ -48,8 +48,12 @@ def write(report_path: Path) -> Path:
         raise LabError(f"{report_path} is not JSON ({exc}); give a report.json a run wrote") from exc
     if not isinstance(report, dict) or not isinstance(report.get("results"), list):
         raise LabError(f"{report_path} has no results list: not a report.json of `lab run`")
+    try:
+        page = render(report, report_path.parent)
+    except ValueError as exc:
+        raise LabError(f"{report_path}: {exc}; give a report.json a run wrote") from None
     out = report_path.parent / PAGE
-    out.write_text(render(report, report_path.parent))
+    out.write_text(page)
     return out
 
 

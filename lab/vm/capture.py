@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import signal
+import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lab.agents import frames
-from lab.analysis import Frame, read_pcap
+from lab.bounds import ENGINE_LIMIT, past
 from lab.errors import ScenarioError
 from lab.host import RUNDIR, TAP, Host, Process
+from lab.results.analysis import Frame, read_pcap
 from lab.waiting import Deadline, wait_until
 
 STREAM_PCAP = "stream.pcap"
@@ -33,6 +35,62 @@ class Drained:
 
     seconds: float
     cut: bool
+
+
+# A pcap's first four bytes: the byte order of its record headers (microsecond or nanosecond stamps alike).
+PCAP_ORDER = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}
+PCAP_HEADER = 24
+RECORD_HEADER = 16
+TAIL_STEP = 16 * 2**20  # the most one poll reads: a poll that got this much reads on at once
+
+
+@dataclass
+class PcapTail:
+    """The test frames of one run in a pcap that is still being written, counted a piece at a time:
+    each poll reads only what the file gained since the last (on an engine that copies run folders,
+    that is all that crosses its connection), and no more than ``limit`` bytes of it in all."""
+
+    host: Host
+    name: str
+    run_id: int
+    limit: int = ENGINE_LIMIT
+    offset: int = 0
+    order: str = ""  # of the record headers, once the file's header is read
+    pending: bytes = b""  # a record cut at the end of what was read
+    seqs: set[int] = field(default_factory=set)
+
+    def count(self) -> int:
+        """How many distinct frames of the run the file holds now."""
+        while True:
+            step = min(TAIL_STEP, self.limit + 1 - self.offset)
+            data = self.host.read_from(self.name, self.offset, step)
+            self.offset += len(data)
+            if self.offset > self.limit:
+                raise ScenarioError(f"{self.host.role}: " + past(self.name, self.limit, "of a capture"))
+            self._parse(self.pending + data)
+            if len(data) < step:
+                return len(self.seqs)
+
+    def _parse(self, data: bytes) -> None:
+        at = 0
+        if not self.order:
+            if len(data) < PCAP_HEADER:
+                self.pending = data
+                return
+            self.order = PCAP_ORDER.get(data[:4], "")
+            if not self.order:
+                raise ScenarioError(f"{self.host.role}: {self.name} is no pcap (it starts with {data[:4].hex()})")
+            at = PCAP_HEADER
+        while at + RECORD_HEADER <= len(data):
+            (length,) = struct.unpack_from(f"{self.order}I", data, at + 8)  # the captured length
+            end = at + RECORD_HEADER + length
+            if end > len(data):
+                break
+            tag = frames.parse(data[at + RECORD_HEADER:end])
+            if tag is not None and tag.run_id == self.run_id:
+                self.seqs.add(tag.seq)
+            at = end
+        self.pending = data[at:]
 
 
 @dataclass
@@ -74,15 +132,18 @@ class SecondaryCapture:
     def delivered(self, run_id: int) -> list[Frame]:
         return read_pcap(self.host.path(TAP_PCAP), run_id)
 
-    def drain(self, run_id: int, expected: int, timeout: float, quiet_s: float = 1.0) -> Drained:
-        """Waits until the tap has delivered ``expected`` frames or has been quiet for ``quiet_s``."""
+    def drain(self, run_id: int, expected: int, timeout: float, quiet_s: float = 1.0,
+              limit: int = ENGINE_LIMIT) -> Drained:
+        """Waits until the tap has delivered ``expected`` frames or has been quiet for ``quiet_s``;
+        a tap.pcap past ``limit`` bytes is an error."""
         # Not an error when it runs out on a quiet tap: frames the destination never delivers are a
         # finding. One still delivering when the bound came was cut short (Drained.cut).
         start = time.monotonic()
         deadline = Deadline("the destination tap to drain", timeout)
+        tap = PcapTail(self.host, TAP_PCAP, run_id, limit)
         count, changed = -1, start
         while not deadline.expired():
-            now_count = len({f.seq for f in self.delivered(run_id)})
+            now_count = tap.count()
             if now_count >= expected:
                 return Drained(time.monotonic() - start, cut=False)
             if now_count != count:

@@ -15,7 +15,7 @@ from pathlib import Path
 from lab.engine import KVM, TUN, Engine
 from lab.errors import LabError, ScenarioError
 from lab.namespace import Namespace, boot_id
-from lab.qemu import MachineSpec, Qemu
+from lab.vm.qemu import MachineSpec, Qemu
 
 CACHE_NAME = "accel.json"
 
@@ -38,7 +38,7 @@ def choose(engine: Engine, image: str, mode: str, ns: Namespace, timeout: float,
     """``cache``: where a definite probe outcome is kept for the rest of this boot of the machine
     (whether a KVM guest runs does not change until the kernel or its modules do); None probes."""
     if mode == "tcg":
-        return AccelChoice("tcg", "TCG asked for in lab.yaml (lab.accel)")
+        return AccelChoice("tcg", "TCG asked for in lab.yaml (lab.vm.accel)")
     problem = kvm_device_problem()
     if problem is None:
         outcome = _cached_probe(engine, image, ns, timeout, cache)
@@ -46,7 +46,7 @@ def choose(engine: Engine, image: str, mode: str, ns: Namespace, timeout: float,
             return AccelChoice("kvm", f"KVM probe: {outcome.detail}")
         problem = f"KVM probe: {outcome.detail}"
     if mode == "kvm":
-        raise LabError(f"lab.accel is kvm but KVM is not usable here: {problem}; use auto or tcg")
+        raise LabError(f"lab.vm.accel is kvm but KVM is not usable here: {problem}; use auto or tcg")
     return AccelChoice("tcg", f"{problem}; using TCG")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lab.analysis import Analysis, Frame, GuestAnalysis, Sent, StopWindow
+from lab.results.analysis import Analysis, Frame, GuestAnalysis, Sent, StopWindow
 
 
 def load() -> None:

@@ -15,9 +15,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lab.agents.clock import Sample, best
+from lab.bounds import RECORD_LIMIT, past
 from lab.errors import ScenarioError, Timeout
 from lab.host import RUNDIR, TAP, Host
-from lab.qemu import CONSOLE_LOG, RX_SOCKET
+from lab.vm.qemu import CONSOLE_LOG, RX_SOCKET
 from lab.waiting import Deadline, wait_until
 
 RECORD_FILE = "guest-rx.txt"
@@ -113,14 +114,14 @@ def end_of_record(received: bytes | bytearray, start: int = 0) -> int:
     return newline + 1 if newline >= 0 else -1
 
 
-def read_record(host: Host, timeout: float) -> GuestRecord:
-    """Asks the guest's receiver for its record (``dump``) and reads it to its end line."""
+def read_record(host: Host, timeout: float, limit: int = RECORD_LIMIT) -> GuestRecord:
+    """Asks the guest's receiver for its record (``dump``) and reads it to its end line, at most ``limit`` bytes."""
     deadline = Deadline(f"{host.role}: the guest receiver's record on {RX_SOCKET}", timeout, host.cancel)
     received = bytearray()
     try:
         with _connect(host, deadline) as sock:
             sock.sendall(b"dump\n")
-            _read_to_end(host, sock, deadline, received)
+            _read_to_end(host, sock, deadline, received, limit)
     finally:
         host.own(RECORD_FILE).write_text(received.decode(errors="replace"))
     try:
@@ -152,7 +153,7 @@ def _connect(host: Host, deadline: Deadline) -> socket.socket:
         raise ScenarioError(f"{deadline.fail(last[0])}{_receiver_errors(host)}") from None
 
 
-def _read_to_end(host: Host, sock: socket.socket, deadline: Deadline, received: bytearray) -> None:
+def _read_to_end(host: Host, sock: socket.socket, deadline: Deadline, received: bytearray, limit: int) -> None:
     # QEMU drops what a guest wrote for an earlier reader when that reader left, so whatever comes
     # now answers this request. Only new bytes are searched: a dump may be megabytes.
     searched = 0
@@ -173,6 +174,9 @@ def _read_to_end(host: Host, sock: socket.socket, deadline: Deadline, received: 
         if not chunk:
             raise ScenarioError(f"{host.role}: QEMU closed the guest receiver's port after {len(received)} "
                                 f"bytes ({_tail(received)}){_receiver_errors(host)}")
+        if len(received) + len(chunk) > limit:
+            raise ScenarioError(f"{host.role}: " + past(f"the guest receiver's record on {RX_SOCKET}", limit,
+                                                        "of a guest's record"))
         received += chunk
 
 

@@ -19,9 +19,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lab.bounds import SERVER_LIMIT
 from lab.config import DEFAULT_ARCHIVE, MSGID_RE
 from lab.errors import excerpt
-from lab.series import BRACKETS, READ_LIMIT, Series, SeriesError, is_http, parse_mbox, too_large
+from lab.upstream.series import BRACKETS, Series, SeriesError, is_http, parse_mbox, too_large
 
 
 def message_id(text: str) -> str:
@@ -62,7 +63,7 @@ def b4_environment(archive: str, home: Path) -> dict[str, str]:
     return env
 
 
-def fetch(msgid: str, archive: str = DEFAULT_ARCHIVE, timeout: float = 300.0, read_limit: int = READ_LIMIT) -> Series:
+def fetch(msgid: str, archive: str = DEFAULT_ARCHIVE, timeout: float = 300.0, read_limit: int = SERVER_LIMIT) -> Series:
     """The newest series of the thread ``msgid`` belongs to, as b4 gives it (at most ``read_limit`` bytes)."""
     msgid = message_id(msgid)
     if not is_http(archive):
