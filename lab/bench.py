@@ -9,7 +9,8 @@ the hosts' memory while a scenario runs. What it measures:
 - ``series_rebuild``: a copy of a profile's local series with one file changed (a trailer added to a
   commit message), built on the existing builder: the series image and the runtime on top of it;
 - ``scenario``: one cell on warm images, its wall time and the report row's phase timings;
-- ``matrix``: the selected cells with ``--jobs`` 1, 2, ... (wall time each);
+- ``matrix``: the selected cells with ``--jobs`` 1, 2, ... (wall time each), and for guest cells
+  the frames' latency to the guest's receiver and the guest clocks' offset uncertainty;
 - ``memory``: the peak memory of the scenario's two hosts (as ``docker stats`` counts it) and of
   their QEMUs (VmHWM).
 
@@ -38,7 +39,7 @@ from lab import images, resources
 from lab.config import LabConfig, Profile, SeriesSource
 from lab.errors import LabError
 from lab.results import artefacts
-from lab.results.report import Report
+from lab.results.report import Report, Row
 from lab.results.verdict import Verdict
 from lab.runner import Cell, CellStarted, ReportWritten, Runner, select_cells
 
@@ -93,6 +94,12 @@ class Bench:
             rows += [(f"  {phase}", f"{seconds:.1f} s") for phase, seconds in self.scenario["timings"].items()]
         for m in self.matrix:
             rows.append((f"matrix, {m['cells']} cells, --jobs {m['jobs']}, wall", f"{m['wall_s']:.1f} s"))
+            for cell, guest in m.get("guest", {}).items():
+                if "latency_ms" in guest:
+                    rows.append((f"  {cell}: latency to the guest, p99 / max",
+                                 f"{guest['latency_ms']['p99']:.1f} / {guest['latency_ms']['max']:.1f} ms"))
+                for side, ms in guest.get("clock_uncertainty_ms", {}).items():
+                    rows.append((f"  {cell}: {side} guest clock offset, +-", f"{ms:.2f} ms"))
         for role, peaks in self.memory.items():
             rows.append((f"peak memory, {role} host", f"{peaks['container_mb']:.0f} MB"))
             rows.append((f"peak memory, {role} QEMU (VmHWM)", f"{peaks['qemu_vmhwm_mb']:.0f} MB"))
@@ -261,7 +268,21 @@ def scenario(runner: Runner, cell: Cell, out: Path) -> tuple[dict[str, Any], dic
 def matrix(runner: Runner, cells: list[Cell], jobs: int, out: Path) -> dict[str, Any]:
     report, wall = timed_run(runner, cells, out, jobs=jobs)
     return {"jobs": jobs, "cells": len(cells), "wall_s": wall, "all_match": report.all_match,
-            "verdicts": {f"{r.profile}-{r.scenario}": r.verdict for r in report.rows}}
+            "verdicts": {f"{r.profile}-{r.scenario}": r.verdict for r in report.rows},
+            "guest": {f"{r.profile}-{r.scenario}": figures for r in report.rows if (figures := guest_figures(r))}}
+
+
+def guest_figures(row: Row) -> dict[str, Any]:
+    """How closely a guest cell's figures sit on the hosts' clock: the frames' latency from the
+    generator to the guest's receiver, and the uncertainty of each side's clock offset. Figures of
+    this machine's load, not verdicts: none for a stream cell."""
+    clocks = {side: c["uncertainty_ms"] for side, c in (row.guest_clock or {}).items() if c}
+    found: dict[str, Any] = {}
+    if row.guest_latency_ms:
+        found["latency_ms"] = dict(row.guest_latency_ms)
+    if clocks:
+        found["clock_uncertainty_ms"] = clocks
+    return found
 
 
 def timed_run(runner: Runner, cells: list[Cell], out: Path, jobs: int,

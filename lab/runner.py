@@ -490,7 +490,7 @@ class Runner:
             return keep and o.verdict != cell.expected
 
         saved = self.snapshots.get((cell.profile.name, first.name))
-        started = time.monotonic()
+        started, began = time.monotonic(), time.time()
         outcome = scenario.Outcome()
         drawn: concurrent.futures.Future[Path | None] | None = None
         try:
@@ -539,7 +539,8 @@ class Runner:
                        migration=outcome.figures, lost_at=outcome.lost_at, generator_fps=outcome.generator_fps,
                        load=outcome.load,
                        reasons=outcome.reasons if outcome.analysis else None, error=outcome.error,
-                       qemu_version=outcome.qemu_version, timings=outcome.timings, artefacts=str(folder),
+                       qemu_version=outcome.qemu_version, timings=outcome.timings,
+                       span=(round(began, 3), round(time.time(), 3)), artefacts=str(folder),
                        engines=placed, images={role: hosts.spec.image_of(role) for role in LabHosts.ROLES})
         artefacts.describe(Path(lab.rundir) if lab else folder, row)
         if lab is not None:

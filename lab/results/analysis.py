@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from lab import pcap
 from lab.agents import frames
 from lab.results.verdict import Verdict
 
@@ -91,18 +92,11 @@ class _Reasons:
 
 
 def read_pcap(path: Path, run_id: int) -> list[Frame]:
-    """The lab's test frames of one run in a pcap, in capture order."""
-    from scapy.utils import RawPcapReader  # scapy is slow to import; only analysis needs it
-
-    out: list[Frame] = []
-    if not path.exists() or path.stat().st_size < 24:
-        return out
-    with RawPcapReader(str(path)) as reader:
-        for data, meta in reader:
-            tag = frames.parse(bytes(data))
-            if tag is not None and tag.run_id == run_id:
-                out.append(Frame(tag.seq, meta.sec + meta.usec / 1e6))
-    return out
+    """The lab's test frames of one run in a pcap, in capture order (none when nothing was captured)."""
+    if not path.exists():
+        return []
+    tagged = ((frames.parse(r.data), r.time) for r in pcap.records(path))
+    return [Frame(tag.seq, t) for tag, t in tagged if tag is not None and tag.run_id == run_id]
 
 
 def analyse(sent: Sent, stream: list[Frame], delivered: list[Frame], window: StopWindow) -> Analysis:

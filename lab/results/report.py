@@ -87,6 +87,9 @@ class Row:
     images: dict[str, str]  # the runtime image each host ran (another build's on the secondary with --to)
     qemu_version: str
     timings: dict[str, float]  # seconds: boot, migrate, hold, drain, total
+    # When the cell began and ended, seconds since the epoch: cells of one run overlap under --jobs.
+    started_at: float | None
+    ended_at: float | None
     artefacts: str  # the cell's folder ("" when nothing ran)
 
     @classmethod
@@ -95,7 +98,7 @@ class Row:
            migration: dict[str, float | None] | None = None, lost_at: dict[str, int] | None = None,
            generator_fps: float | None = None, load: dict[str, Any] | None = None, error: str = "",
            qemu_version: str = "",
-           timings: dict[str, float] | None = None, artefacts: str = "",
+           timings: dict[str, float] | None = None, span: tuple[float, float] | None = None, artefacts: str = "",
            engines: dict[str, str] | None = None, images: dict[str, str] | None = None,
            destination_profile: str = "", view: str = STREAM,
            reasons: list[str] | None = None) -> Row:
@@ -109,7 +112,8 @@ class Row:
                    destination_profile=destination_profile or profile, **counts, **seen,
                    lost_at=lost_at, generator_fps=generator_fps, load=load, **times, reasons=reasons, accel=accel,
                    engines=dict(engines or {}), images=dict(images or {}), qemu_version=qemu_version,
-                   timings=dict(timings or {}), artefacts=artefacts)
+                   timings=dict(timings or {}), started_at=span[0] if span else None,
+                   ended_at=span[1] if span else None, artefacts=artefacts)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -48,7 +48,8 @@ def _b4() -> str:
     beside = Path(sys.executable).parent / "b4"  # the b4 installed with the lab, before any other on PATH
     found = str(beside) if beside.is_file() else shutil.which("b4")
     if not found:
-        raise SeriesError("b4 is not installed, and a series by Message-ID needs it: pip install b4")
+        raise SeriesError("b4 is not installed, and a series by Message-ID needs it: pip install b4 "
+                          "(or the lab with its extra: pip install 'netfilter-continuity-lab[lore]')")
     return found
 
 

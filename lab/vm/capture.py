@@ -16,6 +16,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
+from lab import pcap
 from lab.agents import frames
 from lab.bounds import ENGINE_LIMIT, past
 from lab.errors import ScenarioError
@@ -49,9 +50,9 @@ class Drained:
 
 
 # A pcap's first four bytes: the byte order of its record headers (microsecond or nanosecond stamps alike).
-PCAP_ORDER = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}
-PCAP_HEADER = 24
-RECORD_HEADER = 16
+PCAP_ORDER = {struct.pack("<I", magic): order for magic, (order, _) in pcap.MAGICS.items()}
+PCAP_HEADER = pcap.FILE_HEADER
+RECORD_HEADER = pcap.RECORD_HEADER
 TAIL_STEP = 16 * 2**20  # the most one poll reads: a poll that got this much reads on at once
 
 

@@ -2,52 +2,31 @@
 
 pytest-xdist's ``--dist loadgroup`` should send a group to one worker; with pytest 9.2 and
 pytest-xdist 3.8 the workers' node ids come without the group's suffix and a group is spread over
-workers. So the tests that take the second engine down, or rebuild shared images, hold a lock of
-their group for their whole run, whichever worker has them.
+workers. So the tests that take the second engine down, or rebuild shared images, hold their group's
+run-wide lock (the lab plugin's, which ``lab_images`` holds while it builds) for their whole run,
+whichever worker has them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
-from lab.pytest_plugin import need
+from lab.pytest_plugin import held, need
 from tests.e2e import wheel
-
-LOCK_WAIT_S = 3600.0  # a group's other tests, each bounded by its own timeouts, run first
-
-
-def _lock_folder(factory: pytest.TempPathFactory) -> Path:
-    """The test run's own temporary folder, which pytest keeps or drops like its others: under
-    xdist every worker's is a folder in one the run's workers share."""
-    base = factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 @pytest.fixture(autouse=True)
-def _one_at_a_time_per_group(request: pytest.FixtureRequest,
-                             tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+def _one_at_a_time_per_group(request: pytest.FixtureRequest) -> Iterator[None]:
     groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
                      for m in request.node.iter_markers("xdist_group")})
-    with contextlib.ExitStack() as held:
+    with contextlib.ExitStack() as stack:
         for group in groups:
-            lock = held.enter_context((_lock_folder(tmp_path_factory) / f"group-{group}.lock").open("w"))
-            deadline = time.monotonic() + LOCK_WAIT_S
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        pytest.fail(f"the test group {group} stayed locked for {LOCK_WAIT_S:.0f} s")
-                    time.sleep(0.5)
+            stack.enter_context(held(request, group))
         yield
 
 
@@ -67,3 +46,9 @@ def second_engine() -> docker.DockerClient:
 def lab_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The lab's wheel, built once per test run."""
     return wheel.build(tmp_path_factory.mktemp("wheel"))
+
+
+@pytest.fixture(scope="session")
+def wheel_venv(lab_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv of its own with the lab's wheel installed (not the editable install)."""
+    return wheel.install(lab_wheel, tmp_path_factory.mktemp("venv"))

@@ -6,6 +6,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -25,3 +26,25 @@ def build(work: Path) -> Path:
     assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     [wheel] = (work / "dist").glob("*.whl")
     return wheel
+
+
+def run(argv: list[str], cwd: Path, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def install(wheel: Path, work: Path) -> Path:
+    """A venv in ``work/venv`` with the lab's wheel installed: its own site-packages first; the lab's
+    dependencies (not the lab) from this test environment, so that nothing is downloaded."""
+    env = work / "venv"
+    made = run([sys.executable, "-m", "venv", str(env)], work, timeout=120)
+    assert made.returncode == 0, made.stderr
+    python = env / "bin" / "python"
+    installed = run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)], work)
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+    site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], work
+                    ).stdout.strip())
+    # A plain path: the editable install's own .pth files in there are not read, so `lab` is the wheel's.
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    where = run([str(python), "-c", "import lab.images as i; print(i.IMAGES_DIR)"], work)
+    assert where.stdout.strip() == str(site / "lab" / "buildfiles"), where.stdout + where.stderr
+    return env

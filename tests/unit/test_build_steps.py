@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tarfile
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from lab import bench, bounds, cli
 from lab.errors import ImageBuildError
 from lab.images import IMAGES_DIR, BuildStream, Context, ImageSet, _build_output, _regular_files, _series_files
+from lab.results.report import Row
 from tests.unit.engine_server import Archive, ArchiveEngine
 from tests.unit.test_cli_errors import one_line
 
@@ -147,15 +149,30 @@ def test_bench_json_and_its_table_carry_every_figure() -> None:
                         "from": "control"},
         scenario={"cell": "baseline-redirector", "wall_s": 12.0, "timings": {"boot": 4.0, "total": 11.0},
                   "verdict": "continuous", "expected": "continuous"},
-        matrix=[{"jobs": 1, "cells": 6, "wall_s": 50.0, "all_match": True, "verdicts": {}}],
+        matrix=[{"jobs": 1, "cells": 6, "wall_s": 50.0, "all_match": True, "verdicts": {},
+                 "guest": {"baseline-guest": {"latency_ms": {"p50": 0.4, "p99": 2.5, "max": 7.25},
+                                              "clock_uncertainty_ms": {"primary": 0.12}}}}],
         memory={"primary": {"container_mb": 400.0, "qemu_vmhwm_mb": 290.0}})
     data = result.to_json()
     assert set(data) == {"machine", "run", "cold_build", "series_rebuild", "scenario", "matrix", "memory"}
     text = "\n".join(f"{what}: {figure}" for what, figure in result.rows())
     for expected in ("cold build, all images: 300 s", "series rebuild after a one-file change: 9.5 s",
                      "warm scenario baseline-redirector, wall: 12.0 s", "matrix, 6 cells, --jobs 1, wall: 50.0 s",
-                     "peak memory, primary QEMU (VmHWM): 290 MB"):
+                     "peak memory, primary QEMU (VmHWM): 290 MB",
+                     "baseline-guest: latency to the guest, p99 / max: 2.5 / 7.2 ms",
+                     "baseline-guest: primary guest clock offset, +-: 0.12 ms"):
         assert expected in text, text
+
+
+def test_a_guest_cells_figures_and_none_for_a_stream_cell() -> None:
+    guest = Row.of(profile="baseline", scenario="guest", filter="filter-redirector", expected="continuous",
+                   verdict="continuous", accel="tcg")
+    guest = dataclasses.replace(guest, guest_latency_ms={"p50": 0.4, "p99": 2.5, "max": 7.25},
+                                guest_clock={"primary": {"offset_s": 0.5, "uncertainty_ms": 0.12}, "secondary": None})
+    assert bench.guest_figures(guest) == {"latency_ms": {"p50": 0.4, "p99": 2.5, "max": 7.25},
+                                          "clock_uncertainty_ms": {"primary": 0.12}}
+    stream = dataclasses.replace(guest, guest_latency_ms=None, guest_clock=None)
+    assert bench.guest_figures(stream) == {}
 
 
 def test_bench_refuses_bad_input_in_one_line(lab_yaml: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811

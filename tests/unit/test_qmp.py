@@ -74,7 +74,7 @@ def test_event_wait_runs_out_saying_what_it_waited_for(monitor: Monitor, server:
     started = time.monotonic()
     with pytest.raises(Timeout) as failure:
         monitor.event_wait("STOP", 0.3, what="the source to stop")
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 15.0, "the wait ran on past its bound"
     assert "the source to stop" in str(failure.value) and "0.3 s" in str(failure.value)
     assert "last event RESUME" in str(failure.value)
 
@@ -92,8 +92,8 @@ def test_event_wait_is_cut_short_by_cancel(monitor: Monitor) -> None:
     threading.Timer(0.2, cancel.set).start()
     started = time.monotonic()
     with pytest.raises(Cancelled):
-        monitor.event_wait("STOP", 10.0, cancel=cancel)
-    assert time.monotonic() - started < 2.0
+        monitor.event_wait("STOP", 30.0, cancel=cancel)
+    assert time.monotonic() - started < 15.0, "the wait ran on after the cancel"
 
 
 def test_connect_gives_up_when_qemu_is_gone(sock_dir: Path) -> None:

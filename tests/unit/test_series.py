@@ -339,7 +339,7 @@ def test_silent_server_times_out_within_bounds(server: ReplayServer) -> None:
     started = time.monotonic()
     with pytest.raises(SeriesError, match="cannot reach"):
         pw.series_of_patch(2194230)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15, "the request ran on past its timeout"
     assert server.requests == [PATCH_PATH]  # it did connect and ask
 
 

@@ -20,7 +20,8 @@ def test_runs_out_naming_what_it_awaited_the_bound_and_the_last_state() -> None:
     started = time.monotonic()
     with pytest.raises(Timeout) as failure:
         wait_until("the guest's ready line", lambda: None, 0.2, interval=0.01, last=lambda: "Loading initramfs")
-    assert 0.2 <= time.monotonic() - started < 1.0
+    # Not before its bound; the upper margin only tells a wait that ran out from one that hung.
+    assert 0.2 <= time.monotonic() - started < 15.0
     assert str(failure.value) == "the guest's ready line: not within 0.2 s (last seen: Loading initramfs)"
 
 
@@ -38,7 +39,7 @@ def test_cancel_cuts_a_wait_and_a_pause_short() -> None:
     started = time.monotonic()
     with pytest.raises(Cancelled, match="the hold"):
         pause(30.0, cancel, "the hold")
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 15.0, "the pause ran on after the cancel"
     with pytest.raises(Cancelled):
         wait_until("anything", lambda: None, 30.0, cancel=cancel)
 
