@@ -34,9 +34,10 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import artefacts, images, resources
+from lab import artefacts, images
 from lab.analysis import UNSUPPORTED
 from lab.config import LabConfig, Profile, SeriesSource
+from lab.engine import resources
 from lab.errors import LabError
 from lab.report import Report
 from lab.runner import Cell, CellStarted, ReportWritten, Runner, select_cells

@@ -44,9 +44,7 @@ from lab import (
     lore,
     merge,
     page,
-    resources,
     snapshot,
-    ssh,
     version,
 )
 from lab import check as check_mod
@@ -55,7 +53,7 @@ from lab import runner as runner_mod
 from lab import series as series_mod
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import EngineSpec, LabConfig
-from lab.engine import Engine
+from lab.engine import Engine, resources, ssh
 from lab.errors import LabError, ScenarioError, one_line
 from lab.report import NOT_RUN, Report, Row, figures_text
 from lab.runner import (

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import docker
 import docker.errors
 
-from lab import accel, apt, resources
+from lab import accel, apt
 from lab.config import EngineSpec, LabConfig
-from lab.engine import Engine
+from lab.engine import Engine, resources
 from lab.errors import LabError
 from lab.namespace import Namespace
 

@@ -42,9 +42,10 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import apt, gittree, lore, resources, statefile
+from lab import apt, gittree, lore, statefile
 from lab import series as series_mod
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
+from lab.engine import resources
 from lab.errors import ImageBuildError, LabError
 from lab.namespace import Namespace
 

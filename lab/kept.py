@@ -19,9 +19,9 @@ from typing import Any
 import docker
 import docker.errors
 
-from lab import artefacts, resources, ssh, terminal
+from lab import artefacts, terminal
 from lab.config import EngineSpec, LabConfig
-from lab.engine import Engine, LabHosts
+from lab.engine import Engine, LabHosts, resources, ssh
 from lab.errors import LabError, LeftoverLab, ScenarioError
 from lab.host import RUNDIR
 from lab.namespace import DEAD, KEPT, Namespace

@@ -25,11 +25,11 @@ from pathlib import Path
 import docker.errors
 
 from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, page, resources, scenario, slots, snapshot, ssh, timeline
+from lab import artefacts, capabilities, images, kept, page, scenario, slots, snapshot, timeline
 from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
-from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
+from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address, resources, ssh
 from lab.errors import Cancelled, ConfigError, LabError, ScenarioError, one_line
 from lab.namespace import Namespace
 from lab.report import NOT_RUN, Report, Row, builds_label

@@ -23,9 +23,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from lab import resources, statefile
+from lab import statefile
 from lab.config import LabConfig
-from lab.engine import Engine
+from lab.engine import Engine, resources
 from lab.errors import LabError, ScenarioError
 from lab.host import RUNDIR
 from lab.namespace import Namespace

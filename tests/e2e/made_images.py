@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import docker
 import docker.errors
 
-from lab import resources, snapshot, statefile
+from lab import snapshot, statefile
 from lab.config import LabConfig
+from lab.engine import resources
 
 
 def _tags(client: docker.DockerClient) -> dict[str, str]:

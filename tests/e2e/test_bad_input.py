@@ -13,7 +13,8 @@ import docker
 import pytest
 import yaml
 
-from lab import cli, doctor, resources
+from lab import cli, doctor
+from lab.engine import resources
 from lab.errors import LabError
 from tests.serving import Serving
 

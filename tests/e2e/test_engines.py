@@ -23,9 +23,9 @@ import docker.errors
 import paramiko
 import pytest
 
-from lab import config, images, kept, resources
+from lab import config, images, kept
 from lab.config import EngineSpec, LabConfig
-from lab.engine import Engine
+from lab.engine import Engine, resources
 from lab.namespace import Namespace
 from lab.pytest_plugin import need
 from lab.waiting import wait_until

@@ -12,11 +12,11 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import images, resources
+from lab import images
 from lab.accel import AccelChoice
 from lab.analysis import ERROR
 from lab.config import LabConfig
-from lab.engine import LabHosts
+from lab.engine import LabHosts, resources
 from lab.errors import ScenarioError
 from lab.qemu import MachineSpec, Qemu
 from lab.runner import Cell, CellFinished, Runner

@@ -9,12 +9,12 @@ from typing import Any
 import docker
 import pytest
 
-from lab import artefacts, images, resources
+from lab import artefacts, images
 from lab.config import LabConfig, Limits
-from lab.engine import Engine, HostSpec, LabHosts
+from lab.engine import Engine, HostSpec, LabHosts, resources
+from lab.engine.remote import ArchiveError
 from lab.errors import LabError
 from lab.namespace import Namespace
-from lab.remote import ArchiveError
 
 pytestmark = pytest.mark.e2e
 

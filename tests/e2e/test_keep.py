@@ -9,7 +9,8 @@ import docker
 import pytest
 import yaml
 
-from lab import cli, config, images, kept, resources, ssh
+from lab import cli, config, images, kept
+from lab.engine import resources, ssh
 from tests.e2e.rundirs import config_copy
 
 pytestmark = pytest.mark.e2e

@@ -11,8 +11,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import cli, images, kept, resources
+from lab import cli, images, kept
 from lab.config import LabConfig
+from lab.engine import resources
 from lab.pytest_plugin import RunScenario
 from lab.runner import Cell, Runner
 

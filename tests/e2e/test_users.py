@@ -19,8 +19,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import artefacts, images, resources
+from lab import artefacts, images
 from lab.config import LabConfig
+from lab.engine import resources
 from lab.namespace import Namespace
 from lab.pytest_plugin import need
 from tests.e2e.rundirs import MARKER, config_copy

@@ -18,8 +18,9 @@ import pytest
 import testinfra
 from testinfra.host import Host
 
-from lab import images, kept, resources, ssh
+from lab import images, kept
 from lab.config import LabConfig
+from lab.engine import resources, ssh
 from lab.host import TAP
 from lab.qemu import BINARY
 from lab.runner import Cell, Runner

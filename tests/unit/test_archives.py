@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.remote import ArchiveError, extract_files, read_file
+from lab.engine.remote import ArchiveError, extract_files, read_file
 
 
 def archive(*members: tuple[tarfile.TarInfo, bytes]) -> bytes:

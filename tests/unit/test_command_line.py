@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from lab import cli, completion, doctor, kept, resources, version
+from lab import cli, completion, doctor, kept, version
+from lab.engine import resources
 
 ROOT = Path(__file__).resolve().parents[2]
 

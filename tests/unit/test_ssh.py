@@ -1,4 +1,4 @@
-"""lab.ssh's ssh_config, read back by the real OpenSSH client."""
+"""lab.engine.ssh's ssh_config, read back by the real OpenSSH client."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.engine.ssh import LabKeys, proxy_command, write_config
 from lab.errors import LabError
 from lab.kept import KeptLab
-from lab.ssh import LabKeys, proxy_command, write_config
 
 needs_ssh = pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client on this machine")
 

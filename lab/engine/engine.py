@@ -34,8 +34,8 @@ from docker.models.containers import Container
 from docker.models.networks import Network
 from docker.types import Mount
 
-from lab import remote, resources
 from lab.config import LOCAL_ENGINE, EngineSpec, Limits
+from lab.engine import remote, resources
 from lab.errors import Cancelled, LabError, ScenarioError
 from lab.host import RUNDIR, ExecResult, Host
 from lab.namespace import Namespace
@@ -70,7 +70,7 @@ def _text(data: object) -> str:
 class DockerHost(Host):
     """A lab host that is a container. Its run folder is a folder of the lab's, bind-mounted
     (``shared``), or, on an engine that does not see this machine's files, a folder of its own that
-    the lab reads and writes through the engine (lab.remote) and copies back when the host goes."""
+    the lab reads and writes through the engine (lab.engine.remote) and copies back when the host goes."""
 
     def __init__(self, container: Container, role: str, rundir: Path,
                  cancel: threading.Event | None = None, revive: Callable[[], bool] = lambda: False,
@@ -415,7 +415,7 @@ class Engine:
 
         Its run folder is ``rundir`` bind-mounted, on an engine that sees this machine's files; the
         first container on an engine finds out (``sees_files``): one that does not see the folder
-        it was given is made again with a folder of its own (lab.remote)."""
+        it was given is made again with a folder of its own (lab.engine.remote)."""
         limits = limits or Limits()
         rundir.mkdir(parents=True, exist_ok=True)
         rundir.chmod(rundir.stat().st_mode | stat.S_ISGID)  # what the host makes in it takes its group
