@@ -29,8 +29,8 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
-import docker
 import pytest
 
 from lab import artefacts, config, images
@@ -103,7 +103,8 @@ def lab_runner(pytestconfig: pytest.Config, lab_config: LabConfig) -> Runner:
 
 
 @pytest.fixture(scope="session")
-def lab_docker(lab_runner: Runner) -> docker.DockerClient:
+def lab_docker(lab_runner: Runner) -> Any:  # noqa: ANN401 (the Docker SDK's client, typed where it is used)
+    """The engine's own Docker client, for a test that speaks to the engine itself."""
     return lab_runner.engine.client
 
 

@@ -26,9 +26,8 @@ import paramiko
 from docker.models.containers import Container
 from docker.utils.socket import frames_iter
 
+from lab.engine.transport import TRANSPORT_ERRORS  # noqa: E402 (after the imports it completes)
 from lab.errors import ScenarioError, excerpt
-
-TRANSPORT_ERRORS = (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError)
 
 
 class ArchiveError(ScenarioError):

@@ -76,7 +76,7 @@ def test_a_truncated_archive_of_a_copied_run_folder_is_an_error_and_nothing_stay
         with pytest.raises(ArchiveError) as failure:
             with hosts:
                 for host in hosts.hosts.values():
-                    assert not host.shared
+                    assert not host.shares_rundir
                     caps = host.container.attrs["HostConfig"]
                     assert (caps["Memory"], caps["PidsLimit"]) == (Limits.host_memory_mb << 20, Limits.host_pids)
                     host.write_text("record.json", "{}" * 4000)

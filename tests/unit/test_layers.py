@@ -65,3 +65,24 @@ def test_the_qemu_layer_knows_no_engine(module: str) -> None:
 def test_only_the_runner_runs_scenarios() -> None:
     users = {m for m in MODULES if "scenario" in imports(m)}
     assert users <= {"runner", "artefacts"}, users
+
+
+TRANSPORTS = {"docker", "paramiko", "requests", "urllib3"}
+# Not behind the engine yet: the image builder still drives the Docker SDK itself.
+OUTSIDE_THE_BOUNDARY = {"images"}
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if not of_engine(m) and m not in OUTSIDE_THE_BOUNDARY])
+def test_only_the_engine_package_speaks_to_a_transport(module: str) -> None:
+    found = {name.split(".")[0] for name in imports(module)}
+    assert not found & TRANSPORTS, f"lab.{module} imports {sorted(found & TRANSPORTS)}: ask lab.engine instead"
+
+
+def test_the_engine_package_touches_no_private_attribute_of_a_transport() -> None:
+    # What the SDK or paramiko keep to themselves changes without notice on an upgrade.
+    for path in (LAB / ENGINE).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value
+                assert isinstance(owner, ast.Name) and owner.id in {"self", "cls"}, \
+                    f"{path.name}:{node.lineno}: .{node.attr} of something not its own"

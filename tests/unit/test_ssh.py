@@ -63,4 +63,4 @@ def test_a_kept_labs_state_from_before_engines_were_recorded_is_on_the_default_e
     lab = KeptLab(name="n", profile="p", scenario="s", image="i", accel="tcg", rundir="/tmp/x",
                   containers={"primary": "c"}, ssh_config="", started=0.0)
     sentinel = object()
-    assert lab.engine_url("primary") == "" and lab.client("primary", sentinel) is sentinel  # type: ignore[arg-type]
+    assert lab.engine_url("primary") == "" and lab.engine("primary", sentinel) is sentinel  # type: ignore[arg-type]
