@@ -176,8 +176,12 @@ class CopiedHost(DockerHost):
             relay.close()
         self._relays.clear()
         if files and not self.engine.cancelled.is_set():
-            with contextlib.suppress(*TRANSPORT_ERRORS):  # not ArchiveError: the caller's to say
-                remote.fetch_folder(self.container, RUNDIR, self.rundir)
+            try:
+                self._exec("copy back", [RUNDIR], lambda: remote.fetch_folder(self.container, RUNDIR, self.rundir))
+            except remote.ArchiveError:
+                raise  # the caller's to say
+            except ScenarioError:
+                pass  # a host whose engine is gone hands nothing over
 
 
 def machine_address() -> str:
