@@ -103,7 +103,7 @@ def lab_runner(pytestconfig: pytest.Config, lab_config: LabConfig) -> Runner:
 
 
 @pytest.fixture(scope="session")
-def lab_docker(lab_runner: Runner) -> Any:  # noqa: ANN401 (the Docker SDK's client, typed where it is used)
+def lab_docker(lab_runner: Runner) -> Any:
     """The engine's own Docker client, for a test that speaks to the engine itself."""
     return lab_runner.engine.client
 

@@ -5,8 +5,9 @@ connection or a request left unanswered earns.
 Over ssh:// every request the Docker SDK sends runs in a session of one SSH connection (paramiko),
 and the engine's sshd refuses sessions beyond its MaxSessions (10 by default) while others are open.
 The SDK keeps idle connections, each a session, in a pool per request URL (one per container, one
-per exec). The client is made with one pool (``num_pools=1``: a request to another URL lets the
-last pool's idle sessions go) of at most ``IDLE_SESSIONS``, so idle sessions never pile up. A burst
+per exec): a few dozen requests would hold every session the sshd grants. The lab's client keeps one
+pool for every URL, of at most ``IDLE_SESSIONS`` (its adapter is the SDK's own, asked for one pool
+through the adapter's public ``get_connection``), so idle sessions never pile up. A burst
 beyond what the sshd grants (a teardown removing containers at once, cells side by side) can still
 meet a refusal a moment before sessions close; a refused session carried nothing, so the request is
 sent again, for every kind of request, even one that creates something.
@@ -15,14 +16,15 @@ sent again, for every kind of request, even one that creates something.
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
 import paramiko
 import requests.exceptions
+from docker.transport import SSHHTTPAdapter
 
 from lab.config import EngineSpec
 from lab.errors import DockerUnavailable, EngineRefused, EngineUnreachable, LabError, ScenarioError
@@ -35,6 +37,7 @@ TRANSPORT_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestEx
                     OSError, EOFError)
 NotFound = docker.errors.NotFound
 IDLE_SESSIONS = 4  # idle SSH sessions one engine's client keeps for its next requests
+ONE_POOL = "http+docker://ssh"  # the key of that one pool
 SESSION_WAIT = 30.0  # seconds a refused SSH session is asked for again
 UNANSWERED_PAUSE = 0.5  # before a request the far end hung up on is sent again
 
@@ -57,10 +60,11 @@ def dial(spec: EngineSpec) -> docker.DockerClient:
             raise DockerUnavailable(spec.name, why(exc), "start it with `dockerd &` as root (or `make setup`), "
                                     "then run `lab doctor`") from exc
         return client
-    where = f"{spec.name} ({spec.url})"
+    where, url = f"{spec.name} ({spec.url})", ssh_url(spec.url)
     try:
-        client = docker.DockerClient(base_url=ssh_url(spec.url), timeout=120, use_ssh_client=False, num_pools=1,
-                                     max_pool_size=IDLE_SESSIONS)
+        client = docker.DockerClient(base_url=url, timeout=120, use_ssh_client=False, max_pool_size=IDLE_SESSIONS)
+        if url.startswith("ssh://"):
+            _one_pool(client, url)
         client.ping()
     except paramiko.SSHException as exc:
         raise _ssh_trouble(where, exc) from exc
@@ -68,6 +72,22 @@ def dial(spec: EngineSpec) -> docker.DockerClient:
         raise EngineUnreachable(where, f"does not answer: {why(exc)}",
                                 "is its daemon up (scripts/second-engine status)?") from exc
     return client
+
+
+class _OnePool(SSHHTTPAdapter):
+    """The SDK's ssh:// adapter, keeping one pool of idle sessions for every request URL."""
+
+    def get_connection(self, url: str | bytes, proxies: Mapping[str, str] | None = None) -> Any:
+        return super().get_connection(ONE_POOL, proxies)
+
+
+def _one_pool(client: docker.DockerClient, url: str) -> None:
+    """``client``'s ssh:// requests through an adapter of ``_OnePool``, mounted where the SDK mounted
+    its own (requests' public mount), which goes with the SSH connection it made."""
+    own = client.api.get_adapter(client.api.base_url)
+    client.api.mount(client.api.base_url, _OnePool(url, timeout=120, pool_connections=1,
+                                                   max_pool_size=IDLE_SESSIONS))
+    own.close()
 
 
 def _ssh_trouble(where: str, exc: paramiko.SSHException) -> EngineRefused:

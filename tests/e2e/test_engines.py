@@ -366,4 +366,4 @@ def test_a_lab_kept_on_the_second_engine_is_reached_and_taken_down_there(
     finally:
         for name in names:
             resources.remove(second_engine, cfg.name, ns=kept.namespace(cfg, name))
-            kept.down(lab_docker, cfg, name)
+            kept.down(Engine(lab_docker), cfg, name)
