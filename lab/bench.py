@@ -31,12 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
-import requests.exceptions
-
-from lab import images, resources
+from lab import images
 from lab.config import LabConfig, Profile, SeriesSource
+from lab.engine import Engine, resources
 from lab.errors import LabError
 from lab.results import artefacts
 from lab.results.report import Report, Row
@@ -165,8 +162,8 @@ def series_source(cfg: LabConfig) -> Profile:
 
 def machine(runner: Runner) -> dict[str, Any]:
     try:
-        info = runner.engine.client.info()
-    except docker.errors.DockerException:
+        info = runner.engine.info()
+    except LabError:
         info = {}
     return {"cores": os.cpu_count(), "engine_cores": info.get("NCPU"),
             "memory_gb": round(int(info.get("MemTotal") or 0) / 2**30, 1),
@@ -186,7 +183,7 @@ def cold_build(cfg: LabConfig, runner: Runner, profiles: list[Profile]) -> dict[
         built = cold.build(profiles, rebuild=True)
         seconds = round(time.monotonic() - started, 1)
     finally:
-        remove_prefixed(runner.engine.client, prefix)
+        remove_prefixed(runner.engine, prefix)
     steps = unique_steps(list(built.values()))
     # With rebuild, a later profile builds the images it shares with an earlier one again, from the
     # cache: the first profile's seconds are the build's.
@@ -209,7 +206,7 @@ def series_rebuild(cfg: LabConfig, runner: Runner, source: Profile, rundir: Path
     built = Runner(bench_cfg, runner.engine, runner.on_build).build([profile])[BENCH_PROFILE]
     seconds = round(time.monotonic() - started, 1)
     rebuilt = {tag: s for tag, s in built.build_seconds.items() if s > 0}
-    remove_tags(runner.engine.client, [built.runtime, built.qemu])
+    remove_tags(runner.engine, [built.runtime, built.qemu])
     return {"from": source.name, "seconds": seconds, "images": rebuilt,
             "steps": [s for s in built.build_steps if s["tag"] in rebuilt]}
 
@@ -235,29 +232,22 @@ def changed_copy(series: Path, dest: Path) -> Path:
     return dest if series.is_dir() else first
 
 
-def remove_tags(client: docker.DockerClient, tags: list[str]) -> None:
+def remove_tags(engine: Engine, tags: list[str]) -> None:
     """The bench's own tags, newest first (a runtime before the image it was built on)."""
     for tag in tags:
-        try:
-            client.images.remove(tag)
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:  # another image came to depend on it: not the bench's to force
-                raise
+        engine.remove_image(tag)
 
 
-def remove_prefixed(client: docker.DockerClient, prefix: str) -> None:
-    found = client.images.list(filters={"reference": f"{prefix}/*"})
-    found.sort(key=lambda img: str(img.attrs.get("Created", "")), reverse=True)
-    remove_tags(client, [tag for img in found for tag in img.tags if tag.startswith(f"{prefix}/")])
+def remove_prefixed(engine: Engine, prefix: str) -> None:
+    found = sorted(engine.images(reference=f"{prefix}/*"), key=lambda img: img.created, reverse=True)
+    remove_tags(engine, [tag for img in found for tag in img.tags if tag.startswith(f"{prefix}/")])
 
 
 # -- runs -------------------------------------------------------------------------------------------
 
 def scenario(runner: Runner, cell: Cell, out: Path) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """One cell through the runner, its hosts' memory sampled while it runs."""
-    sampler = MemorySampler(runner.engine.client, runner.ns.id)
+    sampler = MemorySampler(runner.engine, runner.ns.id)
     with sampler.running():
         report, wall = timed_run(runner, [cell], out, jobs=1, started=sampler.start_sampling)
     [row] = report.rows
@@ -304,7 +294,7 @@ class MemorySampler:
     """Samples the memory of a run's two hosts until stopped: the container's (as `docker stats`
     shows it: usage less inactive page cache) and the VmHWM of the QEMU inside (its peak resident set)."""
 
-    client: docker.DockerClient
+    engine: Engine
     run: str
     container_mb: dict[str, float] = field(default_factory=dict)
     qemu_mb: dict[str, float] = field(default_factory=dict)
@@ -331,22 +321,18 @@ class MemorySampler:
     def _loop(self) -> None:
         while not self._done.wait(SAMPLE_INTERVAL_S):
             if self._go.is_set():
-                with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                with contextlib.suppress(LabError):
                     self._sample()
 
     def _sample(self) -> None:
-        hosts = self.client.containers.list(ignore_removed=True,
-                                            filters={"label": [f"{resources.RUN}={self.run}"]})
-        for container in hosts:
+        for container in self.engine.containers({resources.RUN: self.run}):
             role = container.labels.get(resources.ROLE, "")
-            if role not in HOST_ROLES:
+            if role not in HOST_ROLES or container.status != "running":
                 continue
-            with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
-                stats = container.stats(stream=False, one_shot=True)
-                used = container_memory_mb(stats if isinstance(stats, dict) else {})
+            with contextlib.suppress(LabError):
+                used = container_memory_mb(self.engine.stats(container.id))
                 self.container_mb[role] = max(self.container_mb.get(role, 0.0), used)
-                output = container.exec_run(PROC_STATUS).output
-                hwm = qemu_vmhwm_mb(output.decode(errors="replace") if isinstance(output, bytes) else "")
+                hwm = qemu_vmhwm_mb(self.engine.output_of(container.id, PROC_STATUS).decode(errors="replace"))
                 self.qemu_mb[role] = max(self.qemu_mb.get(role, 0.0), hwm)
 
 

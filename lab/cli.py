@@ -22,20 +22,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-import docker.errors
-import paramiko
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from lab import bench, completion, doctor, images, kept, resources, ssh, version
+from lab import bench, completion, doctor, images, kept, version
 from lab import config as config_mod
 from lab import runner as runner_mod
 from lab import session as session_mod
 from lab.config import LabConfig
-from lab.engine import Engine
+from lab.engine import Engine, resources, ssh
 from lab.errors import Cancelled, ConfigError, Error, LabError, one_line
 from lab.results import artefacts, junit, merge, page
 from lab.results.report import Row, figures_text
@@ -388,7 +386,7 @@ def cmd_down(args: argparse.Namespace, console: Console) -> int:
     name = args.name or kept.load(cfg).name
     if name not in kept.names(cfg):
         kept.load(cfg, name)  # says which labs are up
-    removed = kept.down(resources.connect(), cfg, name)
+    removed = kept.down(Engine.connect(), cfg, name)
     console.print(f"lab {name} is down" + (f"; removed {removed.describe()}" if removed else ""), markup=False)
     return 0
 
@@ -447,10 +445,10 @@ def cmd_console(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     cfg = _load(args)
-    client = resources.connect()
+    engine = Engine.connect()
     labs = [kept.load(cfg, name) for name in ([args.lab] if args.lab else kept.names(cfg))]
-    hosts = {lab.name: kept.status(client, lab) for lab in labs}
-    dead = resources.dead_runs(client, cfg.name)
+    hosts = {lab.name: kept.status(engine, lab) for lab in labs}
+    dead = engine.dead_runs(cfg.name)
     if args.json:
         _print_json({"labs": [dataclasses.asdict(lab) | {"hosts": hosts[lab.name]} for lab in labs],
                      "dead_runs": {run: dataclasses.asdict(left) for run, left in sorted(dead.items())}})
@@ -498,21 +496,21 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_clean(args: argparse.Namespace, console: Console) -> int:
-    client = resources.connect()
+    engine = Engine.connect()
     cfg = _load(args) if not args.all or Path(args.config).exists() else None
     lab = None if args.all or cfg is None else cfg.name
     downed: list[str] = []
     if cfg is not None:
         # Kept labs are people's: taken down only when asked (--kept); orphans have no one.
-        for name in (kept.names(cfg) if args.kept else []) + kept.orphans(client, cfg):
-            kept.down(client, cfg, name)
+        for name in (kept.names(cfg) if args.kept else []) + kept.orphans(engine, cfg):
+            kept.down(engine, cfg, name)
             kept.forget(cfg, name)
             downed.append(name)
         (cfg.state_root / accel_mod.CACHE_NAME).unlink(missing_ok=True)
     # Only what dead runs left: a run in progress (another terminal, a CI job) keeps its hosts.
-    removed = resources.remove_dead_runs(client, lab)
-    others = resources.others_runs(client, lab)
-    forgotten = snapshot.prune(client, cfg) if cfg is not None and not args.images else 0
+    removed = engine.remove_dead_runs(lab)
+    others = engine.others_runs(lab)
+    forgotten = snapshot.prune(engine, cfg) if cfg is not None and not args.images else 0
     for spec in (cfg.engines.values() if cfg is not None else []):
         if not spec.url:
             continue
@@ -521,12 +519,12 @@ def cmd_clean(args: argparse.Namespace, console: Console) -> int:
         except LabError as exc:
             console.print(f"engine {spec.name} skipped: {exc}", markup=False)
             continue
-        gone = resources.remove_dead_runs(other.client, lab)
-        others |= resources.others_runs(other.client, lab)
+        gone = other.remove_dead_runs(lab)
+        others |= other.others_runs(lab)
         removed.containers += gone.containers
         removed.networks += gone.networks
     if args.images:
-        resources.remove_images(client)
+        engine.remove_lab_images()
         if cfg is not None:  # what was kept of those images: saved guests, builders' tree ids
             shutil.rmtree(cfg.state_root / snapshot.FOLDER, ignore_errors=True)
             (cfg.state_root / images.BUILDER_TREES).unlink(missing_ok=True)
@@ -810,10 +808,6 @@ def _main(argv: list[str]) -> int:
         return EXIT_INTERRUPTED
     except Error as exc:
         print(f"{verb}: error: {one_line(exc)}", file=sys.stderr)
-    except docker.errors.DockerException as exc:
-        print(f"{verb}: error: Docker: {one_line(exc)}; is the daemon up? (lab doctor)", file=sys.stderr)
-    except paramiko.SSHException as exc:
-        print(f"{verb}: error: SSH: {one_line(exc)}; is the lab up? (lab status)", file=sys.stderr)
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"{verb}: error: {exc.strerror or one_line(exc)}{where}", file=sys.stderr)

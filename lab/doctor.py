@@ -6,12 +6,9 @@ import os
 import shutil
 from dataclasses import dataclass
 
-import docker
-import docker.errors
-
-from lab import apt, resources
+from lab import apt
 from lab.config import EngineSpec, LabConfig
-from lab.engine import Engine
+from lab.engine import Engine, resources
 from lab.errors import LabError
 from lab.namespace import Namespace
 from lab.vm import accel
@@ -28,15 +25,15 @@ class Check:
 
 def run(cfg: LabConfig) -> list[Check]:
     checks = []
-    client = None
+    engine = None
     try:
-        client = resources.connect()
-        info = client.info()
+        engine = Engine.connect()
+        info = engine.info()
         checks.append(Check("docker", True, f"daemon {info.get('ServerVersion')} ({info.get('Driver')})"))
     except LabError as exc:
         checks.append(Check("docker", False, str(exc)))
     checks.append(_tun())
-    checks.append(_disk(client, cfg.images.min_free_gb))
+    checks.append(_disk(engine, cfg.images.min_free_gb))
     if cfg.images.base == "debootstrap":
         found = shutil.which("debootstrap")
         checks.append(Check("debootstrap", bool(found), found or "missing: apt-get install debootstrap"))
@@ -45,7 +42,7 @@ def run(cfg: LabConfig) -> list[Check]:
         checks.append(Check("debian mirror", True, mirror))
     except LabError as exc:
         checks.append(Check("debian mirror", False, str(exc)))
-    checks.append(_kvm(cfg, client))
+    checks.append(_kvm(cfg, engine))
     checks += [_engine(cfg, spec) for spec in cfg.engines.values()]
     return checks
 
@@ -58,16 +55,16 @@ def _engine(cfg: LabConfig, spec: EngineSpec) -> Check:
     except LabError as exc:
         return Check(name, False, str(exc))
     try:
-        version = str(engine.client.version().get("Version", "?"))
-        runtime = _any_runtime_image(engine.client)
+        version = engine.version()
+        runtime = _any_runtime_image(engine)
         if runtime is None:
             return Check(name, True, f"{where}daemon {version}; no lab image there yet, so how its hosts get "
                                      "their run folders is found at the first run")
         shared = engine.shares_files(runtime, Namespace.new_run(cfg.name))
-    except (LabError, docker.errors.DockerException) as exc:
+    except LabError as exc:
         return Check(name, False, f"{where}{exc}")
     finally:
-        engine.client.close()
+        engine.close()
     folders = ("run folders shared (bind mounts)" if shared else
                "run folders copied through its API: it does not see this machine's files")
     return Check(name, True, f"{where}daemon {version}; {folders}")
@@ -84,30 +81,30 @@ def require_tun() -> None:
         raise LabError(f"{check.name} is {check.detail}")
 
 
-def _disk(client: docker.DockerClient | None, need_gb: float) -> Check:
-    free_gb, where = resources.free_gb(client)
+def _disk(engine: Engine | None, need_gb: float) -> Check:
+    free_gb, where = engine.free_gb() if engine is not None else resources.free_gb(None)
     ok = free_gb >= need_gb
     short = "" if ok else f"; the images need {need_gb:.0f} GB (images.min_free_gb)"
     return Check("disk", ok, f"{free_gb:.0f} GB free at {where}{short}")
 
 
-def _kvm(cfg: LabConfig, client: docker.DockerClient | None) -> Check:
+def _kvm(cfg: LabConfig, engine: Engine | None) -> Check:
     if cfg.accel == "tcg":
         return Check("accelerator", True, "tcg (lab.vm.accel)")
     problem = accel.kvm_device_problem()
     if problem:
         return Check("accelerator", True, f"tcg: {problem}")
-    runtime = _any_runtime_image(client)
-    if client is None or runtime is None:
+    runtime = _any_runtime_image(engine)
+    if engine is None or runtime is None:
         return Check("accelerator", True, "KVM present but not probed (build the images first: lab build); "
                                           "runs fall back to tcg if the probe fails")
     # Afresh, not from the cache: a doctor is asked when something changed.
-    choice = accel.choose(Engine(client), runtime, "auto", Namespace.new_run(cfg.name), cfg.timeouts.kvm_probe_s)
+    choice = accel.choose(engine, runtime, "auto", Namespace.new_run(cfg.name), cfg.timeouts.kvm_probe_s)
     return Check("accelerator", True, f"{choice.accel}: {choice.reason}")
 
 
-def _any_runtime_image(client: docker.DockerClient | None) -> str | None:
-    if client is None:
+def _any_runtime_image(engine: Engine | None) -> str | None:
+    if engine is None:
         return None
-    found = client.images.list(filters={"label": [f"{resources.IMAGE}=runtime"]})
+    found = engine.images(label=f"{resources.IMAGE}=runtime")
     return found[0].tags[0] if found and found[0].tags else None

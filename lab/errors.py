@@ -30,8 +30,33 @@ class ConfigError(LabError):
         super().__init__(text)
 
 
-class DockerUnavailable(LabError):
-    """No Docker daemon answers."""
+class EngineError(LabError):
+    """A Docker engine could not do what the lab asked (lab.engine says so, whatever the transport's own
+    error was): ``str()`` names the engine, what failed and what to do."""
+
+    def __init__(self, engine: str, problem: str, hint: str = "") -> None:
+        self.engine = engine
+        self.problem = problem
+        self.hint = hint
+        super().__init__(self.line())
+
+    def line(self) -> str:
+        return f"engine {self.engine} {self.problem}" + (f"; {self.hint}" if self.hint else "")
+
+
+class EngineUnreachable(EngineError):
+    """The engine does not answer: its daemon is down, or the connection to it is."""
+
+
+class EngineRefused(EngineError):
+    """The engine's SSH end will not take the lab: an unknown host key, a key it refuses."""
+
+
+class DockerUnavailable(EngineUnreachable):
+    """No Docker daemon answers on this machine (the default engine)."""
+
+    def line(self) -> str:
+        return f"no Docker daemon answers ({self.problem}); {self.hint}"
 
 
 class ImageBuildError(LabError):

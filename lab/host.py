@@ -43,6 +43,9 @@ class Host(abc.ABC):
 
     role: str
     cancel: threading.Event | None = None
+    # Whether the lab and the host see one run folder: then what the lab places there (a saved guest)
+    # reaches QEMU as it is, and a person reaches the host's sockets there (a kept lab).
+    shares_rundir: bool = True
 
     @property
     @abc.abstractmethod

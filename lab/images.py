@@ -44,9 +44,10 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from lab import apt, bounds, resources, statefile
-from lab import registry as registry_mod
+from lab import apt, bounds, statefile
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
+from lab.engine import registry as registry_mod
+from lab.engine import resources
 from lab.errors import ImageBuildError, LabError
 from lab.namespace import Namespace
 from lab.upstream import gittree, lore
@@ -98,7 +99,7 @@ class ImageSet:
     build_seconds: dict[str, float] = field(default_factory=dict)  # per image of this set; 0: reused
     # Each step the builds of this set ran: image, tag, step (N/M), instruction, seconds, cached.
     build_steps: list[dict[str, Any]] = field(default_factory=list)
-    # Per image of this set: present, pulled or built (lab.registry), in the order they were needed.
+    # Per image of this set: present, pulled or built (lab.engine.registry), in the order they were needed.
     image_source: dict[str, str] = field(default_factory=dict)
 
 

@@ -16,12 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
-
-from lab import resources, ssh, terminal
+from lab import terminal
 from lab.config import EngineSpec, LabConfig
-from lab.engine import Engine, LabHosts
+from lab.engine import Engine, LabHosts, resources, ssh
 from lab.errors import LabError, LeftoverLab, ScenarioError
 from lab.host import RUNDIR
 from lab.namespace import DEAD, KEPT, Namespace
@@ -49,13 +46,12 @@ class KeptLab:
     def engine_url(self, role: str) -> str:
         return self.engine_urls.get(role, "")
 
-    def client(self, role: str, default: docker.DockerClient) -> docker.DockerClient:
-        """The Docker client of ``role``'s engine (``default`` when that is the default engine)."""
+    def engine(self, role: str, default: Engine) -> Engine:
+        """``role``'s engine (``default`` when that is the default engine)."""
         url = self.engine_url(role)
         if not url:
             return default
-        spec = EngineSpec(name=self.engines.get(role, url), url=url)
-        return Engine.connect(spec).client
+        return Engine.connect(EngineSpec(name=self.engines.get(role, url), url=url))
 
     def qmp_socket(self, role: str) -> Path:
         return Path(self.rundir) / role / "qmp.sock"
@@ -133,17 +129,17 @@ def adopt(cfg: LabConfig, name: str, hosts: LabHosts, profile: str, scenario: st
     return lab
 
 
-def down(client: docker.DockerClient, cfg: LabConfig, name: str) -> resources.Leftovers:
-    """Removes the kept lab's containers and network (on its engines: ``client`` is the default
-    one's), its run folder and its state (not its keys)."""
-    removed = resources.remove(client, cfg.name, ns=namespace(cfg, name))
+def down(engine: Engine, cfg: LabConfig, name: str) -> resources.Leftovers:
+    """Removes the kept lab's containers and network (on its engines: ``engine`` is the default
+    one), its run folder and its state (not its keys)."""
+    removed = engine.remove(cfg.name, ns=namespace(cfg, name))
     state = state_dir(cfg, name) / "state.json"
     lab = _state(cfg, name)
     # Hosts on another engine first: one that does not answer is an error, and the state stays.
     elsewhere = {lab.engine_url(role): role for role in lab.containers if lab.engine_url(role)} if lab else {}
     for role in elsewhere.values():
         assert lab is not None
-        gone = resources.remove(lab.client(role, client), cfg.name, ns=namespace(cfg, name))
+        gone = lab.engine(role, engine).remove(cfg.name, ns=namespace(cfg, name))
         removed.containers += gone.containers
         removed.networks += gone.networks
     if state.exists():
@@ -169,12 +165,10 @@ def forget(cfg: LabConfig, name: str) -> None:
     shutil.rmtree(state_dir(cfg, name), ignore_errors=True)
 
 
-def orphans(client: docker.DockerClient, cfg: LabConfig) -> list[str]:
+def orphans(engine: Engine, cfg: LabConfig) -> list[str]:
     """Kept labs' resources with no state left (a `lab run --keep` killed before it recorded one)."""
     known = set(names(cfg))
-    # ignore_removed: a container another run removes while this one lists is none of its business.
-    found = client.containers.list(all=True, ignore_removed=True,
-                                   filters={"label": [f"{resources.LAB}={cfg.name}", f"{resources.KIND}={KEPT}"]})
+    found = engine.containers({resources.LAB: cfg.name, resources.KIND: KEPT})
     # Still being made (by a live `lab up` or `lab run --keep`): not an orphan yet.
     gone = [c for c in found if resources.owner_state(c.labels) == DEAD]  # another machine's is not ours to judge
     return sorted({c.labels.get(resources.RUN, "") for c in gone} - known - {""})
@@ -211,14 +205,12 @@ def attach_console(lab: KeptLab, role: str) -> None:
         proc.wait(timeout=10)
 
 
-def status(client: docker.DockerClient, lab: KeptLab) -> list[dict[str, object]]:
+def status(engine: Engine, lab: KeptLab) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for role, container in lab.containers.items():
         row: dict[str, object] = {"role": role, "container": container, "engine": lab.engines.get(role, "")}
-        try:
-            row["host"] = lab.client(role, client).containers.get(container).status
-        except docker.errors.NotFound:
-            row["host"] = "gone"
+        row["host"] = lab.engine(role, engine).container_status(container)
+        if row["host"] == "gone":
             rows.append(row)
             continue
         try:

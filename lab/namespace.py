@@ -91,7 +91,7 @@ class Namespace:
         return f"{self.prefix}-{what}"
 
     def labels(self) -> dict[str, str]:
-        """The labels that say whose a resource is (lab.resources adds the lab's own)."""
+        """The labels that say whose a resource is (lab.engine.resources adds the lab's own)."""
         # A kept lab's owner is the process that made it: while it runs (lab up, lab run --keep) its
         # hosts are not orphans even before their state is written.
         owner = {"owner.pid": str(self.pid), "owner.boot": self.boot, "owner.machine": self.machine}

@@ -43,12 +43,11 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    import docker
 
     from lab import images
     from lab.config import LabConfig
@@ -233,7 +232,8 @@ def lab_runner(pytestconfig: pytest.Config, lab_config: LabConfig) -> Runner:
 
 
 @pytest.fixture(scope="session")
-def lab_docker(lab_runner: Runner) -> docker.DockerClient:
+def lab_docker(lab_runner: Runner) -> Any:
+    """The engine's own Docker client, for a test that speaks to the engine itself."""
     return lab_runner.engine.client
 
 

@@ -23,12 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-import docker.errors
-
-from lab import images, kept, resources, scenario, slots, ssh
-from lab import registry as registry_mod
+from lab import images, kept, scenario, slots
 from lab.config import LabConfig, Profile, ScenarioSpec
-from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address
+from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address, ssh
+from lab.engine import registry as registry_mod
 from lab.errors import Cancelled, ConfigError, LabError, ScenarioError, one_line
 from lab.namespace import Namespace
 from lab.results import artefacts, page, timeline
@@ -92,16 +90,6 @@ def _drawn(drawn: concurrent.futures.Future[Path | None]) -> list[str]:
     except Exception as exc:  # matplotlib's own errors, a full disk: whatever it is, the verdict stands
         return [f"the timeline was not drawn: {type(exc).__name__}: {one_line(exc)}"]
     return []
-
-
-def _capacity(engine: Engine) -> int:
-    try:
-        info = engine.client.info()
-    except docker.errors.DockerException:
-        return 1
-    cores = int(info.get("NCPU") or 1)
-    memory = int(info.get("MemTotal") or 0) // (2 << 30)
-    return max(1, min(cores, memory or 1))
 
 
 def select_profiles(cfg: LabConfig, names: list[str] | None = None) -> list[Profile]:
@@ -267,7 +255,7 @@ class Runner:
         """The picture thread ends (its last picture drawn) and every engine's client is closed."""
         self._pictures.shutdown(wait=True)
         for engine in self.engines:
-            engine.client.close()
+            engine.close()
 
     def __enter__(self) -> Runner:
         return self
@@ -326,7 +314,7 @@ class Runner:
         """What dead runs of this lab left on its engines, in a line (found only: `lab clean` removes)."""
         found = []
         for engine in self.engines:
-            dead = resources.dead_runs(engine.client, self.cfg.name)
+            dead = engine.dead_runs(self.cfg.name)
             found += [f"run {run} on engine {engine.name}: {left.describe()}" for run, left in sorted(dead.items())]
         return "; ".join(found)
 
@@ -337,7 +325,7 @@ class Runner:
     def default_jobs(self) -> int:
         """Cells at once: per placement, one per core and per 2 GiB of its engines (a cell is two TCG
         guests, busy mostly while they boot), summed over the placements."""
-        return sum(min(_capacity(p), _capacity(s)) for p, s in self.placements)
+        return sum(min(p.capacity(), s.capacity()) for p, s in self.placements)
 
     # -- running cells ----------------------------------------------------------------------------
 
@@ -394,7 +382,7 @@ class Runner:
                     worker.join(timeout=30)
                 for engine in self.engines:  # what the workers' own cleanup missed
                     for space in self._spaces:
-                        resources.remove(engine.client, self.cfg.name, ns=space)
+                        engine.remove(self.cfg.name, ns=space)
                 self._write(report, cells, done, out)
         if not done:
             yield ReportWritten(write_report(report, out), report)
@@ -442,11 +430,7 @@ class Runner:
     def _slots_of(self, engine: Engine) -> slots.Slots:
         with self._slots_lock:
             if engine.name not in self._slots:
-                try:
-                    engine_id = slots.engine_key(engine.client.info())
-                except docker.errors.DockerException:
-                    engine_id = engine.name
-                self._slots[engine.name] = slots.Slots.of(engine.name, engine_id, _capacity(engine))
+                self._slots[engine.name] = slots.Slots.of(engine.name, engine.key(), engine.capacity())
             return self._slots[engine.name]
 
     def _say(self, line: str) -> None:
@@ -498,7 +482,7 @@ class Runner:
             with hosts.kept_if(lambda: keep_it(outcome)):
                 hosts_s = time.monotonic() - started
                 # Hard-linked into the primary's run folder, which its QEMU then sees, when shared.
-                restore = saved.place(rundir / "primary") if saved and hosts.primary.shared else ""
+                restore = saved.place(rundir / "primary") if saved and hosts.primary.shares_rundir else ""
                 outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it,
                                        restore)
                 outcome.timings["hosts"] = round(hosts_s, 2)
@@ -507,7 +491,7 @@ class Runner:
             if first.cancelled.is_set() or second.cancelled.is_set():
                 raise Cancelled(str(exc)) from exc
             outcome.verdict, outcome.error = Verdict.ERROR, str(exc)
-        except (LabError, docker.errors.DockerException) as exc:
+        except LabError as exc:
             lost = [e.name for e in dict.fromkeys((first, second)) if e.lost()]
             if not lost:
                 raise
@@ -519,7 +503,8 @@ class Runner:
                 outcome.reasons += _drawn(drawn)
             lab = None
             # Kept for a person, who reaches its sockets in its run folder: only where they are shared.
-            if keep and hosts.hosts and all(h.shared for h in hosts.hosts.values()) and not first.cancelled.is_set():
+            shared = all(h.shares_rundir for h in hosts.hosts.values())
+            if keep and hosts.hosts and shared and not first.cancelled.is_set():
                 lab = kept.adopt(self.cfg, keep_name, hosts, cell.profile.name, cell.scenario.name,
                                  build.images.runtime, accel)
                 outcome.timings["total"] = round(time.monotonic() - started, 2)
@@ -576,7 +561,7 @@ class Runner:
                          self.cfg.timeouts.host_start_s)
         try:
             hosts.create()
-            if not hosts.primary.shared:
+            if not hosts.primary.shares_rundir:
                 raise LabError(f"engine {self.engine.name} does not see this machine's files, and a kept "
                                "lab is reached through its run folder here (QMP, console, ssh config); run the "
                                "lab on that engine's machine")

@@ -23,7 +23,7 @@ CACHE_NAME = "filter-properties.json"  # in the state folder: image id -> QEMU's
 def filter_properties(engine: Engine, image: str, ns: Namespace, cache: Path | None = None) -> dict[str, list[str]]:
     """``{filter type: [property, ...]}`` from ``qom-list-properties`` of the image's QEMU, or, for
     an image asked before, from ``cache`` (they are the image's: kept by its id)."""
-    image_id = engine.has_image(image) if cache is not None else ""
+    image_id = engine.image_id(image) if cache is not None else ""
     known = statefile.read(cache) if cache is not None else {}
     kept = _kept(known.get(image_id, ""))
     if kept is not None:

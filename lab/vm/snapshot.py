@@ -20,12 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker
-import docker.errors
-
-from lab import resources, statefile
+from lab import statefile
 from lab.config import LabConfig
-from lab.engine import Engine
+from lab.engine import Engine, resources
 from lab.errors import LabError, ScenarioError
 from lab.host import RUNDIR
 from lab.namespace import Namespace
@@ -64,10 +61,9 @@ def _name(image_id: str, spec: MachineSpec) -> str:
 def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace) -> Snapshot | None:
     """The snapshot of ``image``'s guest, made when it is not there yet; None on an engine that does
     not see this machine's files."""
-    try:
-        image_id = engine.has_image(image)
-    except docker.errors.ImageNotFound as exc:
-        raise LabError(f"cannot find {image} on engine {engine.name} for the guest snapshot") from exc
+    image_id = engine.image_id(image)
+    if not image_id:
+        raise LabError(f"cannot find {image} on engine {engine.name} for the guest snapshot")
     spec = guest_machine(cfg.guest, accel, "snapshot")
     folder = cfg.state_root / FOLDER
     path = folder / _name(image_id, spec)
@@ -76,7 +72,7 @@ def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with engine.throwaway(image, "snapshot", ns) as host:
-        if not host.shared:
+        if not host.shares_rundir:
             return None  # a saved guest is placed by hard link in each cell's run folder: boot instead
         host.add_tap()
         try:
@@ -101,13 +97,13 @@ def ensure(engine: Engine, image: str, cfg: LabConfig, accel: str, ns: Namespace
     return Snapshot(path, round(time.monotonic() - started, 2))
 
 
-def prune(client: docker.DockerClient, cfg: LabConfig) -> int:
+def prune(engine: Engine, cfg: LabConfig) -> int:
     """Removes the saved guests whose image is gone (`lab clean`); how many it removed."""
     folder = cfg.state_root / FOLDER
     saved = statefile.read(folder / INDEX)
     if not saved:
         return 0
-    present = {str(image.id) for image in client.images.list(filters={"label": f"{resources.MANAGED}=true"})}
+    present = {image.id for image in engine.images(label=f"{resources.MANAGED}=true")}
     gone = {name for name, image_id in saved.items() if image_id not in present}
     for name in gone:
         # The index is a file anyone with the folder may have edited: only a saved guest's own name,

@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import docker
 import docker.errors
 
-from lab import resources, statefile
+from lab import statefile
 from lab.config import LabConfig
+from lab.engine import Engine, resources
 from lab.vm import snapshot
 
 
@@ -37,5 +38,5 @@ def removed_after(client: docker.DockerClient, cfg: LabConfig, tag_start: str) -
         gone = set(made.values()) - set(_tags(client).values())
         folder = cfg.state_root / snapshot.FOLDER
         saved = {name for name, image_id in statefile.read(folder / snapshot.INDEX).items() if image_id in gone}
-        snapshot.prune(client, cfg)
+        snapshot.prune(Engine(client), cfg)
         assert not [name for name in saved if (folder / name).exists()], "a guest saved from a removed image stayed"

@@ -13,7 +13,8 @@ import docker
 import pytest
 import yaml
 
-from lab import cli, doctor, resources
+from lab import cli, doctor
+from lab.engine import Engine, resources
 from lab.errors import LabError
 from tests.serving import Serving
 
@@ -69,7 +70,7 @@ def no_leftovers() -> Iterator[None]:
     the case (which must not need Docker to be refused) still runs."""
     yield
     try:
-        client = resources.connect()
+        client = Engine.connect().client
     except LabError:
         return
     # What this process (the lab runs in it here) made: other runs may share the engine.

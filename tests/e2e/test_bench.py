@@ -9,8 +9,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import cli, images, resources
+from lab import cli, images
 from lab.config import LabConfig
+from lab.engine import resources
 
 # It builds a series image: with the other image builds under pytest-xdist.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("image-builds")]

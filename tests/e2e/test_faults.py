@@ -12,9 +12,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import images, resources
+from lab import images
 from lab.config import LabConfig
-from lab.engine import LabHosts
+from lab.engine import LabHosts, resources
 from lab.errors import ScenarioError
 from lab.results.verdict import Verdict
 from lab.runner import Cell, CellFinished, Runner

@@ -10,13 +10,13 @@ from typing import Any
 import docker
 import pytest
 
-from lab import images, remote, resources
+from lab import images
 from lab.config import LabConfig, Limits
-from lab.engine import Engine, HostSpec, LabHosts
+from lab.engine import Engine, HostSpec, LabHosts, remote, resources
+from lab.engine.remote import ArchiveError
 from lab.errors import LabError
 from lab.host import RUNDIR
 from lab.namespace import Namespace
-from lab.remote import ArchiveError
 from lab.results import artefacts
 
 pytestmark = pytest.mark.e2e
@@ -79,7 +79,7 @@ def test_a_truncated_archive_of_a_copied_run_folder_is_an_error_and_nothing_stay
         with pytest.raises(ArchiveError) as failure:
             with hosts:
                 for host in hosts.hosts.values():
-                    assert not host.shared
+                    assert not host.shares_rundir
                     caps = host.container.attrs["HostConfig"]
                     assert (caps["Memory"], caps["PidsLimit"]) == (Limits.host_memory_mb << 20, Limits.host_pids)
                     host.write_text("record.json", "{}" * 4000)

@@ -16,8 +16,9 @@ import docker.errors
 import pytest
 import yaml
 
-from lab import images, resources
+from lab import images
 from lab.config import LabConfig
+from lab.engine import resources
 from lab.scenario import PHASES
 from tests.e2e.rundirs import newest_rundir, run_of
 

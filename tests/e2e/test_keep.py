@@ -9,7 +9,8 @@ import docker
 import pytest
 import yaml
 
-from lab import cli, config, images, kept, resources, ssh
+from lab import cli, config, images, kept
+from lab.engine import Engine, resources, ssh
 from tests.e2e.rundirs import config_copy
 
 pytestmark = pytest.mark.e2e
@@ -53,4 +54,4 @@ def test_a_mismatch_is_kept_and_can_be_entered(lab_images: dict[str, images.Imag
         assert not Path(lab.rundir).exists()
     finally:
         for name in kept.names(cfg):
-            kept.down(lab_docker, cfg, name)
+            kept.down(Engine(lab_docker), cfg, name)

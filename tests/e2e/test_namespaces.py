@@ -11,8 +11,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import cli, images, kept, resources
+from lab import cli, images, kept
 from lab.config import LabConfig
+from lab.engine import Engine, resources
 from lab.pytest_plugin import RunScenario
 from lab.runner import Cell, Runner
 
@@ -32,7 +33,7 @@ def test_a_kept_lab_survives_other_runs(lab_runner: Runner, lab_config: LabConfi
         assert "survivor" in kept.names(lab_config)
         assert not resources.dead_runs(lab_docker, lab_config.name).get("survivor"), "a kept lab is no leftover"
     finally:
-        kept.down(lab_docker, lab_config, lab.name)
+        kept.down(Engine(lab_docker), lab_config, lab.name)
     assert not resources.find(lab_docker, lab_config.name, ns=kept.namespace(lab_config, "survivor"))
 
 

@@ -19,8 +19,9 @@ from typing import Any
 import docker
 import pytest
 
-from lab import images, resources
+from lab import images
 from lab.config import LabConfig
+from lab.engine import resources
 from lab.namespace import Namespace
 from lab.results.analysis import ERROR
 

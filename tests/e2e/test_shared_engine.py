@@ -10,8 +10,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import cli, resources
+from lab import cli
 from lab.config import LabConfig
+from lab.engine import resources
 from lab.namespace import Namespace, boot_id, machine_id
 from tests.e2e.rundirs import config_copy
 

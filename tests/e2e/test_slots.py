@@ -16,8 +16,7 @@ import pytest
 from lab import images
 from lab.config import LabConfig
 from lab.engine import Engine
-from lab.runner import _capacity
-from lab.slots import Slots, engine_key
+from lab.slots import Slots
 from tests.e2e.rundirs import newest_rundir
 
 pytestmark = pytest.mark.e2e
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.e2e
 def test_a_run_waits_for_a_free_slot_and_says_so(lab_config: LabConfig, lab_engine: Engine,
                                                   lab_docker: docker.DockerClient,
                                                   lab_images: dict[str, images.ImageSet], tmp_path: Path) -> None:
-    slots = Slots.of(lab_engine.name, engine_key(lab_docker.info()), _capacity(lab_engine))
+    slots = Slots.of(lab_engine.name, lab_engine.key(), lab_engine.capacity())
     slots.folder.mkdir(parents=True, exist_ok=True)
     held = []
     for number in range(slots.size):  # what other runs' cells hold; a held one is waited for too

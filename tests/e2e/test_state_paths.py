@@ -11,6 +11,7 @@ import pytest
 
 from lab import config, kept
 from lab.config import LabConfig
+from lab.engine import Engine
 from lab.results import artefacts
 from lab.vm import snapshot
 from tests.e2e.rundirs import config_copy
@@ -52,7 +53,7 @@ def test_lab_down_removes_no_folder_but_its_own_run_folder(where: str, cfg: LabC
         target = link
     kept_state(cfg, "mine", target)
     try:
-        kept.down(lab_docker, cfg, "mine")
+        kept.down(Engine(lab_docker), cfg, "mine")
         assert (target / "precious.txt").exists(), f"lab down removed {target}"
         assert not (kept.state_dir(cfg, "mine") / "state.json").exists()
     finally:
@@ -65,7 +66,7 @@ def test_lab_down_removes_no_folder_but_its_own_run_folder(where: str, cfg: LabC
 def test_lab_down_removes_its_own_run_folder(cfg: LabConfig, lab_docker: docker.DockerClient) -> None:
     rundir = artefacts.new_rundir(kept.namespace(cfg, "mine"))
     kept_state(cfg, "mine", rundir)
-    kept.down(lab_docker, cfg, "mine")
+    kept.down(Engine(lab_docker), cfg, "mine")
     assert not rundir.exists()
 
 
@@ -79,6 +80,6 @@ def test_a_snapshot_index_naming_another_path_removes_nothing_there(cfg: LabConf
     gone = "sha256:" + "0" * 64  # no image has this id
     (folder / snapshot.INDEX).write_text(json.dumps({saved.name: gone, f"../../../../home/{precious.name}": gone,
                                                      str(precious): gone}))
-    assert snapshot.prune(lab_docker, cfg) == 3
+    assert snapshot.prune(Engine(lab_docker), cfg) == 3
     assert precious.exists(), "lab clean removed a file the index named outside its folder"
     assert not saved.exists()

@@ -24,8 +24,9 @@ import docker
 import pytest
 import yaml
 
-from lab import cli, images, resources
+from lab import cli, images
 from lab.config import LabConfig, QemuSource
+from lab.engine import resources
 from tests.e2e import made_images
 from tests.git_server import GitServer, bare_copy
 

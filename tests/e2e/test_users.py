@@ -19,8 +19,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import images, resources
+from lab import images
 from lab.config import LabConfig
+from lab.engine import resources
 from lab.namespace import Namespace
 from lab.pytest_plugin import need
 from lab.results import artefacts

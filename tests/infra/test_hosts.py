@@ -18,8 +18,9 @@ import pytest
 import testinfra
 from testinfra.host import Host
 
-from lab import images, kept, resources, ssh
+from lab import images, kept
 from lab.config import LabConfig
+from lab.engine import Engine, resources, ssh
 from lab.host import TAP
 from lab.runner import Cell, Runner
 from lab.vm.qemu import BINARY
@@ -39,7 +40,7 @@ def kept_lab(lab_runner: Runner, lab_docker: docker.DockerClient, lab_config: La
     try:
         yield lab
     finally:
-        kept.down(lab_docker, lab_config, lab.name)
+        kept.down(Engine(lab_docker), lab_config, lab.name)
 
 
 @pytest.fixture(params=[(r, b) for r in ROLES for b in BACKENDS], ids=lambda p: f"{p[0]}-{p[1]}")

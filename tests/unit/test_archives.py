@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.engine import DockerHost
+from lab.engine import CopiedHost, Engine
+from lab.engine.remote import ArchiveError, copy_file, extract_files, fetch, fetch_folder
 from lab.errors import ScenarioError
-from lab.remote import ArchiveError, copy_file, extract_files, fetch, fetch_folder
 from tests.unit.engine_server import Archive, ArchiveEngine
 
 
@@ -195,7 +195,7 @@ def test_whatever_an_engine_sends_a_host_is_one_line_and_nothing_lands_outside(
     it goes: each ends well or is the cell's one-line error, and nothing lands outside its folder."""
     tmp = tmp_path_factory.mktemp("engine")
     engine.archive = answer
-    host = DockerHost(engine.container(), "secondary", tmp / "run", shared=False)
+    host = CopiedHost(Engine(engine.client, "archives"), engine.container(), "secondary", tmp / "run")
     for read in (lambda: host.path("tap.pcap"), lambda: host.let_go(files=True)):
         try:
             read()

@@ -6,12 +6,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-import docker.errors
-import paramiko
 import pytest
 
 from lab import cli, config, kept, session
-from lab.errors import LabError, ScenarioError
+from lab.errors import DockerUnavailable, EngineUnreachable, LabError, ScenarioError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,11 +56,13 @@ def test_a_kept_lab_state_that_is_garbage(kept_lab: tuple[kept.KeptLab, Path],
 @pytest.mark.parametrize(("raised", "expected"), [
     (LabError("what and where; what to do"), "error: what and where; what to do"),
     (ScenarioError("first line\n  command: qemu ...\n  output: ..."), "error: first line"),
-    (docker.errors.APIError("500 Server Error"), "error: Docker: 500 Server Error"),
-    (docker.errors.DockerException("Error while fetching server API version"), "error: Docker: Error while"),
-    (paramiko.SSHException("Error reading SSH protocol banner"), "error: SSH: Error reading SSH protocol banner"),
+    (EngineUnreachable("second (ssh://nfcl-engine2)", "does not answer: Error reading SSH protocol banner",
+                       "is its daemon up (scripts/second-engine status)?"),
+     "error: engine second (ssh://nfcl-engine2) does not answer: Error reading SSH protocol banner; is its daemon"),
+    (DockerUnavailable("local", "Error while fetching server API version", "start it with `dockerd &` as root"),
+     "error: no Docker daemon answers (Error while fetching server API version); start it with"),
     (PermissionError(13, "Permission denied", "/run/lab/x"), "error: Permission denied (/run/lab/x)"),
-], ids=["lab", "scenario", "docker-api", "docker", "ssh", "os"])
+], ids=["lab", "scenario", "engine", "docker", "os"])
 def test_every_error_class_is_one_line_and_exit_2(raised: BaseException, expected: str,
                                                    kept_lab: tuple[kept.KeptLab, Path],
                                                    monkeypatch: pytest.MonkeyPatch,

@@ -8,11 +8,13 @@ import re
 import shlex
 import shutil
 import subprocess
+import types
 from pathlib import Path
 
 import pytest
 
-from lab import cli, completion, doctor, kept, resources, version
+from lab import cli, completion, doctor, kept, version
+from lab.engine import resources
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,9 +102,9 @@ def test_status_json_gives_each_kept_lab_with_its_hosts_and_the_dead_runs(
         capsys: pytest.CaptureFixture[str]) -> None:
     lab, lab_yaml = kept_lab
     hosts = [{"role": "primary", "container": "nfcl-primary", "host": "running", "runstate": "running"}]
-    monkeypatch.setattr(resources, "connect", lambda: None)
-    monkeypatch.setattr(kept, "status", lambda client, lab: hosts)
-    monkeypatch.setattr(resources, "dead_runs", lambda client, name: {"ab12cd": resources.Leftovers(["nfcl-x"])})
+    dead = {"ab12cd": resources.Leftovers(["nfcl-x"])}
+    monkeypatch.setattr(cli.Engine, "connect", lambda: types.SimpleNamespace(dead_runs=lambda name: dead))
+    monkeypatch.setattr(kept, "status", lambda engine, lab: hosts)
     assert cli.main(["status", "--json", "--config", str(lab_yaml)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert [(one["name"], one["profile"], one["rundir"], one["hosts"]) for one in data["labs"]] == [

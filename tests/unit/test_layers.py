@@ -1,5 +1,6 @@
 """The layering, read from the imports: faces -> runner -> scenario -> QEMU/QMP -> host interface,
-with the Docker engine behind that interface."""
+with the Docker engine behind that interface, and every transport (Docker, SSH, HTTP to an engine)
+inside the engine package."""
 
 from __future__ import annotations
 
@@ -13,12 +14,17 @@ FACES = {"cli", "pytest_plugin", "__main__"}
 # What runs in a scenario, speaking to hosts only through lab.host.
 QEMU_LAYER = {"scenario", "vm.qemu", "vm.qmp", "vm.migration", "vm.capture", "vm.traffic", "host", "waiting",
               "results.analysis"}
-ENGINE = {"engine", "resources"}
+ENGINE = "engine"
+
+
+def source(module: str) -> Path:
+    """A module's file, by its dotted name under lab (``engine.remote``, ``cli``)."""
+    path = LAB.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def imports(module: str) -> set[str]:
-    """The lab modules (dotted, below lab) and outside modules that ``module`` imports."""
-    tree = ast.parse((LAB / f"{module.replace('.', '/')}.py").read_text())
+    tree = ast.parse(source(module).read_text())
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module:
@@ -32,8 +38,16 @@ def imports(module: str) -> set[str]:
     return found
 
 
-MODULES = sorted(".".join(p.relative_to(LAB).with_suffix("").parts) for p in LAB.rglob("*.py")
-                 if "agents" not in p.parts and "buildfiles" not in p.parts and p.stem != "__init__")
+def dotted(path: Path) -> str:
+    parts = path.relative_to(LAB).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = sorted(dotted(p) for p in LAB.rglob("*.py") if dotted(p))
+
+
+def of_engine(name: str) -> bool:
+    return name == ENGINE or name.startswith(ENGINE + ".")
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -45,10 +59,32 @@ def test_nothing_below_the_faces_imports_a_face(module: str) -> None:
 @pytest.mark.parametrize("module", sorted(QEMU_LAYER))
 def test_the_qemu_layer_knows_no_engine(module: str) -> None:
     found = imports(module)
-    assert not found & (ENGINE | {"runner", "kept", "vm.accel", "vm.capabilities", "images"}), found
+    assert not any(of_engine(name) for name in found), found
+    assert not found & {"runner", "kept", "vm.accel", "vm.capabilities", "images"}, found
     assert not any(name == "docker" or name.startswith("docker.") for name in found), found
 
 
 def test_only_the_runner_runs_scenarios() -> None:
     users = {m for m in MODULES if "scenario" in imports(m)}
     assert users <= {"runner", "results.artefacts"}, users
+
+
+TRANSPORTS = {"docker", "paramiko", "requests", "urllib3"}
+# Not behind the engine yet: the image builder still drives the Docker SDK itself.
+OUTSIDE_THE_BOUNDARY = {"images"}
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if not of_engine(m) and m not in OUTSIDE_THE_BOUNDARY])
+def test_only_the_engine_package_speaks_to_a_transport(module: str) -> None:
+    found = {name.split(".")[0] for name in imports(module)}
+    assert not found & TRANSPORTS, f"lab.{module} imports {sorted(found & TRANSPORTS)}: ask lab.engine instead"
+
+
+def test_the_engine_package_touches_no_private_attribute_of_a_transport() -> None:
+    # What the SDK or paramiko keep to themselves changes without notice on an upgrade.
+    for path in (LAB / ENGINE).glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                owner = node.value
+                assert isinstance(owner, ast.Name) and owner.id in {"self", "cls"}, \
+                    f"{path.name}:{node.lineno}: .{node.attr} of something not its own"

@@ -1,11 +1,11 @@
-"""lab.registry without an engine: the names an image has in a registry, and what the engine's
+"""lab.engine.registry without an engine: the names an image has in a registry, and what the engine's
 answers say (the messages are Docker 20.10's and distribution 2.8's, as measured here)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lab.registry import Registry, RegistryError, _kind, _split
+from lab.engine.registry import Registry, RegistryError, _kind, _split
 
 REGISTRY = Registry("127.0.0.1:5015/lab", 60.0)
 

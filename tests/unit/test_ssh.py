@@ -1,4 +1,4 @@
-"""lab.ssh's ssh_config, read back by the real OpenSSH client."""
+"""lab.engine.ssh's ssh_config, read back by the real OpenSSH client."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from lab.engine.ssh import LabKeys, proxy_command, write_config
 from lab.errors import LabError
 from lab.kept import KeptLab
-from lab.ssh import LabKeys, proxy_command, write_config
 
 needs_ssh = pytest.mark.skipif(shutil.which("ssh") is None, reason="no OpenSSH client on this machine")
 
@@ -63,4 +63,4 @@ def test_a_kept_labs_state_from_before_engines_were_recorded_is_on_the_default_e
     lab = KeptLab(name="n", profile="p", scenario="s", image="i", accel="tcg", rundir="/tmp/x",
                   containers={"primary": "c"}, ssh_config="", started=0.0)
     sentinel = object()
-    assert lab.engine_url("primary") == "" and lab.client("primary", sentinel) is sentinel  # type: ignore[arg-type]
+    assert lab.engine_url("primary") == "" and lab.engine("primary", sentinel) is sentinel  # type: ignore[arg-type]

@@ -22,8 +22,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from lab import cli, images, resources
+from lab import cli, images
 from lab.config import LabConfig
+from lab.engine import resources
 from tests.e2e.test_upstream import CONTROL_PATCH, bridge_gateway, builder_image, export_tree, git, write_config
 from tests.git_server import GitServer, bare_copy
 

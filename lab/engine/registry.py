@@ -20,7 +20,7 @@ import docker.errors
 import paramiko
 import requests.exceptions
 
-from lab import resources
+from lab.engine import resources
 from lab.errors import LabError, excerpt
 
 # Where an engine's image came from (report.json: lab.engines.NAME.image_source).
@@ -44,7 +44,7 @@ class RegistryError(LabError):
 
     def __init__(self, message: str, kind: str = "") -> None:
         super().__init__(message)
-        self.kind = kind  # what the registry's answer said (lab.registry._kind), "" when not its answer
+        self.kind = kind  # what the registry's answer said (lab.engine.registry._kind), "" when not its answer
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,9 @@ def run(client: paramiko.SSHClient, command: str, timeout: float = 60.0) -> Exec
 def interactive(client: paramiko.SSHClient) -> int:
     """A shell with a pty, this terminal in raw mode until the shell exits."""
     size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))
-    channel = client.invoke_shell(term=os.environ.get("TERM", "xterm"), width=size.columns, height=size.lines)
-    terminal.session(channel, lambda: channel.recv(4096), channel.sendall, channel.shutdown_write)
-    return channel.recv_exit_status()
+    try:
+        channel = client.invoke_shell(term=os.environ.get("TERM", "xterm"), width=size.columns, height=size.lines)
+        terminal.session(channel, lambda: channel.recv(4096), channel.sendall, channel.shutdown_write)
+        return channel.recv_exit_status()
+    except (paramiko.SSHException, EOFError) as exc:
+        raise LabError(f"the shell over SSH failed: {exc}; is the lab up (lab status)?") from exc

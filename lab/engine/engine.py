@@ -1,15 +1,19 @@
 """Lab hosts on a Docker engine: containers, each with its own tap and run folder, on an internal
 network of their own.
 
-This module is the lab's one boundary with the Docker SDK for hosts: it implements lab.host's
-``Host`` over ``docker exec`` and a bind-mounted run folder, and it turns the SDK's errors into the
-lab's (a host that cannot be made is a LabError; a command that cannot run is a ScenarioError).
+``Engine`` is what the lab asks of an engine (hosts, images, what runs left, its capacity); it
+implements lab.host's ``Host`` over ``docker exec`` with two backends, one per way of reaching a
+host's run folder: ``SharedHost`` (bind-mounted: the engine sees this machine's files) and
+``CopiedHost`` (copied through the engine's API: lab.engine.remote). Every request goes through
+lab.engine.transport, which turns the transport's errors into the lab's (a host that cannot be made
+is an EngineError; a command that cannot run is a ScenarioError).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import json
 import os
 import shlex
@@ -19,28 +23,29 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
-import paramiko
-import requests.exceptions
 from docker.models.containers import Container
 from docker.models.networks import Network
 from docker.types import Mount
 
-from lab import remote, resources
+from lab import slots
 from lab.config import LOCAL_ENGINE, EngineSpec, Limits
-from lab.errors import Cancelled, LabError, ScenarioError
+from lab.engine import remote, resources, transport
+from lab.engine.registry import COPIED, PRESENT, PULLED, Registry
+from lab.engine.transport import TRANSPORT_ERRORS, why
+from lab.errors import Cancelled, EngineError, LabError, ScenarioError, Timeout
 from lab.host import RUNDIR, ExecResult, Host
 from lab.namespace import Namespace
-from lab.registry import COPIED, PRESENT, PULLED, Registry
 from lab.waiting import wait_until
+
+T = TypeVar("T")
 
 TUN = "/dev/net/tun"
 KVM = "/dev/kvm"
@@ -69,88 +74,31 @@ def _text(data: object) -> str:
 
 
 class DockerHost(Host):
-    """A lab host that is a container. Its run folder is a folder of the lab's, bind-mounted
-    (``shared``), or, on an engine that does not see this machine's files, a folder of its own that
-    the lab reads and writes through the engine (lab.remote) and copies back when the host goes."""
+    """A lab host that is a container of an engine; how the lab reaches its run folder is its
+    backend's (SharedHost, CopiedHost)."""
 
-    def __init__(self, container: Container, role: str, rundir: Path,
-                 cancel: threading.Event | None = None, revive: Callable[[], bool] = lambda: False,
-                 shared: bool = True) -> None:
-        self.revive = revive  # re-establishes its engine's connection when it dropped
+    def __init__(self, engine: Engine, container: Container, role: str, rundir: Path) -> None:
+        self.engine = engine
         self.container = container
         self.role = role
         self.rundir = rundir
-        self.cancel = cancel
-        self.shared = shared
+        self.cancel = engine.cancelled
         self.published: dict[int, tuple[str, int]] = {}
         self.address = ""  # on the lab network
-        self._relays: dict[str, remote.SocketRelay] = {}
 
     @property
     def name(self) -> str:
         return str(self.container.name)
 
-    def path(self, name: str) -> Path:
-        local = self.rundir / name
-        if not self.shared:
-            self._files("read", name, lambda: remote.fetch(self.container, f"{RUNDIR}/{name}", local))
-        return local
-
     def own(self, name: str) -> Path:
         return self.rundir / name
 
-    def read_from(self, name: str, offset: int, limit: int) -> bytes:
-        if self.shared:
-            return super().read_from(name, offset, limit)
-        # Only the new bytes cross the engine's connection, never the whole file again.
-        script = 'tail -c "+$1" "$2" 2>/dev/null | head -c "$3"'
-        argv = ["sh", "-c", script, "sh", str(offset + 1), f"{RUNDIR}/{name}", str(limit)]
-        _rc, (out, _err) = self._exec("read", [f"{RUNDIR}/{name}"],
-                                      lambda: self.container.exec_run(argv, demux=True))
-        return out if isinstance(out, bytes) else b""
-
-    def remove(self, name: str) -> None:
-        if not self.shared:
-            self.check(["rm", "-f", f"{RUNDIR}/{name}"])
-        (self.rundir / name).unlink(missing_ok=True)
-
-    def write_text(self, name: str, text: str) -> None:
-        if self.shared:
-            super().write_text(name, text)
-            return
-        self.check(["mkdir", "-p", os.path.dirname(f"{RUNDIR}/{name}")])
-        self._files("write", name, lambda: remote.put(self.container, f"{RUNDIR}/{name}", text.encode()))
-
-    def socket(self, name: str) -> Path:
-        if self.shared:
-            return self.path(name)
-        if name not in self._relays:
-            self._relays[name] = remote.SocketRelay(self.container, f"{RUNDIR}/{name}", self.rundir / name)
-        return self._relays[name].local
-
     def let_go(self, files: bool = False) -> None:
-        """The host is about to go: its sockets relayed no more and, with ``files``, its run folder's
-        files brought into the lab's (a shared one has them already; an interrupted run takes none)."""
-        for relay in self._relays.values():
-            relay.close()
-        self._relays.clear()
-        if files and self.shared:
-            with contextlib.suppress(ScenarioError):  # a host that is gone already hands nothing over
-                self.hand_over()
-        if files and not self.shared and not (self.cancel is not None and self.cancel.is_set()):
-            with contextlib.suppress(*remote.TRANSPORT_ERRORS):  # not ArchiveError: the caller's to say
-                remote.fetch_folder(self.container, RUNDIR, self.rundir)
+        """The host is about to go: with ``files``, its run folder's files brought into the lab's (an
+        interrupted run takes none)."""
 
     def hand_over(self, name: str = "") -> None:
-        """What root made in the shared run folder (all of it, or ``name``) made the lab user's own:
-        some files are written for their owner alone (QEMU saves a guest 0600). A folder of the
-        lab's own (not shared) holds only what the lab itself fetched."""
-        uid, gid = os.geteuid(), os.getegid()
-        if self.shared and uid != 0:
-            self.check(["chown", "-R", f"{uid}:{gid}", os.path.join(RUNDIR, name)])
-
-    def _files(self, what: str, name: str, call: Callable[[], Any]) -> Any:
-        return self._exec(what, [f"{RUNDIR}/{name}"], call)
+        """What root made in the run folder the lab sees (all of it, or ``name``) made the lab user's own."""
 
     def reach(self, port: int) -> tuple[str, int]:
         # By address, not by name: an engine without iptables has no embedded DNS on its networks.
@@ -165,93 +113,84 @@ class DockerHost(Host):
     def start(self, argv: list[str]) -> None:
         self._exec("start", argv, lambda: self.container.exec_run(_with_umask(argv), detach=True))
 
-    def _exec(self, what: str, argv: list[str], call: Callable[[], Any]) -> Any:
-        try:
-            return call()
-        except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
-            # A dropped SSH connection to the engine is made again, once, and a request the engine's
-            # end hung up on unanswered is sent again, once; anything else is final.
-            if not (self.revive() or _unanswered(exc)):
-                raise ScenarioError(f"{self.role}: cannot {what} {shlex.join(argv)}: {_why(exc)}") from exc
-        try:
-            return call()
-        except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
-            raise ScenarioError(f"{self.role}: cannot {what} {shlex.join(argv)}: {_why(exc)}") from exc
+    def _exec(self, what: str, argv: list[str], call: Callable[[], T]) -> T:
+        return transport.call(self.engine.client, call, lambda exc: ScenarioError(
+            f"{self.role}: cannot {what} {shlex.join(argv)}: {why(exc)}"))
+
+    def _files(self, what: str, name: str, call: Callable[[], T]) -> T:
+        return self._exec(what, [f"{RUNDIR}/{name}"], call)
 
 
-def _unanswered(exc: BaseException) -> bool:
-    """A request that got no response at all: over ssh://, the far end's `docker system dial-stdio`
-    can hang up before it answers; a moment later, sent again, it is answered."""
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        time.sleep(0.5)
-        return True
-    return False
+class SharedHost(DockerHost):
+    """A host whose run folder is a folder of the lab's, bind-mounted: both see the same files."""
+
+    shares_rundir = True
+
+    def path(self, name: str) -> Path:
+        return self.rundir / name
+
+    def let_go(self, files: bool = False) -> None:
+        if files:
+            with contextlib.suppress(ScenarioError):  # a host that is gone already hands nothing over
+                self.hand_over()
+
+    def hand_over(self, name: str = "") -> None:
+        """Some files are written for their owner alone (QEMU saves a guest 0600): root's files in
+        the shared folder handed to the user who runs the lab."""
+        uid, gid = os.geteuid(), os.getegid()
+        if uid != 0:
+            self.check(["chown", "-R", f"{uid}:{gid}", os.path.join(RUNDIR, name)])
 
 
-SESSION_WAIT = 30.0  # seconds a refused SSH session is asked for again
-SSH_POOL = "http+docker://ssh"  # the one pool of an ssh:// client's idle connections
+class CopiedHost(DockerHost):
+    """A host on an engine that does not see this machine's files: its run folder is the container's
+    own, read and written through the engine (lab.engine.remote), copied back when the host goes, and
+    each of its unix sockets reached through a relay."""
 
+    shares_rundir = False
 
-def _bounded_sessions(client: docker.DockerClient) -> None:
-    """Keeps an ssh:// client within what the engine's sshd allows, and patient with its refusals.
+    def __init__(self, engine: Engine, container: Container, role: str, rundir: Path) -> None:
+        super().__init__(engine, container, role, rundir)
+        self._relays: dict[str, remote.SocketRelay] = {}
 
-    Every request the SDK sends over ssh:// runs in a session of one SSH connection, and sshd refuses
-    sessions beyond its MaxSessions (10 by default) while others are open. The SDK keeps idle
-    connections in a pool per request URL (one per container, one per exec): a few dozen requests
-    hold every session the sshd grants and the next is refused, for good. One pool holds at most
-    ``max_pool_size`` idle sessions; a burst beyond what is left (a teardown removing containers at
-    once, cells side by side) can still meet a refusal a moment before sessions close, and a refused
-    session carried nothing: asking again is safe for every request, even one that creates something.
-    """
-    adapter = getattr(client.api, "_custom_adapter", None)
-    ssh_client = getattr(adapter, "ssh_client", None)
-    transport = ssh_client.get_transport() if ssh_client is not None else None
-    if adapter is None or transport is None:
-        return
-    if "get_connection" not in vars(adapter):
-        per_url = adapter.get_connection
-        adapter.get_connection = lambda url, proxies=None: per_url(SSH_POOL, proxies)
-    open_session = transport.open_session
+    def path(self, name: str) -> Path:
+        local = self.rundir / name
+        self._files("read", name, lambda: remote.fetch(self.container, f"{RUNDIR}/{name}", local))
+        return local
 
-    def patiently(*args: Any, **kwargs: Any) -> paramiko.Channel:
-        deadline = time.monotonic() + SESSION_WAIT
-        while True:
+    def read_from(self, name: str, offset: int, limit: int) -> bytes:
+        # Only the new bytes cross the engine's connection, never the whole file again.
+        script = 'tail -c "+$1" "$2" 2>/dev/null | head -c "$3"'
+        argv = ["sh", "-c", script, "sh", str(offset + 1), f"{RUNDIR}/{name}", str(limit)]
+        _rc, (out, _err) = self._exec("read", [f"{RUNDIR}/{name}"],
+                                      lambda: self.container.exec_run(argv, demux=True))
+        return out if isinstance(out, bytes) else b""
+
+    def remove(self, name: str) -> None:
+        self.check(["rm", "-f", f"{RUNDIR}/{name}"])
+        (self.rundir / name).unlink(missing_ok=True)
+
+    def write_text(self, name: str, text: str) -> None:
+        self.check(["mkdir", "-p", os.path.dirname(f"{RUNDIR}/{name}")])
+        self._files("write", name, lambda: remote.put(self.container, f"{RUNDIR}/{name}", text.encode()))
+
+    def socket(self, name: str) -> Path:
+        if name not in self._relays:
+            self._relays[name] = remote.SocketRelay(self.container, f"{RUNDIR}/{name}", self.rundir / name)
+        return self._relays[name].local
+
+    def let_go(self, files: bool = False) -> None:
+        """Its sockets relayed no more and, with ``files``, its run folder copied into the lab's."""
+        for relay in self._relays.values():
+            relay.close()
+        self._relays.clear()
+        if files and not self.engine.cancelled.is_set():
             try:
-                return open_session(*args, **kwargs)
-            except paramiko.SSHException:
-                # Refusals reach one of the threads opening sessions at once as ChannelException,
-                # the others as "Unable to open channel": paramiko keeps a single last error.
-                if not transport.is_active() or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.2)
-
-    transport.open_session = patiently  # type: ignore[method-assign]
-
-
-def _ssh_trouble(exc: paramiko.SSHException, url: str) -> str:
-    text = str(exc)
-    if "known_hosts" in text:
-        return (f"{text}; the host key is not known here and is never accepted silently: check it, then add "
-                "it to ~/.ssh/known_hosts")
-    if isinstance(exc, paramiko.AuthenticationException) or "authentication" in text.lower():
-        return f"SSH refused the login ({text}); give an IdentityFile for that host in ~/.ssh/config"
-    return f"SSH failed: {text}"
-
-
-def ssh_url(url: str) -> str:
-    """An ssh:// URL with the port ~/.ssh/config gives its host, when it names none: the Docker SDK
-    would take 22, while it takes identity and host name from that same file."""
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme != "ssh" or parsed.port is not None or not parsed.hostname:
-        return url
-    config = Path("~/.ssh/config").expanduser()
-    if not config.is_file():
-        return url
-    ssh_config = paramiko.SSHConfig()
-    with config.open() as f:
-        ssh_config.parse(f)
-    port = ssh_config.lookup(parsed.hostname).get("port")
-    return f"{url}:{port}" if port else url
+                self._exec("copy back", [RUNDIR], lambda: remote.fetch_folder(self.container, RUNDIR, self.rundir))
+            except remote.ArchiveError:
+                raise  # the caller's to say
+            except ScenarioError:
+                pass  # a host whose engine is gone hands nothing over
 
 
 def machine_address() -> str:
@@ -274,21 +213,14 @@ def machine_address() -> str:
     return ""
 
 
-def _published_port(container: Container, port: int) -> int:
-    try:
-        container.reload()
-    except docker.errors.DockerException as exc:
-        raise LabError(f"{container.name}: cannot read its published ports: {_why(exc)}") from exc
-    bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
-    if not bindings:
-        raise LabError(f"{container.name}: port {port} was not published")
-    return int(bindings[0]["HostPort"])
+@dataclass(frozen=True)
+class ImageInfo:
+    """An image as the lab reads it: its id, tags, labels and when it was made."""
 
-
-def _why(exc: BaseException) -> str:
-    explanation = getattr(exc, "explanation", None)
-    text = str(explanation or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    id: str
+    tags: tuple[str, ...]
+    labels: dict[str, str]
+    created: str
 
 
 @dataclass(frozen=True)
@@ -301,7 +233,7 @@ class ImageTransfer:
 
 @dataclass(eq=False)  # an engine is itself: compared and hashed by identity
 class Engine:
-    """One Docker engine and the guard around what the lab creates on it.
+    """One Docker engine, what the lab asks of it, and the guard around what the lab creates on it.
 
     Creations and the teardown that follows an interrupt take turns: a container the daemon is
     making while Ctrl-C lands is finished, and then removed, instead of appearing after the sweep.
@@ -318,61 +250,60 @@ class Engine:
     @classmethod
     def connect(cls, spec: EngineSpec = LOCAL_ENGINE) -> Engine:
         """The engine of a lab.yaml `engines:` entry; every way of failing is one line naming it."""
-        if not spec.url:
-            client = resources.connect()
-        else:
-            try:
-                # Each pooled connection is a session open on the engine's sshd (MaxSessions: 10 by
-                # default): a few kept idle, the rest opened and closed as needed.
-                client = docker.DockerClient(base_url=ssh_url(spec.url), timeout=120, use_ssh_client=False,
-                                             max_pool_size=4)
-                _bounded_sessions(client)
-                client.ping()
-            except paramiko.SSHException as exc:
-                raise LabError(f"engine {spec.name} ({spec.url}): {_ssh_trouble(exc, spec.url)}") from exc
-            except (docker.errors.DockerException, OSError, EOFError) as exc:
-                raise LabError(f"engine {spec.name} ({spec.url}) does not answer: {_why(exc)}; is its daemon "
-                               "up (scripts/second-engine status)?") from exc
-        return cls(client, spec.name, spec.address)
+        return cls(transport.dial(spec), spec.name, spec.address)
+
+    def call(self, what: str, request: Callable[[], T], hint: str = "", resend: bool = True) -> T:
+        """``request()`` through the transport's retry (``resend``: it may run twice); an EngineError
+        saying ``what`` could not be done."""
+        return transport.call(self.client, request, lambda exc: EngineError(self.name, f"cannot {what}: {why(exc)}",
+                                                                            hint), resend)
+
+    def close(self) -> None:
+        self.client.close()
 
     def lost(self, within: float = 5.0) -> bool:
         """Whether the engine stops answering within ``within`` seconds (one that is shutting down may
         still answer a moment, with errors about its containers)."""
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            if not self.alive():
-                return True
-            time.sleep(0.5)
-        return False
+        try:
+            wait_until(f"engine {self.name} to stop answering", lambda: None if self.alive() else True, within,
+                       interval=0.5)
+        except (LabError, ScenarioError):
+            return False
+        return True
 
     def alive(self) -> bool:
-        for attempt in range(2):
-            try:
-                self.client.ping()
-                return True
-            except (docker.errors.DockerException, OSError, paramiko.SSHException, EOFError):
-                if attempt or not self.revive():
-                    return False
-        return False
-
-    def revive(self) -> bool:
-        """Re-establishes a dropped SSH connection to this engine (the SDK's paramiko transport
-        reconnects only when it has none, not when the one it has died); True when it did."""
-        adapter = getattr(self.client.api, "_custom_adapter", None)
-        ssh_client = getattr(adapter, "ssh_client", None)
-        if adapter is None or ssh_client is None:
-            return False
-        transport = ssh_client.get_transport()
-        if transport is not None and transport.is_active():
-            return False
-        ssh_client.close()
-        adapter.pools.clear()
         try:
-            adapter._connect()
-        except (paramiko.SSHException, OSError, EOFError):
+            self.call("answer", self.client.ping)
+        except EngineError:
             return False
-        _bounded_sessions(self.client)
         return True
+
+    def info(self) -> dict[str, Any]:
+        """The daemon's `docker info`."""
+        return dict(self.call("say what it is", self.client.info))
+
+    def version(self) -> str:
+        return str(self.call("say its version", self.client.version).get("Version", "?"))
+
+    def capacity(self) -> int:
+        """Cells it runs at once: one per core and per 2 GiB (1 when it cannot say)."""
+        try:
+            info = self.info()
+        except EngineError:
+            return 1
+        cores = int(info.get("NCPU") or 1)
+        memory = int(info.get("MemTotal") or 0) // (2 << 30)
+        return max(1, min(cores, memory or 1))
+
+    def key(self) -> str:
+        """What names this engine's slots on this machine (its name when it cannot say)."""
+        try:
+            return slots.engine_key(self.info())
+        except EngineError:
+            return self.name
+
+    def free_gb(self) -> tuple[float, str]:
+        return resources.free_gb(self.client)
 
     def reach_address(self) -> str:
         """``address``, or the one derived for it: this machine's own address for a local engine."""
@@ -390,34 +321,92 @@ class Engine:
         started = time.monotonic()
         sources: dict[str, str] = {}
         for tag in tags:
-            try:
-                self.has_image(tag)
+            if self.image_id(tag):
                 sources[tag] = PRESENT
                 continue
-            except docker.errors.ImageNotFound:
-                pass
             if registry is not None and registry.pull(self.client, tag, self.name) is not None:
                 sources[tag] = PULLED
                 continue
-            try:
-                self.client.api.load_image(source.client.api.get_image(tag))
-            except (docker.errors.DockerException, OSError) as exc:
-                raise LabError(f"cannot copy {tag} from engine {source.name} to engine {self.name}: "
-                               f"{_why(exc)}") from exc
+            self.call(f"copy {tag} from engine {source.name}", functools.partial(self._load, source, tag))
             sources[tag] = COPIED
         return ImageTransfer(round(time.monotonic() - started, 1), sources)
 
-    def has_image(self, tag: str) -> str:
-        """The image's id; raises ImageNotFound, or LabError when the engine cannot say."""
-        for attempt in range(2):
+    def _load(self, source: Engine, tag: str) -> None:
+        self.client.api.load_image(source.client.api.get_image(tag))
+
+    def image_id(self, tag: str) -> str:
+        """The image's id, "" when the engine has no such image."""
+        try:
+            return str(self.call(f"say whether it has {tag}", lambda: self.client.images.get(tag).id))
+        except transport.NotFound:
+            return ""
+
+    def images(self, label: str = "", reference: str = "") -> list[ImageInfo]:
+        """Its images with ``label`` (``key=value`` or ``key``) or whose name matches ``reference``."""
+        filters = {k: v for k, v in (("label", label), ("reference", reference)) if v}
+        found = self.call("list its images", lambda: self.client.images.list(filters=filters))
+        return [ImageInfo(str(i.id), tuple(i.tags), dict(i.labels), str(i.attrs.get("Created", ""))) for i in found]
+
+    def remove_image(self, tag: str, noprune: bool = False) -> bool:
+        """The image gone; False when it was not there, or when another image depends on it (not the
+        lab's to force)."""
+        def remove() -> bool:
             try:
-                return str(self.client.images.get(tag).id)
-            except docker.errors.ImageNotFound:
+                self.client.images.remove(tag, noprune=noprune)
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    return False
                 raise
-            except (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError) as exc:
-                if attempt or not (self.revive() or _unanswered(exc)):
-                    raise LabError(f"engine {self.name} cannot say whether it has {tag}: {_why(exc)}") from exc
-        raise AssertionError("unreachable")
+            return True
+
+        return self.call(f"remove {tag}", remove)
+
+    def remove_lab_images(self) -> None:
+        self.call("remove the lab's images", lambda: resources.remove_images(self.client))
+
+    def container_status(self, name: str) -> str:
+        """A container's status (running, exited...), "gone" when there is none of that name."""
+        try:
+            return str(self.call(f"say how {name} is", lambda: self.client.containers.get(name).status))
+        except transport.NotFound:
+            return "gone"
+
+    def containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        """Its containers (running or not) with every one of ``labels``."""
+        flt: dict[str, str | list[str] | bool] = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        found = self.call("list its containers",
+                          lambda: self.client.containers.list(all=True, filters=flt, ignore_removed=True))
+        return [ContainerInfo(str(c.id), str(c.name), str(c.status), dict(c.labels)) for c in found]
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """A container's `docker stats`, once."""
+        found = self.call("read a container's figures",
+                          lambda: self.client.api.stats(container_id, stream=False, one_shot=True))
+        return found if isinstance(found, dict) else {}
+
+    def output_of(self, container_id: str, argv: list[str]) -> bytes:
+        """What a command run in a container wrote (a probe, not a host's work: that is DockerHost.run)."""
+        result = self.call(f"run {argv[0]} in a container",
+                           lambda: self.client.containers.get(container_id).exec_run(argv))
+        return result.output if isinstance(result.output, bytes) else b""
+
+    def find(self, lab: str | None = None, ns: Namespace | None = None) -> resources.Leftovers:
+        return self.call("list what the lab has on it", lambda: resources.find(self.client, lab, ns))
+
+    def remove(self, lab: str | None = None, ns: Namespace | None = None) -> resources.Leftovers:
+        """What ``find`` finds, removed."""
+        return self.call("remove what the lab has on it", lambda: resources.remove(self.client, lab, ns=ns))
+
+    def dead_runs(self, lab: str | None) -> dict[str, resources.Leftovers]:
+        return self.call("list what dead runs left", lambda: resources.dead_runs(self.client, lab))
+
+    def remove_dead_runs(self, lab: str | None) -> resources.Leftovers:
+        return self.call("remove what dead runs left", lambda: resources.remove_dead_runs(self.client, lab))
+
+    def others_runs(self, lab: str | None) -> dict[str, tuple[str, resources.Leftovers]]:
+        return self.call("list other machines' runs", lambda: resources.others_runs(self.client, lab))
 
     @contextlib.contextmanager
     def creating(self) -> Iterator[None]:
@@ -430,7 +419,7 @@ class Engine:
         """Stops all further creation and removes what the namespace has on this engine."""
         with self._creating:
             self.cancelled.set()
-        return resources.remove(self.client, ns.lab, ns=ns)
+        return self.remove(ns.lab, ns=ns)
 
     def run_container(self, image: str, role: str, ns: Namespace, rundir: Path, devices: tuple[str, ...],
                       network: str | None = None, publish: tuple[int, ...] = (),
@@ -440,84 +429,101 @@ class Engine:
 
         Its run folder is ``rundir`` bind-mounted, on an engine that sees this machine's files; the
         first container on an engine finds out (``sees_files``): one that does not see the folder
-        it was given is made again with a folder of its own (lab.remote)."""
+        it was given is made again with a folder of its own (lab.engine.remote)."""
         limits = limits or Limits()
         rundir.mkdir(parents=True, exist_ok=True)
         rundir.chmod(rundir.stat().st_mode | stat.S_ISGID)  # what the host makes in it takes its group
         if self.sees_files is not False:
             try:
-                host = self._container(image, role, ns, rundir, devices, network, publish, limits, shared=True)
+                host = self._container(SharedHost, image, role, ns, rundir, devices, network, publish, limits)
                 self.sees_files = True
                 return host
             except _NoHandshake:
                 self.sees_files = False
                 (rundir / HANDSHAKE).unlink(missing_ok=True)
-        return self._container(image, role, ns, rundir, devices, network, publish, limits, shared=False)
+        return self._container(CopiedHost, image, role, ns, rundir, devices, network, publish, limits)
 
-    def _container(self, image: str, role: str, ns: Namespace, rundir: Path, devices: tuple[str, ...],
-                   network: str | None, publish: tuple[int, ...], limits: Limits, shared: bool) -> DockerHost:
+    def _container(self, backend: type[DockerHost], image: str, role: str, ns: Namespace, rundir: Path,
+                   devices: tuple[str, ...], network: str | None, publish: tuple[int, ...],
+                   limits: Limits) -> DockerHost:
+        shared = backend.shares_rundir
         address = self.reach_address() if publish else ""
         # (address, None): bound to that address only, on a free port the engine picks.
         ports: Any = {f"{p}/tcp": (address, None) for p in publish} or None
         if shared:
             (rundir / HANDSHAKE).touch()
+
+        def run() -> Container:
+            return self.client.containers.run(
+                # Without a shared folder, the image's own command; the folder is made once it runs.
+                image, HOST_COMMAND if shared else None, name=ns.name(role), hostname=role,
+                detach=True, init=True, cap_add=["NET_ADMIN"],
+                devices=[f"{d}:{d}:rwm" for d in devices],
+                # A mount, not a volume: an engine that lacks the folder refuses it instead of making it.
+                mounts=[Mount(RUNDIR, str(rundir.resolve()), type="bind")] if shared else None,
+                labels=resources.labels(ns.lab, ns, role=role), network=network,
+                network_mode=None if network else "none",
+                # memswap equal to memory: no swap on top of the cap (Docker's default doubles it).
+                mem_limit=f"{limits.host_memory_mb}m", memswap_limit=f"{limits.host_memory_mb}m",
+                pids_limit=limits.host_pids, ports=ports)
+
         try:
             with self.creating():
-                container = self.client.containers.run(
-                    # Without a shared folder, the image's own command; the folder is made once it runs.
-                    image, HOST_COMMAND if shared else None, name=ns.name(role), hostname=role,
-                    detach=True, init=True, cap_add=["NET_ADMIN"],
-                    devices=[f"{d}:{d}:rwm" for d in devices],
-                    # A mount, not a volume: an engine that lacks the folder refuses it instead of making it.
-                    mounts=[Mount(RUNDIR, str(rundir.resolve()), type="bind")] if shared else None,
-                    labels=resources.labels(ns.lab, ns, role=role), network=network,
-                    network_mode=None if network else "none",
-                    # memswap equal to memory: no swap on top of the cap (Docker's default doubles it).
-                    mem_limit=f"{limits.host_memory_mb}m", memswap_limit=f"{limits.host_memory_mb}m",
-                    pids_limit=limits.host_pids, ports=ports)
-        except docker.errors.DockerException as exc:
-            if shared and "bind source path does not exist" in _why(exc):
+                container = self.call(f"start the {role} host from {image}", run, resend=False)
+        except EngineError as exc:
+            said = why(exc.__cause__) if exc.__cause__ is not None else exc.problem
+            if shared and "bind source path does not exist" in said:
                 raise _NoHandshake(f"engine {self.name} has no {rundir}") from exc
-            missing = next((d for d in devices if f'custom device "{d}"' in _why(exc)), "")
+            missing = next((d for d in devices if f'custom device "{d}"' in said), "")
             if missing:
-                raise LabError(f"engine {self.name} has no {missing}, which every lab host needs: on that engine's "
-                               f"machine, load its module (modprobe {Path(missing).name}) or use another engine "
-                               f"(Docker said: {_why(exc)})") from exc
-            raise LabError(f"cannot start the {role} host from {image} on engine {self.name}: {_why(exc)}") from exc
-        host = DockerHost(container, role, rundir, self.cancelled, self.revive, shared=shared)
+                raise EngineError(self.name, f"has no {missing}, which every lab host needs", f"on that engine's "
+                                  f"machine, load its module (modprobe {Path(missing).name}) or use another engine "
+                                  f"(Docker said: {said})") from exc
+            raise
+        host = backend(self, container, role, rundir)
         try:
             self._wait_running(host, 30.0)
         except BaseException:
-            with contextlib.suppress(docker.errors.DockerException):
+            with contextlib.suppress(*TRANSPORT_ERRORS):
                 container.remove(force=True)
             raise
         if network:
             host.address = str(container.attrs["NetworkSettings"]["Networks"].get(network, {}).get("IPAddress", ""))
         if publish:
-            host.published = {p: (address, _published_port(container, p)) for p in publish}
+            host.published = {p: (address, self._published_port(container, p)) for p in publish}
         return host
+
+    def _published_port(self, container: Container, port: int) -> int:
+        self.call(f"read the published ports of {container.name}", container.reload)
+        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{port}/tcp") or []
+        if not bindings:
+            raise LabError(f"{container.name}: port {port} was not published")
+        return int(bindings[0]["HostPort"])
 
     def _wait_running(self, host: DockerHost, timeout: float) -> None:
         """Until the host runs and, with a shared run folder, has taken the handshake out of it:
         then the lab and the host see the same files."""
+        container = host.container
+
         def running() -> bool | None:
-            try:
-                host.container.reload()
-            except docker.errors.DockerException as exc:
-                raise LabError(f"the {host.role} host went away on engine {self.name}: {_why(exc)}") from exc
-            if host.container.status in ("exited", "dead"):
-                if host.shared and host.container.attrs["State"].get("ExitCode") == NO_HANDSHAKE:
+            self.call(f"say how the {host.role} host is", container.reload)
+            if container.status in ("exited", "dead"):
+                if host.shares_rundir and container.attrs["State"].get("ExitCode") == NO_HANDSHAKE:
                     raise _NoHandshake(f"engine {self.name} does not see {host.rundir}")
-                raise LabError(f"the {host.role} host did not start (status {host.container.status}): "
-                               f"{host.container.logs(tail=10).decode(errors='replace').strip()}")
-            if host.container.status != "running" or (host.shared and host.path(HANDSHAKE).exists()):
+                logs = self.call(f"read the {host.role} host's log", lambda: container.logs(tail=10))
+                raise LabError(f"the {host.role} host did not start (status {container.status}): "
+                               f"{logs.decode(errors='replace').strip()}")
+            if container.status != "running" or (host.shares_rundir and host.path(HANDSHAKE).exists()):
                 return None
             return True
 
-        wait_until(f"the {host.role} host to run", running, timeout, interval=0.02,
-                   last=lambda: str(host.container.status))
-        if not host.shared:
+        wait_until(f"the {host.role} host to run", running, timeout, interval=0.02, last=lambda: str(container.status))
+        if not host.shares_rundir:
             host.check(["mkdir", "-p", RUNDIR])
+
+    def remove_host(self, host: DockerHost) -> None:
+        with contextlib.suppress(*TRANSPORT_ERRORS):
+            host.container.remove(force=True)
 
     def shares_files(self, image: str, ns: Namespace) -> bool:
         """Whether hosts on this engine see this machine's files, found with a host of ``image``
@@ -539,9 +545,16 @@ class Engine:
         finally:
             if host is not None:
                 host.let_go()
-                with contextlib.suppress(docker.errors.DockerException):
-                    host.container.remove(force=True)
+                self.remove_host(host)
             shutil.rmtree(rundir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    status: str
+    labels: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -633,15 +646,11 @@ class LabHosts:
         for network in self.networks.values():
             if network.client is engine.client:
                 return network
-        try:
-            with engine.creating():
-                # internal unless split: then the primary must reach the secondary's engine address.
-                network = engine.client.networks.create(ns.name("net"), driver="bridge", internal=not self.split,
-                                                        labels=resources.labels(ns.lab, ns, role="network"))
-        except docker.errors.DockerException as exc:
-            raise LabError(f"cannot create the lab network {ns.name('net')} on engine {engine.name}: "
-                           f"{_why(exc)}") from exc
-        return network
+        with engine.creating():
+            # internal unless split: then the primary must reach the secondary's engine address.
+            return engine.call(f"create the lab network {ns.name('net')}", lambda: engine.client.networks.create(
+                ns.name("net"), driver="bridge", internal=not self.split,
+                labels=resources.labels(ns.lab, ns, role="network")), resend=False)
 
     def _create(self) -> None:
         for role in self.ROLES:
@@ -701,8 +710,8 @@ class LabHosts:
         # creating a container or network and this process hearing of it.
         for engine in dict.fromkeys(self.engines.values()):
             try:
-                resources.remove(engine.client, self.spec.ns.lab, ns=self.spec.ns)
-            except (docker.errors.DockerException, OSError, paramiko.SSHException):
+                engine.remove(self.spec.ns.lab, ns=self.spec.ns)
+            except (EngineError, Timeout):
                 pass  # an engine that is gone took its containers with it; `lab status` names what is left
         self.hosts.clear()
         self.networks.clear()

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
@@ -22,8 +21,8 @@ import docker
 import docker.errors
 from docker.models.networks import Network
 
-from lab.errors import DockerUnavailable
 from lab.namespace import DEAD, ELSEWHERE, KEPT, Namespace, whose
+from lab.waiting import wait_until
 
 MANAGED = "io.nfcl.managed"
 LAB = "io.nfcl.lab"
@@ -40,21 +39,6 @@ OWNER_MACHINE = "io.nfcl.owner.machine"
 def labels(lab: str, ns: Namespace | None = None, **extra: str) -> dict[str, str]:
     own = ns.labels() if ns is not None else {}
     return {MANAGED: "true", LAB: lab, **{f"io.nfcl.{k}": v for k, v in {**own, **extra}.items()}}
-
-
-def connect() -> docker.DockerClient:
-    try:
-        client = docker.from_env(timeout=120)
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise DockerUnavailable(
-            f"no Docker daemon answers ({_first_line(exc)}); start it with `dockerd &` as root "
-            "(or `make setup`), then run `lab doctor`") from exc
-    return client
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 @dataclass
@@ -231,17 +215,18 @@ def remove_images(client: docker.DockerClient) -> None:
 
 def _remove_network(network: Network, timeout: float = 15.0) -> None:
     """A network goes once its containers have: a removal another thread started may still run."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def removed() -> bool | None:
         try:
             network.remove()
-            return
         except docker.errors.NotFound:
-            return
+            pass
         except docker.errors.APIError as exc:
-            if exc.status_code not in (403, 409) or time.monotonic() > deadline:
+            if exc.status_code not in (403, 409):
                 raise
-            time.sleep(0.1)
+            return None
+        return True
+
+    wait_until(f"network {network.name} to be left by its containers", removed, timeout, interval=0.1)
 
 
 def _quietly(action: Callable[..., object], *args: object, **kwargs: object) -> None:

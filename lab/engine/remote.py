@@ -29,9 +29,8 @@ from docker.utils.socket import frames_iter
 
 from lab import bounds
 from lab.bounds import ENGINE_LIMIT
+from lab.engine.transport import TRANSPORT_ERRORS  # noqa: E402 (after the imports it completes)
 from lab.errors import ScenarioError, excerpt
-
-TRANSPORT_ERRORS = (docker.errors.DockerException, paramiko.SSHException, OSError, EOFError)
 
 
 class ArchiveError(ScenarioError):
