@@ -48,12 +48,12 @@ from typing import IO, TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-
     from lab import images
     from lab.config import LabConfig
     from lab.engine import Engine, LabHosts
     from lab.results.report import Row
     from lab.runner import HostsHook, Runner
+    from lab.session import Session
     from lab.vm.accel import AccelChoice
 
 RESULTS_KEY = pytest.StashKey[Path]()
@@ -210,9 +210,17 @@ def lab_results(pytestconfig: pytest.Config, lab_config: LabConfig) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab_runner(pytestconfig: pytest.Config, lab_config: LabConfig) -> Runner:
+def lab_session(lab_config: LabConfig) -> Iterator[Session]:
+    """The session every lab fixture goes through, as `lab run` does; closed after the last test."""
+    from lab.session import Session
+
+    with Session(lab_config) as session:
+        yield session
+
+
+@pytest.fixture(scope="session")
+def lab_runner(pytestconfig: pytest.Config, lab_session: Session) -> Runner:
     from lab.errors import LabError
-    from lab.runner import Runner
 
     if not os.path.exists("/dev/net/tun"):
         need("/dev/net/tun is missing")
@@ -225,7 +233,7 @@ def lab_runner(pytestconfig: pytest.Config, lab_config: LabConfig) -> Runner:
                 print(f"\n[{event.image}] {event.line[:150]}", end="", flush=True)
 
     try:
-        return Runner.connect(lab_config, progress)
+        return lab_session.connect(progress)
     except LabError as exc:
         need(str(exc))
         raise
@@ -243,14 +251,14 @@ def lab_engine(lab_runner: Runner) -> Engine:
 
 
 @pytest.fixture(scope="session")
-def lab_images(request: pytest.FixtureRequest, lab_runner: Runner) -> dict[str, images.ImageSet]:
+def lab_images(request: pytest.FixtureRequest, lab_session: Session, lab_runner: Runner) -> dict[str, images.ImageSet]:
     from lab.runner import select_profiles
 
     # Every worker of a pytest-xdist run has a session of its own: the first builds, the others then
     # find the images.
     with held(request, IMAGE_BUILDS):
-        builds = lab_runner.prepare(select_profiles(lab_runner.cfg, request.config.getoption("--lab-profile")))
-    return {name: b.images for name, b in builds.items()}
+        lab_session.prepare(select_profiles(lab_runner.cfg, request.config.getoption("--lab-profile")))
+    return {name: b.images for name, b in lab_runner.builds.items()}
 
 
 @pytest.fixture(scope="session")

@@ -84,9 +84,9 @@ class Session:
     runner: Runner | None = None
     outcome: Outcome = field(default_factory=Outcome)
 
-    def prepare(self, profiles: list[Profile], on_build: images.Progress | None = None) -> Runner:
-        """The preconditions, checked before Docker is asked; the runner placed and its builds ready."""
-        images.check_local_series(self.cfg, profiles)
+    def connect(self, on_build: images.Progress | None = None) -> Runner:
+        """The runner, connected and placed on its engines; what the environment and machine must
+        offer is checked before Docker is asked."""
         take_slots = takes_slots(os.environ)
         doctor.require_tun()
         self.runner = Runner.connect(self.cfg, on_build)
@@ -97,8 +97,14 @@ class Session:
         log.debug("run %s: cells on %s%s", self.runner.ns.id, ", ".join(engines),
                   " (split: primary, secondary)" if placement.split else "")
         note_leftovers(self.runner)
-        self.runner.prepare(profiles)
         return self.runner
+
+    def prepare(self, profiles: list[Profile], on_build: images.Progress | None = None) -> Runner:
+        """The runner with the builds of ``profiles`` ready (a local series is checked first)."""
+        images.check_local_series(self.cfg, profiles)
+        runner = self.runner or self.connect(on_build)
+        runner.prepare(profiles)
+        return runner
 
     @property
     def jobs_now(self) -> int:
