@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shlex
-import shutil
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from lab import session as session_mod
 from lab.config import LabConfig
 from lab.engine import Engine, resources, ssh
 from lab.errors import Cancelled, ConfigError, Error, LabError, one_line
-from lab.results import artefacts, junit, merge, page
+from lab.results import junit, merge, page
 from lab.results.report import Row, figures_text
 from lab.results.verdict import Verdict
 from lab.runner import (
@@ -52,8 +51,6 @@ from lab.shard import Shard, configured_order
 from lab.upstream import check as check_mod
 from lab.upstream import lore
 from lab.upstream import series as series_mod
-from lab.vm import accel as accel_mod
-from lab.vm import capabilities, snapshot
 
 EXIT_MISMATCH = 1
 EXIT_LAB_ERROR = 2
@@ -496,53 +493,21 @@ def cmd_doctor(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_clean(args: argparse.Namespace, console: Console) -> int:
-    engine = Engine.connect()
     cfg = _load(args) if not args.all or Path(args.config).exists() else None
-    lab = None if args.all or cfg is None else cfg.name
-    downed: list[str] = []
-    if cfg is not None:
-        # Kept labs are people's: taken down only when asked (--kept); orphans have no one.
-        for name in (kept.names(cfg) if args.kept else []) + kept.orphans(engine, cfg):
-            kept.down(engine, cfg, name)
-            kept.forget(cfg, name)
-            downed.append(name)
-        (cfg.state_root / accel_mod.CACHE_NAME).unlink(missing_ok=True)
-    # Only what dead runs left: a run in progress (another terminal, a CI job) keeps its hosts.
-    removed = engine.remove_dead_runs(lab)
-    others = engine.others_runs(lab)
-    forgotten = snapshot.prune(engine, cfg) if cfg is not None and not args.images else 0
-    for spec in (cfg.engines.values() if cfg is not None else []):
-        if not spec.url:
-            continue
-        try:
-            other = Engine.connect(spec)
-        except LabError as exc:
-            console.print(f"engine {spec.name} skipped: {exc}", markup=False)
-            continue
-        gone = other.remove_dead_runs(lab)
-        others |= other.others_runs(lab)
-        removed.containers += gone.containers
-        removed.networks += gone.networks
-    if args.images:
-        engine.remove_lab_images()
-        if cfg is not None:  # what was kept of those images: saved guests, builders' tree ids
-            shutil.rmtree(cfg.state_root / snapshot.FOLDER, ignore_errors=True)
-            (cfg.state_root / images.BUILDER_TREES).unlink(missing_ok=True)
-            (cfg.state_root / capabilities.CACHE_NAME).unlink(missing_ok=True)
-    if downed:
-        console.print(f"took down the kept labs {', '.join(downed)}", markup=False)
-    rundirs = artefacts.stray_rundirs(lab)
-    for path in rundirs:
-        shutil.rmtree(path, ignore_errors=True)
-    console.print(f"removed {removed.describe()}" if removed else "no container, network or volume to remove")
-    for run, (owner, left) in sorted(others.items()):
+    done = session_mod.clean(cfg, every_lab=args.all, kept_too=args.kept, images_too=args.images)
+    for line in done.skipped:
+        console.print(line, markup=False)
+    if done.downed:
+        console.print(f"took down the kept labs {', '.join(done.downed)}", markup=False)
+    console.print(f"removed {done.removed.describe()}" if done.removed else "no container, network or volume to remove")
+    for run, (owner, left) in sorted(done.others.items()):
         console.print(f"not removed: run {run} of {owner} ({left.describe()}): another machine's", markup=False)
-    if rundirs:
-        console.print(f"removed {len(rundirs)} run folders left by interrupted runs")
-    if args.images:
+    if done.rundirs:
+        console.print(f"removed {done.rundirs} run folders left by interrupted runs")
+    if done.images:
         console.print("removed the lab's images and the guests saved from them")
-    elif forgotten:
-        console.print(f"removed {forgotten} saved guest{'s' if forgotten > 1 else ''} whose image is gone")
+    elif done.snapshots:
+        console.print(f"removed {done.snapshots} saved guest{'s' if done.snapshots > 1 else ''} whose image is gone")
     return 0
 
 

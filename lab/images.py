@@ -1006,3 +1006,8 @@ def require(builder: ImageBuilder, profiles: list[Profile]) -> dict[str, ImageSe
         return {p.name: builder.ensure(p) for p in profiles}
     except docker.errors.DockerException as exc:
         raise LabError(f"image build failed: {exc}") from exc
+
+
+def forget(cfg: LabConfig) -> None:
+    """The builders' tree ids go with the builders (`lab clean --images`)."""
+    (cfg.state_root / BUILDER_TREES).unlink(missing_ok=True)

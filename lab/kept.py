@@ -222,3 +222,13 @@ def status(engine: Engine, lab: KeptLab) -> list[dict[str, object]]:
             row["runstate"] = f"no QMP ({exc})"
         rows.append(row)
     return rows
+
+
+def clean(engine: Engine, cfg: LabConfig, every: bool) -> list[str]:
+    """Kept labs taken down and forgotten: those no one runs any more (orphans), and, ``every``,
+    all of them (kept labs are people's: only when asked). Their names."""
+    downed = (names(cfg) if every else []) + orphans(engine, cfg)
+    for name in downed:
+        down(engine, cfg, name)
+        forget(cfg, name)
+    return downed

@@ -13,14 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from lab import doctor, images, runner
+from lab import doctor, images, kept, runner
 from lab.config import EngineSpec, LabConfig, Profile
 from lab.engine import Engine
+from lab.engine.resources import Leftovers
 from lab.errors import LabError, ScenarioError, one_line
+from lab.results import artefacts
 from lab.results.report import Report
 from lab.runner import Cell, Event, LabKept, ReportWritten, Runner
 from lab.upstream import check as check_mod
 from lab.upstream import series as series_mod
+from lab.vm import accel, capabilities, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +194,53 @@ def check(cfg: LabConfig, plan: check_mod.Plan, info: series_mod.SeriesInfo, cel
             path = runner.write_report(report, out)
     return CheckRun(state, description, path, failure)
 
+
+
+# -- lab clean: each part of the lab forgets its own ----------------------------------------------------
+
+@dataclass
+class Cleaned:
+    """What `lab clean` removed, and what it left because it is not this machine's to remove."""
+
+    removed: Leftovers
+    others: dict[str, tuple[str, Leftovers]]  # run -> (owner, what it has): another machine's
+    downed: list[str] = field(default_factory=list)  # kept labs taken down
+    skipped: list[str] = field(default_factory=list)  # engines that did not answer, each with why
+    rundirs: int = 0  # run folders left by killed runs
+    snapshots: int = 0  # saved guests whose image is gone
+    images: bool = False  # the lab's images went, and what was kept of them
+
+
+def clean(cfg: LabConfig | None, every_lab: bool, kept_too: bool, images_too: bool) -> Cleaned:
+    """Only what dead runs of this machine left, on every engine of ``cfg``: a run in progress (another
+    terminal, a CI job) keeps its hosts. ``cfg`` None: no configuration, only the default engine."""
+    engine = Engine.connect()
+    lab = None if every_lab or cfg is None else cfg.name
+    downed: list[str] = []
+    if cfg is not None:
+        downed = kept.clean(engine, cfg, kept_too)
+        accel.forget(cfg)
+    done = Cleaned(engine.remove_dead_runs(lab), engine.others_runs(lab), downed)
+    if cfg is not None and not images_too:
+        done.snapshots = snapshot.prune(engine, cfg)
+    for spec in (cfg.engines.values() if cfg is not None else []):
+        if not spec.url:
+            continue
+        try:
+            other = Engine.connect(spec)
+        except LabError as exc:
+            done.skipped.append(f"engine {spec.name} skipped: {exc}")
+            continue
+        gone = other.remove_dead_runs(lab)
+        done.others |= other.others_runs(lab)
+        done.removed.containers += gone.containers
+        done.removed.networks += gone.networks
+    if images_too:
+        engine.remove_lab_images()
+        if cfg is not None:  # what was kept of those images: saved guests, builders' tree ids, answers
+            snapshot.forget(cfg)
+            images.forget(cfg)
+            capabilities.forget(cfg)
+        done.images = True
+    done.rundirs = artefacts.remove_stray_rundirs(lab)
+    return done

@@ -101,3 +101,11 @@ def stray_rundirs(lab: str | None) -> list[Path]:
         if mine and dead:
             found.append(path)
     return found
+
+
+def remove_stray_rundirs(lab: str | None) -> int:
+    """Removes what ``stray_rundirs`` finds; how many."""
+    found = stray_rundirs(lab)
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(found)

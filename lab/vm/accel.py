@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.config import LabConfig
 from lab.engine import KVM, TUN, Engine
 from lab.errors import LabError, ScenarioError
 from lab.namespace import Namespace, boot_id
@@ -110,3 +111,8 @@ def probe(engine: Engine, image: str, ns: Namespace, timeout: float) -> ProbeOut
                 return ProbeOutcome(True, f"a KVM guest booted in {time.monotonic() - started:.1f} s", True)
     except (LabError, ScenarioError) as exc:
         return ProbeOutcome(False, f"cannot start a probe host: {exc}", definite=False)
+
+
+def forget(cfg: LabConfig) -> None:
+    """What this machine's probe found is probed again next time (`lab clean`)."""
+    (cfg.state_root / CACHE_NAME).unlink(missing_ok=True)

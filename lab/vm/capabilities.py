@@ -11,7 +11,7 @@ import shlex
 from pathlib import Path
 
 from lab import statefile
-from lab.config import FILTERS
+from lab.config import FILTERS, LabConfig
 from lab.engine import Engine
 from lab.errors import LabError, ScenarioError
 from lab.namespace import Namespace
@@ -73,3 +73,8 @@ def parse_properties(output: str) -> dict[str, list[str]]:
         if isinstance(msg, dict) and msg.get("id") in FILTERS and isinstance(msg.get("return"), list):
             found[msg["id"]] = sorted(str(p.get("name")) for p in msg["return"] if isinstance(p, dict))
     return found
+
+
+def forget(cfg: LabConfig) -> None:
+    """The builds' answers go with their images (`lab clean --images`)."""
+    (cfg.state_root / CACHE_NAME).unlink(missing_ok=True)

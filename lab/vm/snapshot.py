@@ -113,3 +113,8 @@ def prune(engine: Engine, cfg: LabConfig) -> int:
     # Read again: a run may have saved a guest meanwhile.
     statefile.write(folder / INDEX, {n: i for n, i in statefile.read(folder / INDEX).items() if n not in gone})
     return len(gone)
+
+
+def forget(cfg: LabConfig) -> None:
+    """Every saved guest, with the images it was saved from (`lab clean --images`)."""
+    shutil.rmtree(cfg.state_root / FOLDER, ignore_errors=True)
