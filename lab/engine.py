@@ -107,8 +107,17 @@ class DockerHost(Host):
         if self.shared:
             super().write_text(name, text)
             return
+        self._put(name, text.encode(), 0o644)
+
+    def write_secret(self, name: str, data: bytes) -> None:
+        if self.shared:
+            super().write_secret(name, data)
+            return
+        self._put(name, data, 0o600)
+
+    def _put(self, name: str, data: bytes, mode: int) -> None:
         self.check(["mkdir", "-p", os.path.dirname(f"{RUNDIR}/{name}")])
-        self._files("write", name, lambda: remote.put(self.container, f"{RUNDIR}/{name}", text.encode()))
+        self._files("write", name, lambda: remote.put(self.container, f"{RUNDIR}/{name}", data, mode))
 
     def socket(self, name: str) -> Path:
         if self.shared:

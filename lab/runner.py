@@ -25,7 +25,7 @@ from pathlib import Path
 import docker.errors
 
 from lab import accel as accel_mod
-from lab import artefacts, capabilities, images, kept, page, resources, scenario, slots, snapshot, ssh, timeline
+from lab import artefacts, capabilities, guard, images, kept, page, resources, scenario, slots, snapshot, ssh, timeline
 from lab.accel import AccelChoice
 from lab.analysis import ERROR, UNSUPPORTED
 from lab.config import LabConfig, Profile, ScenarioSpec
@@ -456,8 +456,10 @@ class Runner:
                 hosts_s = time.monotonic() - started
                 # Hard-linked into the primary's run folder, which its QEMU then sees, when shared.
                 restore = saved.place(rundir / "primary") if saved and hosts.primary.shared else ""
+                # Split, the secondary's ports are published on its engine's address: guarded.
+                keys = guard.CellKeys.new() if hosts.split else None
                 outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it,
-                                       restore)
+                                       restore, keys)
                 outcome.timings["hosts"] = round(hosts_s, 2)
                 drawn = self._pictures.submit(artefacts.picture, rundir, cell.title, outcome)  # while hosts go
         except ScenarioError as exc:
