@@ -163,7 +163,7 @@ def test_a_split_cells_published_ports_take_no_one_else(engines_yaml: Path, lab_
     assert read_pcap(cell / "secondary" / "stream.pcap", INTRUDER_RUN) == []
     # The destination QEMU failed the intruders' TLS handshakes and migrated the real stream.
     qemu_log = (cell / "secondary" / "qemu.log").read_text()
-    assert "TLS" in qemu_log, qemu_log[-2000:]
+    assert "TLS" in qemu_log and "tls-creds" in (cell / "primary" / "qmp.jsonl").read_text(), qemu_log[-2000:]
     print(f"split guard: recorder refused {refused}; destination: {qemu_log.strip().splitlines()[-3:]}")
     # Neither the key nor the token left the run folder: not in report.json, not in any artefact.
     key_hex = intruder.keys[0].decode().strip().split(":")[1]
@@ -390,6 +390,9 @@ def test_engines_that_do_not_see_the_labs_folders_run_it_with_copied_files(
                  "timeline.png"):
         assert (cell / made).stat().st_size > 0, made
     assert not list(cell.rglob("*.sock")) and not list(cell.rglob(".handshake"))
+    # Split, the key and token were there (the migration ran over TLS) and stayed behind.
+    assert not list(cell.rglob(guard.FOLDER)) and not list(cell.rglob("keys.psk"))
+    assert ("tls-creds" in (cell / "primary" / "qmp.jsonl").read_text()) == bool(placement)
     assert not resources.find(lab_docker, name), "the lab left something on the engine"
     if engines is None:
         # A kept lab is reached through its run folder here: not on such an engine.
