@@ -125,7 +125,9 @@ class Intruder:
         if phase == "traffic":
             self.keys = [hosts.primary.path(name).read_bytes() for name in (guard.PSK_FILE, guard.TOKEN_FILE)]
             migration, recorder = hosts.secondary.published[MIGRATION_PORT], hosts.secondary.published[RECORDER_PORT]
-            for where, payloads in ((migration, [FAKE_MIGRATION, b"", bytes(range(256))]),
+            # Not a silent connection to the migration port: the destination QEMU runs an incoming
+            # TLS handshake on a blocking socket, and one that never speaks stalls it (README).
+            for where, payloads in ((migration, [FAKE_MIGRATION, bytes(range(256))]),
                                     (recorder, [fake_frames(), b"\xff" * 32 + fake_frames(), b""])):
                 for payload in payloads:  # b"": connects and says nothing while the real one works
                     sock = socket.create_connection(where, timeout=5)
@@ -152,7 +154,7 @@ def test_a_split_cells_published_ports_take_no_one_else(engines_yaml: Path, lab_
             [row] = [e.row for e in events if isinstance(e, CellFinished)]
     finally:
         second.client.close()
-    assert len(intruder.sent) == 2 and all(n == 3 for n in intruder.sent.values()), intruder.sent
+    assert sorted(intruder.sent.values()) == [2, 3], intruder.sent
     assert row.verdict == cfg.scenarios["redirector"].expect[profile.name], row.why
     cell = Path(row.artefacts)
     assert row.engines == {"primary": "local", "secondary": "second"}
