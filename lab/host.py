@@ -9,6 +9,7 @@ engine. The host sees its run folder as ``RUNDIR``; the lab sees the same files 
 from __future__ import annotations
 
 import abc
+import os
 import shlex
 import signal
 import threading
@@ -98,6 +99,15 @@ class Host(abc.ABC):
         path = self.path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+
+    def write_secret(self, name: str, data: bytes) -> None:
+        """``data`` as a file no one but its owner reads, from its first byte on."""
+        path = self.path(name)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
 
     def add_tap(self) -> None:
         """The tap QEMU's netdev opens, up (in one command: each is a round trip to the engine)."""

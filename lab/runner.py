@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from lab import images, kept, scenario, slots
+from lab import guard, images, kept, scenario, slots
 from lab.config import LabConfig, Profile, ScenarioSpec
 from lab.engine import KVM, TUN, Engine, HostSpec, LabHosts, machine_address, ssh
 from lab.engine import registry as registry_mod
@@ -483,8 +483,10 @@ class Runner:
                 hosts_s = time.monotonic() - started
                 # Hard-linked into the primary's run folder, which its QEMU then sees, when shared.
                 restore = saved.place(rundir / "primary") if saved and hosts.primary.shares_rundir else ""
+                # Split, the secondary's ports are published on its engine's address: guarded.
+                keys = guard.CellKeys.new() if hosts.split else None
                 outcome = scenario.run(self.cfg, cell.scenario, hosts.primary, hosts.secondary, accel, phase, keep_it,
-                                       restore)
+                                       restore, keys)
                 outcome.timings["hosts"] = round(hosts_s, 2)
                 drawn = self._pictures.submit(artefacts.picture, rundir, cell.title, outcome)  # while hosts go
         except ScenarioError as exc:

@@ -22,6 +22,7 @@ drawing pictures belong to lab.results.artefacts, deciding what to keep to lab.r
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -29,8 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab import guard
 from lab.config import NO_FILTER, LabConfig, ScenarioSpec, Timeouts
 from lab.errors import ScenarioError
+from lab.guard import CellKeys
 from lab.host import Host
 from lab.results.analysis import (
     Analysis,
@@ -42,7 +45,7 @@ from lab.results.analysis import (
     analyse_guest,
 )
 from lab.results.verdict import Verdict
-from lab.vm.capture import CUT, INDEV_PORT, RECORDER_PORT, Drained, SecondaryCapture
+from lab.vm.capture import CUT, INDEV_PORT, RECORDER_PORT, SENDER_PORT, Drained, SecondaryCapture, start_sender
 from lab.vm.guest import ClockOffset, GuestRecord, measure_offset, read_record
 from lab.vm.migration import Migration, MigrationTimes
 from lab.vm.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Qemu, destination_redirector, guest_machine, source_filter
@@ -113,32 +116,50 @@ class Booted:
     source: Qemu
     destination: Qemu
     capture: SecondaryCapture
+    keys: CellKeys | None = None  # a split cell's: its published ports take only who holds them
 
     @classmethod
     def create(cls, cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str,
-               restore: str = "") -> Booted:
-        """``restore``: a saved guest (lab.vm.snapshot) the source starts from instead of booting."""
-        stream_host, stream_port = secondary.reach(RECORDER_PORT)
+               restore: str = "", keys: CellKeys | None = None) -> Booted:
+        """``restore``: a saved guest (lab.vm.snapshot) the source starts from instead of booting;
+        ``keys``: the cell's key and token (lab.guard), when the secondary's ports are published."""
+        # Guarded, the filter reaches the recorder through the sender on its own host.
+        stream_host, stream_port = ("127.0.0.1", SENDER_PORT) if keys else secondary.reach(RECORDER_PORT)
         under_test = () if scenario.filter == NO_FILTER else (source_filter(
             scenario.filter, stream_host, stream_port, scenario.properties, on=scenario.switch_on == "start"),)
         to_guest = scenario.path == "guest"
+        tls = keys is not None
         return cls(
-            source=Qemu(primary, guest_machine(cfg.guest, accel, "primary", under_test, restore=restore)),
+            source=Qemu(primary, guest_machine(cfg.guest, accel, "primary", under_test, restore=restore, tls=tls)),
             destination=Qemu(secondary, guest_machine(cfg.guest, accel, "secondary",
                                                       (destination_redirector(INDEV_PORT, to_guest),),
-                                                      incoming=True)),
-            capture=SecondaryCapture(secondary))
+                                                      incoming=True, tls=tls)),
+            capture=SecondaryCapture(secondary, guarded=tls), keys=keys)
 
     def start(self, t: Timeouts) -> None:
         """The destination first (its indev server), the recorder in front of it, then the source,
         whose filter must find the recorder listening: through a published port (split placement)
         Docker's proxy takes the connection even when nothing listens behind it, and a filter whose
         chardev only ever writes does not notice that it was hung up on until it sends."""
+        if self.keys is not None:
+            for qemu in (self.destination, self.source):
+                self.keys.place(qemu.host)
         self.destination.launch(t.boot_s)
         self.capture.start(t.host_start_s)
+        if self.keys is not None:
+            start_sender(self.source.host, self.destination.host.reach(RECORDER_PORT), t.host_start_s)
         self._start_source(t)
         if self.source.spec.filters:
             self.capture.wait_connected(t.host_start_s)
+
+    def withdraw_keys(self) -> None:
+        """The key and token out of both run folders: once the migration's handshake is done no one
+        needs them, and none may leave with the artefacts."""
+        if self.keys is not None:
+            for qemu in (self.source, self.destination):
+                # A host gone takes them along; what came back from it anyway the runner removes.
+                with contextlib.suppress(ScenarioError):
+                    guard.withdraw(qemu.host)
 
     def _start_source(self, t: Timeouts) -> None:
         self.source.launch(t.boot_s)
@@ -154,16 +175,18 @@ class Booted:
 
 
 def run(cfg: LabConfig, scenario: ScenarioSpec, primary: Host, secondary: Host, accel: str,
-        on_phase: PhaseHook, keep: Callable[[Outcome], bool] = lambda o: False, restore: str = "") -> Outcome:
+        on_phase: PhaseHook, keep: Callable[[Outcome], bool] = lambda o: False, restore: str = "",
+        keys: CellKeys | None = None) -> Outcome:
     """Runs the scenario on the hosts; one that cannot finish gives verdict ``error`` with its reason.
 
     ``keep(outcome)`` true leaves both QEMUs running at the end (for a person to look at);
-    ``restore``: the saved guest the source starts from (lab.vm.snapshot), instead of a boot.
+    ``restore``: the saved guest the source starts from (lab.vm.snapshot), instead of a boot;
+    ``keys``: the migration and the stream guarded with them (a split cell's published ports).
     """
     outcome = Outcome()
     try:
         # The hosts' cancel flag (Ctrl-C on their run) cuts the scenario's own waits short too.
-        booted = Booted.create(cfg, scenario, primary, secondary, accel, restore)
+        booted = Booted.create(cfg, scenario, primary, secondary, accel, restore, keys)
         _drive(cfg, scenario, booted, outcome, on_phase, keep, primary.cancel)
     except ScenarioError as exc:
         outcome.verdict, outcome.error = Verdict.ERROR, str(exc)
@@ -184,7 +207,8 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         outcome.qemu_version = _version(src)
 
         host, port = secondary.reach(MIGRATION_PORT)
-        migration = Migration(src.qmp, dest.qmp, f"tcp:{host}:{port}", cancel)
+        migration = Migration(src.qmp, dest.qmp, f"tcp:{host}:{port}", cancel,
+                              tls_creds=guard.CREDS_ID if booted.keys else "")
         outcome.migration = migration.times
         migration.prepare()
         generator = Generator(primary, cfg.guest.mac, cfg.traffic.rate)
@@ -216,6 +240,7 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         outcome.timings["hold"] = round(times.continued - times.pre_switchover, 2)
         phase("drain")
         migration.wait_completed(t.completion_s)
+        booted.withdraw_keys()
         drain_start = time.monotonic()
         drained: Drained | None = None
         if scenario.path == "stream":
@@ -243,6 +268,7 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         outcome.figures = migration.figures() | _timeline(sent, times, outcome.switched_on)
         outcome.timings["analysis"] = round(time.monotonic() - analysis_start, 2)
     finally:
+        booted.withdraw_keys()
         # Kept unless the scenario ends as expected: an error on the way leaves them for a look too.
         src.keep = dest.keep = keep(outcome)
         src.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from typing import Any
 
 
@@ -25,3 +26,29 @@ def write_record(path: str, record: dict[str, Any]) -> None:
     with open(path + ".tmp", "w") as f:
         json.dump(record, f)
     os.replace(path + ".tmp", path)
+
+
+class EventLog:
+    """A helper's events, a JSON line each with its time, on disk as they happen."""
+
+    def __init__(self, path: str) -> None:
+        self.f = open(path, "a")
+
+    def __call__(self, kind: str, **data: object) -> None:
+        self.f.write(json.dumps({"time": time.time(), "event": kind, **data}) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` as a socket address."""
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def read_token(path: str) -> bytes:
+    """A token, from its file (hex): never from the command line, which any process of the host reads."""
+    with open(path) as f:
+        return bytes.fromhex(f.read().strip())

@@ -7,6 +7,10 @@ releases injected frames only when it starts running, so this stream is where ar
 Bytes go on to the destination without blocking the reads: what it does not take yet waits in a
 queue, and a growing queue is reported as ``backpressure`` events (and counted in ``stopped``).
 
+With ``--token-file`` (a split cell, whose recorder port is published on its engine's address) a
+connection counts only once it has presented the token first: anything else within ``TOKEN_WAIT_S``
+is closed, reported as ``refused`` and leaves the stream it did not present a token for untouched.
+
 Stream format (net/filter-mirror.c, vnet_hdr_support=on): a 4-byte length, a 4-byte vnet header
 length, then that many bytes: the vnet header followed by the Ethernet frame. All big-endian.
 """
@@ -14,18 +18,21 @@ length, then that many bytes: the vnet header followed by the Ethernet frame. Al
 from __future__ import annotations
 
 import argparse
-import json
+import hmac
 import selectors
 import socket
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import BinaryIO
 
-from lab.agents import StopFlag
+from lab.agents import EventLog, StopFlag, address, read_token
 
 MAX_PACKET = 256 * 1024
 MAX_QUEUED = 256 * 1024 * 1024
+TOKEN_WAIT_S = 2.0  # for a connection's token: the sender presents it at once
+MAX_UNPROVEN = 8  # connections still owing their token; past it the oldest is closed
 
 
 class PcapWriter:
@@ -122,11 +129,6 @@ class Backpressure:
             self.next_report = self.FIRST
 
 
-def _addr(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    return host, int(port)
-
-
 class Pair:
     """One primary connection and the destination connection its bytes go to."""
 
@@ -146,28 +148,83 @@ class Pair:
         self.down.sock.close()
 
 
+@dataclass
+class Unproven:
+    """A connection that has not presented its token yet: what it sent of it, and until when it may."""
+
+    sock: socket.socket
+    peer: str
+    deadline: float
+    got: bytes = b""
+
+
+class Gate:
+    """Admits a connection once its first bytes are the token; never reads past the token, so what
+    follows it is the stream's."""
+
+    def __init__(self, token: bytes) -> None:
+        self.token = token
+        self.waiting: dict[socket.socket, Unproven] = {}
+
+    def enter(self, sock: socket.socket, peer: str, now: float) -> list[Unproven]:
+        """Takes ``sock`` in; returns the connections it pushed out (the oldest, past MAX_UNPROVEN)."""
+        self.waiting[sock] = Unproven(sock, peer, now + TOKEN_WAIT_S)
+        excess = list(self.waiting.values())[:-MAX_UNPROVEN]
+        for old in excess:
+            del self.waiting[old.sock]
+        return excess
+
+    def read(self, sock: socket.socket) -> tuple[bool, str]:
+        """Reads what is owed of the token: (admitted, why refused); (False, "") while it is incomplete."""
+        waiting = self.waiting[sock]
+        try:
+            data = sock.recv(len(self.token) - len(waiting.got))
+        except BlockingIOError:
+            return False, ""
+        except OSError as exc:
+            return self._out(sock, f"unreadable: {exc}")
+        if not data:
+            return self._out(sock, "closed before its token")
+        waiting.got += data
+        if len(waiting.got) < len(self.token):
+            return False, ""
+        if not hmac.compare_digest(waiting.got, self.token):
+            return self._out(sock, "wrong token")
+        del self.waiting[sock]
+        return True, ""
+
+    def expired(self, now: float) -> list[Unproven]:
+        late = [w for w in self.waiting.values() if now >= w.deadline]
+        for w in late:
+            del self.waiting[w.sock]
+        return late
+
+    def _out(self, sock: socket.socket, why: str) -> tuple[bool, str]:
+        del self.waiting[sock]
+        return False, why
+
+
 class Recorder:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.events = open(args.events, "a")
+        self.event = EventLog(args.events)
         self.pcap = PcapWriter(args.pcap)
         self.sel = selectors.DefaultSelector()
         self.pair: Pair | None = None
         self.pressure = Backpressure(self.event)
         self.frames_seen = 0
-
-    def event(self, kind: str, **data: object) -> None:
-        self.events.write(json.dumps({"time": time.time(), "event": kind, **data}) + "\n")
-        self.events.flush()
+        self.gate = Gate(read_token(args.token_file)) if args.token_file else None
 
     def run(self, stop: StopFlag) -> None:
-        server = socket.create_server(_addr(self.args.listen), reuse_port=False)
+        server = socket.create_server(address(self.args.listen), reuse_port=False)
         self.sel.register(server, selectors.EVENT_READ, "accept")
         self.event("listening", address=self.args.listen)
         while not stop.set:
             for key, mask in self.sel.select(timeout=0.2):
                 if key.data == "accept":
                     self.accept(server)
+                elif key.data == "unproven":
+                    self.prove(key.fileobj)  # type: ignore[arg-type]
                 elif self.pair is not None and key.fileobj in (self.pair.up.sock, self.pair.down.sock):
                     try:
                         reason = self.upstream(mask) if key.data == "up" else self.downstream(mask)
@@ -179,26 +236,58 @@ class Recorder:
                         self.drop(reason)
                     else:
                         self.watch()
+            if self.gate is not None:
+                for late in self.gate.expired(time.monotonic()):
+                    self.refuse(late, f"no token within {TOKEN_WAIT_S:g} s")
         if self.pair is not None:
             self.drop("recorder stopped")
         self.pcap.close()
         self.event("stopped", frames=self.frames_seen, backpressure=self.pressure.reports,
                    max_queued_bytes=self.pressure.max_queued)
-        self.events.close()
+        self.event.close()
 
     def accept(self, server: socket.socket) -> None:
         conn, peer = server.accept()
+        if self.gate is None:
+            self.admit(conn, f"{peer[0]}:{peer[1]}")
+            return
+        conn.setblocking(False)
+        self.sel.register(conn, selectors.EVENT_READ, "unproven")
+        for pushed in self.gate.enter(conn, f"{peer[0]}:{peer[1]}", time.monotonic()):
+            self.refuse(pushed, "too many connections owing their token")
+
+    def prove(self, conn: socket.socket) -> None:
+        """A connection owing its token has sent something: admitted, refused, or still owing."""
+        assert self.gate is not None
+        peer = self.gate.waiting[conn].peer
+        admitted, why = self.gate.read(conn)
+        if admitted:
+            self.sel.unregister(conn)
+            self.admit(conn, peer)
+        elif why:
+            self.refuse(Unproven(conn, peer, 0.0), why)
+
+    def refuse(self, unproven: Unproven, why: str) -> None:
+        """Closed, and said so; what it sent is never written anywhere."""
+        if unproven.sock in self.sel.get_map():
+            self.sel.unregister(unproven.sock)
+        unproven.sock.close()
+        self.event("refused", peer=unproven.peer, reason=why)
+
+    def admit(self, conn: socket.socket, peer: str) -> None:
+        """``conn`` is the primary's stream from now on (a new one replaces the last: the filter's
+        chardev reconnects after a break)."""
         if self.pair is not None:
             self.drop("replaced by a new connection")
         try:
-            forward = socket.create_connection(_addr(self.args.forward), timeout=5)
+            forward = socket.create_connection(address(self.args.forward), timeout=5)
         except OSError as exc:
             self.event("forward-failed", error=str(exc))
             conn.close()
             return
         forward.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.pair = Pair(conn, forward, vnet_hdr=not self.args.no_vnet_hdr)
-        self.event("connected", peer=f"{peer[0]}:{peer[1]}", forward=self.args.forward)
+        self.event("connected", peer=peer, forward=self.args.forward)
         self.watch()
 
     def upstream(self, mask: int) -> str:
@@ -273,6 +362,7 @@ def main() -> int:
     ap.add_argument("--pcap", required=True)
     ap.add_argument("--events", required=True, help="JSON lines: connections, errors, back-pressure")
     ap.add_argument("--no-vnet-hdr", action="store_true")
+    ap.add_argument("--token-file", help="a file holding the token (hex) a connection must present first")
     ap.add_argument("--max-queued-bytes", type=int, default=MAX_QUEUED,
                     help="bytes waiting for the destination before the stream counts as broken")
     args = ap.parse_args()

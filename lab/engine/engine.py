@@ -171,8 +171,14 @@ class CopiedHost(DockerHost):
         (self.rundir / name).unlink(missing_ok=True)
 
     def write_text(self, name: str, text: str) -> None:
+        self._put(name, text.encode(), 0o644)
+
+    def write_secret(self, name: str, data: bytes) -> None:
+        self._put(name, data, 0o600)
+
+    def _put(self, name: str, data: bytes, mode: int) -> None:
         self.check(["mkdir", "-p", os.path.dirname(f"{RUNDIR}/{name}")])
-        self._files("write", name, lambda: remote.put(self.container, f"{RUNDIR}/{name}", text.encode()))
+        self._files("write", name, lambda: remote.put(self.container, f"{RUNDIR}/{name}", data, mode))
 
     def socket(self, name: str) -> Path:
         if name not in self._relays:

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from lab import guard
 from lab.namespace import RUN, Namespace, alive
 from lab.results import timeline
 from lab.results.report import Row
@@ -63,10 +64,12 @@ def picture(rundir: Path, title: str, outcome: Outcome) -> Path | None:
 
 
 def move_to(rundir: Path, out: Path) -> Path:
-    """The run folder becomes ``out`` (sockets dropped: they mean nothing once QEMU is gone)."""
+    """The run folder becomes ``out`` (sockets dropped: they mean nothing once QEMU is gone; a split
+    cell's keys, whatever a host could not withdraw, never leave)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     for sock in rundir.rglob("*.sock"):
         sock.unlink(missing_ok=True)
+    guard.forget(rundir)
     (rundir / MARKER).unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
@@ -78,7 +81,7 @@ def copy_to(rundir: Path, out: Path) -> Path:
     """A kept lab's files as they are now; the run folder itself stays with the running lab."""
     if out.exists():
         shutil.rmtree(out)
-    shutil.copytree(rundir, out, ignore=shutil.ignore_patterns("*.sock", "authorized_keys", MARKER))
+    shutil.copytree(rundir, out, ignore=shutil.ignore_patterns("*.sock", "authorized_keys", guard.FOLDER, MARKER))
     return out
 
 

@@ -5,6 +5,9 @@
   time to ``stream.pcap``. This is where timing is true: the destination QEMU, still incoming, holds
   the frames it is given until it runs.
 - The destination's tap, with tcpdump: ``tap.pcap``, the frames the secondary QEMU delivered.
+
+In a split cell the recorder takes only a connection that presents the cell's token (lab.guard), and
+the primary's filter reaches it through the sender agent on its own host, which presents it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from lab import pcap
+from lab import guard, pcap
 from lab.agents import frames
 from lab.bounds import ENGINE_LIMIT, past
 from lab.errors import ScenarioError
@@ -29,6 +32,7 @@ BREAKS = ("disconnected", "forward-failed", "parse-error")  # recorder events th
 TAP_PCAP = "tap.pcap"
 RECORDER_PORT = 9000  # the primary's outdev connects here
 INDEV_PORT = 9001  # the destination QEMU's indev chardev server, on the host's loopback
+SENDER_PORT = 9002  # in a split cell, the primary's outdev connects here, on its own host's loopback
 
 
 # How a drain ended: every expected frame delivered, the tap quiet, its bound on a quiet tap, or its
@@ -105,9 +109,32 @@ class PcapTail:
         self.pending = data[at:]
 
 
+def _wait_for(host: Host, name: str, text: str, timeout: float, proc: Process) -> None:
+    def seen() -> bool | None:
+        if text in host.read_text(name):
+            return True
+        if proc.returncode is not None:
+            raise ScenarioError(f"{proc.name} exited {proc.returncode}: {proc.tail(5)}")
+        return None
+
+    wait_until(f"{host.role}: {text!r} in {name}", seen, timeout, last=lambda: proc.tail(1))
+
+
+def start_sender(host: Host, recorder: tuple[str, int], timeout: float) -> Process:
+    """The sender agent on the primary (a split cell's): the filter's outdev connects to it on
+    ``SENDER_PORT``, and it to the ``recorder``, presenting the token."""
+    sender = host.spawn("sender", [
+        "python3", "-m", "lab.agents.sender", "--listen", f"127.0.0.1:{SENDER_PORT}",
+        "--to", f"{recorder[0]}:{recorder[1]}", "--token-file", f"{RUNDIR}/{guard.TOKEN_FILE}",
+        "--events", f"{RUNDIR}/sender-events.jsonl"])
+    _wait_for(host, "sender-events.jsonl", '"listening"', timeout, sender)
+    return sender
+
+
 @dataclass
 class SecondaryCapture:
     host: Host
+    guarded: bool = False  # the recorder admits only connections that present the cell's token
     recorder: Process | None = None
     tcpdump: Process | None = None
 
@@ -115,28 +142,19 @@ class SecondaryCapture:
         self.tcpdump = self.host.spawn("tcpdump", [
             "tcpdump", "-i", TAP, "-n", "-U", "-w", f"{RUNDIR}/{TAP_PCAP}", "ether", "proto",
             f"0x{frames.ETHERTYPE:04x}"])
+        token = ["--token-file", f"{RUNDIR}/{guard.TOKEN_FILE}"] if self.guarded else []
         self.recorder = self.host.spawn("recorder", [
             "python3", "-m", "lab.agents.recorder", "--listen", f"0.0.0.0:{RECORDER_PORT}",
             "--forward", f"127.0.0.1:{INDEV_PORT}", "--pcap", f"{RUNDIR}/{STREAM_PCAP}",
-            "--events", f"{RUNDIR}/recorder-events.jsonl"])
-        self._wait_for("tcpdump.log", "listening on", timeout, self.tcpdump)
-        self._wait_for("recorder-events.jsonl", '"listening"', timeout, self.recorder)
+            "--events", f"{RUNDIR}/recorder-events.jsonl", *token])
+        _wait_for(self.host, "tcpdump.log", "listening on", timeout, self.tcpdump)
+        _wait_for(self.host, "recorder-events.jsonl", '"listening"', timeout, self.recorder)
 
     def wait_connected(self, timeout: float) -> None:
         """Until the primary's filter has connected to the recorder: its chardev retries a connection
         every 100 ms, and frames it takes before that go nowhere."""
         assert self.recorder is not None, "the capture was not started"
-        self._wait_for("recorder-events.jsonl", '"connected"', timeout, self.recorder)
-
-    def _wait_for(self, name: str, text: str, timeout: float, proc: Process) -> None:
-        def seen() -> bool | None:
-            if text in self.host.read_text(name):
-                return True
-            if proc.returncode is not None:
-                raise ScenarioError(f"{proc.name} exited {proc.returncode}: {proc.tail(5)}")
-            return None
-
-        wait_until(f"{self.host.role}: {text!r} in {name}", seen, timeout, last=lambda: proc.tail(1))
+        _wait_for(self.host, "recorder-events.jsonl", '"connected"', timeout, self.recorder)
 
     def stream(self, run_id: int) -> list[Frame]:
         return read_pcap(self.host.path(STREAM_PCAP), run_id)

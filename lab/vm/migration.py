@@ -34,11 +34,12 @@ class MigrationTimes:
 
 class Migration:
     def __init__(self, source: Monitor, destination: Monitor, uri: str,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None, tls_creds: str = "") -> None:
         self.source = source
         self.destination = destination
         self.uri = uri
         self.cancel = cancel
+        self.tls_creds = tls_creds  # the source's credentials object: the stream goes over TLS
         self.times = MigrationTimes()
         self.at_switchover: dict[str, Any] = {}
 
@@ -46,6 +47,8 @@ class Migration:
         caps = [{"capability": "pause-before-switchover", "state": True}, {"capability": "events", "state": True}]
         for monitor in (self.source, self.destination):
             monitor.cmd("migrate-set-capabilities", capabilities=caps)
+        if self.tls_creds:  # the destination has its own from its command line (lab.vm.qemu.tls_args)
+            self.source.cmd("migrate-set-parameters", **{"tls-creds": self.tls_creds})
 
     def start(self, timeout: float) -> None:
         self.source.cmd("migrate", uri=self.uri)

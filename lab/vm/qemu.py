@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from lab import guard
 from lab.config import Guest
 from lab.errors import QemuExited, ScenarioError, Timeout
 from lab.host import RUNDIR, TAP, Host, Process
@@ -69,6 +70,7 @@ class MachineSpec:
     restore: str = ""  # a state file (as the host sees it) to start from instead of booting
     nic: bool = True  # False only to check that a guest without eth0 is caught
     dirty_mb_s: int = 0  # the guest dirties its memory at this rate (MB/s), so migration iterates
+    tls: bool = False  # the migration over TLS with the cell's key (lab.guard): a split cell's
 
 
 def kernel_append(spec: MachineSpec) -> str:
@@ -85,11 +87,23 @@ def receiver_port_args() -> list[str]:
 
 
 def guest_machine(guest: Guest, accel: str, name: str, filters: tuple[Filter, ...] = (), incoming: bool = False,
-                  restore: str = "") -> MachineSpec:
+                  restore: str = "", tls: bool = False) -> MachineSpec:
     """The lab's guest on a machine: every machine of a lab is this one, or migration (and restoring
     a saved guest) would meet other devices than it left."""
     return MachineSpec(name=name, accel=accel, memory_mb=guest.memory_mb, mac=guest.mac, filters=filters,
-                       incoming=incoming, restore=restore, dirty_mb_s=guest.dirty_mb_s)
+                       incoming=incoming, restore=restore, dirty_mb_s=guest.dirty_mb_s, tls=tls)
+
+
+def tls_args(spec: MachineSpec) -> list[str]:
+    """The migration's credentials. The destination listens from its first instant, so it takes
+    TLS on its command line: a connection made before any QMP command would find it without. The
+    source's saved guest comes in through a file, which TLS would refuse: it is told over QMP, just
+    before it migrates (lab.vm.migration)."""
+    if not spec.tls:
+        return []
+    if not spec.incoming:
+        return ["-object", guard.creds_object("client")]
+    return ["-object", guard.creds_object("server"), "-global", f"migration.tls-creds={guard.CREDS_ID}"]
 
 
 def command_line(spec: MachineSpec) -> list[str]:
@@ -111,6 +125,7 @@ def command_line(spec: MachineSpec) -> list[str]:
     argv += receiver_port_args()
     for f in spec.filters:
         argv += ["-chardev", f.chardev_arg(), "-object", f.object_arg()]
+    argv += tls_args(spec)
     if spec.incoming:
         argv += ["-incoming", f"tcp:0.0.0.0:{MIGRATION_PORT}"]
     elif spec.restore:

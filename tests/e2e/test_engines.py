@@ -7,15 +7,19 @@ reached over ssh:// through the Docker SDK's paramiko transport."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -23,11 +27,16 @@ import docker.errors
 import paramiko
 import pytest
 
-from lab import config, images, kept
+from lab import config, guard, images, kept
+from lab.agents import frames
 from lab.config import EngineSpec, LabConfig
-from lab.engine import Engine, resources
+from lab.engine import Engine, LabHosts, resources
 from lab.namespace import Namespace
 from lab.pytest_plugin import need
+from lab.results.analysis import read_pcap
+from lab.runner import Cell, CellFinished, Runner
+from lab.vm.capture import RECORDER_PORT
+from lab.vm.qemu import MIGRATION_PORT
 from lab.waiting import wait_until
 from tests.e2e.rundirs import config_copy, owner, phase_of
 
@@ -79,6 +88,82 @@ def test_cells_spread_over_two_engines(engines_yaml: Path, lab_config: LabConfig
     assert placed == [{"primary": "local", "secondary": "local"}, {"primary": "second", "secondary": "second"}]
     run = Namespace(lab_config.name, json.loads((tmp_path / "s" / "report.json").read_text())["lab"]["run"])
     assert not resources.find(second_engine, lab_config.name, ns=run), "the run left something on the second engine"
+
+
+# What an intruder on the engine's network sends first: a migration stream's header (QEMU_VM_FILE_MAGIC,
+# version 3) with a section of garbage; to the recorder, bytes of its own and the filter's frames.
+FAKE_MIGRATION = b"QEVM\x00\x00\x00\x03" + b"\x01" * 64
+INTRUDER_RUN = 0xBAD  # the run id of the frames an intruder feeds the recorder
+
+
+def fake_frames() -> bytes:
+    records = [frames.build(bytes.fromhex("525400123456"), frames.mac_bytes(frames.SOURCE_MAC), INTRUDER_RUN, seq)
+               for seq in range(50)]
+    return b"".join(struct.pack("!II", 12 + len(f), 12) + bytes(12) + f for f in records)
+
+
+@dataclass
+class Intruder:
+    """Connections from this machine to a split cell's published ports, made while its traffic runs."""
+
+    sent: dict[str, int] = field(default_factory=dict)  # per port: connections made
+    held: list[socket.socket] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)  # what the hosts' key files held, for the search after
+
+    def __call__(self, phase: str, hosts: LabHosts) -> None:
+        if phase == "traffic":
+            self.keys = [hosts.primary.path(name).read_bytes() for name in (guard.PSK_FILE, guard.TOKEN_FILE)]
+            migration, recorder = hosts.secondary.published[MIGRATION_PORT], hosts.secondary.published[RECORDER_PORT]
+            # Not a silent connection to the migration port: the destination QEMU runs an incoming
+            # TLS handshake on a blocking socket, and one that never speaks stalls it (README).
+            for where, payloads in ((migration, [FAKE_MIGRATION, bytes(range(256))]),
+                                    (recorder, [fake_frames(), b"\xff" * 32 + fake_frames(), b""])):
+                for payload in payloads:  # b"": connects and says nothing while the real one works
+                    sock = socket.create_connection(where, timeout=5)
+                    sock.sendall(payload)
+                    self.held.append(sock)
+                    self.sent[str(where[1])] = self.sent.get(str(where[1]), 0) + 1
+        elif phase == "analysis":
+            for sock in self.held:
+                sock.close()
+
+
+def test_a_split_cells_published_ports_take_no_one_else(engines_yaml: Path, lab_config: LabConfig,
+                                                        lab_runner: Runner, lab_images: dict[str, images.ImageSet],
+                                                        second_engine: docker.DockerClient, tmp_path: Path) -> None:
+    cfg = config.load(engines_yaml)
+    profile = cfg.profiles[next(iter(lab_images))]
+    runner = Runner(cfg, lab_runner.engine, builds=lab_runner.builds, accel=lab_runner.accel)
+    second = Engine.connect(cfg.engines["second"])
+    runner.place([lab_runner.engine, second], split=True)
+    intruder = Intruder()
+    out = tmp_path / "guarded"
+    try:
+        with contextlib.closing(runner.run([Cell(profile, cfg.scenarios["redirector"])], out, hook=intruder)) as events:
+            [row] = [e.row for e in events if isinstance(e, CellFinished)]
+    finally:
+        second.client.close()
+    assert sorted(intruder.sent.values()) == [2, 3], intruder.sent
+    assert row.verdict == cfg.scenarios["redirector"].expect[profile.name], row.why
+    cell = Path(row.artefacts)
+    assert row.engines == {"primary": "local", "secondary": "second"}
+    # The recorder refused every intruder, and its capture holds none of their frames.
+    events_file = (cell / "secondary" / "recorder-events.jsonl").read_text().splitlines()
+    refused = [json.loads(line)["reason"] for line in events_file if '"refused"' in line]
+    assert len(refused) == 3, refused
+    assert read_pcap(cell / "secondary" / "stream.pcap", INTRUDER_RUN) == []
+    # The destination QEMU failed the intruders' TLS handshakes and migrated the real stream.
+    qemu_log = (cell / "secondary" / "qemu.log").read_text()
+    assert "TLS" in qemu_log and "tls-creds" in (cell / "primary" / "qmp.jsonl").read_text(), qemu_log[-2000:]
+    print(f"split guard: recorder refused {refused}; destination: {qemu_log.strip().splitlines()[-3:]}")
+    # Neither the key nor the token left the run folder: not in report.json, not in any artefact.
+    key_hex = intruder.keys[0].decode().strip().split(":")[1]
+    token_hex = intruder.keys[1].decode().strip()
+    secrets = [key_hex.encode(), token_hex.encode(), bytes.fromhex(key_hex), bytes.fromhex(token_hex)]
+    files = [out / "report.json", *(p for p in cell.rglob("*") if p.is_file())]
+    leaks = [str(p) for p in files if any(s in p.read_bytes() for s in secrets)]
+    assert not leaks, leaks
+    assert not list(cell.rglob(guard.FOLDER)), "the keys' folder reached the artefacts"
 
 
 @pytest.mark.parametrize(("url", "expected"), [
@@ -300,6 +385,9 @@ def test_engines_that_do_not_see_the_labs_folders_run_it_with_copied_files(
                  "timeline.png"):
         assert (cell / made).stat().st_size > 0, made
     assert not list(cell.rglob("*.sock")) and not list(cell.rglob(".handshake"))
+    # Split, the key and token were there (the migration ran over TLS) and stayed behind.
+    assert not list(cell.rglob(guard.FOLDER)) and not list(cell.rglob("keys.psk"))
+    assert ("tls-creds" in (cell / "primary" / "qmp.jsonl").read_text()) == bool(placement)
     assert not resources.find(lab_docker, name), "the lab left something on the engine"
     if engines is None:
         # A kept lab is reached through its run folder here: not on such an engine.

@@ -169,3 +169,24 @@ def test_no_dirtier_by_default() -> None:
 def test_dirty_rate_goes_on_the_kernel_command_line() -> None:
     argv = command_line(replace(SOURCE, dirty_mb_s=20))
     assert values(argv, "-append") == [KERNEL_APPEND + " lab.dirty_mb_s=20"]
+
+
+def test_without_tls_no_credentials_and_no_global() -> None:
+    for argv in (source(), destination()):
+        assert "tls-creds" not in " ".join(argv) and not values(argv, "-global")
+
+
+def test_a_split_cells_destination_listens_with_tls_from_its_command_line() -> None:
+    argv = command_line(MachineSpec(name="secondary", accel="tcg", memory_mb=256, mac=MAC,
+                                    filters=(destination_redirector(9001),), incoming=True, tls=True))
+    assert with_id(argv, "-object", "mig0") == ["tls-creds-psk,id=mig0,endpoint=server,dir=/run/lab/tls"]
+    assert values(argv, "-global") == ["migration.tls-creds=mig0"]
+    # Both before -incoming: the listener QEMU opens there takes TLS from its first connection.
+    assert argv.index("-global") < argv.index("-incoming") and argv[-2:] == ["-incoming", "tcp:0.0.0.0:4444"]
+
+
+def test_a_split_cells_source_has_client_credentials_and_leaves_its_restore_plain() -> None:
+    argv = command_line(replace(SOURCE, tls=True, restore="/run/lab/guest.state"))
+    assert with_id(argv, "-object", "mig0") == ["tls-creds-psk,id=mig0,endpoint=client,dir=/run/lab/tls"]
+    # The saved guest comes in through a file, which TLS refuses: the source is told over QMP later.
+    assert not values(argv, "-global") and values(argv, "-incoming") == ["file:/run/lab/guest.state"]

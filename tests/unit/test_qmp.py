@@ -120,20 +120,33 @@ def test_the_transcript_has_commands_replies_and_events(monitor: Monitor, server
 # -- the migration driver ----------------------------------------------------------------------
 
 @contextlib.contextmanager
-def migration_rig(sock_dir: Path, fail_at: str = "") -> Iterator[tuple[Migration, FakeQMP, Monitor]]:
+def migration_rig(sock_dir: Path, fail_at: str = "", tls_creds: str = "",
+                  ) -> Iterator[tuple[Migration, FakeQMP, Monitor]]:
     """A migration driver between a source and a destination that speak QMP as QEMU does."""
     dest = FakeQMP(sock_dir / "dest.sock")
     dest.handlers["migrate-set-capabilities"] = lambda a: {}
     source = migration_source(sock_dir / "src.sock", destination=dest, fail_at=fail_at)
+    source.handlers["migrate-set-parameters"] = lambda a: {}
     src_m = Monitor("primary", source.path, sock_dir / "p.jsonl", timeout=2.0)
     dest_m = Monitor("secondary", dest.path, sock_dir / "s.jsonl", timeout=2.0)
     try:
         src_m.connect(5.0)
         dest_m.connect(5.0)
-        yield Migration(src_m, dest_m, "tcp:secondary:4444"), source, src_m
+        yield Migration(src_m, dest_m, "tcp:secondary:4444", tls_creds=tls_creds), source, src_m
     finally:
         for closing in (src_m, dest_m, source, dest):
             closing.close()
+
+
+@pytest.mark.parametrize("tls_creds", ["", "mig0"], ids=["plain", "tls"])
+def test_the_source_alone_is_told_its_tls_credentials_before_it_migrates(sock_dir: Path, tls_creds: str) -> None:
+    with migration_rig(sock_dir, tls_creds=tls_creds) as (m, source, _src_m):
+        m.prepare()
+        m.start(5.0)
+        told = [c["arguments"] for c in source.received if c.get("execute") == "migrate-set-parameters"]
+        assert told == ([{"tls-creds": "mig0"}] if tls_creds else [])
+        executed = [c.get("execute") for c in source.received]
+        assert not told or executed.index("migrate-set-parameters") < executed.index("migrate")
 
 
 def test_migration_times_come_from_qemus_events(sock_dir: Path) -> None:

@@ -337,3 +337,145 @@ def test_a_destination_that_takes_nothing_breaks_the_stream_once_the_queue_is_fu
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+# --- a split cell's recorder: only a connection that presents the token -------------------------------------
+
+TOKEN = bytes(range(32))
+
+
+@pytest.fixture
+def destination() -> Iterator[socket.socket]:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(10)
+    yield server
+    server.close()
+
+
+@contextlib.contextmanager
+def guarded_recorder(tmp_path: Path, destination: socket.socket) -> Iterator[int]:
+    token_file = tmp_path / "stream.token"
+    token_file.write_text(TOKEN.hex())
+    proc, port = start_recorder(tmp_path, destination, "--token-file", str(token_file))
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
+
+
+def refusals(tmp_path: Path, count: int) -> list[str]:
+    found = wait_for(f"{count} refusals", lambda: [e for e in events_of(tmp_path / "events.jsonl")
+                                                    if e["event"] == "refused"][count - 1:] and
+                     [e["reason"] for e in events_of(tmp_path / "events.jsonl") if e["event"] == "refused"])
+    return list(found)
+
+
+def frame_records(run_id: int, seqs: range) -> bytes:
+    return b"".join(record(frames.build(DST, SRC, run_id, seq)) for seq in seqs)
+
+
+def test_a_connection_that_presents_the_token_is_the_stream(tmp_path: Path, destination: socket.socket) -> None:
+    with guarded_recorder(tmp_path, destination) as port:
+        primary = socket.create_connection(("127.0.0.1", port), timeout=10)
+        primary.sendall(TOKEN + frame_records(7, range(5)))  # the stream right behind the token, in one send
+        forwarded, _ = destination.accept()
+        got = wait_for("5 frames", lambda: all_or_none(read_pcap(tmp_path / "stream.pcap", run_id=7), 5))
+        assert [f.seq for f in got] == list(range(5))
+        forwarded.settimeout(10)
+        received = bytearray()
+        while len(received) < len(frame_records(7, range(5))):
+            received += forwarded.recv(65536)
+        assert bytes(received) == frame_records(7, range(5))  # the token itself is not passed on
+        primary.close()
+        forwarded.close()
+
+
+@pytest.mark.parametrize(("intruder", "reason"), [
+    (b"\xff" * 32 + b"more", "wrong token"),
+    (TOKEN[:-1] + b"\x00", "wrong token"),
+    (b"QEVM\x00\x00\x00\x03", "closed before its token"),  # a migration stream's header, then gone
+    (b"", "no token within 2 s"),  # connects and says nothing
+], ids=["garbage", "one-byte-off", "short-then-closed", "silent"])
+def test_any_other_connection_is_refused_and_writes_nothing(tmp_path: Path, destination: socket.socket,
+                                                            intruder: bytes, reason: str) -> None:
+    with guarded_recorder(tmp_path, destination) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            # Frames of its own behind what it presents: none may reach the capture.
+            sock.sendall(intruder + (frame_records(9, range(3)) if reason == "wrong token" else b""))
+            if reason == "closed before its token":
+                sock.shutdown(socket.SHUT_WR)
+            assert refusals(tmp_path, 1) == [reason]
+            assert closed(sock)
+        assert read_pcap(tmp_path / "stream.pcap", run_id=9) == []
+        assert not [e for e in events_of(tmp_path / "events.jsonl") if e["event"] == "connected"]
+        destination.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            destination.accept()  # nothing was forwarded to the secondary QEMU either
+
+
+def test_intruders_neither_disturb_the_stream_nor_keep_the_real_one_out(tmp_path: Path,
+                                                                          destination: socket.socket) -> None:
+    with guarded_recorder(tmp_path, destination) as port:
+        # Before the real one: more silent connections than the recorder waits on at once.
+        early = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(10)]
+        primary = socket.create_connection(("127.0.0.1", port), timeout=10)
+        primary.sendall(TOKEN + frame_records(7, range(3)))
+        forwarded, _ = destination.accept()
+        wait_for("3 frames", lambda: all_or_none(read_pcap(tmp_path / "stream.pcap", run_id=7), 3))
+        # While the stream flows: garbage, a wrong token, a silent one.
+        late = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+        late[0].sendall(b"\x00\x00\x00\x10\x00\x00\x00\x0c" + bytes(16))
+        late[1].sendall(b"\xaa" * 32 + frame_records(9, range(3)))
+        primary.sendall(frame_records(7, range(3, 6)))
+        got = wait_for("6 frames", lambda: all_or_none(read_pcap(tmp_path / "stream.pcap", run_id=7), 6))
+        assert [f.seq for f in got] == list(range(6))
+        reasons = refusals(tmp_path, 10 + 3)  # every one but the real one
+        assert reasons.count("too many connections owing their token") >= 2 and "wrong token" in reasons
+        events = [e["event"] for e in events_of(tmp_path / "events.jsonl")]
+        assert events.count("connected") == 1 and "disconnected" not in events, events
+        assert read_pcap(tmp_path / "stream.pcap", run_id=9) == []
+        for sock in (*early, *late, primary, forwarded):
+            sock.close()
+
+
+def test_the_sender_presents_the_token_and_passes_both_ways(tmp_path: Path, destination: socket.socket) -> None:
+    with guarded_recorder(tmp_path, destination) as port:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            sender_port = probe.getsockname()[1]
+        sender = subprocess.Popen([sys.executable, "-m", "lab.agents.sender", "--listen", f"127.0.0.1:{sender_port}",
+                                   "--to", f"127.0.0.1:{port}", "--token-file", str(tmp_path / "stream.token"),
+                                   "--events", str(tmp_path / "sender.jsonl")], cwd=ROOT)
+        try:
+            wait_for("the sender", lambda: events_of(tmp_path / "sender.jsonl"))
+            filter_side = socket.create_connection(("127.0.0.1", sender_port), timeout=10)
+            filter_side.sendall(frame_records(7, range(4)))
+            forwarded, _ = destination.accept()
+            got = wait_for("4 frames", lambda: all_or_none(read_pcap(tmp_path / "stream.pcap", run_id=7), 4))
+            assert [f.seq for f in got] == list(range(4))
+            forwarded.sendall(b"back")  # what the secondary QEMU sends reaches the filter's chardev
+            assert filter_side.recv(4) == b"back"
+            forwarded.close()  # the recorder then drops the pair; the sender closes the chardev's end
+            assert closed(filter_side)
+            filter_side.close()
+            assert not refusals_of(tmp_path)
+        finally:
+            sender.terminate()
+            sender.wait(timeout=10)
+        assert sender.returncode == 0
+
+
+def closed(sock: socket.socket) -> bool:
+    """The far end closed: an orderly end, or a reset (it closed with bytes of ours unread)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def refusals_of(tmp_path: Path) -> list[dict[str, Any]]:
+    return [e for e in events_of(tmp_path / "events.jsonl") if e["event"] == "refused"]
