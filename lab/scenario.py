@@ -45,10 +45,28 @@ from lab.results.analysis import (
     analyse_guest,
 )
 from lab.results.verdict import Verdict
-from lab.vm.capture import CUT, INDEV_PORT, RECORDER_PORT, SENDER_PORT, Drained, SecondaryCapture, start_sender
+from lab.vm.capture import (
+    CUT,
+    INDEV_PORT,
+    RECORDER_PORT,
+    SENDER_PORT,
+    Drained,
+    SecondaryCapture,
+    start_gate,
+    start_sender,
+)
 from lab.vm.guest import ClockOffset, GuestRecord, measure_offset, read_record
 from lab.vm.migration import Migration, MigrationTimes
-from lab.vm.qemu import MIGRATION_PORT, SOURCE_FILTER_ID, Qemu, destination_redirector, guest_machine, source_filter
+from lab.vm.qemu import (
+    MIGRATION_INNER_PORT,
+    MIGRATION_PORT,
+    MIGRATION_SENDER_PORT,
+    SOURCE_FILTER_ID,
+    Qemu,
+    destination_redirector,
+    guest_machine,
+    source_filter,
+)
 from lab.vm.traffic import Generator
 from lab.waiting import Deadline, pause
 
@@ -147,7 +165,10 @@ class Booted:
         self.destination.launch(t.boot_s)
         self.capture.start(t.host_start_s)
         if self.keys is not None:
+            start_gate(self.destination.host, MIGRATION_PORT, MIGRATION_INNER_PORT, t.host_start_s)
             start_sender(self.source.host, self.destination.host.reach(RECORDER_PORT), t.host_start_s)
+            start_sender(self.source.host, self.destination.host.reach(MIGRATION_PORT), t.host_start_s,
+                         MIGRATION_SENDER_PORT, "migration-sender", ("the source QEMU", "the destination's gate"))
         self._start_source(t)
         if self.source.spec.filters:
             self.capture.wait_connected(t.host_start_s)
@@ -206,7 +227,8 @@ def _drive(cfg: LabConfig, scenario: ScenarioSpec, booted: Booted, outcome: Outc
         outcome.timings["boot"] = round(time.monotonic() - t_start, 2)
         outcome.qemu_version = _version(src)
 
-        host, port = secondary.reach(MIGRATION_PORT)
+        # Guarded, the source migrates through its sender, which presents the token to the gate.
+        host, port = ("127.0.0.1", MIGRATION_SENDER_PORT) if booted.keys else secondary.reach(MIGRATION_PORT)
         migration = Migration(src.qmp, dest.qmp, f"tcp:{host}:{port}", cancel,
                               tls_creds=guard.CREDS_ID if booted.keys else "")
         outcome.migration = migration.times

@@ -1,4 +1,5 @@
-"""Stream sender: between the primary's netfilter outdev and a recorder that wants a token first.
+"""Stream sender: between the primary's netfilter outdev and a recorder that wants a token first
+(and, the same way, between the source QEMU's migration and the destination's gate, lab.agents.gate).
 
 A split cell's recorder listens on a port published on its engine's address, and admits a
 connection only once it has presented the cell's token (lab.agents.recorder). The filter's chardev
@@ -49,14 +50,15 @@ class Sender:
         with far:
             far.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.event("connected", to=self.args.to)
-            self.event("disconnected", reason=splice(conn, far, stop))
+            self.event("disconnected", reason=splice(conn, far, stop, (self.args.near, self.args.far)))
 
 
-def splice(near: socket.socket, far: socket.socket, stop: StopFlag) -> str:
-    """Bytes both ways until an end closes (or the agent stops): which one did."""
+def splice(near: socket.socket, far: socket.socket, stop: StopFlag,
+           names: tuple[str, str] = ("the near end", "the far end")) -> str:
+    """Bytes both ways until an end closes (or the agent stops): which one did, by ``names``."""
     near.settimeout(None)
     far.settimeout(None)
-    ends = {near: (far, "the filter's chardev"), far: (near, "the recorder")}
+    ends = {near: (far, names[0]), far: (near, names[1])}
     with selectors.DefaultSelector() as sel:
         for sock in ends:
             sel.register(sock, selectors.EVENT_READ)
@@ -79,6 +81,8 @@ def main() -> int:
     ap.add_argument("--to", required=True, help="HOST:PORT of the recorder")
     ap.add_argument("--token-file", required=True, help="a file holding the token (hex) the recorder wants first")
     ap.add_argument("--events", required=True, help="JSON lines: connections and their ends")
+    ap.add_argument("--near", default="the filter's chardev", help="what connects here, as events name it")
+    ap.add_argument("--far", default="the recorder", help="what this connects to, as events name it")
     args = ap.parse_args()
     stop = StopFlag()
     Sender(args).run(stop)

@@ -120,15 +120,28 @@ def _wait_for(host: Host, name: str, text: str, timeout: float, proc: Process) -
     wait_until(f"{host.role}: {text!r} in {name}", seen, timeout, last=lambda: proc.tail(1))
 
 
-def start_sender(host: Host, recorder: tuple[str, int], timeout: float) -> Process:
-    """The sender agent on the primary (a split cell's): the filter's outdev connects to it on
-    ``SENDER_PORT``, and it to the ``recorder``, presenting the token."""
-    sender = host.spawn("sender", [
-        "python3", "-m", "lab.agents.sender", "--listen", f"127.0.0.1:{SENDER_PORT}",
+def start_sender(host: Host, recorder: tuple[str, int], timeout: float, listen: int = SENDER_PORT,
+                 name: str = "sender", ends: tuple[str, str] = ("the filter's chardev", "the recorder")) -> Process:
+    """A sender agent on the primary (a split cell's): the filter's outdev (or the source's migration)
+    connects to it on ``listen``, and it to the ``recorder`` (or the destination's gate), presenting
+    the token."""
+    events = f"{name}-events.jsonl"
+    sender = host.spawn(name, [
+        "python3", "-m", "lab.agents.sender", "--listen", f"127.0.0.1:{listen}",
         "--to", f"{recorder[0]}:{recorder[1]}", "--token-file", f"{RUNDIR}/{guard.TOKEN_FILE}",
-        "--events", f"{RUNDIR}/sender-events.jsonl"])
-    _wait_for(host, "sender-events.jsonl", '"listening"', timeout, sender)
+        "--events", f"{RUNDIR}/{events}", "--near", ends[0], "--far", ends[1]])
+    _wait_for(host, events, '"listening"', timeout, sender)
     return sender
+
+
+def start_gate(host: Host, listen: int, to: int, timeout: float) -> Process:
+    """The migration gate on the secondary (a split cell's): on the published ``listen`` port, it
+    passes to QEMU's loopback ``to`` port only a connection that presented the token."""
+    gate = host.spawn("gate", [
+        "python3", "-m", "lab.agents.gate", "--listen", f"0.0.0.0:{listen}", "--to", f"127.0.0.1:{to}",
+        "--token-file", f"{RUNDIR}/{guard.TOKEN_FILE}", "--events", f"{RUNDIR}/gate-events.jsonl"])
+    _wait_for(host, "gate-events.jsonl", '"listening"', timeout, gate)
+    return gate
 
 
 @dataclass

@@ -29,6 +29,10 @@ KERNEL_APPEND = "console=ttyS0 quiet loglevel=1 ipv6.disable=1 panic=-1"
 READY_LINE = "LAB-GUEST-READY"
 FAILED_LINE = "LAB-GUEST-FAILED"
 MIGRATION_PORT = 4444
+# Guarded (a split cell's), the destination listens on its loopback and the gate on MIGRATION_PORT;
+# the source migrates to its own sender, which presents the token (lab.guard).
+MIGRATION_INNER_PORT = 4445
+MIGRATION_SENDER_PORT = 4446
 CONSOLE_SOCKET = "console.sock"
 CONSOLE_LOG = "console.log"
 NETDEV = "n0"
@@ -127,7 +131,7 @@ def command_line(spec: MachineSpec) -> list[str]:
         argv += ["-chardev", f.chardev_arg(), "-object", f.object_arg()]
     argv += tls_args(spec)
     if spec.incoming:
-        argv += ["-incoming", f"tcp:0.0.0.0:{MIGRATION_PORT}"]
+        argv += ["-incoming", f"tcp:127.0.0.1:{MIGRATION_INNER_PORT}" if spec.tls else f"tcp:0.0.0.0:{MIGRATION_PORT}"]
     elif spec.restore:
         argv += ["-incoming", f"file:{spec.restore}"]
     return argv

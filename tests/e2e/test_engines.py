@@ -114,9 +114,9 @@ class Intruder:
         if phase == "traffic":
             self.keys = [hosts.primary.path(name).read_bytes() for name in (guard.PSK_FILE, guard.TOKEN_FILE)]
             migration, recorder = hosts.secondary.published[MIGRATION_PORT], hosts.secondary.published[RECORDER_PORT]
-            # Not a silent connection to the migration port: the destination QEMU runs an incoming
-            # TLS handshake on a blocking socket, and one that never speaks stalls it (README).
-            for where, payloads in ((migration, [FAKE_MIGRATION, bytes(range(256))]),
+            # b"" to the migration port too: without the gate, a connection that never speaks would
+            # hold the destination QEMU's one incoming migration in its TLS handshake.
+            for where, payloads in ((migration, [b"", FAKE_MIGRATION, bytes(range(256))]),
                                     (recorder, [fake_frames(), b"\xff" * 32 + fake_frames(), b""])):
                 for payload in payloads:  # b"": connects and says nothing while the real one works
                     sock = socket.create_connection(where, timeout=5)
@@ -143,7 +143,7 @@ def test_a_split_cells_published_ports_take_no_one_else(engines_yaml: Path, lab_
             [row] = [e.row for e in events if isinstance(e, CellFinished)]
     finally:
         second.client.close()
-    assert sorted(intruder.sent.values()) == [2, 3], intruder.sent
+    assert sorted(intruder.sent.values()) == [3, 3], intruder.sent
     assert row.verdict == cfg.scenarios["redirector"].expect[profile.name], row.why
     cell = Path(row.artefacts)
     assert row.engines == {"primary": "local", "secondary": "second"}
@@ -152,10 +152,13 @@ def test_a_split_cells_published_ports_take_no_one_else(engines_yaml: Path, lab_
     refused = [json.loads(line)["reason"] for line in events_file if '"refused"' in line]
     assert len(refused) == 3, refused
     assert read_pcap(cell / "secondary" / "stream.pcap", INTRUDER_RUN) == []
-    # The destination QEMU failed the intruders' TLS handshakes and migrated the real stream.
-    qemu_log = (cell / "secondary" / "qemu.log").read_text()
-    assert "TLS" in qemu_log and "tls-creds" in (cell / "primary" / "qmp.jsonl").read_text(), qemu_log[-2000:]
-    print(f"split guard: recorder refused {refused}; destination: {qemu_log.strip().splitlines()[-3:]}")
+    # The gate refused every intruder at the migration port (QEMU never saw them) and admitted the
+    # source alone, whose migration then ran over TLS.
+    gate = [json.loads(line) for line in (cell / "secondary" / "gate-events.jsonl").read_text().splitlines()]
+    turned_away = [e["reason"] for e in gate if e["event"] == "refused"]
+    assert len(turned_away) == 3 and len([e for e in gate if e["event"] == "admitted"]) == 1, gate
+    assert "tls-creds" in (cell / "primary" / "qmp.jsonl").read_text()
+    print(f"split guard: recorder refused {refused}; migration gate refused {turned_away}")
     # Neither the key nor the token left the run folder: not in report.json, not in any artefact.
     key_hex = intruder.keys[0].decode().strip().split(":")[1]
     token_hex = intruder.keys[1].decode().strip()

@@ -182,7 +182,7 @@ def test_a_split_cells_destination_listens_with_tls_from_its_command_line() -> N
     assert with_id(argv, "-object", "mig0") == ["tls-creds-psk,id=mig0,endpoint=server,dir=/run/lab/tls"]
     assert values(argv, "-global") == ["migration.tls-creds=mig0"]
     # Both before -incoming: the listener QEMU opens there takes TLS from its first connection.
-    assert argv.index("-global") < argv.index("-incoming") and argv[-2:] == ["-incoming", "tcp:0.0.0.0:4444"]
+    assert argv.index("-global") < argv.index("-incoming") and argv[-2:] == ["-incoming", "tcp:127.0.0.1:4445"]
 
 
 def test_a_split_cells_source_has_client_credentials_and_leaves_its_restore_plain() -> None:
