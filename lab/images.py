@@ -40,15 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import docker
-import docker.errors
-import requests.exceptions
-
 from lab import apt, bounds, statefile
 from lab.config import LabConfig, Profile, QemuSource, SeriesSource
+from lab.engine import Engine, building, resources
 from lab.engine import registry as registry_mod
-from lab.engine import resources
-from lab.errors import ImageBuildError, LabError
+from lab.errors import EngineError, ImageBuildError, LabError
 from lab.namespace import Namespace
 from lab.upstream import gittree, lore
 from lab.upstream import series as series_mod
@@ -67,6 +63,7 @@ SERIES_BUILD = ["/usr/local/bin/build-series", "/tmp/series"]  # run in a contai
 SERIES_OUTPUT = "/opt/qemu"  # what it installs there is the build
 BUILDER_TREES = "builder-trees.json"  # in the state folder: each builder image's tree id, read once
 TREE_PROBE_S = 60.0  # reading a builder's tree id in a container of it
+APT_PROBE_S = 60.0  # reading an image's apt sources in a container of it
 STOP_JOIN_S = 10.0  # how long a stopped build on another thread gets to notice and clean up
 
 
@@ -183,12 +180,10 @@ class _Background:
 
 
 class ImageBuilder:
-    def __init__(self, client: docker.DockerClient, cfg: LabConfig, log_dir: Path,
-                 progress: Progress | None = None, ns: Namespace | None = None, engine: str = "local",
-                 pull_only: bool = False) -> None:
-        self.client = client
+    def __init__(self, engine: Engine, cfg: LabConfig, log_dir: Path, progress: Progress | None = None,
+                 ns: Namespace | None = None, pull_only: bool = False) -> None:
+        self.engine = engine
         self.cfg = cfg
-        self.engine = engine  # the engine's name, for messages
         self.registry = registry_mod.of(cfg.images.registry, cfg.timeouts.image_build_s)
         # Every image the engine lacks must come from the registry: one it does not have is an error.
         self.pull_only = pull_only
@@ -277,11 +272,14 @@ class ImageBuilder:
         return load_series(self.cfg, source)
 
     def exists(self, tag: str) -> bool:
-        try:
-            self.client.images.get(tag)
-            return True
-        except docker.errors.ImageNotFound:
-            return False
+        return self.engine.image(tag) is not None
+
+    def labels_of(self, tag: str) -> dict[str, str]:
+        found = self.engine.image(tag)
+        if found is None:
+            raise ImageBuildError(f"image {tag} is gone from engine {self.engine.name} while the lab builds on it; "
+                                  "build again")
+        return found.labels
 
     # -- base ---------------------------------------------------------------------------------
 
@@ -295,8 +293,8 @@ class ImageBuilder:
                 self.sources[images.registry_image] = registry_mod.PULLED
                 self._event("base", f"pulling {images.registry_image}")
                 try:
-                    self.client.images.pull(images.registry_image)
-                except docker.errors.APIError as exc:
+                    building.pull(self.engine, images.registry_image)
+                except building.BuildRequestFailed as exc:
                     raise ImageBuildError(f"cannot pull {images.registry_image} ({exc.explanation}); "
                                           "without a registry set images.base: debootstrap") from exc
             self._base = images.registry_image
@@ -328,23 +326,15 @@ class ImageBuilder:
         """Reads an image's apt sources in a short-lived container of it (labelled, removed after)."""
         name = f"{self.cfg.name}-apt-sources-{os.getpid()}"
         try:
-            with resources.uninterrupted():
-                container = self.client.containers.create(
-                    image, ["sh", "-c", apt.LISTING_SCRIPT], name=name, network_disabled=True,
-                    labels=resources.labels(self.cfg.name, role="apt-sources"))
-            try:
-                container.start()
-                status = container.wait(timeout=60).get("StatusCode")
-                output = container.logs(stdout=True, stderr=False).decode(errors="replace")
-            finally:
-                container.remove(force=True)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise ImageBuildError(f"cannot read the apt sources of {image} ({exc}); set images.mirror in "
+            done = building.run_once(self.engine, image, ["sh", "-c", apt.LISTING_SCRIPT], name,
+                                     resources.labels(self.cfg.name, role="apt-sources"), APT_PROBE_S)
+        except building.BuildRequestFailed as exc:
+            raise ImageBuildError(f"cannot read the apt sources of {image} ({exc.problem}); set images.mirror in "
                                   "lab.yaml to a Debian mirror URL") from exc
-        if status != 0:
-            raise ImageBuildError(f"reading the apt sources of {image} failed (exit {status}); set images.mirror "
+        if done.status != 0:
+            raise ImageBuildError(f"reading the apt sources of {image} failed (exit {done.status}); set images.mirror "
                                   "in lab.yaml to a Debian mirror URL")
-        return apt.mirror_of(apt.sources_in_listing(output), f"image {image} (its /etc/apt)")
+        return apt.mirror_of(apt.sources_in_listing(done.output), f"image {image} (its /etc/apt)")
 
     def _debootstrap(self, tag: str, suite: str, mirror: str) -> None:
         if shutil.which("debootstrap") is None:
@@ -370,11 +360,9 @@ class ImageBuilder:
             steps.append(_step("base", tag, "1/2", f"debootstrap --variant=minbase {suite}", started))
             started = time.monotonic()
             subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-            repo, _, version = tag.rpartition(":")
             self._event("base", f"importing {tag}")
-            self.client.api.import_image_from_file(
-                str(tarball), repository=repo, tag=version,
-                changes=[f"LABEL {k}={v}" for k, v in self._labels("base").items()])
+            labels = [f"LABEL {k}={v}" for k, v in self._labels("base").items()]
+            building.import_rootfs(self.engine, tarball, tag, labels)
             steps.append(_step("base", tag, "2/2", "docker import", started))
 
     # -- built images -------------------------------------------------------------------------
@@ -454,18 +442,17 @@ class ImageBuilder:
         cache = self.cfg.state_root / BUILDER_TREES
         known = statefile.read(cache)
         trees: dict[str, str] = {}
-        wanted = {"label": [f"{resources.MANAGED}=true", f"{resources.IMAGE}=qemu"]}
-        found = sorted(self.client.images.list(filters=wanted), key=lambda i: str(i.attrs.get("Created", "")),
-                       reverse=True)
+        found = sorted(self.engine.images(label=[f"{resources.MANAGED}=true", f"{resources.IMAGE}=qemu"]),
+                       key=lambda i: i.created, reverse=True)
         for image in found:
             tags = sorted(t for t in image.tags if t.startswith(f"{self.cfg.image_prefix}/qemu:"))
             if not tags:
                 continue
-            if str(image.id) not in known:
-                known[str(image.id)] = self._probe_tree(str(image.id), tags[0])
+            if image.id not in known:
+                known[image.id] = self._probe_tree(image.id, tags[0])
                 statefile.write(cache, known)
-            if known[str(image.id)]:
-                trees.setdefault(known[str(image.id)], tags[0])
+            if known[image.id]:
+                trees.setdefault(known[image.id], tags[0])
         return trees
 
     def _probe_tree(self, image: str, tag: str) -> str:
@@ -473,20 +460,14 @@ class ImageBuilder:
         commit: an image made before base-tree). Labelled with this build's run; removed after."""
         name = self.ns.name(f"tree-{image.removeprefix('sha256:')[:12]}")
         try:
-            with resources.uninterrupted():
-                container = self.client.containers.create(
-                    image, ["git", "-C", "/src/qemu", "rev-parse", "--verify", "-q", "HEAD^{tree}"], name=name,
-                    network_disabled=True, labels=resources.labels(self.cfg.name, self.ns, role="tree-probe"))
-            try:
-                container.start()
-                status = container.wait(timeout=TREE_PROBE_S).get("StatusCode")
-                output = container.logs(stdout=True, stderr=False).decode(errors="replace").strip()
-            finally:
-                _remove_container(container)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise ImageBuildError(f"cannot read the tree of builder {tag} ({_tail(str(exc))}); "
+            done = building.run_once(self.engine, image, ["git", "-C", "/src/qemu", "rev-parse", "--verify", "-q",
+                                                          "HEAD^{tree}"], name,
+                                     resources.labels(self.cfg.name, self.ns, role="tree-probe"), TREE_PROBE_S)
+        except building.BuildRequestFailed as exc:
+            raise ImageBuildError(f"cannot read the tree of builder {tag} ({_tail(exc.problem)}); "
                                   "is the Docker daemon well?") from exc
-        return output if status == 0 and re.fullmatch(r"[0-9a-f]{40,64}", output) else ""
+        output = done.output.strip()
+        return output if done.status == 0 and re.fullmatch(r"[0-9a-f]{40,64}", output) else ""
 
     def _on_builder(self, qemu: str, profile: Profile, tree: TreeSource, series: series_mod.Series | None,
                     rebuild: bool) -> str:
@@ -501,7 +482,7 @@ class ImageBuilder:
         for patch in (series.patches if series else []):
             name = f"patches/{patch.index:04d}-of-{patch.total:04d}.patch"  # apply-series reads N/M here
             ctx.add_bytes(name, patch.message)
-        q = self.client.images.get(qemu).labels
+        q = self.labels_of(qemu)
         extra = {"series": json.dumps(series.provenance(), separators=(",", ":"))} if series else {}
         labels = self._labels("qemu", profile=profile.name, **{
             "qemu.version": tree.version or q.get("io.nfcl.qemu.version", ""),
@@ -535,37 +516,33 @@ class ImageBuilder:
         deadline = started + self.cfg.timeouts.image_build_s
         limits = self.cfg.limits
         try:
-            with resources.uninterrupted():
-                # A series is untrusted code (meson and ninja run what its patches say): no network,
-                # and bounded memory (no swap beyond it) and processes.
-                container = self.client.containers.create(
-                    builder, SERIES_BUILD, name=name, network_mode="none",
-                    mem_limit=f"{limits.build_memory_mb}m", memswap_limit=f"{limits.build_memory_mb}m",
-                    pids_limit=limits.build_pids,
-                    labels=resources.labels(self.cfg.name, self.ns, role="series-build"))
-            try:
-                announced = f"build container {name} ({str(container.id)[:12]})"
+            # A series is untrusted code (meson and ninja run what its patches say): no network,
+            # and bounded memory and processes.
+            with building.BuildContainer.create(
+                    self.engine, builder, SERIES_BUILD, name,
+                    resources.labels(self.cfg.name, self.ns, role="series-build"),
+                    memory_mb=limits.build_memory_mb, pids=limits.build_pids) as container:
+                announced = f"build container {name} ({container.id[:12]})"
                 out.write(announced + "\n")
                 self.progress(BuildEvent(reading.image, "output", announced))
-                container.put_archive("/", _series_files(ctx, reading.nonce))
+                container.put("/", _series_files(ctx, reading.nonce))
                 container.start()
                 self._follow(container, reading, out, deadline)
-                status = int(container.wait(timeout=max(1.0, deadline - time.monotonic())).get("StatusCode", -1))
+                status = container.wait(max(1.0, deadline - time.monotonic()))
                 reading.finish()
                 if status != 0:
                     raise reading.failure(f"build-series exited with {status}: {reading.last_line}")
                 return _build_output(container, reading)
-            finally:
-                _remove_container(container)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        except building.BuildRequestFailed as exc:
             raise ImageBuildError(f"image {reading.image} ({reading.tag}): its build container failed: "
-                                  f"{_tail(str(exc))}; log: {reading.log}") from exc
+                                  f"{_tail(exc.problem)}; log: {reading.log}") from exc
 
-    def _follow(self, container: Any, reading: BuildStream, out: io.TextIOBase, deadline: float) -> None:
+    def _follow(self, container: building.BuildContainer, reading: BuildStream, out: io.TextIOBase,
+                deadline: float) -> None:
         """The container's output as build events until it ends; bounded by ``deadline``, and stopped
         when a build on another thread fails."""
         lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=_read_logs, args=(container, lines), name="lab-build-logs", daemon=True).start()
+        container.follow(lines)
         while True:
             if self._stop.is_set():
                 raise _Stopped()
@@ -612,7 +589,7 @@ class ImageBuilder:
     def _runtime(self, base: str, qemu: str, guest: str, profile: Profile, rebuild: bool) -> str:
         ctx = Context(IMAGES_DIR / "runtime")
         ctx.add_tree("agents", AGENTS_DIR, "*.py")
-        q = self.client.images.get(qemu).labels
+        q = self.labels_of(qemu)
         labels = self._labels("runtime", profile=profile.name, **{
             "qemu.version": q.get("io.nfcl.qemu.version", ""), "qemu.source": q.get("io.nfcl.qemu.source", "")})
         return self._build("runtime", f"{profile.name}-", ctx,
@@ -645,10 +622,7 @@ class ImageBuilder:
             return False
         where = self.registry.location
         self._event(image, f"looking for {tag} in {where}")
-        if self.pull_only:
-            seconds: float | None = self.registry.require(self.client, tag, self.engine)
-        else:
-            seconds = self.registry.pull(self.client, tag, self.engine)
+        seconds = building.pull_from(self.engine, self.registry, tag, required=self.pull_only)
         if seconds is None:
             self._event(image, f"{where} has no {tag}")
             return False
@@ -664,7 +638,7 @@ class ImageBuilder:
         for tag in image_set.image_source:
             if tag.startswith(f"{self.cfg.image_prefix}/"):
                 self._event("push", f"pushing {tag} to {self.registry.location}")
-                pushed[tag] = self.registry.push(self.client, tag, self.engine)
+                pushed[tag] = building.push_to(self.engine, self.registry, tag)
                 self._event("push", f"pushed {tag} in {pushed[tag]:.0f} s")
         return pushed
 
@@ -680,10 +654,8 @@ class ImageBuilder:
         reading = BuildStream(image, tag, log)
         with log.open("a" if append_log else "w", buffering=1) as out:  # line by line: people tail it
             try:
-                stream = self.client.api.build(
-                    fileobj=ctx.tar(), custom_context=True, tag=tag, buildargs=args, labels=labels,
-                    rm=True, forcerm=True, decode=True, timeout=int(self.cfg.timeouts.image_build_s),
-                    target=target or None)
+                stream = building.build(self.engine, ctx.tar(), tag, args, labels, self.cfg.timeouts.image_build_s,
+                                        target)
                 for event in reading.events(stream):
                     out.write(event.line + "\n")
                     if event.kind != "error":
@@ -694,7 +666,7 @@ class ImageBuilder:
                         raise ImageBuildError(f"image {image} ({tag}) did not build within "
                                               f"{self.cfg.timeouts.image_build_s:.0f} s (at {reading.step}); "
                                               f"log: {log}")
-            except docker.errors.APIError as exc:
+            except building.BuildRequestFailed as exc:
                 self._remove_layers(reading.created, since)
                 raise ImageBuildError(f"image {image} ({tag}) failed: {exc.explanation}; log: {log}") from exc
             except (LabError, _Stopped, KeyboardInterrupt):  # Ctrl-C too: Docker drops the build, not its layers
@@ -707,7 +679,7 @@ class ImageBuilder:
         return tag
 
     def _require_space(self, image: str) -> None:
-        free, where = resources.free_gb(self.client)
+        free, where = self.engine.free_gb()
         need = self.cfg.images.min_free_gb
         if free < need:
             raise ImageBuildError(f"image {image} must be built but only {free:.1f} GB are free at {where} "
@@ -721,28 +693,16 @@ class ImageBuilder:
         The ids come from the build's text, which a RUN step can also print: one is removed only when
         the engine says it was made after ``since`` (the build's start, wall clock)."""
         for image_id in reversed(created):
-            if not self._made_since(image_id, since):
-                continue
-            # An interrupted build's last step container may still be going away (Docker drops it
-            # once it hears the client is gone); until then its image is in use: wait, bounded.
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    if not self.client.images.get(image_id).tags:
-                        self.client.images.remove(image_id, noprune=True)
-                    break
-                except docker.errors.APIError as exc:
-                    in_use = exc.status_code == 409 and "container" in str(exc.explanation or "")
-                    if not in_use or time.monotonic() > deadline:
-                        break  # gone already, or another image's parent now: not this build's to remove
-                    time.sleep(0.2)
+            if self._made_since(image_id, since):
+                building.remove_layer(self.engine, image_id)
 
     def _made_since(self, image_id: str, since: float) -> bool:
         try:
-            created = str(self.client.images.get(image_id).attrs.get("Created", ""))
-        except docker.errors.DockerException:
+            found = self.engine.image(image_id)
+        except EngineError:
             return False
-        return _timestamp(created) >= since - 1.0  # the engine's clock rounds; a second of slack
+        # The engine's clock rounds: a second of slack.
+        return found is not None and _timestamp(found.created) >= since - 1.0
 
     def _event(self, image: str, line: str) -> None:
         self.progress(BuildEvent(image, "info", line))
@@ -855,12 +815,11 @@ def _series_files(ctx: Context, nonce: str = "") -> bytes:
     return wanted.tar().getvalue()
 
 
-def _build_output(container: Any, reading: BuildStream) -> dict[str, tuple[bytes, int]]:
+def _build_output(container: building.BuildContainer, reading: BuildStream) -> dict[str, tuple[bytes, int]]:
     """The files of a series build's /opt/qemu, read up to BUILD_OUTPUT_LIMIT: what a series builds
     is its own to say."""
-    stream, _ = container.get_archive(SERIES_OUTPUT)
     with tempfile.TemporaryFile() as spool:
-        if not bounds.copy(stream, spool, bounds.BUILD_OUTPUT_LIMIT):
+        if not bounds.copy(container.archive(SERIES_OUTPUT), spool, bounds.BUILD_OUTPUT_LIMIT):
             raise reading.failure(bounds.past(f"its {SERIES_OUTPUT}", bounds.BUILD_OUTPUT_LIMIT,
                                               "of a series build's output"))
         spool.seek(0)
@@ -876,34 +835,6 @@ def _regular_files(archive: BinaryIO) -> dict[str, tuple[bytes, int]]:
             if extracted is not None:
                 files[member.name] = (extracted.read(), member.mode & 0o777)
     return files
-
-
-def _read_logs(container: Any, lines: queue.Queue[str | None]) -> None:
-    """A container's output, line by line, into ``lines``; None when it ends (or the container went)."""
-    pending = b""
-    try:
-        for chunk in container.logs(stream=True, follow=True):
-            pending += chunk
-            *done, pending = pending.split(b"\n")
-            for line in done:
-                lines.put(line.decode(errors="replace").rstrip("\r"))
-    except (docker.errors.DockerException, requests.exceptions.RequestException):
-        pass  # removed (an interrupt, a failure elsewhere): whoever waits decides what that means
-    finally:
-        if pending:
-            lines.put(pending.decode(errors="replace"))
-        lines.put(None)
-
-
-def _remove_container(container: Any) -> None:
-    # Signals wait until the daemon has answered: an interrupted removal would leave it behind.
-    with resources.uninterrupted():
-        try:
-            container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException):
-            pass  # labelled with its run: `lab clean` removes it once this process is gone
 
 
 def load_series(cfg: LabConfig, source: SeriesSource) -> series_mod.Series:
@@ -994,15 +925,3 @@ def _tail(text: str) -> str:
 
 def _last_line(path: Path) -> str:
     return _tail(path.read_text(errors="replace")) if path.exists() else "(no log)"
-
-
-def lab_images(client: docker.DockerClient) -> Iterable[str]:
-    for img in client.images.list(filters={"label": f"{resources.MANAGED}=true"}):
-        yield from img.tags
-
-
-def require(builder: ImageBuilder, profiles: list[Profile]) -> dict[str, ImageSet]:
-    try:
-        return {p.name: builder.ensure(p) for p in profiles}
-    except docker.errors.DockerException as exc:
-        raise LabError(f"image build failed: {exc}") from exc

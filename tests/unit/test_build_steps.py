@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from lab import bench, bounds, cli
+from lab.engine import building
 from lab.errors import ImageBuildError
 from lab.images import IMAGES_DIR, BuildStream, Context, ImageSet, _build_output, _regular_files, _series_files
 from lab.results.report import Row
@@ -192,7 +193,7 @@ def test_a_series_builds_output_past_the_cap_fails_its_image_in_one_line(monkeyp
     try:
         reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"), prefix="container ")
         with pytest.raises(ImageBuildError) as failure:
-            _build_output(engine.container(), reading)
+            _build_output(building.BuildContainer(engine.container()), reading)
     finally:
         engine.close()
     assert str(failure.value) == ("image qemu-series (nfcl/qemu-series:p-1) failed at its first step: its /opt/qemu "
