@@ -201,3 +201,19 @@ def test_a_series_builds_output_past_the_cap_fails_its_image_in_one_line(monkeyp
                                   "is larger than 1 MiB, the most the lab reads of a series build's output; log: "
                                   "/logs/p.log")
     assert engine.asked == ["path=%2Fopt%2Fqemu"]
+
+
+@pytest.mark.parametrize("archive", [None, Archive(lambda: iter([b"\0" * 4096]), short_by=512)],
+                         ids=["refused", "cut-short"])
+def test_a_build_containers_output_the_engine_fails_to_give_is_an_image_build_error(archive: Archive | None) -> None:
+    """What goes wrong on the way while a build container's /opt/qemu is read is the lab's own error,
+    keeping the engine's words, never the transport's exception."""
+    engine = ArchiveEngine(archive)
+    try:
+        with pytest.raises(building.BuildRequestFailed) as failure:
+            b"".join(building.BuildContainer(engine.container()).archive("/opt/qemu"))
+    finally:
+        engine.close()
+    assert isinstance(failure.value, ImageBuildError)
+    if archive is None:
+        assert failure.value.explanation == "No such container:path", failure.value.explanation
