@@ -8,9 +8,6 @@ import json
 import queue
 import re
 import secrets
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -38,11 +35,10 @@ from lab.images.build import (
     tail,
     timestamp,
 )
-from lab.images.sources import Trees, TreeSource, load_series, local_tree, qemu_build_args
+from lab.images.sources import Trees, TreeSource, load_series, local_tree, qemu_build_args, wheels
 from lab.namespace import Namespace
 from lab.upstream import series as series_mod
 
-MESON_VERSION = "1.9.0"
 STOP_JOIN_S = 10.0  # how long a stopped build on another thread gets to notice and clean up
 
 
@@ -237,9 +233,8 @@ class ImageBuilder:
         if q.source == "local":
             version, local_args = local_tree(ctx, self.trees.checkout(q))
             args |= local_args
-        with tempfile.TemporaryDirectory() as tmp:
-            for wheel in self._wheels(Path(tmp)):
-                ctx.add(f"wheels/{wheel.name}", wheel)
+        for wheel in wheels(self.log_dir / "wheels"):
+            ctx.add(f"wheels/{wheel.name}", wheel)
         labels = self._labels("qemu", **{"qemu.version": version, "qemu.source": tree.label})
         return self._build("qemu", "", ctx, args, labels, rebuild)
 
@@ -334,22 +329,6 @@ class ImageBuilder:
             event = reading.read(line)
             out.write(line + "\n")
             self.progress(event)
-
-    def _wheels(self, dest: Path) -> list[Path]:
-        """meson and pycotap, fetched by this machine's pip (its proxies and certificates apply)."""
-        cache = self.log_dir / "wheels"
-        wanted = [f"meson=={MESON_VERSION}", "pycotap"]
-        have = sorted(cache.glob("*.whl"))
-        if not any(w.name.startswith(f"meson-{MESON_VERSION}-") for w in have) or len(have) < 2:
-            cache.mkdir(parents=True, exist_ok=True)
-            proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                                   "--only-binary", ":all:", "-d", str(cache), *wanted],
-                                  capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                raise ImageBuildError(f"cannot fetch {', '.join(wanted)} for the QEMU build with pip: "
-                                      f"{tail(proc.stderr)}")
-            have = sorted(cache.glob("*.whl"))
-        return have
 
     def _guest(self, base: str, rebuild: bool) -> str:
         return self._build("guest", "", Context(IMAGES_DIR / "guest"), {"BASE": base},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from lab.upstream import gittree, lore
 from lab.upstream import series as series_mod
 
 BUILDER_TREES = "builder-trees.json"  # in the state folder: each builder image's tree id, read once
+MESON_VERSION = "1.9.0"  # the meson QEMU's build needs, as a wheel (not Debian's)
 TREE_PROBE_S = 60.0  # reading a builder's tree id in a container of it
 
 
@@ -208,3 +210,20 @@ def add_checkout(ctx: Context, tree: Path) -> None:
         path = tree / name
         if path.is_file() and not path.is_symlink():
             ctx.add(f"tree/{name}", path)
+
+
+def wheels(cache: Path) -> list[Path]:
+    """meson and pycotap for the QEMU build, fetched once into ``cache`` by this machine's pip (its
+    proxies and certificates apply)."""
+    wanted = [f"meson=={MESON_VERSION}", "pycotap"]
+    have = sorted(cache.glob("*.whl"))
+    if not any(w.name.startswith(f"meson-{MESON_VERSION}-") for w in have) or len(have) < 2:
+        cache.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                               "--only-binary", ":all:", "-d", str(cache), *wanted],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise ImageBuildError(f"cannot fetch {', '.join(wanted)} for the QEMU build with pip: "
+                                  f"{tail(proc.stderr)}")
+        have = sorted(cache.glob("*.whl"))
+    return have
