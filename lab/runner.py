@@ -265,8 +265,8 @@ class Runner:
         self.close()
 
     def builder(self, pull_only: bool = False) -> images.ImageBuilder:
-        return images.ImageBuilder(self.engine.client, self.cfg, self.cfg.results_root / "build-logs", self.on_build,
-                                   ns=self.ns, engine=self.engine.name, pull_only=pull_only)
+        return images.ImageBuilder(self.engine, self.cfg, self.cfg.results_root / "build-logs", self.on_build,
+                                   ns=self.ns, pull_only=pull_only)
 
     def image_source(self, engine: Engine) -> dict[str, str]:
         """Where each image the run needed on ``engine`` came from (report.json's lab.engines.NAME)."""

@@ -229,6 +229,10 @@ class ImageInfo:
     created: str
 
 
+def _image_info(image: Any) -> ImageInfo:
+    return ImageInfo(str(image.id), tuple(image.tags), dict(image.labels), str(image.attrs.get("Created", "")))
+
+
 @dataclass(frozen=True)
 class ImageTransfer:
     """What bringing a cell's images to an engine took: seconds, and where each came from."""
@@ -342,16 +346,22 @@ class Engine:
 
     def image_id(self, tag: str) -> str:
         """The image's id, "" when the engine has no such image."""
-        try:
-            return str(self.call(f"say whether it has {tag}", lambda: self.client.images.get(tag).id))
-        except transport.NotFound:
-            return ""
+        found = self.image(tag)
+        return found.id if found else ""
 
-    def images(self, label: str = "", reference: str = "") -> list[ImageInfo]:
-        """Its images with ``label`` (``key=value`` or ``key``) or whose name matches ``reference``."""
+    def image(self, tag: str) -> ImageInfo | None:
+        """The image ``tag`` (or id) names, None when the engine has no such image."""
+        try:
+            return _image_info(self.call(f"say whether it has {tag}", lambda: self.client.images.get(tag)))
+        except transport.NotFound:
+            return None
+
+    def images(self, label: str | list[str] = "", reference: str = "") -> list[ImageInfo]:
+        """Its images with ``label`` (``key=value`` or ``key``; a list: every one of them) or whose
+        name matches ``reference``."""
         filters = {k: v for k, v in (("label", label), ("reference", reference)) if v}
         found = self.call("list its images", lambda: self.client.images.list(filters=filters))
-        return [ImageInfo(str(i.id), tuple(i.tags), dict(i.labels), str(i.attrs.get("Created", ""))) for i in found]
+        return [_image_info(i) for i in found]
 
     def remove_image(self, tag: str, noprune: bool = False) -> bool:
         """The image gone; False when it was not there, or when another image depends on it (not the

@@ -13,6 +13,7 @@ import pytest
 
 from lab import images
 from lab.config import LabConfig, SeriesSource
+from lab.engine import Engine
 from lab.errors import ImageBuildError
 from lab.upstream.series import SeriesError
 from tests import patchwork_server
@@ -29,13 +30,14 @@ def seed_patch_mbox(path: Path) -> Path:
     return path
 
 
-def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.DockerClient, lab_config: LabConfig,
-                                                       lab_images: dict[str, images.ImageSet], tmp_path: Path) -> None:
+def test_patch_12_alone_does_not_apply_to_the_baseline(lab_docker: docker.DockerClient, lab_engine: Engine,
+                                                       lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
+                                                       tmp_path: Path) -> None:
     mbox = seed_patch_mbox(tmp_path / "patch-12.mbox")
     profile = replace(lab_config.profiles["baseline"], name="seed-patch-12",
                       series=SeriesSource(mbox=str(mbox)))
     events: list[images.BuildEvent] = []
-    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs", events.append)
+    builder = images.ImageBuilder(lab_engine, lab_config, tmp_path / "logs", events.append)
     baseline = lab_images.get("baseline") or builder.ensure(lab_config.profiles["baseline"])
     baseline_qemu = lab_docker.images.get(baseline.qemu).id
     with pytest.raises(SeriesError) as failure:
@@ -67,10 +69,10 @@ def assert_committed_images_removed(client: docker.DockerClient, events: list[im
     assert not left, f"the failed build left {left} behind"
 
 
-def test_a_failed_build_leaves_none_of_the_images_it_committed(lab_docker: docker.DockerClient,
+def test_a_failed_build_leaves_none_of_the_images_it_committed(lab_docker: docker.DockerClient, lab_engine: Engine,
                                                                lab_config: LabConfig, tmp_path: Path) -> None:
     events: list[images.BuildEvent] = []
-    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs", events.append)
+    builder = images.ImageBuilder(lab_engine, lab_config, tmp_path / "logs", events.append)
     base = builder.ensure_base()
     folder = tmp_path / "context"
     folder.mkdir()
@@ -86,8 +88,9 @@ def test_a_failed_build_leaves_none_of_the_images_it_committed(lab_docker: docke
 
 
 def test_a_registry_base_gives_the_mirror_its_own_apt_sources_name(lab_docker: docker.DockerClient,
-                                                                   lab_config: LabConfig, tmp_path: Path) -> None:
-    made = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs")
+                                                                   lab_engine: Engine, lab_config: LabConfig,
+                                                                   tmp_path: Path) -> None:
+    made = images.ImageBuilder(lab_engine, lab_config, tmp_path / "logs")
     base = made.ensure_base()
     # The lab's base stands in for a registry image. A debootstrap base has the apt sources debootstrap
     # wrote (the mirror it was given); a registry base (CI's lab-ci.yaml) is Debian's own image,
@@ -95,7 +98,7 @@ def test_a_registry_base_gives_the_mirror_its_own_apt_sources_name(lab_docker: d
     expected = made.mirror() if lab_config.images.base == "debootstrap" else DEBIAN_IMAGES_ARCHIVE
     as_registry = replace(lab_config, images=replace(lab_config.images, base="registry", registry_image=base,
                                                      mirror="auto"))
-    builder = images.ImageBuilder(lab_docker, as_registry, tmp_path / "logs")
+    builder = images.ImageBuilder(lab_engine, as_registry, tmp_path / "logs")
     assert builder.mirror() == expected
     assert not lab_docker.containers.list(all=True, filters={"label": "io.nfcl.role=apt-sources"})
 
@@ -140,9 +143,9 @@ def faking_patch(count: int, tail: list[str]) -> bytes:
 
 
 def test_a_patch_build_step_cannot_fake_the_labs_markers_and_has_no_network(
-        lab_docker: docker.DockerClient, lab_config: LabConfig, tmp_path: Path) -> None:
+        lab_docker: docker.DockerClient, lab_engine: Engine, lab_config: LabConfig, tmp_path: Path) -> None:
     events: list[images.BuildEvent] = []
-    builder = images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs", events.append)
+    builder = images.ImageBuilder(lab_engine, lab_config, tmp_path / "logs", events.append)
     baseline = builder.ensure(lab_config.profiles["baseline"])
     mbox = tmp_path / "faking.mbox"
     mbox.write_bytes(faking_patch(*meson_tail(lab_docker, baseline.qemu)))

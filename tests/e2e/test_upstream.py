@@ -26,7 +26,7 @@ import yaml
 
 from lab import cli, images
 from lab.config import LabConfig, QemuSource
-from lab.engine import resources
+from lab.engine import Engine, resources
 from tests.e2e import made_images
 from tests.git_server import GitServer, bare_copy
 
@@ -55,10 +55,9 @@ class Checkout:
     builder: str
 
 
-def builder_image(client: docker.DockerClient, cfg: LabConfig, built: dict[str, images.ImageSet],
-                  logs: Path) -> str:
+def builder_image(engine: Engine, cfg: LabConfig, built: dict[str, images.ImageSet], logs: Path) -> str:
     """The unpatched builder the default profiles build on (baseline's QEMU image)."""
-    baseline = built.get("baseline") or images.ImageBuilder(client, cfg, logs).ensure(cfg.profiles["baseline"])
+    baseline = built.get("baseline") or images.ImageBuilder(engine, cfg, logs).ensure(cfg.profiles["baseline"])
     return baseline.qemu
 
 
@@ -91,14 +90,14 @@ def _no_images_left(lab_docker: docker.DockerClient, lab_config: LabConfig) -> I
 
 
 @pytest.fixture(scope="module")
-def checkout(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_images: dict[str, images.ImageSet],
-             tmp_path_factory: pytest.TempPathFactory) -> Checkout:
+def checkout(lab_docker: docker.DockerClient, lab_engine: Engine, lab_config: LabConfig,
+             lab_images: dict[str, images.ImageSet], tmp_path_factory: pytest.TempPathFactory) -> Checkout:
     """base (the builder's tree, a commit of its own here), harmless (a file added), control (the
     lab's control patch, applied with `git am`)."""
     top = tmp_path_factory.mktemp("upstream")
     repo = top / "qemu"
     repo.mkdir()
-    builder = builder_image(lab_docker, lab_config, lab_images, top / "logs")
+    builder = builder_image(lab_engine, lab_config, lab_images, top / "logs")
     export_tree(lab_docker, lab_config, builder, repo)
     git(repo, "init", "-q", "-b", "master")
     git(repo, "config", "gc.auto", "0")  # no packing in the background while the test copies objects
@@ -106,7 +105,7 @@ def checkout(lab_docker: docker.DockerClient, lab_config: LabConfig, lab_images:
     git(repo, "commit", "-q", "-m", "QEMU as the builder holds it")
     base = git(repo, "rev-parse", "HEAD")
     # Another commit than the builder's, the same tree: what lets the lab build on the builder.
-    assert git(repo, "rev-parse", "HEAD^{tree}") in images.ImageBuilder(lab_docker, lab_config,
+    assert git(repo, "rev-parse", "HEAD^{tree}") in images.ImageBuilder(lab_engine, lab_config,
                                                                        top / "logs").builder_trees()
     (repo / "docs" / "lab-note.txt").write_text("a file no build step reads\n")
     git(repo, "add", "-A")
@@ -203,7 +202,8 @@ def served(checkout: Checkout, lab_docker: docker.DockerClient, tmp_path: Path,
 
 
 def test_a_git_profile_at_four_kinds_of_ref_is_one_build(served: tuple[str, Checkout], lab_config: LabConfig,
-                                                         lab_docker: docker.DockerClient, tmp_path: Path) -> None:
+                                                         lab_docker: docker.DockerClient, lab_engine: Engine,
+                                                         tmp_path: Path) -> None:
     url, checkout = served
     refs = [checkout.control, checkout.control[:10], "v10.2.2-control", "control-branch"]
     built: list[images.ImageSet] = []
@@ -211,7 +211,7 @@ def test_a_git_profile_at_four_kinds_of_ref_is_one_build(served: tuple[str, Chec
         profile = replace(lab_config.profiles["baseline"], name="up", qemu=QemuSource(source="git", url=url, ref=ref))
         started = time.monotonic()
         # A builder of its own for each, as separate `lab build`s would have.
-        built.append(images.ImageBuilder(lab_docker, lab_config, tmp_path / "logs").ensure(profile))
+        built.append(images.ImageBuilder(lab_engine, lab_config, tmp_path / "logs").ensure(profile))
         print(f"{ref}: {time.monotonic() - started:.1f} s")
     assert len({(b.qemu, b.runtime) for b in built}) == 1, [(b.qemu, b.runtime) for b in built]
     assert "/qemu-tree:up-" in built[0].qemu

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from lab import bench, bounds, cli
+from lab.engine import building
 from lab.errors import ImageBuildError
-from lab.images import IMAGES_DIR, BuildStream, Context, ImageSet, _build_output, _regular_files, _series_files
+from lab.images import IMAGES_DIR, BuildStream, Context, ImageSet
+from lab.images.build import build_output, regular_files, series_files
 from lab.results.report import Row
 from tests.unit.engine_server import Archive, ArchiveEngine
 from tests.unit.test_cli_errors import one_line
@@ -70,7 +72,7 @@ def test_a_series_container_gets_the_scripts_and_the_patches_in_order() -> None:
     ctx = Context(IMAGES_DIR / "series")
     ctx.add_bytes("patches/0002-of-0002.patch", b"second")
     ctx.add_bytes("patches/0001-of-0002.patch", b"first")
-    with tarfile.open(fileobj=io.BytesIO(_series_files(ctx))) as tar:
+    with tarfile.open(fileobj=io.BytesIO(series_files(ctx))) as tar:
         members = {m.name: m for m in tar}
     assert list(members) == ["tmp/series/0001-of-0002.patch", "tmp/series/0002-of-0002.patch",
                              "usr/local/bin/apply-series", "usr/local/bin/apply-tree", "usr/local/bin/build-series"]
@@ -87,7 +89,7 @@ def test_the_regular_files_of_an_archive_keep_their_modes() -> None:
         info.size, info.mode = 3, 0o755
         tar.addfile(info, io.BytesIO(b"elf"))
     buf.seek(0)
-    assert _regular_files(buf) == {"qemu/bin/qemu-system-x86_64": (b"elf", 0o755)}
+    assert regular_files(buf) == {"qemu/bin/qemu-system-x86_64": (b"elf", 0o755)}
 
 
 def test_the_series_image_keeps_only_the_qemu_folder() -> None:
@@ -192,10 +194,26 @@ def test_a_series_builds_output_past_the_cap_fails_its_image_in_one_line(monkeyp
     try:
         reading = BuildStream("qemu-series", "nfcl/qemu-series:p-1", Path("/logs/p.log"), prefix="container ")
         with pytest.raises(ImageBuildError) as failure:
-            _build_output(engine.container(), reading)
+            build_output(building.BuildContainer(engine.container()), reading)
     finally:
         engine.close()
     assert str(failure.value) == ("image qemu-series (nfcl/qemu-series:p-1) failed at its first step: its /opt/qemu "
                                   "is larger than 1 MiB, the most the lab reads of a series build's output; log: "
                                   "/logs/p.log")
     assert engine.asked == ["path=%2Fopt%2Fqemu"]
+
+
+@pytest.mark.parametrize("archive", [None, Archive(lambda: iter([b"\0" * 4096]), short_by=512)],
+                         ids=["refused", "cut-short"])
+def test_a_build_containers_output_the_engine_fails_to_give_is_an_image_build_error(archive: Archive | None) -> None:
+    """What goes wrong on the way while a build container's /opt/qemu is read is the lab's own error,
+    keeping the engine's words, never the transport's exception."""
+    engine = ArchiveEngine(archive)
+    try:
+        with pytest.raises(building.BuildRequestFailed) as failure:
+            b"".join(building.BuildContainer(engine.container()).archive("/opt/qemu"))
+    finally:
+        engine.close()
+    assert isinstance(failure.value, ImageBuildError)
+    if archive is None:
+        assert failure.value.explanation == "No such container:path", failure.value.explanation

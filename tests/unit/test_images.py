@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import images
 from lab.config import QemuSource
 from lab.errors import ImageBuildError
-from lab.images import IMAGES_DIR, BuildEvent, BuildStream, Context, add_checkout, local_tree, qemu_build_args
+from lab.images import IMAGES_DIR, BuildEvent, BuildStream, Context, add_checkout, build, local_tree, qemu_build_args
 from lab.upstream.series import SeriesError
 
 
@@ -204,6 +203,6 @@ def test_a_dockerfile_build_never_reads_a_series_failure() -> None:
 
 
 def test_engine_times_are_read_to_the_second() -> None:
-    assert images._timestamp("2026-12-07T01:00:00.123456789Z") == 1796605200.0
-    assert images._timestamp("2026-12-07T02:00:00+01:00") == 1796605200.0
-    assert images._timestamp("yesterday") == 0.0
+    assert build.timestamp("2026-12-07T01:00:00.123456789Z") == 1796605200.0
+    assert build.timestamp("2026-12-07T02:00:00+01:00") == 1796605200.0
+    assert build.timestamp("yesterday") == 0.0

@@ -70,11 +70,9 @@ def test_only_the_runner_runs_scenarios() -> None:
 
 
 TRANSPORTS = {"docker", "paramiko", "requests", "urllib3"}
-# Not behind the engine yet: the image builder still drives the Docker SDK itself.
-OUTSIDE_THE_BOUNDARY = {"images"}
 
 
-@pytest.mark.parametrize("module", [m for m in MODULES if not of_engine(m) and m not in OUTSIDE_THE_BOUNDARY])
+@pytest.mark.parametrize("module", [m for m in MODULES if not of_engine(m)])
 def test_only_the_engine_package_speaks_to_a_transport(module: str) -> None:
     found = {name.split(".")[0] for name in imports(module)}
     assert not found & TRANSPORTS, f"lab.{module} imports {sorted(found & TRANSPORTS)}: ask lab.engine instead"
