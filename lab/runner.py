@@ -257,8 +257,7 @@ class Runner:
                                    ns=self.ns)
 
     def build(self, profiles: list[Profile], rebuild: bool = False) -> dict[str, images.ImageSet]:
-        builder = self.builder()
-        return {p.name: builder.ensure(p, rebuild=rebuild) for p in profiles}
+        return self.builder().ensure_all(profiles, rebuild=rebuild)
 
     def prepare(self, profiles: list[Profile]) -> dict[str, Build]:
         """Images (built when missing), the accelerator, each build's netfilter properties."""
