@@ -279,7 +279,7 @@ class Runner:
         """Each profile's images; ``push``: then pushed to images.registry; ``pull_only``: every image
         the engine lacks must come from the registry."""
         builder = self.builder(pull_only)
-        built = {p.name: builder.ensure(p, rebuild=rebuild) for p in profiles}
+        built = builder.ensure_all(profiles, rebuild=rebuild)
         for image_set in built.values() if push else []:
             builder.push(image_set)
         return built

@@ -20,28 +20,41 @@ a 301 to the path with it; a page that is not there outside the API is Django's 
 
 It listens on 127.0.0.1 only and records every request (method, path, whether it was authorised) and
 every check it accepted. ``faults`` makes a path answer an error status, a redirect, or never answer.
+
+Served by hand, for a `lab check` from elsewhere (the workflow's check job run with act, say):
+
+    PATCHWORK_TOKEN=... python -m tests.patchwork_server offline|control [--port N]
+
+serves that series with that token as a maintainer's, prints the URL of its last patch, and when
+stopped (Ctrl-C, SIGTERM) prints every check posted: patch, state, context, description.
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import datetime
 import email.utils
 import http.server
 import json
+import os
 import re
+import signal
+import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.upstream.series import BRACKETS, load_local
 from tests.serving import Serving
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RECORDED_PATCH = FIXTURES / "patchwork-api-patch-2194230.json"
 RECORDED_SERIES = FIXTURES / "patchwork" / "series-491379.json"
 RECORDED_HOST = "http://patchwork.ozlabs.org"
+SERIES_DIR = Path(__file__).resolve().parents[1] / "series"
 STATES = ("pending", "success", "warning", "fail")  # Patchwork's Check.STATE_CHOICES
 CONTEXT_RE = re.compile(r"^[-a-zA-Z0-9_]+$")  # a SlugField
 URL_RE = re.compile(r"^(?:https?|ftps?)://[^\s/?#]+\S*$", re.IGNORECASE)  # the schemes Django's URLField takes
@@ -90,10 +103,11 @@ class PatchworkServer:
     faults: dict[str, Fault] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)
     checks: list[Posted] = field(default_factory=list)
+    port: int = 0  # a free one
 
     def __post_init__(self) -> None:
         self.release = threading.Event()
-        self.serving = Serving("127.0.0.1", self._handler(), "patchwork")
+        self.serving = Serving("127.0.0.1", self._handler(), "patchwork", self.port)
         self.base = self.serving.base
 
     def close(self) -> None:
@@ -275,3 +289,47 @@ def seed_patch_mbox() -> bytes:
             f"From: {rec['submitter']['name']} <{rec['submitter']['email']}>\n"
             f"Date: {date}\nSubject: {subject}\nMessage-Id: {rec['msgid']}\n\n"
             f"{rec['content']}\n{rec['diff']}").encode()
+
+
+def control_series() -> ServedSeries:
+    """The lab's control patch, posted as a one-patch series."""
+    patch = next((SERIES_DIR / "control").glob("*.patch"))
+    return ServedSeries(910001, "net/filter-mirror: keep the netdev reading while the VM is stopped",
+                        [ServedPatch(9100011, "[1/1] net/filter-mirror: keep the netdev reading", patch.read_bytes())])
+
+
+def offline_series() -> ServedSeries:
+    """Series 491379 as the lab builds it offline: its 11 patches, then patch 12/12 from Patchwork's record
+    (the server's mbox gives 12/12 as Patchwork's mbox view does, X-Patchwork-Id included)."""
+    patches = load_local(SERIES_DIR / "491379-offline").patches
+    served = [ServedPatch(p.patchwork_id or 2194200 + p.index, BRACKETS.sub(f"[{p.index:02d}/12] ", p.subject),
+                          p.message) for p in patches]
+    return ServedSeries(491379, "[01/12] net: introduce read_poll/write_poll", served)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.patchwork_server",
+                                     description="Serve a series as Patchwork would, PATCHWORK_TOKEN a maintainer's.")
+    parser.add_argument("series", choices=("offline", "control"))
+    parser.add_argument("--port", type=int, default=0, help="the port on 127.0.0.1 (default: a free one)")
+    args = parser.parse_args(argv)
+    token = os.environ.get("PATCHWORK_TOKEN", "")
+    if not token:
+        print("patchwork_server: error: PATCHWORK_TOKEN is not set: the token lab check will post with",
+              file=sys.stderr)
+        return 2
+    served = offline_series() if args.series == "offline" else control_series()
+    with PatchworkServer([served], tokens={token: MAINTAINER}, port=args.port) as server:
+        print(f"{server.base}/api/patches/{served.patches[-1].id}/", flush=True)
+        stop = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stop.set())
+        stop.wait()
+        for posted in server.checks:
+            body = posted.body
+            print(f"patch {posted.patch}: {body.get('state')} {body.get('context')}: {body.get('description', '')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

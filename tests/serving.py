@@ -9,8 +9,9 @@ import threading
 class Serving:
     """``handler`` served at ``base`` (``http://ADDRESS:PORT``) until ``close``."""
 
-    def __init__(self, address: str, handler: type[http.server.BaseHTTPRequestHandler], name: str) -> None:
-        self.httpd = http.server.ThreadingHTTPServer((address, 0), handler)
+    def __init__(self, address: str, handler: type[http.server.BaseHTTPRequestHandler], name: str,
+                 port: int = 0) -> None:
+        self.httpd = http.server.ThreadingHTTPServer((address, port), handler)
         self.base = f"http://{address}:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name=name, daemon=True)
         self.thread.start()

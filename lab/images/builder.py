@@ -101,9 +101,17 @@ class ImageBuilder:
         with self._lock:
             self._progress(event)
 
-    def ensure(self, profile: Profile, rebuild: bool = False) -> ImageSet:
+    def ensure_all(self, profiles: list[Profile], rebuild: bool = False) -> dict[str, ImageSet]:
+        # Every profile's series first: one that cannot be had (Patchwork out of reach) is refused
+        # before the profiles ahead of it have spent their build time.
+        series = {p.name: self.load_series(p.series) for p in profiles if p.series}
+        return {p.name: self.ensure(p, rebuild=rebuild, series=series.get(p.name)) for p in profiles}
+
+    def ensure(self, profile: Profile, rebuild: bool = False, series: series_mod.Series | None = None) -> ImageSet:
+        """``series``: the profile's, when the caller has it already."""
         # The series is fetched and parsed before anything is built: bad input costs no build time.
-        series = self.load_series(profile.series) if profile.series else None
+        if series is None and profile.series:
+            series = self.load_series(profile.series)
         base = self.ensure_base()
         # A git ref is resolved, and a tree compared with the builders' trees, before any build.
         tree = self.tree_source(profile)

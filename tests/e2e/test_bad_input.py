@@ -164,3 +164,22 @@ def test_disk_too_full_to_build(tmp_path: Path, capsys: pytest.CaptureFixture[st
     path = mutated(tmp_path, lambda d: d["images"].update(min_free_gb=10000, mirror="http://127.0.0.1:9/debian"))
     err = one_line_exit_2(["build", "--config", str(path), "--profile", "baseline"], capsys)
     assert "must be built but only" in err and "images.min_free_gb" in err
+
+
+def test_a_series_out_of_reach_is_refused_before_any_profile_builds(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                     no_leftovers: None) -> None:
+    # Images of a prefix of their own: had baseline (named first) been built before the second
+    # profile's series was fetched, they would be there.
+    prefix = f"nfcl-refused-{os.getpid()}"
+    remote = {"default": False, "qemu": {"source": "debian", "version": "1:10.2.2+ds-1", "suite": "sid"},
+              "series": {"patchwork": "http://127.0.0.1:9", "ref": 491379}}
+
+    def change(data: dict[str, Any]) -> None:
+        data["images"]["prefix"] = prefix
+        data["profiles"]["remote"] = remote
+
+    config = mutated(tmp_path, change)
+    line = one_line_exit_2(["build", "--config", str(config), "--profile", "baseline", "--profile", "remote"], capsys)
+    assert "127.0.0.1:9" in line, line
+    client = docker.from_env()
+    assert not [i.tags for i in client.images.list() if any(t.startswith(f"{prefix}/") for t in i.tags)]

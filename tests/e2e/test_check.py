@@ -18,16 +18,14 @@ import yaml
 
 from lab import cli
 from lab.config import LabConfig
-from lab.upstream import series
+from tests import patchwork_server
 from tests.e2e import made_images
 from tests.patchwork_server import MAINTAINER, PatchworkServer, ServedPatch, ServedSeries, seed_patch_mbox
 
 # Failing builds: one worker for them under pytest-xdist, with the test that counts dangling images.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("image-builds")]
 
-ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7"
-CONTROL_PATCH = next((ROOT / "series" / "control").glob("*.patch"))
 
 
 @pytest.fixture
@@ -67,10 +65,7 @@ def serve(series: ServedSeries) -> Iterator[PatchworkServer]:
 
 @pytest.fixture
 def control_series() -> Iterator[PatchworkServer]:
-    """The lab's control patch, posted as a one-patch series."""
-    yield from serve(ServedSeries(910001, "net/filter-mirror: keep the netdev reading while the VM is stopped",
-                                  [ServedPatch(9100011, "[1/1] net/filter-mirror: keep the netdev reading",
-                                               CONTROL_PATCH.read_bytes())]))
+    yield from serve(patchwork_server.control_series())
 
 
 @pytest.fixture
@@ -141,12 +136,7 @@ def test_a_series_that_does_not_apply(lab_docker: docker.DockerClient, check_con
 
 @pytest.fixture
 def offline_series() -> Iterator[PatchworkServer]:
-    """Series 491379 as the lab builds it offline: its 11 patches, then patch 12/12 from Patchwork's record
-    (the server's mbox gives 12/12 as Patchwork's mbox view does, X-Patchwork-Id included)."""
-    patches = series.load_local(ROOT / "series" / "491379-offline").patches
-    served = [ServedPatch(p.patchwork_id or 2194200 + p.index, series.BRACKETS.sub(f"[{p.index:02d}/12] ", p.subject),
-                          p.message) for p in patches]
-    yield from serve(ServedSeries(491379, "[01/12] net: introduce read_poll/write_poll", served))
+    yield from serve(patchwork_server.offline_series())
 
 
 def test_the_offline_series_gets_a_check_on_each_of_its_twelve_patches(

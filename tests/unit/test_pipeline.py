@@ -285,3 +285,18 @@ def test_run_workflow_refuses_an_action_without_its_built_entry_point(tmp_path: 
     done = run_workflow({"LAB_ACTIONS_DIR": str(tmp_path)})
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "dist/index.js is missing: build it" in done.stderr
+
+
+def test_run_workflow_refuses_an_unknown_engine_before_anything_starts(tmp_path: Path) -> None:
+    done = run_workflow({"LAB_ACTIONS_DIR": str(tmp_path), "LAB_WORKFLOW_ENGINE": "remote"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "LAB_WORKFLOW_ENGINE=remote: own" in done.stderr and not done.stdout
+
+
+def test_tox_passes_pytest_addopts_so_a_workflow_run_can_be_narrowed() -> None:
+    ini = configparser.ConfigParser(interpolation=None)
+    ini.read(ROOT / "tox.ini")
+    # Only where the workflow's steps would be narrowed: a -k for them would deselect every unit test.
+    assert "PYTEST_ADDOPTS" not in ini["testenv"]["passenv"].split()
+    assert all("PYTEST_ADDOPTS" in ini[f"testenv:{env}"]["passenv"].split() for env in ("e2e", "infra"))
+    assert {"LAB_WORKFLOW_ENGINE", "LAB_WORKFLOW_SEED"} <= set(ini["testenv:workflow"]["passenv"].split())
