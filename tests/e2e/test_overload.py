@@ -23,7 +23,7 @@ from lab import images
 from lab.config import LabConfig
 from lab.engine import resources
 from lab.namespace import Namespace
-from lab.results.analysis import ERROR
+from lab.results.verdict import Verdict
 
 pytestmark = pytest.mark.e2e
 
@@ -101,16 +101,16 @@ def test_an_overloaded_machine_gives_no_false_verdict(lab_config: LabConfig, lab
     measured = [r for r in rows if r["load"]]
     wrong_without_check = [r for r in measured if r["load"]["judged"] != r["expected"]]
     print(f"{len(measured)} of {len(rows)} cells measured; {len(wrong_without_check)} would have been wrong "
-          f"without the starved check; {sum(r['verdict'] == ERROR for r in rows)} errors")
+          f"without the starved check; {sum(r['verdict'] == Verdict.ERROR for r in rows)} errors")
 
     assert len(rows) == len(runs) * len(SCENARIOS)
-    wrong = [r for r in rows if r["verdict"] not in (r["expected"], ERROR)]
+    wrong = [r for r in rows if r["verdict"] not in (r["expected"], Verdict.ERROR)]
     assert not wrong, "\n".join(map(_line, wrong))
-    unexplained = [r for r in measured if r["verdict"] == ERROR and not r["reasons"][0].startswith("starved: ")]
+    unexplained = [r for r in measured if r["verdict"] == Verdict.ERROR and not r["reasons"][0].startswith("starved: ")]
     assert not unexplained, "\n".join(map(_line, unexplained))
     # The overload is what is tested: a measurement it starved (here every wrong figure was one, and
     # with other work on the machine fewer cells get that far, so a wrong figure is printed, not required).
-    starved = [r for r in measured if r["verdict"] == ERROR]
+    starved = [r for r in measured if r["verdict"] == Verdict.ERROR]
     assert starved, "the overload starved no measured cell: nothing was tested"
     for run in {r["run"] for r in rows}:
         assert not resources.find(lab_docker, lab_config.name, ns=Namespace(lab_config.name, run))

@@ -20,9 +20,11 @@ import pytest
 from lab import cli
 from lab.config import LabConfig
 from tests.e2e import made_images
-from tests.e2e.test_check import CONTROL_PATCH, assert_token_nowhere, check_config
+from tests.e2e.test_check import assert_token_nowhere, check_config
 from tests.patchwork.real import SRC_ENV, RealPatchwork, as_posted
-from tests.patchwork_server import RECORDED_PATCH, seed_patch_mbox
+from tests.patchwork_server import RECORDED_PATCH, SERIES_DIR, seed_patch_mbox
+
+CONTROL_PATCH = next((SERIES_DIR / "control").glob("*.patch"))
 
 __all__ = ["check_config"]  # a fixture, used by name
 CONTROL_MSGID = "<20261207000000.1-1-lab@example.org>"
