@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -52,3 +54,20 @@ def read_token(path: str) -> bytes:
     """A token, from its file (hex): never from the command line, which any process of the host reads."""
     with open(path) as f:
         return bytes.fromhex(f.read().strip())
+
+
+def accept_until_stopped(listen: str, event: EventLog, stop: StopFlag,
+                         take: Callable[[socket.socket, str], None]) -> None:
+    """Listens on ``listen`` and hands each connection, with its peer, to ``take`` until the helper is
+    stopped; says ``listening`` once it does, and ``stopped`` at the end (its log then closed)."""
+    server = socket.create_server(address(listen))
+    server.settimeout(0.2)
+    event("listening", address=listen)
+    while not stop.set:
+        try:
+            conn, peer = server.accept()
+        except TimeoutError:
+            continue
+        take(conn, f"{peer[0]}:{peer[1]}")
+    event("stopped")
+    event.close()

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 
-from lab.agents import EventLog, StopFlag, address, read_token
+from lab.agents import EventLog, StopFlag, accept_until_stopped, address, read_token
 from lab.agents.sender import CONNECT_S, splice
 
 TOKEN_WAIT_S = 2.0  # for a connection's token: the sender presents it at once
@@ -50,21 +50,14 @@ class Gate:
         self.unproven = threading.BoundedSemaphore(MAX_UNPROVEN)
 
     def run(self, stop: StopFlag) -> None:
-        server = socket.create_server(address(self.args.listen))
-        server.settimeout(0.2)
-        self.event("listening", address=self.args.listen)
-        while not stop.set:
-            try:
-                conn, peer = server.accept()
-            except TimeoutError:
-                continue
+        def take(conn: socket.socket, peer: str) -> None:
             if not self.unproven.acquire(blocking=False):
-                self.event("refused", peer=f"{peer[0]}:{peer[1]}", reason="too many connections owing their token")
+                self.event("refused", peer=peer, reason="too many connections owing their token")
                 conn.close()
-                continue
-            threading.Thread(target=self.serve, args=(conn, f"{peer[0]}:{peer[1]}", stop), daemon=True).start()
-        self.event("stopped")
-        self.event.close()
+                return
+            threading.Thread(target=self.serve, args=(conn, peer, stop), daemon=True).start()
+
+        accept_until_stopped(self.args.listen, self.event, stop, take)
 
     def serve(self, conn: socket.socket, peer: str, stop: StopFlag) -> None:
         with conn:

@@ -15,7 +15,7 @@ import argparse
 import selectors
 import socket
 
-from lab.agents import EventLog, StopFlag, address, read_token
+from lab.agents import EventLog, StopFlag, accept_until_stopped, address, read_token
 
 CONNECT_S = 5.0
 
@@ -27,18 +27,11 @@ class Sender:
         self.event = EventLog(args.events)
 
     def run(self, stop: StopFlag) -> None:
-        server = socket.create_server(address(self.args.listen))
-        server.settimeout(0.2)
-        self.event("listening", address=self.args.listen)
-        while not stop.set:
-            try:
-                conn, _peer = server.accept()
-            except TimeoutError:
-                continue
+        def take(conn: socket.socket, _peer: str) -> None:
             with conn:
                 self.serve(conn, stop)
-        self.event("stopped")
-        self.event.close()
+
+        accept_until_stopped(self.args.listen, self.event, stop, take)
 
     def serve(self, conn: socket.socket, stop: StopFlag) -> None:
         try:
