@@ -114,7 +114,7 @@ def test_a_copying_engines_host_sends_what_a_file_gained_and_a_folder_past_the_c
         with pytest.raises(ArchiveError) as failure:
             with LabHosts(engine, HostSpec(image=runtime, ns=ns), rundir, 30) as hosts:
                 host = hosts.hosts["secondary"]
-                assert not host.shared
+                assert not host.shares_rundir
                 host.check(["sh", "-c", f"printf abc > {RUNDIR}/grows"])
                 assert host.read_from("grows", 0, 100) == b"abc"
                 host.check(["sh", "-c", f"head -c 100000 /dev/urandom >> {RUNDIR}/grows"])
