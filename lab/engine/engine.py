@@ -397,15 +397,22 @@ class Engine:
         return [ContainerInfo(str(c.id), str(c.name), str(c.status), dict(c.labels)) for c in found]
 
     def stats(self, container_id: str) -> dict[str, Any]:
-        """A container's `docker stats`, once."""
-        found = self.call("read a container's figures",
-                          lambda: self.client.api.stats(container_id, stream=False, one_shot=True))
+        """A container's `docker stats`, once; none of a container gone since it was listed."""
+        try:
+            found = self.call("read a container's figures",
+                              lambda: self.client.api.stats(container_id, stream=False, one_shot=True))
+        except transport.NotFound:
+            return {}
         return found if isinstance(found, dict) else {}
 
     def output_of(self, container_id: str, argv: list[str]) -> bytes:
-        """What a command run in a container wrote (a probe, not a host's work: that is DockerHost.run)."""
-        result = self.call(f"run {argv[0]} in a container",
-                           lambda: self.client.containers.get(container_id).exec_run(argv))
+        """What a command run in a container wrote (a probe, not a host's work: that is DockerHost.run);
+        nothing of a container gone since it was listed."""
+        try:
+            result = self.call(f"run {argv[0]} in a container",
+                               lambda: self.client.containers.get(container_id).exec_run(argv))
+        except transport.NotFound:
+            return b""
         return result.output if isinstance(result.output, bytes) else b""
 
     def find(self, lab: str | None = None, ns: Namespace | None = None) -> resources.Leftovers:

@@ -11,7 +11,7 @@ import pytest
 
 from lab import cli, images
 from lab.config import LabConfig
-from lab.engine import resources
+from lab.engine import Engine, resources
 
 # It builds a series image: with the other image builds under pytest-xdist.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("image-builds")]
@@ -44,3 +44,10 @@ def test_a_reduced_bench_writes_every_figure(lab_config: LabConfig, lab_images: 
     assert (out / "scenario" / "report.json").is_file() and (out / "matrix-jobs1" / "report.json").is_file()
     assert not lab_docker.images.list(filters={"label": "io.nfcl.profile=bench-series"})
     assert not lab_docker.containers.list(all=True, filters={"label": f"{resources.RUN}={bench['run']}"})
+
+
+def test_a_container_gone_since_it_was_listed_has_no_figures(lab_engine: Engine) -> None:
+    """The memory sampler lists a run's hosts, then reads each: one removed in between has no figures
+    (not an SDK exception escaping its thread)."""
+    assert lab_engine.stats("nfcl-no-such-container") == {}
+    assert lab_engine.output_of("nfcl-no-such-container", ["cat", "/proc/self/status"]) == b""
