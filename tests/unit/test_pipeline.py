@@ -300,3 +300,32 @@ def test_tox_passes_pytest_addopts_so_a_workflow_run_can_be_narrowed() -> None:
     assert "PYTEST_ADDOPTS" not in ini["testenv"]["passenv"].split()
     assert all("PYTEST_ADDOPTS" in ini[f"testenv:{env}"]["passenv"].split() for env in ("e2e", "infra"))
     assert {"LAB_WORKFLOW_ENGINE", "LAB_WORKFLOW_SEED"} <= set(ini["testenv:workflow"]["passenv"].split())
+
+
+def test_the_e2e_suite_runs_once_over_every_default_profile() -> None:
+    matrix = workflow()["jobs"]["e2e"]["strategy"]["matrix"]
+    [cell] = [c for c in matrix.get("include", []) if c.get("suite")]
+    # an include that names an existing cell adds to it, never a seventh part
+    assert cell["profile"] in matrix["profile"] and cell["shard"] in matrix["shard"], cell
+    [suite] = [s for s in steps("e2e") if "tox run -e e2e" in s.get("run", "")]
+    assert suite["if"] == "matrix.suite" and "--lab-profile" not in suite["run"]
+    [engines] = [s for s in steps("e2e") if "scripts/second-engine up" in s.get("run", "")]
+    assert engines["if"] == "matrix.suite"
+
+
+def test_the_image_cache_is_a_file_of_the_jobs_workspace() -> None:
+    ignored = (ROOT / ".gitignore").read_text().split()
+    for name in lab_jobs():
+        job = steps(name)
+        [path] = {s["with"]["path"] for s in job if uses(s, "actions/cache/restore") or uses(s, "actions/cache/save")}
+        # Not /tmp, which two jobs on one self-hosted runner share, nor runner.temp, which act makes anew
+        # for each job: the path is part of the cache's version, and a new one never hits.
+        assert not path.startswith("/") and "${{" not in path, (name, path)
+        assert f"{path.split('/')[0]}/" in ignored, path
+        assert all(path in s["run"] for s in job if re.search(r"docker load|save-images", s.get("run", ""))), name
+
+
+def test_the_workflow_run_with_act_runs_one_job_at_a_time_unless_told() -> None:
+    script = (ROOT / "scripts" / "run-workflow").read_text()
+    # before ACT ARGS, so that a --concurrent-jobs there wins
+    assert re.search(r'--concurrent-jobs 1 "\$@"\n', script)
