@@ -52,7 +52,7 @@ class Checkout:
     base: str  # the builder's tree, as a commit of this repository
     harmless: str
     control: str  # the control patch: filter-mirror keeps flowing (mirror: gap -> continuous)
-    builder: str
+    builder: str  # the builder the lab builds this tree on: the newest holding base's tree
 
 
 def builder_image(engine: Engine, cfg: LabConfig, built: dict[str, images.ImageSet], logs: Path) -> str:
@@ -104,15 +104,18 @@ def checkout(lab_docker: docker.DockerClient, lab_engine: Engine, lab_config: La
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "QEMU as the builder holds it")
     base = git(repo, "rev-parse", "HEAD")
-    # Another commit than the builder's, the same tree: what lets the lab build on the builder.
-    assert git(repo, "rev-parse", "HEAD^{tree}") in images.ImageBuilder(lab_engine, lab_config,
-                                                                       top / "logs").builder_trees()
+    # Another commit than the builder's, the same tree: what lets the lab build on the builder. Another
+    # builder image of this prefix may hold the same tree (one a user or an earlier run built with other
+    # build arguments); the lab takes the newest, and so does this test.
+    trees = images.ImageBuilder(lab_engine, lab_config, top / "logs").builder_trees()
+    tree = git(repo, "rev-parse", "HEAD^{tree}")
+    assert tree in trees, (tree, trees)
     (repo / "docs" / "lab-note.txt").write_text("a file no build step reads\n")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "docs: a note")
     harmless = git(repo, "rev-parse", "HEAD")
     git(repo, "am", "-q", str(CONTROL_PATCH))
-    return Checkout(repo, base, harmless, git(repo, "rev-parse", "HEAD"), builder)
+    return Checkout(repo, base, harmless, git(repo, "rev-parse", "HEAD"), trees[tree])
 
 
 def write_config(lab_config: LabConfig, path: Path, qemu: dict[str, str], expect: str) -> Path:
