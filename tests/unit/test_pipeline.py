@@ -329,3 +329,12 @@ def test_the_workflow_run_with_act_runs_one_job_at_a_time_unless_told() -> None:
     script = (ROOT / "scripts" / "run-workflow").read_text()
     # before ACT ARGS, so that a --concurrent-jobs there wins
     assert re.search(r'--concurrent-jobs 1 "\$@"\n', script)
+    # act runs a matrix 4 at a time whatever --concurrent-jobs says: the copy act reads has every
+    # matrix one at a time, and is otherwise the workflow as it is.
+    [function] = [line for line in script.splitlines() if line.startswith("one_at_a_time()")]
+    copy = subprocess.run(["bash", "-c", f'{function}\none_at_a_time "$1"', "-", str(WORKFLOW)], check=True,
+                          capture_output=True, text=True, timeout=30).stdout
+    ran, ours = yaml.safe_load(copy)["jobs"], workflow()["jobs"]
+    matrices = [name for name, job in ours.items() if "matrix" in job.get("strategy", {})]
+    assert matrices and all(ran[name]["strategy"].pop("max-parallel") == 1 for name in matrices), matrices
+    assert ran == ours
