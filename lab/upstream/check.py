@@ -46,6 +46,8 @@ EXIT_STATUS = {SUCCESS: 0, FAIL: 1, WARNING: 2}
 DESCRIPTION_MAX = 255  # what a reviewer sees next to the patch: one line
 TARGET_URL_MAX = 200  # Patchwork's Check.target_url is a URLField of 200 characters
 TOKEN_ENV = "PATCHWORK_TOKEN"
+# GitHub's owner/name; a runner elsewhere (act) may name the repository by a path of its machine
+REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 MASK = "Token ********"
 
 
@@ -216,8 +218,10 @@ def target_url(configured: str, env: Mapping[str, str]) -> str:
             raise LabError(f"check.target_url is {len(configured)} characters long; Patchwork takes at most "
                            f"{TARGET_URL_MAX}: give a shorter URL, or none")
         return configured
-    run = [env.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID")]
-    url = f"{run[0].rstrip('/')}/{run[1]}/actions/runs/{run[2]}" if all(run) else ""
+    server, repository, run_id = (env.get(k, "") for k in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"))
+    if not (REPOSITORY.fullmatch(repository) and run_id.isdigit()):
+        return ""
+    url = f"{server.rstrip('/')}/{repository}/actions/runs/{run_id}"
     return url if is_http(url) and len(url) <= TARGET_URL_MAX else ""
 
 

@@ -86,8 +86,11 @@ def assert_token_nowhere(out: Path, captured: pytest.CaptureResult[str], token: 
 
 
 def test_a_series_that_applies(lab_docker: docker.DockerClient, check_config: Path, control_series: PatchworkServer,
-                               token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                               token: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
+    for name in ("GITHUB_SERVER_URL", "GITHUB_REPOSITORY", "GITHUB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)  # in a workflow, the run's page would be posted
     started = time.monotonic()
     # The stream scenarios: what the control patch is for (it does not switch a redirector on while
     # stopped, so the guest scenarios would fail it, as they should).

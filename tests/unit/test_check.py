@@ -253,6 +253,10 @@ def test_no_target_url_of_this_machine_is_posted(tmp_path: Path) -> None:
                  "GITHUB_RUN_ID": "42"}
     assert check.target_url("", long_repo) == ""  # longer than Patchwork takes: left out
     assert check.target_url("", {**long_repo, "GITHUB_SERVER_URL": "file:///srv", "GITHUB_REPOSITORY": "o/r"}) == ""
+    # act names the repository by the path of the clone it runs: a page of nowhere
+    github = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "42"}
+    assert check.target_url("", {**github, "GITHUB_REPOSITORY": "/home/runner/lab"}) == ""
+    assert check.target_url("", {**github, "GITHUB_RUN_ID": "x"}) == ""
 
 
 def test_a_configured_target_url_longer_than_patchwork_takes_is_refused() -> None:
