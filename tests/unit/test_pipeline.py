@@ -336,5 +336,7 @@ def test_the_workflow_run_with_act_runs_one_job_at_a_time_unless_told() -> None:
                           capture_output=True, text=True, timeout=30).stdout
     ran, ours = yaml.safe_load(copy)["jobs"], workflow()["jobs"]
     matrices = [name for name, job in ours.items() if "matrix" in job.get("strategy", {})]
+    for name in matrices:  # (the workflow run under act is such a copy already)
+        ours[name]["strategy"].pop("max-parallel", None)
     assert matrices and all(ran[name]["strategy"].pop("max-parallel") == 1 for name in matrices), matrices
     assert ran == ours
