@@ -348,12 +348,13 @@ def hidden(*argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]
     script = (f'mount -t tmpfs -o uid={uid},gid={gid},mode=0700 lab-hidden "$0" && '
               f'home="$1" && shift && '
               f'exec setpriv --reuid={uid} --regid={gid} --init-groups env TMPDIR="$0" HOME="$home" "$@"')
-    # sudo leaves LD_LIBRARY_PATH out, which a runner's Python may need (setup-python's builds find
-    # their libpython through it): given back to the command by env.
-    libraries = [f"LD_LIBRARY_PATH={os.environ['LD_LIBRARY_PATH']}"] if os.environ.get("LD_LIBRARY_PATH") else []
+    # sudo leaves out LD_LIBRARY_PATH, which a runner's Python may need (setup-python's builds find
+    # their libpython through it), and which engine Docker's variables name: given back by env.
+    handed = [f"{name}={os.environ[name]}" for name in ("LD_LIBRARY_PATH", "DOCKER_HOST", "DOCKER_CONTEXT",
+                                                         "DOCKER_CONFIG") if os.environ.get(name)]
     try:
         return subprocess.run([*sudo, "unshare", "-m", "--propagation", "private", "sh", "-c", script, str(private),
-                               str(Path.home()), *libraries, *argv], capture_output=True, text=True,
+                               str(Path.home()), *handed, *argv], capture_output=True, text=True,
                               timeout=timeout, check=False)
     finally:
         private.rmdir()  # the tmpfs went with its namespace
