@@ -5,12 +5,14 @@ tree, and a diff that `git apply` turns back into the tree."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lab.images import IMAGES_DIR
 from lab.upstream import gittree
 from lab.upstream.gittree import GitSourceError
 from tests.git_server import GitServer, bare_copy
@@ -134,23 +136,55 @@ def test_an_ambiguous_short_hash_is_one_line(tmp_path: Path) -> None:
     assert "ambiguous" in message and seen[made[:4]][:12] in message and made[:12] in message
 
 
-def test_the_nearest_commit_with_a_builders_tree_and_the_diff_that_rebuilds(work: Path, tmp_path: Path) -> None:
-    base_tree = run(work, "rev-parse", "HEAD~2^{tree}")
-    assert gittree.nearest_base(work, "HEAD", {base_tree: "builder"}, TIMEOUT) == (run(work, "rev-parse", "HEAD~2"),
-                                                                                  base_tree)
-    assert gittree.nearest_base(work, "HEAD", {"f" * 40: "builder"}, TIMEOUT) is None
-    # The builder's copy: the same files, another commit; the diff puts the checkout's tree in place.
+def builders_copy(work: Path, tmp_path: Path) -> Path:
+    """The builder image's tree: the files of ``HEAD~2``, committed anew as apply-series does."""
     builder = tmp_path / "builder"
     builder.mkdir()
     subprocess.run(f"git -C {work} archive HEAD~2 | tar -x -C {builder}", shell=True, check=True)
     run(builder, "init", "-q")
     run(builder, "add", "-A")
     run(builder, "commit", "-q", "-m", "base tree")
+    return builder
+
+
+def test_the_nearest_commit_with_a_builders_tree_and_the_diff_that_rebuilds(work: Path, tmp_path: Path) -> None:
+    base_tree = run(work, "rev-parse", "HEAD~2^{tree}")
+    assert gittree.nearest_base(work, "HEAD", {base_tree: "builder"}, TIMEOUT) == (run(work, "rev-parse", "HEAD~2"),
+                                                                                  base_tree)
+    assert gittree.nearest_base(work, "HEAD", {"f" * 40: "builder"}, TIMEOUT) is None
+    # The builder's copy: the same files, another commit; the diff puts the checkout's tree in place.
+    builder = builders_copy(work, tmp_path)
     assert run(builder, "rev-parse", "HEAD^{tree}") == base_tree
     patch = tmp_path / "tree.diff"
     patch.write_bytes(gittree.diff(work, base_tree, "HEAD", TIMEOUT, WHERE))
     run(builder, "apply", "--index", str(patch))
     assert run(builder, "write-tree") == run(work, "rev-parse", "HEAD^{tree}")
+
+
+def test_a_builders_tree_moved_to_new_inodes_still_takes_the_diff_and_a_changed_one_does_not(
+        work: Path, tmp_path: Path) -> None:
+    # A builder image restored from a CI cache (`docker save`, `docker load`) has the same files and
+    # mtimes at new inodes and ctimes; apply-tree, the builder's own script, must still apply there.
+    builder = builders_copy(work, tmp_path)
+    patch = tmp_path / "tree.diff"
+    patch.write_bytes(gittree.diff(work, run(work, "rev-parse", "HEAD~2^{tree}"), "HEAD", TIMEOUT, WHERE))
+    expected = run(work, "rev-parse", "HEAD^{tree}")
+    env = {**os.environ, **IDENTITY, "GIT_CONFIG_GLOBAL": str(tmp_path / "gitconfig")}
+
+    def apply_tree(tree: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", str(IMAGES_DIR / "series" / "apply-tree"), str(tree), str(patch), expected],
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    loaded = tmp_path / "loaded"
+    shutil.copytree(builder, loaded, symlinks=True)
+    applied = apply_tree(loaded)
+    assert applied.returncode == 0, applied.stderr
+    assert f"tree {expected} in place" in applied.stdout
+    changed = tmp_path / "changed"
+    shutil.copytree(builder, changed, symlinks=True)
+    (changed / "net" / "filter-mirror.c").write_text("int b;\n")
+    refused = apply_tree(changed)
+    assert refused.returncode != 0 and "filter-mirror.c" in refused.stderr
 
 
 def test_the_working_tree_is_read_without_writing_to_the_checkout(work: Path, tmp_path: Path) -> None:
