@@ -246,9 +246,32 @@ def test_lab_check_by_hand_takes_the_url_as_data_and_the_token_from_the_secrets(
     assert step["env"]["PATCHWORK_URL"] == "${{ inputs.patchwork_url }}"
     assert step["env"]["PATCHWORK_TOKEN"] == "${{ secrets.PATCHWORK_TOKEN }}"
     assert '"$PATCHWORK_URL"' in step["run"]
+    assert inputs["scenarios"]["type"] == "string" and step["env"]["SCENARIOS"] == "${{ inputs.scenarios }}"
     ini = configparser.ConfigParser(interpolation=None)
     ini.read(ROOT / "tox.ini")
     assert "PATCHWORK_TOKEN" in ini["testenv:check"]["passenv"] and "lab check" in ini["testenv:check"]["commands"]
+
+
+def test_lab_check_by_hand_runs_the_scenarios_named_and_nothing_else(tmp_path: Path) -> None:
+    [step] = [s for s in workflow()["jobs"]["check"]["steps"] if "-e check" in s.get("run", "")]
+    # tox, as the step calls it, prints the arguments it was given, one per line.
+    (tmp_path / "tox").write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    (tmp_path / "tox").chmod(0o755)
+    (tmp_path / "mirror").touch()  # a file of the scenario's name: a glob must not find it
+
+    def given(scenarios: str) -> list[str]:
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "PATCHWORK_URL": "http://127.0.0.1/api/patches/1/",
+               "SCENARIOS": scenarios}
+        done = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=30, check=True)
+        return done.stdout.splitlines()
+
+    everything = ["run", "-e", "check", "--", "http://127.0.0.1/api/patches/1/", "--config", "lab-ci.yaml",
+                  "--out", "lab-results/check"]
+    assert given("") == everything
+    assert given(" mirror  redirector-when-stopped ") == [*everything, "--scenario", "mirror",
+                                                           "--scenario", "redirector-when-stopped"]
+    assert given("mirr*") == [*everything, "--scenario", "mirr*"]  # the lab names what it does not know
 
 
 def test_the_workflow_run_with_act_is_opt_in() -> None:
