@@ -248,6 +248,9 @@ def test_an_engine_lost_mid_run_errs_that_cell_and_leaves_nothing(engines_yaml: 
     # The engine's networks went with its daemon: no bridge of its pool is left on this machine.
     links = subprocess.run(["ip", "-4", "-br", "addr"], capture_output=True, text=True, check=True).stdout
     assert not [line for line in links.splitlines() if line.startswith("br-") and " 10.213." in line], links
+    # Nor the network namespaces (and their veths) it kept for the guests it stopped.
+    sandboxes = Path("/run/nfcl-engine2/netns")
+    assert not (sandboxes.is_dir() and any(sandboxes.iterdir())), sorted(p.name for p in sandboxes.iterdir())
     report = json.loads((out / "report.json").read_text())
     first, second = report["results"]
     assert first["verdict"] == lab_config.scenarios["mirror"].expect[profile], first["reasons"]
